@@ -1,0 +1,43 @@
+# The two commands a new user runs are `make demo` and `make test`; each installs what it needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CRD := crds/serving.unbusy.dev_inferenceservices.yaml
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install test unit lint format crds promtool
+
+# The virtualenv is rebuilt only when pyproject.toml changes.
+$(BIN)/unbusy: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/unbusy
+
+# promtool checks every generated alert rule; Debian's prometheus package carries it.
+promtool:
+	@command -v promtool >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@# The package starts a Prometheus service we do not want running on the test machine.
+	@$(SUDO) systemctl stop prometheus >/dev/null 2>&1 || true
+
+test: install promtool
+	$(BIN)/pytest tests
+
+unit: install
+	$(BIN)/pytest tests/unit -q
+
+lint: install
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
+
+format: install
+	$(BIN)/ruff check --fix operator tests bench
+	$(BIN)/ruff format operator tests bench
+
+crds: install
+	$(BIN)/unbusy crd > $(CRD)
+
+-include testbed/testbed.mk

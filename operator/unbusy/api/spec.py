@@ -1,0 +1,485 @@
+"""The InferenceService spec: what a platform engineer asks for."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field, create_model
+
+from unbusy.api.base import (
+    DNS_LABEL_PATTERN,
+    DURATION_PATTERN,
+    PERCENT_OR_COUNT_PATTERN,
+    ApiModel,
+    KubeObject,
+    Quantity,
+    Rule,
+)
+
+MAX_VARIANTS = 8
+DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:25.01-py3"
+DEFAULT_VARIANT = "main"
+
+
+# --- model -------------------------------------------------------------------------------
+
+
+class DynamicBatching(ApiModel):
+    preferred_batch_sizes: list[int] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Batch sizes Triton should prefer to form (e.g. [4, 8]). Empty lets Triton pick.",
+    )
+    max_queue_delay_microseconds: int = Field(
+        100,
+        ge=0,
+        le=10_000_000,
+        description="How long Triton may hold a request to fill a batch, in microseconds.",
+    )
+    max_queue_size: int = Field(
+        64,
+        ge=0,
+        le=1_000_000,
+        description="Requests queued per model instance beyond which Triton rejects new ones "
+        "at once (HTTP 503) instead of queueing forever. 0 means unbounded.",
+    )
+    priority_levels: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description="Number of request priority levels (0 disables priorities). Level 1 is the highest.",
+    )
+    default_priority_level: int | None = Field(
+        None, ge=1, le=16, description="Priority of requests that name none; defaults to the lowest level."
+    )
+
+
+class WarmupInput(ApiModel):
+    name: str = Field(max_length=128, description="Model input name.")
+    data_type: str = Field(
+        pattern=r"^TYPE_[A-Z0-9]+$", max_length=32, description="Triton data type, e.g. TYPE_FP32."
+    )
+    dims: list[int] = Field(min_length=1, max_length=8, description="Input shape without the batch dimension.")
+
+
+class Warmup(ApiModel):
+    batch_size: int = Field(1, ge=1, le=4096, description="Batch size of the warm-up requests.")
+    iterations: int = Field(1, ge=1, le=100, description="How many warm-up requests Triton sends at load.")
+    inputs: list[WarmupInput] = Field(
+        min_length=1, max_length=16, description="Inputs to fill with random data during warm-up."
+    )
+
+
+class ModelConfig(ApiModel):
+    """The parts of Triton's config.pbtxt the operator manages; the rest is auto-completed by Triton."""
+
+    backend: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9_]+$",
+        max_length=64,
+        description="Triton backend (onnxruntime, tensorrt, pytorch, python, vllm ...).",
+    )
+    max_batch_size: int = Field(8, ge=0, le=4096, description="Largest batch Triton may form; 0 disables batching.")
+    dynamic_batching: DynamicBatching | None = Field(
+        default_factory=DynamicBatching, description="Dynamic batching; omit to turn it off."
+    )
+    response_cache: bool = Field(False, description="Cache responses of identical requests in Triton.")
+    instance_count: int = Field(1, ge=1, le=64, description="Model instances per GPU (instance_group count).")
+    warmup: Warmup | None = Field(None, description="Warm-up requests Triton runs before it reports ready.")
+
+
+class Model(ApiModel):
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]+$", max_length=128, description="Triton model name inside the repository."
+    )
+    repository: str = Field(
+        pattern=r"^(s3|gs)://[a-z0-9][a-z0-9.\-]*(/[A-Za-z0-9._\-/]*)?$|^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[A-Za-z0-9._\-/]*)?$",
+        max_length=512,
+        description="Model repository: s3://bucket/path, gs://bucket/path or pvc://claim/path.",
+    )
+    version: str | None = Field(
+        None, pattern=r"^[0-9]+$", max_length=16, description="Model version to serve; the latest when omitted."
+    )
+    gpu_memory: Quantity | None = Field(
+        None, description="GPU memory the model needs at run time (e.g. 14Gi); drives gpu.migProfile=auto."
+    )
+    config: ModelConfig | None = Field(
+        None,
+        description="Model configuration the operator writes as config.pbtxt; omit to use the repository's own.",
+    )
+
+
+# --- triton ------------------------------------------------------------------------------
+
+
+class Resources(ApiModel):
+    requests: dict[str, Quantity] = Field(
+        default_factory=lambda: {"cpu": "2", "memory": "8Gi"}, description="CPU / memory requests."
+    )
+    limits: dict[str, Quantity] = Field(
+        default_factory=lambda: {"memory": "16Gi"}, description="CPU / memory limits."
+    )
+
+
+class Triton(ApiModel):
+    image: str = Field(DEFAULT_IMAGE, max_length=512, description="Triton Inference Server image.")
+    args: list[str] = Field(
+        default_factory=list, max_length=64, description="Extra tritonserver arguments, appended last."
+    )
+    resources: Resources = Field(default_factory=Resources, description="CPU and memory for the Triton container.")
+    env: list[KubeObject] = Field(default_factory=list, max_length=64, description="Extra environment variables.")
+    startup_timeout_seconds: int = Field(
+        900, ge=30, le=7200, description="Time allowed for pulling weights and loading the model before restarts."
+    )
+    termination_grace_period_seconds: int = Field(
+        60, ge=0, le=3600, description="Time a terminating replica gets to drain in-flight requests."
+    )
+    service_account_name: str | None = Field(
+        None, max_length=253, description="ServiceAccount of the Triton pods (e.g. one with bucket access)."
+    )
+
+
+# --- gpu ---------------------------------------------------------------------------------
+
+GpuProduct = Literal["A100-40GB", "A100-80GB", "H100-80GB", "H100-94GB", "H200-141GB"]
+
+
+class Gpu(ApiModel):
+    rules: ClassVar = (
+        Rule(
+            "has(self.count) != has(self.migProfile)",
+            "set exactly one of count (whole GPUs) or migProfile (a MIG slice)",
+            lambda gpu: (gpu.count is None) != (gpu.mig_profile is None),
+        ),
+        Rule(
+            "!has(self.migProfile) || has(self.product)",
+            "required with migProfile: MIG profiles differ per GPU product",
+            lambda gpu: gpu.mig_profile is None or gpu.product is not None,
+            ".product",
+        ),
+    )
+
+    count: int | None = Field(None, ge=1, le=16, description="Whole GPUs per replica.")
+    mig_profile: str | None = Field(
+        None,
+        pattern=r"^(auto|[1-7]g\.[0-9]+gb(\+me)?)$",
+        max_length=16,
+        description="MIG profile per replica (e.g. 1g.10gb), or auto: the smallest that holds model.gpuMemory.",
+    )
+    product: GpuProduct | None = Field(None, description="GPU product to run on; selects nodes by product label.")
+    mig_strategy: Literal["mixed", "single"] = Field(
+        "mixed", description="The NVIDIA device plugin's MIG strategy in the cluster."
+    )
+    memory_headroom_percent: int = Field(
+        10, ge=0, le=100, description="Headroom over model.gpuMemory when choosing a MIG profile automatically."
+    )
+
+
+# --- scheduling --------------------------------------------------------------------------
+
+
+class TopologySpread(ApiModel):
+    enabled: bool = Field(True, description="Spread replicas across topology domains.")
+    topology_key: str = Field("topology.kubernetes.io/zone", max_length=253, description="Node label to spread by.")
+    max_skew: int = Field(1, ge=1, le=100, description="Largest allowed difference in replicas between domains.")
+    when_unsatisfiable: Literal["ScheduleAnyway", "DoNotSchedule"] = Field(
+        "ScheduleAnyway", description="Whether spreading is a preference or a hard rule."
+    )
+
+
+class Scheduling(ApiModel):
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Extra node labels to require.")
+    tolerations: list[KubeObject] = Field(default_factory=list, max_length=32, description="Extra tolerations.")
+    affinity: KubeObject | None = Field(None, description="Pod affinity / anti-affinity, as in a PodSpec.")
+    topology_spread: TopologySpread = Field(default_factory=TopologySpread, description="Spread across zones.")
+    priority_class_name: str | None = Field(None, max_length=253, description="PriorityClass of Triton pods.")
+    spot: bool = Field(False, description="Tolerate the spot / preemptible taints of GKE, EKS and AKS.")
+
+
+# --- variants ----------------------------------------------------------------------------
+
+
+class Variant(ApiModel):
+    rules: ClassVar = (
+        Rule(
+            "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
+            "must be <= maxReplicas",
+            lambda v: v.min_replicas is None or v.max_replicas is None or v.min_replicas <= v.max_replicas,
+            ".minReplicas",
+        ),
+    )
+
+    name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=20, description="Variant name, e.g. stable, canary.")
+    weight: int = Field(ge=0, le=100, description="Share of traffic in percent; weights add up to 100.")
+    model_version: str | None = Field(
+        None, pattern=r"^[0-9]+$", max_length=16, description="Overrides model.version for this variant."
+    )
+    model_repository: str | None = Field(
+        None, max_length=512, description="Overrides model.repository for this variant."
+    )
+    image: str | None = Field(None, max_length=512, description="Overrides triton.image for this variant.")
+    min_replicas: int | None = Field(None, ge=0, le=1000, description="Overrides autoscaling.minReplicas.")
+    max_replicas: int | None = Field(None, ge=1, le=1000, description="Overrides autoscaling.maxReplicas.")
+
+
+# --- rollout -----------------------------------------------------------------------------
+
+
+class Rollout(ApiModel):
+    max_surge: str = Field(
+        "25%", pattern=PERCENT_OR_COUNT_PATTERN, max_length=8, description="Extra replicas during an update."
+    )
+    max_unavailable: str = Field(
+        "10%", pattern=PERCENT_OR_COUNT_PATTERN, max_length=8, description="Replicas that may be down in an update."
+    )
+    revision_history_limit: int = Field(5, ge=0, le=100, description="Old ReplicaSets kept for rollback.")
+    progress_deadline_seconds: int = Field(
+        1200, ge=60, le=86400, description="Time before an update without progress is reported as failed."
+    )
+
+
+# --- routing -----------------------------------------------------------------------------
+
+
+class RateLimit(ApiModel):
+    rps: int | None = Field(None, ge=1, le=1_000_000, description="Requests per second per client IP.")
+    burst_multiplier: int = Field(5, ge=1, le=100, description="Burst allowed above rps, as a multiple of it.")
+    connections: int | None = Field(None, ge=1, le=100_000, description="Concurrent connections per client IP.")
+
+
+class Timeouts(ApiModel):
+    connect_seconds: int = Field(5, ge=1, le=3600, description="Upstream connect timeout.")
+    read_seconds: int = Field(60, ge=1, le=3600, description="Upstream read timeout (long for LLM responses).")
+    send_seconds: int = Field(60, ge=1, le=3600, description="Upstream send timeout.")
+
+
+class GatewayRef(ApiModel):
+    name: str = Field(max_length=253, description="Gateway the HTTPRoute attaches to.")
+    namespace: str | None = Field(None, max_length=63, description="Gateway namespace; the service's when omitted.")
+    section_name: str | None = Field(None, max_length=253, description="Listener of the Gateway.")
+
+
+class Routing(ApiModel):
+    provider: Literal["nginx", "gateway"] = Field(
+        "nginx", description="nginx: ingress-nginx with canary annotations; gateway: Gateway API HTTPRoute."
+    )
+    host: str = Field(
+        pattern=r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        max_length=253,
+        description="Host name clients use.",
+    )
+    path: str = Field("/", pattern=r"^/[A-Za-z0-9._~/\-]*$", max_length=256, description="Path prefix.")
+    tls_secret_name: str | None = Field(None, max_length=253, description="TLS certificate Secret for the host.")
+    ingress_class_name: str = Field("nginx", max_length=253, description="IngressClass (provider nginx).")
+    gateway: GatewayRef | None = Field(None, description="Gateway to attach to (provider gateway).")
+    rate_limit: RateLimit | None = Field(None, description="Token-bucket rate limits at the edge (provider nginx).")
+    load_balancing: Literal["ewma", "round_robin"] = Field(
+        "ewma", description="ewma sends requests to the replica with the lowest recent latency."
+    )
+    session_affinity: Literal["none", "cookie"] = Field("none", description="Sticky sessions by cookie.")
+    timeouts: Timeouts = Field(default_factory=Timeouts, description="Upstream timeouts.")
+
+
+# --- autoscaling -------------------------------------------------------------------------
+
+
+class ScalingRules(ApiModel):
+    stabilization_window_seconds: int = Field(
+        ge=0, le=3600, description="Use the highest (up) or lowest (down) recommendation over this window."
+    )
+    max_pods_per_step: int = Field(ge=1, le=1000, description="Most replicas added or removed per period.")
+    max_percent_per_step: int = Field(ge=1, le=1000, description="Most replicas added or removed per period, in %.")
+    period_seconds: int = Field(15, ge=1, le=1800, description="Length of a step period.")
+
+
+def _scale_up() -> ScalingRules:
+    return ScalingRules(stabilization_window_seconds=0, max_pods_per_step=4, max_percent_per_step=100)
+
+
+def _scale_down() -> ScalingRules:
+    return ScalingRules(stabilization_window_seconds=300, max_pods_per_step=1, max_percent_per_step=10, period_seconds=60)
+
+
+class Behavior(ApiModel):
+    scale_up: ScalingRules = Field(default_factory=_scale_up, description="Fast up (defaults as HPA).")
+    scale_down: ScalingRules = Field(default_factory=_scale_down, description="Slow down: 5 min window, 1 pod/min.")
+
+
+class Targets(ApiModel):
+    queue_depth_per_replica: int | None = Field(
+        8, ge=1, le=100_000, description="Pending requests per replica to aim for (Triton's queue)."
+    )
+    gpu_utilization_percent: int | None = Field(
+        80, ge=1, le=100, description="GPU utilisation to aim for (DCGM; GR engine activity under MIG)."
+    )
+    cpu_utilization_percent: int | None = Field(
+        70, ge=1, le=100, description="CPU utilisation target, used in hpa mode only."
+    )
+
+
+class Forecast(ApiModel):
+    enabled: bool = Field(False, description="Scale out ahead of a rising request rate; never scales in on it.")
+    horizon_seconds: int = Field(
+        120, ge=15, le=3600, description="How far ahead to project; at least the model's load time."
+    )
+    window_seconds: int = Field(600, ge=60, le=86400, description="History the trend is fitted over.")
+
+
+class Autoscaling(ApiModel):
+    rules: ClassVar = (
+        Rule(
+            "self.minReplicas <= self.maxReplicas",
+            "must be <= maxReplicas",
+            lambda a: a.min_replicas <= a.max_replicas,
+            ".minReplicas",
+        ),
+    )
+
+    mode: Literal["operator", "hpa", "none"] = Field(
+        "operator",
+        description="operator: Unbusy scales from Prometheus; hpa: render HorizontalPodAutoscalers; none: fixed.",
+    )
+    min_replicas: int = Field(1, ge=0, le=1000, description="Fewest replicas per variant.")
+    max_replicas: int = Field(10, ge=1, le=1000, description="Most replicas per variant.")
+    targets: Targets = Field(default_factory=Targets, description="Metric targets; the largest demand wins.")
+    tolerance: float = Field(0.1, ge=0, le=1, description="No change while metric/target is within 1 +- this.")
+    behavior: Behavior = Field(default_factory=Behavior, description="Stabilisation windows and step limits.")
+    on_metrics_missing: Literal["hold", "minReplicas"] = Field(
+        "hold", description="When metrics are missing: keep the last good count, or go to minReplicas."
+    )
+    forecast: Forecast = Field(default_factory=Forecast, description="Predictive scale-out.")
+    interval_seconds: int = Field(15, ge=5, le=600, description="How often the operator evaluates (operator mode).")
+
+
+# --- alerts ------------------------------------------------------------------------------
+
+
+class AlertRule(ApiModel):
+    enabled: bool = Field(True, description="Render this alert.")
+    threshold: float = Field(ge=0, description="Value beyond which the alert fires.")
+    for_: str = Field(alias="for", pattern=DURATION_PATTERN, max_length=8, description="How long it must hold.")
+    severity: Literal["info", "warning", "critical"] = Field("warning", description="severity label.")
+
+
+def _alert(name: str, threshold: float, for_: str, severity: str = "warning") -> type[AlertRule]:
+    """An AlertRule whose fields default to this alert's own thresholds (the seeds' values)."""
+    return create_model(
+        name,
+        __base__=AlertRule,
+        threshold=(float, Field(threshold, ge=0, description="Value beyond which the alert fires.")),
+        for_=(str, Field(for_, alias="for", pattern=DURATION_PATTERN, max_length=8, description="How long it must hold.")),
+        severity=(Literal["info", "warning", "critical"], Field(severity, description="severity label.")),
+    )
+
+
+P99LatencyAlert = _alert("P99LatencyAlert", 1.0, "5m", "critical")
+GpuMemoryAlert = _alert("GpuMemoryAlert", 90, "3m")
+ErrorRateAlert = _alert("ErrorRateAlert", 5, "5m", "critical")
+QueueDepthAlert = _alert("QueueDepthAlert", 50, "2m")
+GpuUtilizationAlert = _alert("GpuUtilizationAlert", 90, "5m")
+
+
+class Alerts(ApiModel):
+    enabled: bool = Field(True, description="Render a PrometheusRule with the alerts below.")
+    p99_latency_seconds: P99LatencyAlert = Field(
+        default_factory=P99LatencyAlert, description="P99 request latency above threshold seconds."
+    )
+    gpu_memory_percent: GpuMemoryAlert = Field(
+        default_factory=GpuMemoryAlert, description="GPU framebuffer used above threshold percent."
+    )
+    error_rate_percent: ErrorRateAlert = Field(
+        default_factory=ErrorRateAlert, description="Failed requests above threshold percent."
+    )
+    queue_depth: QueueDepthAlert = Field(
+        default_factory=QueueDepthAlert, description="Pending requests on one replica above threshold."
+    )
+    gpu_utilization_percent: GpuUtilizationAlert = Field(
+        default_factory=GpuUtilizationAlert, description="GPU utilisation above threshold percent."
+    )
+    runbook_base_url: str = Field(
+        "https://unbusy.dev/runbooks", max_length=512, description="runbook_url is this plus /<AlertName>."
+    )
+    labels: dict[str, str] = Field(default_factory=dict, description="Extra labels on every alert (e.g. team).")
+
+
+# --- monitoring --------------------------------------------------------------------------
+
+
+class Monitoring(ApiModel):
+    kind: Literal["ServiceMonitor", "PodMonitor", "none"] = Field(
+        "ServiceMonitor", description="How Prometheus Operator discovers Triton's metrics port."
+    )
+    interval: str = Field("15s", pattern=DURATION_PATTERN, max_length=8, description="Scrape interval.")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Labels on monitors and rules, for Prometheus' selectors (e.g. release)."
+    )
+    grafana_dashboard: bool = Field(False, description="Render a Grafana dashboard ConfigMap (sidecar label).")
+
+
+class Disruption(ApiModel):
+    enabled: bool = Field(True, description="Render a PodDisruptionBudget per variant.")
+    max_unavailable: str = Field(
+        "1", pattern=PERCENT_OR_COUNT_PATTERN, max_length=8, description="Replicas a voluntary disruption may take."
+    )
+
+
+# --- the spec ----------------------------------------------------------------------------
+
+
+class InferenceServiceSpec(ApiModel):
+    rules: ClassVar = (
+        Rule(
+            "!has(self.variants) || size(self.variants) == 0 || self.variants.map(v, v.weight).sum() == 100",
+            "the weights must add up to 100",
+            lambda spec: not spec.variants or sum(v.weight for v in spec.variants) == 100,
+            ".variants",
+        ),
+        Rule(
+            "!has(self.variants) || self.variants.all(v, self.variants.exists_one(w, w.name == v.name))",
+            "variant names must be unique",
+            lambda spec: len({v.name for v in spec.variants}) == len(spec.variants),
+            ".variants",
+        ),
+        Rule(
+            "!has(self.routing) || self.routing.provider != 'nginx' || !has(self.variants)"
+            " || self.variants.filter(v, v.weight > 0).size() <= 2",
+            "with routing.provider nginx at most two variants may carry weight "
+            "(ingress-nginx allows one canary per host and path); use routing.provider gateway for more",
+            lambda spec: spec.routing is None
+            or spec.routing.provider != "nginx"
+            or sum(1 for v in spec.variants if v.weight > 0) <= 2,
+            ".variants",
+        ),
+        Rule(
+            "!has(self.routing) || self.routing.provider != 'gateway' || has(self.routing.gateway)",
+            "gateway is required with provider gateway",
+            lambda spec: spec.routing is None or spec.routing.provider != "gateway" or spec.routing.gateway is not None,
+            ".routing.gateway",
+        ),
+    )
+
+    replicas: int | None = Field(
+        None,
+        ge=0,
+        le=10000,
+        description="Total replicas across variants (scale subresource). Split by weight in autoscaling mode none.",
+    )
+    model: Model = Field(description="The Triton model to serve.")
+    triton: Triton = Field(default_factory=Triton, description="The Triton server container.")
+    gpu: Gpu = Field(description="GPUs per replica: whole GPUs or a MIG slice.")
+    scheduling: Scheduling = Field(default_factory=Scheduling, description="Where replicas may run.")
+    variants: list[Variant] = Field(
+        default_factory=list,
+        max_length=MAX_VARIANTS,
+        description=f"Named variants splitting traffic by weight; one variant '{DEFAULT_VARIANT}' when empty.",
+    )
+    rollout: Rollout = Field(default_factory=Rollout, description="Rolling-update strategy.")
+    routing: Routing | None = Field(None, description="External traffic; no Ingress or HTTPRoute when omitted.")
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling, description="How replicas follow load.")
+    alerts: Alerts = Field(default_factory=Alerts, description="Prometheus alert rules.")
+    monitoring: Monitoring = Field(default_factory=Monitoring, description="Prometheus scrape configuration.")
+    disruption: Disruption = Field(default_factory=Disruption, description="PodDisruptionBudget.")
+
+    def effective_variants(self) -> list[Variant]:
+        """The variants to render: the spec's, or one that takes all traffic."""
+        return list(self.variants) or [Variant(name=DEFAULT_VARIANT, weight=100)]

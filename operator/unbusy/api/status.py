@@ -1,0 +1,58 @@
+"""The InferenceService status: what the operator observed and decided."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from unbusy.api.base import ApiModel
+
+ConditionType = Literal["Ready", "Progressing", "Degraded", "ScalingActive", "SpecValid"]
+
+
+class Condition(ApiModel):
+    type: ConditionType = Field(description="Ready, Progressing, Degraded, ScalingActive or SpecValid.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(max_length=128, description="One CamelCase word a machine can match on.")
+    message: str = Field("", max_length=32768, description="What happened, in words a person understands.")
+    last_transition_time: str = Field(description="When status last changed (RFC 3339).")
+    observed_generation: int | None = Field(None, description="The spec generation this condition is about.")
+
+
+class VariantStatus(ApiModel):
+    name: str = Field(description="Variant name.")
+    weight: int = Field(description="Traffic share in percent now routed to it.")
+    replicas: int = Field(0, description="Replicas that exist.")
+    ready_replicas: int = Field(0, description="Replicas that pass the readiness probe.")
+    desired_replicas: int = Field(0, description="Replicas the operator wants.")
+    ready: bool = Field(False, description="All desired replicas are ready.")
+
+
+class GpuStatus(ApiModel):
+    mig_profile: str | None = Field(None, description="The MIG profile in use (resolved from auto).")
+    resource_name: str = Field(description="The extended resource each replica requests, e.g. nvidia.com/mig-1g.10gb.")
+    summary: str = Field(description="Short form for kubectl get, e.g. 1x H100-80GB or mig-1g.10gb.")
+
+
+class ScalingDecision(ApiModel):
+    time: str = Field(description="When the decision was made (RFC 3339).")
+    variant: str = Field(description="The variant that was scaled.")
+    from_replicas: int = Field(description="Replicas before.")
+    to_replicas: int = Field(description="Replicas after.")
+    reason: str = Field(description="Why, e.g. 'queue 34/replica > target 8: 3 -> 9'.")
+
+
+class InferenceServiceStatus(ApiModel):
+    observed_generation: int | None = Field(None, description="The spec generation last reconciled.")
+    conditions: list[Condition] = Field(default_factory=list, description="Ready, Progressing, Degraded, ...")
+    replicas: int = Field(0, description="Replicas across variants (scale subresource).")
+    ready_replicas: int = Field(0, description="Ready replicas across variants.")
+    desired_replicas: int = Field(0, description="Replicas the operator wants across variants.")
+    replica_summary: str = Field("0/0", description="ready/desired, for kubectl get.")
+    selector: str = Field("", description="Label selector of all replicas (scale subresource).")
+    url: str | None = Field(None, description="Where clients reach the service.")
+    weights: str = Field("", description="Traffic split, e.g. stable=90,canary=10.")
+    variants: list[VariantStatus] = Field(default_factory=list, description="Per-variant weight and readiness.")
+    gpu: GpuStatus | None = Field(None, description="The GPU resource each replica requests.")
+    last_scaling: ScalingDecision | None = Field(None, description="The last scaling decision and its reason.")

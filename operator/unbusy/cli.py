@@ -1,0 +1,81 @@
+"""The unbusy command line: render, crd."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from unbusy.api import KIND, SpecError, load
+from unbusy.api.crd import custom_resource_definition
+from unbusy.render import render_all
+
+
+class UsageError(Exception):
+    """A problem with the user's input; printed as one line, never as a traceback."""
+
+
+def _documents(path: str) -> Iterator[dict[str, Any]]:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        documents = list(yaml.safe_load_all(text))
+    except OSError as error:
+        raise UsageError(f"{path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise UsageError(f"{path}: not valid YAML: {error}") from None
+    for document in documents:
+        if isinstance(document, dict) and document.get("kind") == KIND:
+            yield document
+
+
+def _dump(manifests: list[dict[str, Any]]) -> str:
+    return "".join("---\n" + yaml.safe_dump(m, sort_keys=False) for m in manifests)
+
+
+def render(args: argparse.Namespace) -> str:
+    manifests = []
+    for path in args.filename:
+        found = False
+        for document in _documents(path):
+            found = True
+            name = document.get("metadata", {}).get("name", "?")
+            try:
+                manifests += render_all(load(document))
+            except SpecError as error:
+                raise UsageError("\n".join(f"{path}: {name}: {problem}" for problem in error.problems)) from None
+        if not found:
+            raise UsageError(f"{path}: no {KIND} in it")
+    return _dump(manifests)
+
+
+def crd(_: argparse.Namespace) -> str:
+    return yaml.safe_dump(custom_resource_definition(), sort_keys=False)
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="unbusy", description="Keep Triton model serving out of 'server busy'.")
+    commands = root.add_subparsers(dest="command", required=True)
+    render_cmd = commands.add_parser("render", help="print the manifests an InferenceService becomes")
+    render_cmd.add_argument("-f", "--filename", action="append", required=True, help="manifest file, or - for stdin")
+    render_cmd.set_defaults(run=render)
+    crd_cmd = commands.add_parser("crd", help="print the InferenceService CustomResourceDefinition")
+    crd_cmd.set_defaults(run=crd)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        sys.stdout.write(args.run(args))
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""GPU resources: the MIG catalogue and what each replica requests."""

@@ -1,0 +1,45 @@
+"""Builders shared by the unit tests of the pure rooms."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from unbusy.api import InferenceService, load
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+BASE_SPEC: dict[str, Any] = {
+    "model": {"name": "resnet50", "repository": "s3://models/vision"},
+    "gpu": {"count": 1, "product": "H100-80GB"},
+}
+
+
+def manifest(spec: dict[str, Any] | None = None, name: str = "resnet", namespace: str = "ml") -> dict[str, Any]:
+    """An InferenceService manifest: BASE_SPEC with `spec` merged over it section by section."""
+    merged = copy.deepcopy(BASE_SPEC)
+    for key, value in (spec or {}).items():
+        merged[key] = value
+    return {
+        "apiVersion": "serving.unbusy.dev/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": merged,
+    }
+
+
+def isvc(spec: dict[str, Any] | None = None, **kwargs: Any) -> InferenceService:
+    return load(manifest(spec, **kwargs))
+
+
+def example_documents() -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (path.name, doc)
+        for path in EXAMPLES
+        for doc in yaml.safe_load_all(path.read_text())
+        if isinstance(doc, dict) and doc.get("kind") == "InferenceService"
+    ]
+
