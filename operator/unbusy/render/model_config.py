@@ -86,8 +86,9 @@ def to_pbtxt(message: dict[str, Any], indent: int = 0) -> str:
     lines = []
     for key, value in message.items():
         if isinstance(value, ProtoMap):
+            inner = "  " * (indent + 1)
             for map_key, entry in value.items():
-                body = f"{pad}    key: {json.dumps(map_key)}\n{pad}    value {{\n{to_pbtxt(entry, indent + 3)}{pad}    }}\n"
+                body = f"{inner}key: {json.dumps(map_key)}\n{inner}value {{\n{to_pbtxt(entry, indent + 2)}{inner}}}\n"
                 lines.append(f"{pad}{key} {{\n{body}{pad}}}\n")
         elif isinstance(value, dict):
             lines.append(f"{pad}{key} {{\n{to_pbtxt(value, indent + 1)}{pad}}}\n")

@@ -1,0 +1,209 @@
+"""Renderers: every example renders to valid, deterministic objects with the fleet's essentials."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import schemas
+from builders import example_documents, isvc
+
+from unbusy.api import SpecError, load
+from unbusy.render import RenderContext, render_all
+from unbusy.render.model_config import to_pbtxt
+
+EXAMPLES = example_documents()
+
+
+def by_kind(manifests: list[dict], kind: str) -> list[dict]:
+    return [m for m in manifests if m["kind"] == kind]
+
+
+def triton(deployment: dict) -> dict:
+    return deployment["spec"]["template"]["spec"]["containers"][0]
+
+
+@pytest.mark.parametrize(("name", "document"), EXAMPLES, ids=[name for name, _ in EXAMPLES])
+def test_every_example_renders_to_valid_objects(name, document):
+    manifests = render_all(load(document))
+    assert manifests
+    for manifest in manifests:
+        schemas.validate(manifest)
+
+
+@pytest.mark.parametrize(("name", "document"), EXAMPLES, ids=[name for name, _ in EXAMPLES])
+def test_rendering_is_deterministic(name, document):
+    first = json.dumps(render_all(load(document)))
+    assert all(json.dumps(render_all(load(document))) == first for _ in range(3))
+
+
+def test_every_child_carries_the_operator_labels():
+    for _, document in EXAMPLES:
+        for manifest in render_all(load(document)):
+            labels = manifest["metadata"]["labels"]
+            assert labels["app.kubernetes.io/managed-by"] == "unbusy"
+            assert labels["serving.unbusy.dev/inferenceservice"] == document["metadata"]["name"]
+            assert "ownerReferences" not in manifest["metadata"]  # kube/ adds them; render is owner-neutral
+
+
+def test_deployment_essentials():
+    service = isvc({"gpu": {"count": 2, "product": "H100-80GB"}, "autoscaling": {"mode": "none"}})
+    (deployment,) = by_kind(render_all(service), "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    container = triton(deployment)
+    assert [p["containerPort"] for p in container["ports"]] == [8000, 8001, 8002]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 900  # model loading
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": "25%", "maxUnavailable": "10%"}
+    security = container["securityContext"]
+    assert security["runAsNonRoot"] and not security["allowPrivilegeEscalation"]
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert pod["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
+    assert pod["terminationGracePeriodSeconds"] == 60
+    assert "--model-repository=s3://models/vision" in container["args"]
+    assert "--model-control-mode=explicit" in container["args"]
+    assert "--load-model=resnet50" in container["args"]
+    assert deployment["metadata"]["name"] == "resnet-main"
+
+
+def test_mig_replicas_request_the_slice():
+    (deployment,) = by_kind(render_all(load(dict(EXAMPLES)["llm-mig-auto.yaml"])), "Deployment")
+    assert triton(deployment)["resources"]["limits"]["nvidia.com/mig-1g.10gb"] == "1"
+    assert "nvidia.com/gpu" not in triton(deployment)["resources"]["limits"]
+
+
+def test_pvc_repository_is_mounted_read_only():
+    (deployment,) = by_kind(render_all(load(dict(EXAMPLES)["llm-mig-auto.yaml"])), "Deployment")
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["model-repository"]["persistentVolumeClaim"] == {"claimName": "model-store", "readOnly": True}
+    assert "--model-repository=/models/llm" in triton(deployment)["args"]
+
+
+def test_replicas_follow_the_autoscaling_mode():
+    def replicas(spec, ctx=None):
+        return [d["spec"].get("replicas") for d in by_kind(render_all(isvc(spec), ctx), "Deployment")]
+
+    two = [{"name": "stable", "weight": 90}, {"name": "canary", "weight": 10}]
+    assert replicas({"autoscaling": {"mode": "hpa"}}) == [None]  # the HPA owns replicas
+    assert replicas({"autoscaling": {"mode": "operator", "minReplicas": 2}}) == [2]
+    assert replicas({"autoscaling": {"mode": "operator"}}, RenderContext(replicas={"main": 5})) == [5]
+    assert replicas({"autoscaling": {"mode": "none"}, "replicas": 10, "variants": two}) == [9, 1]
+    # Split by weight, but never below a variant's minimum.
+    assert replicas({"autoscaling": {"mode": "none", "minReplicas": 2}, "replicas": 4, "variants": two}) == [4, 2]
+
+
+def test_services_per_variant_and_one_stable():
+    two = [{"name": "stable", "weight": 90}, {"name": "canary", "weight": 10}]
+    services = by_kind(render_all(isvc({"variants": two})), "Service")
+    assert [s["metadata"]["name"] for s in services] == ["resnet", "resnet-stable", "resnet-canary"]
+    assert services[0]["spec"]["selector"] == {"serving.unbusy.dev/inferenceservice": "resnet"}
+    assert services[2]["spec"]["selector"]["serving.unbusy.dev/variant"] == "canary"
+
+
+def test_nginx_canary_split():
+    manifests = render_all(load(dict(EXAMPLES)["canary-nginx.yaml"]))
+    primary, canary = by_kind(manifests, "Ingress")
+    backend = primary["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"]
+    assert backend == "bert-qa-stable"
+    annotations = canary["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/canary"] == "true"
+    assert annotations["nginx.ingress.kubernetes.io/canary-weight"] == "10"
+    assert annotations["nginx.ingress.kubernetes.io/affinity"] == "cookie"
+    assert canary["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == "bert-qa-canary"
+
+
+def test_nginx_edge_annotations():
+    (ingress,) = by_kind(render_all(load(dict(EXAMPLES)["resnet50-hpa.yaml"])), "Ingress")
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/limit-rps"] == "200"
+    assert annotations["nginx.ingress.kubernetes.io/limit-connections"] == "100"
+    assert annotations["nginx.ingress.kubernetes.io/load-balance"] == "ewma"
+    assert annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"] == "60"
+    assert ingress["spec"]["tls"] == [{"hosts": ["resnet.example.com"], "secretName": "resnet-tls"}]
+
+
+def test_weights_from_the_context_move_traffic():
+    two = [{"name": "stable", "weight": 90}, {"name": "canary", "weight": 10}]
+    service = isvc({"variants": two, "routing": {"host": "a.example.com"}})
+    ingresses = by_kind(render_all(service, RenderContext(weights={"stable": 100, "canary": 0})), "Ingress")
+    assert [i["metadata"]["name"] for i in ingresses] == ["resnet"]
+
+
+def test_gateway_three_way_split_with_fallback():
+    (route,) = by_kind(render_all(load(dict(EXAMPLES)["fallback-gateway.yaml"])), "HTTPRoute")
+    backends = route["spec"]["rules"][0]["backendRefs"]
+    assert [(b["name"], b["weight"]) for b in backends] == [("chat-large", 80), ("chat-candidate", 20), ("chat-fallback", 0)]
+    assert route["spec"]["parentRefs"][0] == {
+        "group": "gateway.networking.k8s.io",
+        "kind": "Gateway",
+        "name": "inference-gateway",
+        "namespace": "gateway-system",
+        "sectionName": "https",
+    }
+
+
+def test_hpa_metrics_and_behaviour():
+    (hpa,) = by_kind(render_all(load(dict(EXAMPLES)["resnet50-hpa.yaml"])), "HorizontalPodAutoscaler")
+    spec = hpa["spec"]
+    assert (spec["minReplicas"], spec["maxReplicas"]) == (2, 8)
+    kinds = [m["type"] for m in spec["metrics"]]
+    assert kinds == ["External", "Pods", "Resource"]
+    assert spec["metrics"][0]["external"]["target"] == {"type": "AverageValue", "averageValue": "16"}
+    assert spec["metrics"][2]["resource"]["target"]["averageUtilization"] == 70
+    assert spec["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
+    assert spec["behavior"]["scaleUp"]["stabilizationWindowSeconds"] == 0
+
+
+def test_no_hpa_outside_hpa_mode():
+    assert not by_kind(render_all(isvc({"autoscaling": {"mode": "operator"}})), "HorizontalPodAutoscaler")
+
+
+def test_pdb_per_variant():
+    (pdb,) = by_kind(render_all(isvc()), "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert not by_kind(render_all(isvc({"disruption": {"enabled": False}})), "PodDisruptionBudget")
+
+
+def test_managed_model_config():
+    manifests = render_all(load(dict(EXAMPLES)["queue-depth-operator.yaml"]))
+    (config_map,) = by_kind(manifests, "ConfigMap")[:1]
+    pbtxt = config_map["data"]["config.pbtxt"]
+    assert 'name: "yolo"' in pbtxt and 'backend: "tensorrt"' in pbtxt and "max_batch_size: 16" in pbtxt
+    assert "preferred_batch_size: [4, 8, 16]" in pbtxt
+    assert "max_queue_size: 64" in pbtxt and "timeout_action: REJECT" in pbtxt
+    assert "priority_levels: 2" in pbtxt
+    config = json.loads(config_map["data"]["config.json"])
+    assert config["dynamic_batching"]["default_queue_policy"]["max_queue_size"] == 64
+    (deployment,) = by_kind(manifests, "Deployment")
+    # The postStart hook loads the model with this config instead of --load-model.
+    assert "lifecycle" in triton(deployment)
+    assert not any(a.startswith("--load-model") for a in triton(deployment)["args"])
+
+
+def test_pbtxt_of_nested_messages_and_maps():
+    from unbusy.render.model_config import ProtoMap, Token
+
+    text = to_pbtxt({"w": [{"name": "a", "inputs": ProtoMap({"x": {"data_type": Token("TYPE_FP32"), "dims": [3]}})}]})
+    assert text == (
+        'w {\n  name: "a"\n  inputs {\n    key: "x"\n    value {\n'
+        "      data_type: TYPE_FP32\n      dims: [3]\n    }\n  }\n}\n"
+    )
+
+
+def test_canary_pins_its_model_version():
+    manifests = render_all(load(dict(EXAMPLES)["canary-nginx.yaml"]))
+    versions = {
+        cm["metadata"]["labels"]["serving.unbusy.dev/variant"]: json.loads(cm["data"]["config.json"])["version_policy"]
+        for cm in by_kind(manifests, "ConfigMap")
+    }
+    assert versions == {"stable": {"specific": {"versions": [3]}}, "canary": {"specific": {"versions": [4]}}}
+
+
+def test_impossible_gpu_request_is_a_spec_error():
+    with pytest.raises(SpecError, match="spec.gpu.migProfile: '5g.50gb' is not a MIG profile of A100-80GB"):
+        render_all(isvc({"gpu": {"migProfile": "5g.50gb", "product": "A100-80GB"}}))
