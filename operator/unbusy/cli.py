@@ -1,4 +1,4 @@
-"""The unbusy command line: render, crd."""
+"""The unbusy command line: run, render, crd."""
 
 from __future__ import annotations
 
@@ -56,9 +56,49 @@ def crd(_: argparse.Namespace) -> str:
     return yaml.safe_dump(custom_resource_definition(), sort_keys=False)
 
 
+def run(args: argparse.Namespace) -> str:
+    """Run the operator until interrupted (kopf with our handlers, metrics and liveness)."""
+    import asyncio
+    import logging
+
+    import kopf
+    from prometheus_client import start_http_server
+
+    import unbusy.controller.handlers  # noqa: F401  (registers the handlers)
+
+    kopf.configure(
+        verbose=args.log_level == "debug",
+        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
+    )
+    logging.getLogger().setLevel(args.log_level.upper())
+    start_http_server(args.metrics_port)
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not args.namespace,
+            namespaces=args.namespace,
+            standalone=not args.peering,
+            peering_name=args.peering or "unbusy",
+            priority=args.priority,
+            liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz",
+            memo=kopf.Memo(kubeconfig=args.kubeconfig),
+        )
+    )
+    return ""
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="unbusy", description="Keep Triton model serving out of 'server busy'.")
     commands = root.add_subparsers(dest="command", required=True)
+    run_cmd = commands.add_parser("run", help="run the operator")
+    run_cmd.add_argument("-n", "--namespace", action="append", help="namespace to watch (repeat); all when omitted")
+    run_cmd.add_argument("--kubeconfig", help="kubeconfig file; in-cluster or KUBECONFIG when omitted")
+    run_cmd.add_argument("--peering", help="kopf peering name: replicas with the same name elect one active")
+    run_cmd.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
+    run_cmd.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port")
+    run_cmd.add_argument("--health-port", type=int, default=8081, help="liveness endpoint port (/healthz)")
+    run_cmd.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    run_cmd.add_argument("--log-format", choices=["plain", "json"], default="plain")
+    run_cmd.set_defaults(run=run)
     render_cmd = commands.add_parser("render", help="print the manifests an InferenceService becomes")
     render_cmd.add_argument("-f", "--filename", action="append", required=True, help="manifest file, or - for stdin")
     render_cmd.set_defaults(run=render)

@@ -42,4 +42,3 @@ def example_documents() -> list[tuple[str, dict[str, Any]]]:
         for doc in yaml.safe_load_all(path.read_text())
         if isinstance(doc, dict) and doc.get("kind") == "InferenceService"
     ]
-

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-import schemas
 from builders import example_documents, isvc
 
+import schemas
 from unbusy.api import SpecError, load
 from unbusy.render import RenderContext, render_all
 from unbusy.render.model_config import to_pbtxt
@@ -137,7 +137,11 @@ def test_weights_from_the_context_move_traffic():
 def test_gateway_three_way_split_with_fallback():
     (route,) = by_kind(render_all(load(dict(EXAMPLES)["fallback-gateway.yaml"])), "HTTPRoute")
     backends = route["spec"]["rules"][0]["backendRefs"]
-    assert [(b["name"], b["weight"]) for b in backends] == [("chat-large", 80), ("chat-candidate", 20), ("chat-fallback", 0)]
+    assert [(b["name"], b["weight"]) for b in backends] == [
+        ("chat-large", 80),
+        ("chat-candidate", 20),
+        ("chat-fallback", 0),
+    ]
     assert route["spec"]["parentRefs"][0] == {
         "group": "gateway.networking.k8s.io",
         "kind": "Gateway",

@@ -113,7 +113,13 @@ def _container(isvc: InferenceService, variant: Variant, gpu: GpuRequest, reposi
     }
     if manages_config(isvc, variant):
         container["volumeMounts"].append({"name": "model-config", "mountPath": CONFIG_MOUNT, "readOnly": True})
-        script = LOAD_MODEL % (meta.HTTP_PORT, CONFIG_MOUNT, CONFIG_JSON, isvc.spec.model.name, triton.startup_timeout_seconds)
+        script = LOAD_MODEL % (
+            meta.HTTP_PORT,
+            CONFIG_MOUNT,
+            CONFIG_JSON,
+            isvc.spec.model.name,
+            triton.startup_timeout_seconds,
+        )
         container["lifecycle"] = {"postStart": {"exec": {"command": ["python3", "-c", script]}}}
     return container
 

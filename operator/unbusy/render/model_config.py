@@ -65,9 +65,16 @@ def model_config(isvc: InferenceService, variant: Variant, gpu_count: int) -> di
         config["response_cache"] = {"enable": True}
     if managed.warmup:
         warmup = managed.warmup
-        inputs = {i.name: {"data_type": Token(i.data_type), "dims": list(i.dims), "random_data": True} for i in warmup.inputs}
+        inputs = {
+            i.name: {"data_type": Token(i.data_type), "dims": list(i.dims), "random_data": True} for i in warmup.inputs
+        }
         config["model_warmup"] = [
-            {"name": "unbusy-warmup", "batch_size": warmup.batch_size, "count": warmup.iterations, "inputs": ProtoMap(inputs)}
+            {
+                "name": "unbusy-warmup",
+                "batch_size": warmup.batch_size,
+                "count": warmup.iterations,
+                "inputs": ProtoMap(inputs),
+            }
         ]
     return config
 

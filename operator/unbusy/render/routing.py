@@ -43,7 +43,10 @@ def _primary_annotations(routing: Routing) -> dict[str, str]:
     }
     limit = routing.rate_limit
     if limit and limit.rps:
-        annotations |= {f"{NGINX}/limit-rps": str(limit.rps), f"{NGINX}/limit-burst-multiplier": str(limit.burst_multiplier)}
+        annotations |= {
+            f"{NGINX}/limit-rps": str(limit.rps),
+            f"{NGINX}/limit-burst-multiplier": str(limit.burst_multiplier),
+        }
     if limit and limit.connections:
         annotations[f"{NGINX}/limit-connections"] = str(limit.connections)
     return annotations
@@ -61,7 +64,9 @@ def _ingress(isvc: InferenceService, name: str, variant: str, annotations: dict[
                         {
                             "path": routing.path,
                             "pathType": "Prefix",
-                            "backend": {"service": {"name": meta.variant_name(isvc, variant), "port": {"name": "http"}}},
+                            "backend": {
+                                "service": {"name": meta.variant_name(isvc, variant), "port": {"name": "http"}}
+                            },
                         }
                     ]
                 },

@@ -1,0 +1,1 @@
+"""kopf handlers: thin glue from events to reconcile and status refresh."""

@@ -1,0 +1,63 @@
+"""kopf handlers. Each is glue: pick the object, call reconcile or refresh_status."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+from kubernetes.dynamic.exceptions import DynamicApiError
+from urllib3.exceptions import HTTPError
+
+from unbusy.api import GROUP, PLURAL, VERSION
+from unbusy.controller import reconcile
+from unbusy.kube.client import connect
+from unbusy.kube.status import get_inference_service
+from unbusy.render.meta import INFERENCE_SERVICE, MANAGED_BY, OPERATOR
+
+RESOURCE = (GROUP, VERSION, PLURAL)
+RESYNC_SECONDS = 300.0
+log = logging.getLogger("unbusy")
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.posting.enabled = False  # our own Events say what happened; kopf's would double them
+    settings.execution.max_workers = 16
+    settings.persistence.finalizer = "serving.unbusy.dev/finalizer"
+    memo.api = connect(memo.get("kubeconfig"))
+    # Per-object memos are shallow copies of this one, so this dict is shared by all handlers:
+    # a Deployment event keeps its parent's last reconcile errors in the Degraded condition.
+    memo.reconcile_errors = {}
+
+
+def _guarded(work, *args: Any) -> Any:
+    """API trouble is worth a retry with back-off; anything from bad input is already reported."""
+    try:
+        return work(*args)
+    except (DynamicApiError, HTTPError) as error:
+        raise kopf.TemporaryError(f"API server: {error}", delay=10) from error
+
+
+@kopf.on.resume(*RESOURCE)
+@kopf.on.create(*RESOURCE)
+@kopf.on.update(*RESOURCE, field="spec")
+@kopf.timer(*RESOURCE, interval=RESYNC_SECONDS, idle=RESYNC_SECONDS)
+def reconcile_inference_service(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    outcome = _guarded(reconcile.reconcile, memo.api, dict(body))
+    memo.reconcile_errors[(body["metadata"]["namespace"], body["metadata"]["name"])] = outcome.errors if outcome else []
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={MANAGED_BY: OPERATOR, INFERENCE_SERVICE: kopf.PRESENT})
+def deployment_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Keep the parent's status true as replicas come and go."""
+    key = (body["metadata"]["namespace"], body["metadata"]["labels"][INFERENCE_SERVICE])
+    parent = _guarded(get_inference_service, memo.api, *key)
+    if parent is not None:
+        _guarded(reconcile.refresh_status, memo.api, parent, None, None, memo.reconcile_errors.get(key, []))
+
+
+@kopf.on.delete(*RESOURCE, optional=True)
+def deleted(body: kopf.Body, **_: Any) -> None:
+    # Children carry owner references: the garbage collector removes them.
+    log.info("%s/%s: deleted; its children go with it", body["metadata"]["namespace"], body["metadata"]["name"])

@@ -1,0 +1,100 @@
+"""One pass for one InferenceService: read -> render -> apply -> status."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from unbusy import health
+from unbusy.api import API_VERSION, KIND, Condition, InferenceService, SpecError, load
+from unbusy.gpu.request import gpu_request
+from unbusy.kube import children, observe
+from unbusy.kube.client import CountingClient
+from unbusy.kube.status import event, patch_status
+from unbusy.render import RenderContext, render_all
+from unbusy.render.context import desired_replicas, weight
+from unbusy.render.meta import selector_string
+from unbusy.render.routing import url
+
+log = logging.getLogger("unbusy")
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _owner(body: dict[str, Any]) -> children.Owner:
+    meta = body["metadata"]
+    return children.Owner(API_VERSION, KIND, meta["name"], meta["namespace"], meta["uid"])
+
+
+def _states(api: CountingClient, isvc: InferenceService, ctx: RenderContext) -> list[health.VariantState]:
+    weights = {v.name: weight(v, ctx) for v in isvc.spec.effective_variants()}
+    rendered = desired_replicas(isvc, ctx)
+    return observe.variant_states(api, isvc.metadata.namespace, isvc.metadata.name, weights, rendered)
+
+
+def _publish(api: CountingClient, body: dict[str, Any], status: dict[str, Any]) -> None:
+    """Patch the status only when it differs: a resync with nothing new writes nothing."""
+    if body.get("status", {}) | status != body.get("status", {}):
+        patch_status(api, body["metadata"]["namespace"], body["metadata"]["name"], status)
+
+
+def _invalid(api: CountingClient, body: dict[str, Any], problems: list[str]) -> None:
+    previous = body.get("status") or {}
+    generation = body["metadata"].get("generation")
+    old = [Condition.model_validate(c) for c in previous.get("conditions") or []]
+    conditions = health.merge_conditions(old, health.invalid_spec_conditions(problems), now(), generation)
+    status = {"observedGeneration": body["metadata"].get("generation"), "conditions": [c.to_wire() for c in conditions]}
+    if previous.get("conditions") != status["conditions"]:
+        event(api, body, "Warning", "InvalidSpec", "; ".join(problems))
+        log.warning("%s/%s: invalid spec: %s", body["metadata"]["namespace"], body["metadata"]["name"], problems)
+    _publish(api, body, status)
+
+
+def reconcile(api: CountingClient, body: dict[str, Any]) -> children.Outcome | None:
+    """Make the children match the spec and the status match the children."""
+    try:
+        isvc = load(body)
+        live_replicas = RenderContext()
+        if isvc.spec.autoscaling.mode == "operator":
+            # Keep what the scaling loop chose; render falls back to minReplicas for new variants.
+            before = _states(api, isvc, RenderContext())
+            live_replicas = RenderContext(replicas={s.name: s.desired for s in before if s.exists})
+        manifests = render_all(isvc, live_replicas)
+    except SpecError as error:
+        _invalid(api, body, error.problems)
+        return None
+    outcome = children.reconcile(api, _owner(body), manifests)
+    name = f"{isvc.metadata.namespace}/{isvc.metadata.name}"
+    if outcome.applied or outcome.pruned:
+        log.info("%s: applied %s; pruned %s", name, outcome.applied or "nothing", outcome.pruned or "nothing")
+        counts = f"applied {len(outcome.applied)}, pruned {len(outcome.pruned)}"
+        event(api, body, "Normal", "Reconciled", f"{counts}: {', '.join(outcome.applied + outcome.pruned)}")
+    for problem in outcome.errors:
+        log.warning("%s: %s", name, problem)
+        event(api, body, "Warning", "ReconcileFailed", problem)
+    refresh_status(api, body, isvc, live_replicas, outcome.errors)
+    return outcome
+
+
+def refresh_status(
+    api: CountingClient,
+    body: dict[str, Any],
+    isvc: InferenceService | None = None,
+    ctx: RenderContext | None = None,
+    errors: tuple[str, ...] | list[str] = (),
+) -> None:
+    """Recompute the status from the live Deployments and Pods (also on every child event).
+
+    `errors` are the last reconcile's problems, kept in the Degraded condition until fixed.
+    """
+    try:
+        isvc = isvc or load(body)
+        gpu = gpu_request(isvc.spec.gpu, isvc.spec.model.gpu_memory)
+    except SpecError:
+        return  # reconcile reports invalid specs
+    states = _states(api, isvc, ctx or RenderContext())
+    fresh = health.status(isvc, gpu, states, list(errors), url(isvc.spec.routing), selector_string(isvc), now())
+    _publish(api, body, fresh.to_wire())

@@ -1,0 +1,152 @@
+"""What the cluster shows, turned into the InferenceService's status (pure: no I/O, no clock)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from unbusy.api import Condition, InferenceService, InferenceServiceStatus
+from unbusy.api.status import GpuStatus, VariantStatus
+from unbusy.gpu.request import GpuRequest
+
+
+@dataclass(frozen=True)
+class VariantState:
+    """One variant's Deployment as observed; `exists` is False until it has been created."""
+
+    name: str
+    weight: int
+    desired: int = 0
+    replicas: int = 0
+    ready: int = 0
+    updated: int = 0
+    exists: bool = False
+    rolled_out: bool = False  # the Deployment controller has seen the latest template
+    stalled: str | None = None  # ProgressDeadlineExceeded message
+    unschedulable: str | None = None  # the scheduler's message for a Pending replica
+    pending: int = 0  # replicas the scheduler could not place
+
+
+def explain_unschedulable(message: str, gpu: GpuRequest | None) -> str:
+    """The scheduler's message, led by what it means for a GPU fleet."""
+    causes = []
+    if gpu and f"Insufficient {gpu.resource_name}" in message:
+        what = f"MIG slice {gpu.mig_profile} ({gpu.resource_name})" if gpu.mig_profile else gpu.resource_name
+        causes.append(f"no node has a free {what}")
+    elif "Insufficient" in message:
+        resources = sorted(set(re.findall(r"Insufficient ([\w./-]+)", message)))
+        causes.append(f"not enough {', '.join(resources)} on any node")
+    if "didn't match Pod's node affinity/selector" in message:
+        causes.append("some nodes lack the GPU product label or nodeSelector")
+    if "untolerated taint" in message:
+        causes.append("some nodes have taints the replicas do not tolerate")
+    lead = "; ".join(causes) or "the scheduler found no node"
+    return f"{lead} (scheduler: {message.strip()})"
+
+
+def _condition(type_: str, holds: bool, reason: str, message: str) -> tuple[str, str, str, str]:
+    return type_, "True" if holds else "False", reason, message
+
+
+def _conditions(states: list[VariantState], errors: list[str], gpu: GpuRequest | None) -> list[tuple]:
+    problems = list(errors)
+    for s in states:
+        if s.pending and s.unschedulable:
+            problems.append(
+                f"variant {s.name}: {s.pending} of {s.desired} replicas cannot be scheduled: "
+                f"{explain_unschedulable(s.unschedulable, gpu)}"
+            )
+        if s.stalled:
+            problems.append(f"variant {s.name}: rollout stalled: {s.stalled}")
+    waiting = [s for s in states if not s.exists or s.ready < s.desired or (s.weight > 0 and s.ready == 0)]
+    rolling = [s for s in states if s.exists and (not s.rolled_out or s.updated < s.desired)]
+
+    if problems:
+        ready = _condition("Ready", False, "Degraded", problems[0])
+    elif waiting:
+        counts = ", ".join(f"{s.name} {s.ready}/{s.desired}" for s in waiting)
+        ready = _condition("Ready", False, "ReplicasNotReady", f"waiting for ready replicas: {counts}")
+    else:
+        ready = _condition("Ready", True, "AllReplicasReady", "every variant has all its replicas ready")
+
+    if rolling or (waiting and not problems):
+        names = ", ".join(s.name for s in (rolling or waiting))
+        progressing = _condition("Progressing", True, "RollingOut", f"replicas are being updated or started: {names}")
+    else:
+        progressing = _condition("Progressing", False, "Stable", "no rollout in progress")
+
+    if problems:
+        reason = "Unschedulable" if any("cannot be scheduled" in p for p in problems) else "ReconcileFailed"
+        degraded = _condition("Degraded", True, reason, "; ".join(problems))
+    else:
+        degraded = _condition("Degraded", False, "AsExpected", "no problems seen")
+    return [ready, progressing, degraded]
+
+
+def merge_conditions(
+    previous: list[Condition], fresh: list[tuple], now: str, generation: int | None
+) -> list[Condition]:
+    """Fresh conditions, keeping lastTransitionTime where the status did not change."""
+    before = {c.type: c for c in previous}
+    merged = {c.type: c for c in previous}
+    for type_, status, reason, message in fresh:
+        old = before.get(type_)
+        since = old.last_transition_time if old and old.status == status else now
+        merged[type_] = Condition(
+            type=type_,
+            status=status,
+            reason=reason,
+            message=message,
+            last_transition_time=since,
+            observed_generation=generation,
+        )
+    return [merged[t] for t in sorted(merged)]
+
+
+def invalid_spec_conditions(problems: list[str]) -> list[tuple]:
+    message = "; ".join(problems)
+    return [
+        ("Ready", "False", "InvalidSpec", message),
+        ("Degraded", "True", "InvalidSpec", message),
+        ("Progressing", "False", "InvalidSpec", "nothing is rolled out until the spec is fixed"),
+    ]
+
+
+def status(
+    isvc: InferenceService,
+    gpu: GpuRequest,
+    states: list[VariantState],
+    errors: list[str],
+    url: str | None,
+    selector: str,
+    now: str,
+) -> InferenceServiceStatus:
+    previous = isvc.status or InferenceServiceStatus()
+    generation = isvc.metadata.generation
+    ready = sum(s.ready for s in states)
+    desired = sum(s.desired for s in states)
+    return previous.model_copy(
+        update={
+            "observed_generation": generation,
+            "conditions": merge_conditions(previous.conditions, _conditions(states, errors, gpu), now, generation),
+            "replicas": sum(s.replicas for s in states),
+            "ready_replicas": ready,
+            "desired_replicas": desired,
+            "replica_summary": f"{ready}/{desired}",
+            "selector": selector,
+            "url": url,
+            "weights": ",".join(f"{s.name}={s.weight}" for s in states),
+            "variants": [
+                VariantStatus(
+                    name=s.name,
+                    weight=s.weight,
+                    replicas=s.replicas,
+                    ready_replicas=s.ready,
+                    desired_replicas=s.desired,
+                    ready=s.exists and s.ready >= s.desired,
+                )
+                for s in states
+            ],
+            "gpu": GpuStatus(mig_profile=gpu.mig_profile, resource_name=gpu.resource_name, summary=gpu.summary),
+        }
+    )

@@ -1,0 +1,43 @@
+"""A dynamic client that counts its writes, so idempotence can be measured, not assumed."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.dynamic import DynamicClient
+from prometheus_client import Counter as Metric
+
+WRITE_VERBS = {"post", "put", "patch", "delete"}
+API_WRITES = Metric("unbusy_api_writes", "Write calls the operator made to the API server.", ["verb"])
+
+
+class CountingClient(DynamicClient):
+    """DynamicClient that tallies every write call (POST, PUT, PATCH, DELETE) it sends."""
+
+    def __init__(self, api_client: client.ApiClient):
+        super().__init__(api_client)
+        self.writes: Counter[str] = Counter()
+
+    def request(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
+        verb = method.lower()
+        if verb in WRITE_VERBS:
+            self.writes[verb] += 1
+            API_WRITES.labels(verb).inc()
+        return super().request(method, path, body=body, **params)
+
+    @property
+    def write_count(self) -> int:
+        return sum(self.writes.values())
+
+
+def connect(kubeconfig: str | None = None) -> CountingClient:
+    """The given kubeconfig; else in a pod its ServiceAccount; else KUBECONFIG or ~/.kube/config."""
+    if kubeconfig is None:
+        try:
+            config.load_incluster_config()
+            return CountingClient(client.ApiClient())
+        except config.ConfigException:
+            pass
+    return CountingClient(config.new_client_from_config(config_file=kubeconfig))

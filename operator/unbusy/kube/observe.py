@@ -1,0 +1,67 @@
+"""Read what the cluster shows about an InferenceService's replicas."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from unbusy.health import VariantState
+from unbusy.kube.client import CountingClient
+from unbusy.render.meta import INFERENCE_SERVICE, MANAGED_BY, OPERATOR, VARIANT
+
+
+def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in obj.get("status", {}).get("conditions") or [] if c["type"] == type_), {})
+
+
+def _unschedulable(pods: list[dict[str, Any]]) -> tuple[int, str | None]:
+    """How many replicas the scheduler could not place, and its message for one of them."""
+    stuck = [
+        _condition(p, "PodScheduled")
+        for p in pods
+        if _condition(p, "PodScheduled").get("reason") == "Unschedulable" and not p["metadata"].get("deletionTimestamp")
+    ]
+    return len(stuck), (stuck[0].get("message") if stuck else None)
+
+
+def variant_states(
+    api: CountingClient, namespace: str, name: str, weights: dict[str, int], rendered: dict[str, int | None]
+) -> list[VariantState]:
+    """One VariantState per variant, in the spec's order."""
+    selector = f"{MANAGED_BY}={OPERATOR},{INFERENCE_SERVICE}={name}"
+    deployments = api.resources.get(api_version="apps/v1", kind="Deployment")
+    live = {
+        d["metadata"]["labels"].get(VARIANT): d
+        for d in api.get(deployments, namespace=namespace, label_selector=selector).to_dict()["items"]
+    }
+    states = []
+    for variant, weight in weights.items():
+        deployment = live.get(variant)
+        if deployment is None:
+            states.append(VariantState(variant, weight, desired=rendered.get(variant) or 0))
+            continue
+        spec, status = deployment["spec"], deployment.get("status") or {}
+        desired = spec.get("replicas", 1)
+        ready = status.get("readyReplicas") or 0
+        pending, message = 0, None
+        if ready < desired:
+            pods = api.resources.get(api_version="v1", kind="Pod")
+            selected = f"{INFERENCE_SERVICE}={name},{VARIANT}={variant}"
+            items = api.get(pods, namespace=namespace, label_selector=selected, field_selector="status.phase=Pending")
+            pending, message = _unschedulable(items.to_dict()["items"])
+        progress = _condition(deployment, "Progressing")
+        states.append(
+            VariantState(
+                variant,
+                weight,
+                desired=desired,
+                replicas=status.get("replicas") or 0,
+                ready=ready,
+                updated=status.get("updatedReplicas") or 0,
+                exists=True,
+                rolled_out=(status.get("observedGeneration") or 0) >= deployment["metadata"].get("generation", 0),
+                stalled=progress.get("message") if progress.get("reason") == "ProgressDeadlineExceeded" else None,
+                unschedulable=message,
+                pending=pending,
+            )
+        )
+    return states

@@ -1,0 +1,57 @@
+"""Status patches and Events on the InferenceService."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes.dynamic.exceptions import NotFoundError
+
+from unbusy.api import API_VERSION, KIND
+from unbusy.kube.client import CountingClient
+
+
+def patch_status(api: CountingClient, namespace: str, name: str, status: dict[str, Any]) -> None:
+    resource = api.resources.get(api_version=API_VERSION, kind=KIND)
+    api.patch(
+        resource.status,
+        name=name,
+        namespace=namespace,
+        body={"status": status},
+        content_type="application/merge-patch+json",
+    )
+
+
+def event(api: CountingClient, involved: dict[str, Any], kind: str, reason: str, message: str) -> None:
+    """A core/v1 Event on the InferenceService (`kubectl describe` shows it)."""
+    now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    meta = involved["metadata"]
+    events = api.resources.get(api_version="v1", kind="Event")
+    body = {
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid"),
+        },
+        "type": kind,
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": "unbusy"},
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+        "reportingComponent": "unbusy",
+        "reportingInstance": "unbusy",
+    }
+    api.create(events, body=body, namespace=meta["namespace"])
+
+
+def get_inference_service(api: CountingClient, namespace: str, name: str) -> dict[str, Any] | None:
+    resource = api.resources.get(api_version=API_VERSION, kind=KIND)
+    try:
+        return api.get(resource, name=name, namespace=namespace).to_dict()
+    except NotFoundError:
+        return None

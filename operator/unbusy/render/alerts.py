@@ -1,0 +1,203 @@
+"""A PrometheusRule with the alerts of spec.alerts, about one InferenceService.
+
+The queries are public functions without thresholds: the dashboard plots the very same ones,
+so what a panel shows is what an alert fires on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from unbusy import series
+from unbusy.api import InferenceService, SpecError
+from unbusy.api.spec import AlertRule
+from unbusy.gpu.request import GpuRequest
+from unbusy.render import meta, monitors
+
+# Window of the error-rate alert: long enough that a handful of failures in a quiet minute do
+# not page anyone, short enough that a queue overflowing under load is caught within minutes.
+ERROR_RATE_WINDOW = "5m"
+P99 = "0.99"
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def scope(isvc: InferenceService) -> series.Scope:
+    """Where the series of this InferenceService's replicas live (all variants)."""
+    deployments = tuple(meta.variant_name(isvc, v.name) for v in isvc.spec.effective_variants())
+    return series.Scope(isvc.metadata.namespace, isvc.metadata.name, deployments)
+
+
+def aggregate(op: str, expr: str, by: Sequence[str] = ()) -> str:
+    return f"{op} by ({', '.join(by)}) ({expr})" if by else f"{op}({expr})"
+
+
+# --- queries (shared with the dashboard) --------------------------------------------------
+
+
+def p99_latency_query(where: series.Scope, by: Sequence[str] = (series.VARIANT,)) -> str:
+    """P99 request latency in seconds of the slowest pod, per variant (Triton reports microseconds)."""
+    summary = series.REQUEST_SUMMARY_US + where.triton(series.matcher(series.QUANTILE, P99))
+    return f"{aggregate('max', summary, by)} / 1e6"
+
+
+def error_rate_query(where: series.Scope, window: str = ERROR_RATE_WINDOW) -> str:
+    """Failed requests in percent of all requests over `window`, per variant: a failing canary
+    with a small share of the traffic must not hide behind the healthy variant."""
+    by = (series.VARIANT,)
+    failed = aggregate("sum", f"rate({series.REQUEST_FAILURE}{where.triton()}[{window}])", by)
+    succeeded = aggregate("sum", f"rate({series.REQUEST_SUCCESS}{where.triton()}[{window}])", by)
+    # Without traffic the ratio is 0/0; clamp_min keeps the denominator positive so a quiet
+    # variant reads 0%, not NaN. `or failed`: failures without any success series still count.
+    return f"100 * {failed} / clamp_min(({succeeded} + {failed}) or {failed}, 1e-9)"
+
+
+def queue_depth_query(where: series.Scope) -> str:
+    """Requests pending in Triton, per pod: one overloaded replica is enough to hurt."""
+    return aggregate("max", series.PENDING_REQUESTS + where.triton(), (series.VARIANT, series.POD))
+
+
+def gpu_memory_query(where: series.Scope) -> str:
+    """GPU memory used in percent, of the fullest GPU of each pod."""
+    return aggregate("max", series.gpu_memory_percent(where.dcgm()), (series.POD,))
+
+
+def gpu_utilization_query(where: series.Scope, mig: bool) -> str:
+    """GPU (or MIG slice) busy percent, of the busiest GPU of each pod."""
+    return aggregate("max", series.gpu_utilization_percent(where.dcgm(), mig), (series.POD,))
+
+
+# --- rules ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Alert:
+    name: str
+    rule: AlertRule
+    query: str
+    summary: str
+    description: str
+
+
+def number(value: float) -> str:
+    """A threshold as a PromQL literal: 90 rather than 90.0, and every digit of 0.25."""
+    value = float(value)  # defaults of the spec are ints: pydantic does not coerce defaults
+    return str(int(value)) if math.isfinite(value) and value.is_integer() else repr(value)
+
+
+# Go templates Prometheus expands in annotations, per alert instance.
+VALUE = "{{ $value | humanize }}"
+DURATION = "{{ $value | humanizeDuration }}"
+POD = "{{ $labels.pod }}"
+VARIANT = "{{ $labels.variant }}"
+
+
+def alerts(isvc: InferenceService, gpu: GpuRequest) -> list[Alert]:
+    """Every alert the spec can ask for, enabled or not, in a fixed order."""
+    spec, where = isvc.spec.alerts, scope(isvc)
+    who = f"{isvc.metadata.namespace}/{isvc.metadata.name}"
+    p99, errors, queue = spec.p99_latency_seconds, spec.error_rate_percent, spec.queue_depth
+    memory, busy = spec.gpu_memory_percent, spec.gpu_utilization_percent
+    engine = f"Graphics engine activity of the MIG slice ({gpu.mig_profile})" if gpu.mig_profile else "GPU utilisation"
+    return [
+        Alert(
+            "TritonP99LatencyHigh",
+            p99,
+            p99_latency_query(where),
+            f"P99 latency of {who} is above {number(p99.threshold)}s",
+            f"1% of requests to the slowest replica of variant {VARIANT} of {who} take longer than {DURATION} "
+            f"(threshold {number(p99.threshold)}s).",
+        ),
+        Alert(
+            "TritonErrorRateHigh",
+            errors,
+            error_rate_query(where),
+            f"{who} fails more than {number(errors.threshold)}% of requests",
+            f"{VALUE}% of requests to variant {VARIANT} of {who} failed over the last {ERROR_RATE_WINDOW} "
+            f"(threshold {number(errors.threshold)}%). Failures with reason {series.REJECTED} mean Triton's "
+            "queue was full (HTTP 503): add replicas or raise the queue size.",
+        ),
+        Alert(
+            "TritonQueueDepthHigh",
+            queue,
+            queue_depth_query(where),
+            f"Requests queue up on a replica of {who}",
+            f"Pod {POD} (variant {VARIANT}) has {VALUE} requests pending in Triton "
+            f"(threshold {number(queue.threshold)}); once its queue is full it rejects requests.",
+        ),
+        Alert(
+            "GpuMemoryHigh",
+            memory,
+            gpu_memory_query(where),
+            f"GPU memory of a replica of {who} is nearly full",
+            f"GPU memory of pod {POD} is {VALUE}% used "
+            f"(threshold {number(memory.threshold)}%); larger batches may fail with out-of-memory.",
+        ),
+        Alert(
+            "GpuUtilizationHigh",
+            busy,
+            gpu_utilization_query(where, mig=gpu.mig_profile is not None),
+            f"GPU of a replica of {who} is saturated",
+            f"{engine} of pod {POD} is {VALUE}% "
+            f"(threshold {number(busy.threshold)}%): requests will queue up unless replicas are added.",
+        ),
+    ]
+
+
+def template_literal(value: str) -> str:
+    """A label value that Prometheus shows as written: it expands rule labels as Go templates,
+    so a value containing '{{' would be run (or fail) instead; a quoted string is shown as is."""
+    return "{{ " + json.dumps(value, ensure_ascii=False) + " }}" if "{{" in value else value
+
+
+def extra_labels(isvc: InferenceService) -> dict[str, str]:
+    """spec.alerts.labels, checked: a bad label name would make Prometheus reject every rule."""
+    bad = sorted(k for k in isvc.spec.alerts.labels if not _LABEL_NAME.match(k) or k.startswith("__"))
+    if bad:
+        names = ", ".join(map(repr, bad))
+        raise SpecError(
+            [f"spec.alerts.labels: {names}: not Prometheus label names ([a-zA-Z_][a-zA-Z0-9_]*, no __ prefix)"]
+        )
+    return {key: template_literal(value) for key, value in isvc.spec.alerts.labels.items()}
+
+
+def rule(isvc: InferenceService, alert: Alert) -> dict[str, Any]:
+    # Ours win over spec.alerts.labels: routing by severity and by service must stay truthful.
+    ours = {
+        "severity": alert.rule.severity,
+        series.INFERENCE_SERVICE: isvc.metadata.name,
+        series.NAMESPACE: isvc.metadata.namespace,
+    }
+    return {
+        "alert": alert.name,
+        "expr": f"{alert.query} > {number(alert.rule.threshold)}",
+        "for": alert.rule.for_,
+        "labels": dict(sorted((extra_labels(isvc) | ours).items())),
+        "annotations": {
+            "summary": alert.summary,
+            "description": alert.description,
+            "runbook_url": f"{isvc.spec.alerts.runbook_base_url.rstrip('/')}/{alert.name}",
+        },
+    }
+
+
+def group_name(isvc: InferenceService) -> str:
+    return f"unbusy.{isvc.metadata.namespace}.{isvc.metadata.name}"
+
+
+def render(isvc: InferenceService, gpu: GpuRequest) -> list[dict[str, Any]]:
+    enabled = [alert for alert in alerts(isvc, gpu) if alert.rule.enabled]
+    if not isvc.spec.alerts.enabled or not enabled:
+        return []
+    return [
+        {
+            "apiVersion": monitors.API_VERSION,
+            "kind": "PrometheusRule",
+            "metadata": monitors.metadata(isvc, f"{isvc.metadata.name}-alerts"),
+            "spec": {"groups": [{"name": group_name(isvc), "rules": [rule(isvc, alert) for alert in enabled]}]},
+        }
+    ]

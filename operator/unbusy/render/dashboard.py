@@ -1,0 +1,171 @@
+"""A Grafana dashboard of one InferenceService, as a ConfigMap for Grafana's dashboard sidecar.
+
+Panels that an alert watches plot the alert's own query (render/alerts.py) with its threshold
+drawn as a line, so the graph and the page agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from unbusy import series
+from unbusy.api import InferenceService
+from unbusy.api.spec import AlertRule
+from unbusy.render import alerts, monitors
+
+# The label Grafana's sidecar (kube-prometheus-stack, grafana chart) watches for by default.
+SIDECAR_LABEL = "grafana_dashboard"
+# Grafana picks a rate window that suits the zoom level and scrape interval.
+RATE_WINDOW = "$__rate_interval"
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+WIDTH, HEIGHT = 12, 8
+
+
+def _target(ref: str, expr: str, legend: str) -> dict[str, Any]:
+    return {"refId": ref, "expr": expr, "legendFormat": legend, "datasource": DATASOURCE}
+
+
+def _panel(title: str, unit: str, targets: list[tuple[str, str]], rule: AlertRule | None = None) -> dict[str, Any]:
+    """A time-series panel; `rule`, when enabled, draws its threshold as a red line."""
+    steps: list[dict[str, Any]] = [{"color": "green", "value": None}]
+    if rule is not None and rule.enabled:
+        steps.append({"color": "red", "value": rule.threshold})
+    return {
+        "type": "timeseries",
+        "title": title,
+        "datasource": DATASOURCE,
+        "fieldConfig": {
+            "defaults": {
+                "unit": unit,
+                "min": 0,
+                "thresholds": {"mode": "absolute", "steps": steps},
+                "custom": {"thresholdsStyle": {"mode": "line" if len(steps) > 1 else "off"}},
+            },
+            "overrides": [],
+        },
+        "options": {"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi"}},
+        "targets": [_target(chr(ord("A") + i), expr, legend) for i, (expr, legend) in enumerate(targets)],
+    }
+
+
+def _rate_by_variant(metric: str, where: series.Scope, *extra: str) -> str:
+    return alerts.aggregate("sum", f"rate({metric}{where.triton(*extra)}[{RATE_WINDOW}])", (series.VARIANT,))
+
+
+def panels(isvc: InferenceService) -> list[dict[str, Any]]:
+    where, spec = alerts.scope(isvc), isvc.spec.alerts
+    # A MIG slice has no DCGM_FI_DEV_GPU_UTIL; spec.gpu.migProfile set is exactly the MIG case.
+    mig = isvc.spec.gpu.mig_profile is not None
+    by_deployment = (series.DEPLOYMENT,)
+    rejected = series.matcher(series.REASON, series.REJECTED)
+    return [
+        _panel(
+            "Request rate",
+            "reqps",
+            [
+                (_rate_by_variant(series.REQUEST_SUCCESS, where), "{{variant}} succeeded"),
+                (_rate_by_variant(series.REQUEST_FAILURE, where), "{{variant}} failed"),
+            ],
+        ),
+        _panel(
+            "P99 latency",
+            "s",
+            [(alerts.p99_latency_query(where), "{{variant}}")],
+            spec.p99_latency_seconds,
+        ),
+        _panel("Queue depth per pod", "short", [(alerts.queue_depth_query(where), "{{pod}}")], spec.queue_depth),
+        _panel(
+            "GPU utilisation per pod",
+            "percent",
+            [(alerts.gpu_utilization_query(where, mig), "{{pod}}")],
+            spec.gpu_utilization_percent,
+        ),
+        _panel(
+            "Replicas",
+            "short",
+            [
+                (
+                    alerts.aggregate("sum", series.DEPLOYMENT_REPLICAS_AVAILABLE + where.deployment(), by_deployment),
+                    "{{deployment}} available",
+                ),
+                (
+                    alerts.aggregate("sum", series.DEPLOYMENT_REPLICAS_SPEC + where.deployment(), by_deployment),
+                    "{{deployment}} desired",
+                ),
+            ],
+        ),
+        _panel(
+            "Rejected requests (queue full, HTTP 503)",
+            "reqps",
+            [(_rate_by_variant(series.REQUEST_FAILURE, where, rejected), "{{variant}}")],
+        ),
+        _panel(
+            "GPU memory used per pod",
+            "percent",
+            [(alerts.gpu_memory_query(where), "{{pod}}")],
+            spec.gpu_memory_percent,
+        ),
+    ]
+
+
+def _laid_out(panels: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Two panels a row, ids in order."""
+    return [
+        {"id": i + 1, "gridPos": {"h": HEIGHT, "w": WIDTH, "x": (i % 2) * WIDTH, "y": (i // 2) * HEIGHT}} | panel
+        for i, panel in enumerate(panels)
+    ]
+
+
+def uid(isvc: InferenceService) -> str:
+    """Stable across re-renders (Grafana keeps one dashboard per uid) and within its 40 characters."""
+    digest = hashlib.sha256(f"{isvc.metadata.namespace}/{isvc.metadata.name}".encode()).hexdigest()
+    return f"unbusy-{digest[:24]}"
+
+
+def dashboard(isvc: InferenceService) -> dict[str, Any]:
+    return {
+        "uid": uid(isvc),
+        "title": f"Unbusy / {isvc.metadata.namespace} / {isvc.metadata.name}",
+        "tags": ["unbusy", "triton"],
+        "editable": True,
+        "schemaVersion": 39,
+        "version": 1,
+        "refresh": "30s",
+        "time": {"from": "now-3h", "to": "now"},
+        "timezone": "browser",
+        "annotations": {"list": []},
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Data source",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {},
+                    "hide": 0,
+                    "options": [],
+                    "refresh": 1,
+                    "regex": "",
+                }
+            ]
+        },
+        "panels": _laid_out(panels(isvc)),
+    }
+
+
+def file_name(isvc: InferenceService) -> str:
+    # The sidecar writes every dashboard into one folder by key: the namespace keeps two
+    # InferenceServices of the same name in different namespaces from overwriting each other.
+    return f"unbusy-{isvc.metadata.namespace}-{isvc.metadata.name}.json"
+
+
+def render(isvc: InferenceService) -> list[dict[str, Any]]:
+    if not isvc.spec.monitoring.grafana_dashboard:
+        return []
+    metadata = monitors.metadata(isvc, f"{isvc.metadata.name}-dashboard")
+    # Default value of the sidecar label; monitoring.labels may set another the sidecar expects.
+    metadata["labels"] = {SIDECAR_LABEL: "1"} | metadata["labels"]
+    document = json.dumps(dashboard(isvc), sort_keys=True, indent=2)
+    return [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": {file_name(isvc): document}}]

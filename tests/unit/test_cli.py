@@ -1,0 +1,46 @@
+"""`unbusy render` and `unbusy crd` as a user runs them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import yaml
+from builders import EXAMPLES, ROOT, manifest
+
+
+def unbusy(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "unbusy.cli", *args], input=stdin, capture_output=True, text=True, cwd=ROOT
+    )
+
+
+def test_render_prints_every_child_of_every_example():
+    result = unbusy("render", *(arg for path in EXAMPLES for arg in ("-f", str(path))))
+    assert result.returncode == 0, result.stderr
+    kinds = {doc["kind"] for doc in yaml.safe_load_all(result.stdout)}
+    assert {"Deployment", "Service", "Ingress", "HTTPRoute", "HorizontalPodAutoscaler", "ConfigMap"} <= kinds
+
+
+def test_bad_spec_names_the_field_without_a_traceback():
+    bad = manifest({"variants": [{"name": "a", "weight": 60}, {"name": "b", "weight": 60}]})
+    result = unbusy("render", "-f", "-", stdin=yaml.safe_dump(bad))
+    assert result.returncode == 1
+    assert result.stderr == "error: -: resnet: spec.variants: the weights must add up to 100\n"
+
+
+def test_unreadable_input_is_one_line():
+    result = unbusy("render", "-f", "/nonexistent.yaml")
+    assert (result.returncode, result.stderr) == (1, "error: /nonexistent.yaml: No such file or directory\n")
+    result = unbusy("render", "-f", "-", stdin="a: [")
+    assert (
+        result.returncode == 1
+        and result.stderr.startswith("error: -: not valid YAML")
+        and "Traceback" not in result.stderr
+    )
+
+
+def test_crd_command_prints_the_committed_crd():
+    result = unbusy("crd")
+    committed = (ROOT / "crds" / "serving.unbusy.dev_inferenceservices.yaml").read_text()
+    assert result.returncode == 0 and result.stdout == committed
