@@ -34,9 +34,7 @@ class Rule:
     field_path: str = ""
 
     def schema(self) -> dict[str, str]:
-        return {"rule": self.cel, "message": self.message} | (
-            {"fieldPath": self.field_path} if self.field_path else {}
-        )
+        return {"rule": self.cel, "message": self.message} | ({"fieldPath": self.field_path} if self.field_path else {})
 
 
 class RuleViolation(ValueError):

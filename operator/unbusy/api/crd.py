@@ -29,7 +29,12 @@ _KEPT = {
 PRINTER_COLUMNS = [
     {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
     {"name": "Replicas", "type": "string", "description": "ready/desired", "jsonPath": ".status.replicaSummary"},
-    {"name": "GPU", "type": "string", "description": "GPUs or MIG slice per replica", "jsonPath": ".status.gpu.summary"},
+    {
+        "name": "GPU",
+        "type": "string",
+        "description": "GPUs or MIG slice per replica",
+        "jsonPath": ".status.gpu.summary",
+    },
     {"name": "Weights", "type": "string", "description": "traffic split", "jsonPath": ".status.weights"},
     {"name": "URL", "type": "string", "jsonPath": ".status.url"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

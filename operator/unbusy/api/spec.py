@@ -56,9 +56,7 @@ class DynamicBatching(ApiModel):
 
 class WarmupInput(ApiModel):
     name: str = Field(max_length=128, description="Model input name.")
-    data_type: str = Field(
-        pattern=r"^TYPE_[A-Z0-9]+$", max_length=32, description="Triton data type, e.g. TYPE_FP32."
-    )
+    data_type: str = Field(pattern=r"^TYPE_[A-Z0-9]+$", max_length=32, description="Triton data type, e.g. TYPE_FP32.")
     dims: list[int] = Field(min_length=1, max_length=8, description="Input shape without the batch dimension.")
 
 
@@ -116,9 +114,7 @@ class Resources(ApiModel):
     requests: dict[str, Quantity] = Field(
         default_factory=lambda: {"cpu": "2", "memory": "8Gi"}, description="CPU / memory requests."
     )
-    limits: dict[str, Quantity] = Field(
-        default_factory=lambda: {"memory": "16Gi"}, description="CPU / memory limits."
-    )
+    limits: dict[str, Quantity] = Field(default_factory=lambda: {"memory": "16Gi"}, description="CPU / memory limits.")
 
 
 class Triton(ApiModel):
@@ -297,7 +293,9 @@ def _scale_up() -> ScalingRules:
 
 
 def _scale_down() -> ScalingRules:
-    return ScalingRules(stabilization_window_seconds=300, max_pods_per_step=1, max_percent_per_step=10, period_seconds=60)
+    return ScalingRules(
+        stabilization_window_seconds=300, max_pods_per_step=1, max_percent_per_step=10, period_seconds=60
+    )
 
 
 class Behavior(ApiModel):
@@ -367,7 +365,10 @@ def _alert(name: str, threshold: float, for_: str, severity: str = "warning") ->
         name,
         __base__=AlertRule,
         threshold=(float, Field(threshold, ge=0, description="Value beyond which the alert fires.")),
-        for_=(str, Field(for_, alias="for", pattern=DURATION_PATTERN, max_length=8, description="How long it must hold.")),
+        for_=(
+            str,
+            Field(for_, alias="for", pattern=DURATION_PATTERN, max_length=8, description="How long it must hold."),
+        ),
         severity=(Literal["info", "warning", "critical"], Field(severity, description="severity label.")),
     )
 
@@ -445,9 +446,11 @@ class InferenceServiceSpec(ApiModel):
             " || self.variants.filter(v, v.weight > 0).size() <= 2",
             "with routing.provider nginx at most two variants may carry weight "
             "(ingress-nginx allows one canary per host and path); use routing.provider gateway for more",
-            lambda spec: spec.routing is None
-            or spec.routing.provider != "nginx"
-            or sum(1 for v in spec.variants if v.weight > 0) <= 2,
+            lambda spec: (
+                spec.routing is None
+                or spec.routing.provider != "nginx"
+                or sum(1 for v in spec.variants if v.weight > 0) <= 2
+            ),
             ".variants",
         ),
         Rule(

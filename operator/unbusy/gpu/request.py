@@ -13,7 +13,11 @@ GPU_RESOURCE = "nvidia.com/gpu"
 PRODUCT_LABEL = "nvidia.com/gpu.product"
 
 _QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([KMGTP]i?)?$")
-_BYTES = {None: 1} | {u: 1000 ** (i + 1) for i, u in enumerate("KMGTP")} | {f"{u}i": 1024 ** (i + 1) for i, u in enumerate("KMGTP")}
+_BYTES = (
+    {None: 1}
+    | {u: 1000 ** (i + 1) for i, u in enumerate("KMGTP")}
+    | {f"{u}i": 1024 ** (i + 1) for i, u in enumerate("KMGTP")}
+)
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,9 @@ def _mig_profile(gpu: Gpu, gpu_memory: str | None) -> MigProfile:
     profile = product.profile(gpu.mig_profile)
     if profile is None:
         allowed = ", ".join(["auto", *(p.name for p in product.mig_profiles)])
-        raise SpecError([f"spec.gpu.migProfile: {gpu.mig_profile!r} is not a MIG profile of {product.key}; allowed: {allowed}"])
+        raise SpecError(
+            [f"spec.gpu.migProfile: {gpu.mig_profile!r} is not a MIG profile of {product.key}; allowed: {allowed}"]
+        )
     return profile
 
 
