@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,14 +72,15 @@ def run(args: argparse.Namespace) -> str:
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
     )
     logging.getLogger().setLevel(args.log_level.upper())
+    if args.kubeconfig:  # kopf logs in on its own, through the same kubeconfig
+        os.environ["KUBECONFIG"] = args.kubeconfig
     start_http_server(args.metrics_port)
     asyncio.run(
         kopf.operator(
             clusterwide=not args.namespace,
-            namespaces=args.namespace,
+            namespaces=args.namespace or [],
             standalone=not args.peering,
-            peering_name=args.peering or "unbusy",
-            priority=args.priority,
+            **({"peering_name": args.peering, "priority": args.priority} if args.peering else {}),
             liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz",
             memo=kopf.Memo(kubeconfig=args.kubeconfig),
         )
