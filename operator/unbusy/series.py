@@ -1,0 +1,156 @@
+"""The metric series Triton and the DCGM exporter export, and safe PromQL selectors for them.
+
+Every query Unbusy writes (alert rules, the dashboard, the scaling loop) names its series and
+builds its label matchers here, so that a metric rename or a relabelling change is one edit,
+and so that no value taken from a spec ever reaches PromQL unescaped.
+
+Label convention (set by the ServiceMonitor/PodMonitor that render/monitors.py writes):
+Triton's series carry `namespace`, `pod`, `inferenceservice` and `variant` target labels,
+the last two copied from the pod labels. The DCGM exporter runs elsewhere (GPU Operator),
+scraped with honorLabels and its Kubernetes mapping on, so its series name the GPU's pod in
+`namespace` and `pod` only: they are selected by a regex over the variants' pod names.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+# --- Triton (port 8002; own labels `model` and `version`) ---------------------------------
+PENDING_REQUESTS = "nv_inference_pending_request_count"  # gauge: requests queued or executing
+QUEUE_DURATION_US = "nv_inference_queue_duration_us"  # counter: cumulative queue time
+REQUEST_DURATION_US = "nv_inference_request_duration_us"  # counter: cumulative end-to-end time
+REQUEST_SUCCESS = "nv_inference_request_success"  # counter
+REQUEST_FAILURE = "nv_inference_request_failure"  # counter, label `reason`
+INFERENCE_COUNT = "nv_inference_count"  # counter of inferences (batch items, not requests)
+# Summary quantiles exist only with --metrics-config=summary_latencies=true (deployment.py sets it).
+REQUEST_SUMMARY_US = "nv_inference_request_summary_us"
+# The failure reason of a request refused because the queue was full: Triton's HTTP 503.
+REJECTED = "REJECTED"
+
+# --- DCGM exporter -------------------------------------------------------------------------
+GPU_UTIL = "DCGM_FI_DEV_GPU_UTIL"  # percent; not reported for MIG instances
+GR_ENGINE_ACTIVE = "DCGM_FI_PROF_GR_ENGINE_ACTIVE"  # ratio 0-1; reported per MIG instance too
+FB_USED = "DCGM_FI_DEV_FB_USED"  # MiB
+FB_FREE = "DCGM_FI_DEV_FB_FREE"  # MiB
+
+# --- kube-state-metrics (labels namespace, deployment; scraped with honorLabels) -----------
+DEPLOYMENT_REPLICAS_AVAILABLE = "kube_deployment_status_replicas_available"
+DEPLOYMENT_REPLICAS_SPEC = "kube_deployment_spec_replicas"
+
+# --- target labels -------------------------------------------------------------------------
+NAMESPACE = "namespace"
+POD = "pod"
+INFERENCE_SERVICE = "inferenceservice"
+VARIANT = "variant"
+DEPLOYMENT = "deployment"
+QUANTILE = "quantile"
+REASON = "reason"
+
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_OPERATORS = ("=", "!=", "=~", "!~")
+# Inside a PromQL double-quoted string a raw newline ends the query with an error, and a quote
+# or backslash would end or bend the string: these are what a value must not carry raw.
+_STRING_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r"}
+# RE2's metacharacters. Not Python's re.escape: it also escapes spaces and '#', which RE2
+# (Prometheus' regex engine) rejects as unknown escapes.
+_REGEX_META = frozenset("\\.+*?()|[]{}^$")
+# A Deployment's pods are <deployment>-<pod-template-hash>-<random suffix>, both lowercase
+# alphanumerics. Requiring exactly these two parts keeps <isvc>-<variant> from also matching
+# the pods of a Deployment whose name merely starts with it (isvc `a`, variant `b` must not
+# match isvc `a-b`, variant `c`).
+_POD_SUFFIX = "-[a-z0-9]+-[a-z0-9]+"
+
+
+def quote(value: str) -> str:
+    """`value` as a PromQL string literal that cannot end the string or the selector early."""
+    return '"' + "".join(_STRING_ESCAPES.get(char, char) for char in value) + '"'
+
+
+def escape_regex(value: str) -> str:
+    """`value` as an RE2 regex that matches exactly that text."""
+    return "".join("\\" + char if char in _REGEX_META else char for char in value)
+
+
+def matcher(label: str, value: str, op: str = "=") -> str:
+    """One label matcher, e.g. namespace="ml"; the value is escaped, the label name checked."""
+    if not _LABEL_NAME.match(label):
+        raise ValueError(f"{label!r} is not a Prometheus label name")
+    if op not in _OPERATORS:
+        raise ValueError(f"{op!r} is not a PromQL matcher operator; use one of {', '.join(_OPERATORS)}")
+    return f"{label}{op}{quote(value)}"
+
+
+def selector(*matchers: str) -> str:
+    """Matchers joined into a selector, in the order given (so queries read the same every time)."""
+    return "{" + ",".join(matchers) + "}"
+
+
+def names_regex(names: Iterable[str]) -> str:
+    """An anchored regex that matches any of `names` exactly."""
+    unique = sorted(dict.fromkeys(names))
+    if not unique:
+        raise ValueError("at least one name is needed: an empty alternation would match the empty string")
+    return "^(?:" + "|".join(escape_regex(name) for name in unique) + ")$"
+
+
+def pod_regex(deployments: Iterable[str]) -> str:
+    """An anchored regex that matches the pod names of these Deployments and of no other."""
+    return names_regex(deployments).removesuffix("$") + _POD_SUFFIX + "$"
+
+
+def triton_selector(namespace: str, inference_service: str, *extra: str, variant: str | None = None) -> str:
+    """Triton series of one InferenceService (or of one of its variants), selected by target labels."""
+    scope = [matcher(NAMESPACE, namespace), matcher(INFERENCE_SERVICE, inference_service)]
+    return selector(*scope, *([matcher(VARIANT, variant)] if variant else []), *extra)
+
+
+def dcgm_selector(namespace: str, deployments: Iterable[str], *extra: str) -> str:
+    """DCGM series of the GPUs held by the pods of these Deployments."""
+    return selector(matcher(NAMESPACE, namespace), matcher(POD, pod_regex(deployments), "=~"), *extra)
+
+
+def deployment_selector(namespace: str, deployments: Iterable[str], *extra: str) -> str:
+    """kube-state-metrics series of these Deployments."""
+    return selector(matcher(NAMESPACE, namespace), matcher(DEPLOYMENT, names_regex(deployments), "=~"), *extra)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where one InferenceService's series live; the selectors above, bound to it.
+
+    `deployments` are its variants' Deployment names (render.meta.variant_name); a scope of
+    one variant sets `variant` and names that variant's Deployment only.
+    """
+
+    namespace: str
+    inference_service: str
+    deployments: tuple[str, ...]
+    variant: str | None = None
+
+    def triton(self, *extra: str) -> str:
+        return triton_selector(self.namespace, self.inference_service, *extra, variant=self.variant)
+
+    def dcgm(self, *extra: str) -> str:
+        return dcgm_selector(self.namespace, self.deployments, *extra)
+
+    def deployment(self, *extra: str) -> str:
+        return deployment_selector(self.namespace, self.deployments, *extra)
+
+
+# --- per-GPU values, in the unit people read ----------------------------------------------
+
+
+def gpu_utilization_percent(dcgm: str, mig: bool) -> str:
+    """Busy percent of each GPU (or MIG slice) the selector picks.
+
+    DCGM does not report DCGM_FI_DEV_GPU_UTIL for MIG instances; the graphics engine activity
+    (a 0-1 ratio) is what it reports per slice, so MIG reads that, scaled to percent.
+    """
+    return f"100 * {GR_ENGINE_ACTIVE}{dcgm}" if mig else f"{GPU_UTIL}{dcgm}"
+
+
+def gpu_memory_percent(dcgm: str) -> str:
+    """Framebuffer used, in percent of the total, of each GPU (or MIG slice) the selector picks."""
+    return f"100 * {FB_USED}{dcgm} / ({FB_USED}{dcgm} + {FB_FREE}{dcgm})"
