@@ -80,6 +80,9 @@ def validate(obj: dict[str, Any]) -> None:
     """Raise if `obj` is not a valid object of its kind."""
     key = (obj["apiVersion"], obj["kind"])
     if key in crd_schemas():
-        jsonschema.validate(obj, crd_schemas()[key])
+        # Not jsonschema.validate: it first checks the schema itself, and the CRDs carry Go
+        # regexes (e.g. `^(?i)(abort|warn)?$`) that Python's re does not accept as written.
+        schema = crd_schemas()[key]
+        jsonschema.validators.validator_for(schema)(schema).validate(obj)
     else:
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
