@@ -16,7 +16,6 @@ from unbusy.kube.status import get_inference_service
 from unbusy.render.meta import INFERENCE_SERVICE, MANAGED_BY, OPERATOR
 
 RESOURCE = (GROUP, VERSION, PLURAL)
-RESYNC_SECONDS = 300.0
 log = logging.getLogger("unbusy")
 
 
@@ -24,7 +23,6 @@ log = logging.getLogger("unbusy")
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.posting.enabled = False  # our own Events say what happened; kopf's would double them
     settings.execution.max_workers = 16
-    settings.persistence.finalizer = "serving.unbusy.dev/finalizer"
     memo.api = connect(memo.get("kubeconfig"))
     # Per-object memos are shallow copies of this one, so this dict is shared by all handlers:
     # a Deployment event keeps its parent's last reconcile errors in the Degraded condition.
@@ -42,7 +40,6 @@ def _guarded(work, *args: Any) -> Any:
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
-@kopf.timer(*RESOURCE, interval=RESYNC_SECONDS, idle=RESYNC_SECONDS)
 def reconcile_inference_service(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     outcome = _guarded(reconcile.reconcile, memo.api, dict(body))
     memo.reconcile_errors[(body["metadata"]["namespace"], body["metadata"]["name"])] = outcome.errors if outcome else []
@@ -57,6 +54,7 @@ def deployment_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         _guarded(reconcile.refresh_status, memo.api, parent, None, None, memo.reconcile_errors.get(key, []))
 
 
+# Optional: no finalizer, so deleting an InferenceService never waits for the operator.
 @kopf.on.delete(*RESOURCE, optional=True)
 def deleted(body: kopf.Body, **_: Any) -> None:
     # Children carry owner references: the garbage collector removes them.

@@ -1,0 +1,299 @@
+"""The operator against a real API server: CRD and CEL rules, reconcile, status, pruning,
+garbage collection, idempotence, the scale subresource, MIG capacity and restarts."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from operator_process import CRD, OperatorProcess
+
+from unbusy.controller.reconcile import reconcile
+from unbusy.kube.client import connect
+from unbusy.kube.status import get_inference_service
+
+pytestmark = pytest.mark.integration
+
+CHILD_KINDS = "deployments,services,configmaps,poddisruptionbudgets,ingresses,servicemonitors,prometheusrules"
+
+
+def manifest(name: str, **spec) -> dict:
+    base = {
+        "model": {"name": "resnet50", "repository": "s3://models/vision"},
+        "gpu": {"count": 1, "product": "H100-80GB"},
+        "autoscaling": {"mode": "none"},
+        "scheduling": {"topologySpread": {"enabled": False}},
+        "triton": {"resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}}},
+    }
+    return {
+        "apiVersion": "serving.unbusy.dev/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": name},
+        "spec": base | spec,
+    }
+
+
+def eventually(check: Callable[[], object], timeout: float = 60, every: float = 0.5) -> object:
+    """Poll until check() returns something truthy; fail with the last value seen."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"not true within {timeout}s; last value: {value!r}")
+
+
+@pytest.fixture(scope="module")
+def crd(testbed):
+    testbed.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    testbed.wait("--for", "condition=Established", "crd/inferenceservices.serving.unbusy.dev")
+
+
+@pytest.fixture(scope="module")
+def operator(testbed, crd, tmp_path_factory) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(testbed.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log").start()
+    yield process
+    process.stop()
+
+
+def status_of(testbed, namespace: str, name: str) -> dict:
+    return testbed.kubectl_json("get", "infsvc", name, "-n", namespace).get("status", {})
+
+
+def condition(status: dict, type_: str) -> dict:
+    return next((c for c in status.get("conditions", []) if c["type"] == type_), {})
+
+
+def wait_ready(testbed, namespace: str, name: str, timeout: float = 90) -> dict:
+    def ready():
+        status = status_of(testbed, namespace, name)
+        return status if condition(status, "Ready").get("status") == "True" else None
+
+    return eventually(ready, timeout)
+
+
+def children(testbed, namespace: str) -> dict[str, dict]:
+    items = testbed.kubectl_json("get", CHILD_KINDS, "-n", namespace, "-l", "app.kubernetes.io/managed-by=unbusy")
+    return {f"{i['kind']}/{i['metadata']['name']}": i for i in items["items"]}
+
+
+# --- the CRD and its CEL rules ------------------------------------------------------------
+
+
+def test_crd_is_accepted_with_printer_columns_and_scale(testbed, crd):
+    definition = testbed.kubectl_json("get", "crd", "inferenceservices.serving.unbusy.dev")
+    version = definition["spec"]["versions"][0]
+    assert version["subresources"]["scale"]["labelSelectorPath"] == ".status.selector"
+    assert definition["spec"]["names"]["shortNames"] == ["infsvc"]
+
+
+CEL_CASES = {
+    "weights": (
+        {"variants": [{"name": "a", "weight": 60}, {"name": "b", "weight": 60}]},
+        "spec.variants: Invalid value",
+        "the weights must add up to 100",
+    ),
+    "unique-names": (
+        {"variants": [{"name": "a", "weight": 50}, {"name": "a", "weight": 50}]},
+        "spec.variants: Invalid value",
+        "variant names must be unique",
+    ),
+    "nginx-two-weighted": (
+        {
+            "routing": {"host": "a.example.com", "provider": "nginx"},
+            "variants": [{"name": "a", "weight": 50}, {"name": "b", "weight": 30}, {"name": "c", "weight": 20}],
+        },
+        "spec.variants: Invalid value",
+        "at most two variants may carry weight",
+    ),
+    "gateway-ref": (
+        {"routing": {"host": "a.example.com", "provider": "gateway"}},
+        "spec.routing.gateway: Invalid value",
+        "gateway is required with provider gateway",
+    ),
+    "min-max": (
+        {"autoscaling": {"mode": "none", "minReplicas": 5, "maxReplicas": 2}},
+        "spec.autoscaling.minReplicas: Invalid value",
+        "must be <= maxReplicas",
+    ),
+    "variant-min-max": (
+        {"variants": [{"name": "a", "weight": 100, "minReplicas": 3, "maxReplicas": 1}]},
+        "spec.variants[0].minReplicas: Invalid value",
+        "must be <= maxReplicas",
+    ),
+    "gpu-xor": (
+        {"gpu": {"count": 1, "migProfile": "1g.10gb", "product": "A100-80GB"}},
+        "spec.gpu: Invalid value",
+        "set exactly one of count (whole GPUs) or migProfile (a MIG slice)",
+    ),
+    "mig-product": (
+        {"gpu": {"migProfile": "1g.10gb"}},
+        "spec.gpu.product: Invalid value",
+        "required with migProfile",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CEL_CASES, ids=list(CEL_CASES))
+def test_cel_rule_rejects_bad_spec_naming_the_field(testbed, crd, case):
+    spec, field, message = CEL_CASES[case]
+    result = testbed.kubectl(
+        "apply", "--dry-run=server", "-f", "-", input=json.dumps(manifest("bad", **spec)), check=False
+    )
+    assert result.returncode != 0
+    assert field in result.stderr and message in result.stderr, result.stderr
+
+
+# --- reconcile ----------------------------------------------------------------------------
+
+
+def test_create_update_prune_and_delete(testbed, operator, namespace):
+    two = [{"name": "stable", "weight": 90}, {"name": "canary", "weight": 10}]
+    testbed.apply(manifest("svc", variants=two, routing={"host": "svc.example.com"}), namespace)
+    status = wait_ready(testbed, namespace, "svc")
+    assert (status["readyReplicas"], status["replicaSummary"], status["weights"]) == (2, "2/2", "stable=90,canary=10")
+    assert status["selector"] == "serving.unbusy.dev/inferenceservice=svc"
+    assert condition(status, "Ready")["observedGeneration"] == 1
+
+    owner_uid = testbed.kubectl_json("get", "infsvc", "svc", "-n", namespace)["metadata"]["uid"]
+    found = children(testbed, namespace)
+    assert {"Deployment/svc-stable", "Deployment/svc-canary", "Service/svc", "Ingress/svc-canary"} <= found.keys()
+    for child in found.values():
+        (ref,) = child["metadata"]["ownerReferences"]
+        assert (ref["uid"], ref["controller"]) == (owner_uid, True)
+
+    table = testbed.kubectl("get", "infsvc", "-n", namespace).stdout
+    assert "True" in table and "2/2" in table and "stable=90,canary=10" in table
+
+    # Update: a new image, the canary promoted to all the traffic, then removed.
+    update = manifest("svc", variants=[{"name": "stable", "weight": 100}], routing={"host": "svc.example.com"})
+    update["spec"]["triton"]["image"] = "nvcr.io/nvidia/tritonserver:25.02-py3"
+    testbed.apply(update, namespace)
+
+    def updated():
+        found = children(testbed, namespace)
+        deployment = found.get("Deployment/svc-stable")
+        image = deployment and deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+        return image == "nvcr.io/nvidia/tritonserver:25.02-py3" and "Deployment/svc-canary" not in found and found
+
+    found = eventually(updated)
+    assert not {"Service/svc-canary", "Ingress/svc-canary", "PodDisruptionBudget/svc-canary"} & found.keys()
+    status = wait_ready(testbed, namespace, "svc")
+    assert status["weights"] == "stable=100" and condition(status, "Ready")["observedGeneration"] == 2
+
+    # Something the operator did not create is never touched, even with our labels on it.
+    stranger = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "svc-stranger",
+            "labels": {"app.kubernetes.io/managed-by": "unbusy", "serving.unbusy.dev/inferenceservice": "svc"},
+        },
+    }
+    testbed.apply(stranger, namespace)
+    testbed.kubectl("annotate", "infsvc", "svc", "-n", namespace, "touch=1")
+    testbed.apply(manifest("svc"), namespace)  # routing off: the Ingress goes
+    eventually(lambda: "Ingress/svc" not in children(testbed, namespace))
+    testbed.kubectl("get", "configmap", "svc-stranger", "-n", namespace)
+
+    # Delete: the garbage collector removes every child through the owner references.
+    testbed.kubectl("delete", "infsvc", "svc", "-n", namespace)
+    eventually(lambda: set(children(testbed, namespace)) == {"ConfigMap/svc-stranger"}, timeout=90)
+
+
+def test_second_reconcile_of_an_unchanged_spec_writes_nothing(testbed, operator, namespace):
+    testbed.apply(manifest("idem", routing={"host": "idem.example.com"}), namespace)
+    wait_ready(testbed, namespace, "idem")
+    api = connect(str(testbed.kubeconfig))
+    body = get_inference_service(api, namespace, "idem")
+    reconcile(api, body)  # converge anything the operator had not yet written
+    body = get_inference_service(api, namespace, "idem")
+    before = api.write_count
+    outcome = reconcile(api, body)
+    assert api.write_count - before == 0, api.writes
+    assert outcome.applied == [] and outcome.pruned == [] and len(outcome.unchanged) >= 6
+
+    # The operator agrees: restarted, it resumes (reconciles) every InferenceService and,
+    # with nothing changed, its write counter stays at zero.
+    operator.stop()
+    operator.start()
+    eventually(lambda: "Resuming is processed" in operator.log.read_text().split("Starting Kopf")[-1])
+    assert operator.metric("unbusy_api_writes_total") == 0
+
+
+def test_kubectl_scale_uses_the_scale_subresource(testbed, operator, namespace):
+    two = [{"name": "stable", "weight": 75}, {"name": "canary", "weight": 25}]
+    testbed.apply(manifest("scaled", variants=two), namespace)
+    wait_ready(testbed, namespace, "scaled")
+    testbed.kubectl("scale", "infsvc/scaled", "-n", namespace, "--replicas=4")
+
+    def split():
+        deployments = testbed.kubectl_json("get", "deployments", "-n", namespace)["items"]
+        return {d["metadata"]["name"]: d["spec"]["replicas"] for d in deployments}
+
+    eventually(lambda: split() == {"scaled-stable": 3, "scaled-canary": 1})
+    status = eventually(lambda: (s := wait_ready(testbed, namespace, "scaled"))["readyReplicas"] == 4 and s)
+    assert status["replicas"] == 4
+    scale = testbed.kubectl_json(
+        "get", "--raw", f"/apis/serving.unbusy.dev/v1alpha1/namespaces/{namespace}/inferenceservices/scaled/scale"
+    )
+    assert (
+        scale["status"]["replicas"] == 4 and scale["status"]["selector"] == "serving.unbusy.dev/inferenceservice=scaled"
+    )
+
+
+def test_mig_slices_run_out_and_the_status_says_why(testbed, operator, namespace):
+    mig = {"migProfile": "1g.10gb", "product": "A100-80GB"}
+    testbed.apply(manifest("mig", gpu=mig, replicas=8), namespace)
+
+    def degraded():
+        status = status_of(testbed, namespace, "mig")
+        return (
+            status
+            if condition(status, "Degraded").get("reason") == "Unschedulable" and status.get("readyReplicas") == 7
+            else None
+        )
+
+    status = eventually(degraded, timeout=120)
+    message = condition(status, "Degraded")["message"]
+    assert "1 of 8 replicas cannot be scheduled" in message
+    assert "no node has a free MIG slice 1g.10gb (nvidia.com/mig-1g.10gb)" in message
+    assert condition(status, "Ready")["status"] == "False"
+    assert status["gpu"]["resourceName"] == "nvidia.com/mig-1g.10gb"
+    described = testbed.kubectl("describe", "infsvc", "mig", "-n", namespace).stdout
+    assert "Unschedulable" in described
+
+
+def test_invalid_spec_past_the_schema_is_a_condition_not_a_crash(testbed, operator, namespace):
+    # A profile the CRD pattern allows but the A100-80GB does not have.
+    testbed.apply(manifest("nomig", gpu={"migProfile": "1g.5gb", "product": "A100-80GB"}), namespace)
+
+    def invalid():
+        status = status_of(testbed, namespace, "nomig")
+        return condition(status, "Ready").get("reason") == "InvalidSpec" and status
+
+    status = eventually(invalid)
+    assert "spec.gpu.migProfile: '1g.5gb' is not a MIG profile of A100-80GB" in condition(status, "Ready")["message"]
+    events = testbed.kubectl("get", "events", "-n", namespace, "--field-selector", "reason=InvalidSpec").stdout
+    assert "nomig" in events
+    assert operator.process.poll() is None  # still running
+
+
+def test_operator_killed_midway_converges_after_restart(testbed, operator, namespace):
+    operator.kill()
+    testbed.apply(manifest("restart", replicas=2, routing={"host": "restart.example.com"}), namespace)
+    operator.start()
+    status = wait_ready(testbed, namespace, "restart")
+    assert status["readyReplicas"] == 2
+    first = {k: v["metadata"]["resourceVersion"] for k, v in children(testbed, namespace).items()}
+
+    # Killed again right after a spec change: the restarted operator finishes the job.
+    testbed.kubectl("scale", "infsvc/restart", "-n", namespace, "--replicas=3")
+    operator.kill()
+    operator.start()
+    status = eventually(lambda: (s := wait_ready(testbed, namespace, "restart"))["readyReplicas"] == 3 and s)
+    assert set(children(testbed, namespace)) == set(first)
