@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 CRD := crds/serving.unbusy.dev_inferenceservices.yaml
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install test unit lint format crds promtool
+.PHONY: install test unit lint format crds promtool demo demo-down
 
 # The virtualenv is rebuilt only when pyproject.toml changes.
 $(BIN)/unbusy: pyproject.toml
@@ -40,4 +40,12 @@ format: install
 crds: install
 	$(BIN)/unbusy crd > $(CRD)
 
--include testbed/testbed.mk
+# The testbed, the operator against it and the examples applied (see README).
+demo: install
+	testbed/demo.sh
+
+demo-down:
+	testbed/demo.sh down
+	testbed/down.sh
+
+include testbed/testbed.mk

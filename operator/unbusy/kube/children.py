@@ -64,9 +64,12 @@ def _key(kind: str, name: str) -> str:
 
 
 def contains(live: Any, desired: Any) -> bool:
-    """Whether every field we set holds in the live object (the server may add more)."""
+    """Whether every field we set holds in the live object (the server may add more, and
+    drops empty lists and maps we send, as Kubernetes' omitempty does)."""
     if isinstance(desired, dict):
-        return isinstance(live, dict) and all(k in live and contains(live[k], v) for k, v in desired.items())
+        return isinstance(live, dict) and all(
+            contains(live[k], v) if k in live else v in ({}, [], None) for k, v in desired.items()
+        )
     if isinstance(desired, list):
         return isinstance(live, list) and len(live) == len(desired) and all(map(contains, live, desired))
     return live == desired or str(live) == str(desired)
