@@ -1,0 +1,182 @@
+"""Write the chart's Grafana dashboard: the operator and every Triton fleet it runs.
+
+    .venv/bin/python charts/dashboard.py        # writes charts/unbusy/dashboards/unbusy-fleet.json
+
+The per-InferenceService dashboard (operator/unbusy/render/dashboard.py) is bound to one
+InferenceService; this one covers all of them, picked with Grafana variables. Its queries are
+the same functions the alerts and that dashboard use (render/alerts.py, series.py), over a
+scope whose matchers are the variables, so a metric rename is still one edit.
+tests/unit/test_chart_files.py fails when the committed file differs from what this writes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from unbusy import series
+from unbusy.render import alerts
+from unbusy.render.dashboard import DATASOURCE, RATE_WINDOW, _laid_out, _panel
+
+OUT = Path(__file__).resolve().parent / "unbusy" / "dashboards" / "unbusy-fleet.json"
+UID = "unbusy-fleet"
+# The chart's ServiceMonitor takes the job label from the metrics Service's app.kubernetes.io/name.
+OPERATOR_JOB = series.selector(series.matcher("job", "unbusy"))
+# A Deployment is <inferenceservice>-<variant>; its pods add -<hash>-<suffix>.
+DEPLOYMENTS = "(?:$inferenceservice)-.+"
+
+
+class FleetScope(series.Scope):
+    """The series of every InferenceService the variables pick (regex matchers: multi-value, All)."""
+
+    def _where(self) -> list[str]:
+        return [series.matcher(series.NAMESPACE, "$namespace", "=~")]
+
+    def triton(self, *extra: str) -> str:
+        return series.selector(
+            *self._where(), series.matcher(series.INFERENCE_SERVICE, "$inferenceservice", "=~"), *extra
+        )
+
+    def dcgm(self, *extra: str) -> str:
+        return series.selector(*self._where(), series.matcher(series.POD, DEPLOYMENTS, "=~"), *extra)
+
+    def deployment(self, *extra: str) -> str:
+        return series.selector(*self._where(), series.matcher(series.DEPLOYMENT, DEPLOYMENTS, "=~"), *extra)
+
+
+FLEET = FleetScope(namespace="$namespace", inference_service="$inferenceservice", deployments=())
+BY_VARIANT = (series.NAMESPACE, series.INFERENCE_SERVICE, series.VARIANT)
+BY_DEPLOYMENT = (series.NAMESPACE, series.DEPLOYMENT)
+VARIANT_LEGEND = "{{namespace}}/{{inferenceservice}} {{variant}}"
+DEPLOYMENT_LEGEND = "{{namespace}}/{{deployment}}"
+
+
+def _rate(metric: str, *extra: str) -> str:
+    return alerts.aggregate("sum", f"rate({metric}{FLEET.triton(*extra)}[{RATE_WINDOW}])", BY_VARIANT)
+
+
+def panels() -> list[dict[str, Any]]:
+    rejected = series.matcher(series.REASON, series.REJECTED)
+    # A MIG slice reports no DCGM_FI_DEV_GPU_UTIL, a whole GPU no per-slice engine activity.
+    gpu_util = f"{alerts.gpu_utilization_query(FLEET, False)} or {alerts.gpu_utilization_query(FLEET, True)}"
+    replicas = series.DEPLOYMENT_REPLICAS_SPEC + FLEET.deployment()
+    return [
+        _panel(
+            "Request rate",
+            "reqps",
+            [
+                (_rate(series.REQUEST_SUCCESS), f"{VARIANT_LEGEND} ok"),
+                (_rate(series.REQUEST_FAILURE), f"{VARIANT_LEGEND} failed"),
+            ],
+        ),
+        _panel("P99 latency", "s", [(alerts.p99_latency_query(FLEET, BY_VARIANT), VARIANT_LEGEND)]),
+        _panel("Queue depth per replica", "short", [(alerts.queue_depth_query(FLEET), "{{variant}} {{pod}}")]),
+        _panel("GPU utilisation per replica", "percent", [(gpu_util, "{{pod}}")]),
+        _panel(
+            "Replicas: available vs desired",
+            "short",
+            [
+                (
+                    alerts.aggregate("sum", series.DEPLOYMENT_REPLICAS_AVAILABLE + FLEET.deployment(), BY_DEPLOYMENT),
+                    f"{DEPLOYMENT_LEGEND} available",
+                ),
+                (alerts.aggregate("sum", replicas, BY_DEPLOYMENT), f"{DEPLOYMENT_LEGEND} desired"),
+            ],
+        ),
+        _panel(
+            "Scaling decisions (changes of desired replicas)",
+            "short",
+            [(alerts.aggregate("sum", f"changes({replicas}[{RATE_WINDOW}])", BY_DEPLOYMENT), DEPLOYMENT_LEGEND)],
+        ),
+        _panel(
+            "Rejected requests (queue full, HTTP 503)",
+            "reqps",
+            [(_rate(series.REQUEST_FAILURE, rejected), VARIANT_LEGEND)],
+        ),
+        _panel("GPU memory used per replica", "percent", [(alerts.gpu_memory_query(FLEET), "{{pod}}")]),
+        _panel("Operator replicas up", "short", [(f"sum(up{OPERATOR_JOB})", "up")]),
+        _panel(
+            "Operator writes to the API server",
+            "ops",
+            [
+                (
+                    alerts.aggregate("sum", f"rate(unbusy_api_writes_total{OPERATOR_JOB}[{RATE_WINDOW}])", ("verb",)),
+                    "{{verb}}",
+                )
+            ],
+        ),
+    ]
+
+
+def _variable(name: str, label: str, query: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": DATASOURCE,
+        "query": {"query": query, "refId": name},
+        "definition": query,
+        "multi": True,
+        "includeAll": True,
+        "allValue": ".*",
+        "current": {},
+        "options": [],
+        "refresh": 2,
+        "sort": 1,
+        "hide": 0,
+        "regex": "",
+    }
+
+
+def dashboard() -> dict[str, Any]:
+    where_namespace = series.selector(series.matcher(series.NAMESPACE, "$namespace", "=~"))
+    return {
+        "uid": UID,
+        "title": "Unbusy / Triton fleet",
+        "tags": ["unbusy", "triton"],
+        "editable": True,
+        "schemaVersion": 39,
+        "version": 1,
+        "refresh": "30s",
+        "time": {"from": "now-3h", "to": "now"},
+        "timezone": "browser",
+        "annotations": {"list": []},
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Data source",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {},
+                    "hide": 0,
+                    "options": [],
+                    "refresh": 1,
+                    "regex": "",
+                },
+                _variable("namespace", "Namespace", f"label_values({series.REQUEST_SUCCESS}, {series.NAMESPACE})"),
+                _variable(
+                    "inferenceservice",
+                    "InferenceService",
+                    f"label_values({series.REQUEST_SUCCESS}{where_namespace}, {series.INFERENCE_SERVICE})",
+                ),
+            ]
+        },
+        "panels": _laid_out(panels()),
+    }
+
+
+def text() -> str:
+    return json.dumps(dashboard(), sort_keys=True, indent=2) + "\n"
+
+
+def main() -> int:
+    OUT.write_text(text())
+    print(OUT, file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
