@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# Bring the local testbed up: etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler and kwok, all on 127.0.0.1, plus fake GPU nodes and the third-party
+# CRDs. Idempotent: when everything already runs it only prints the kubeconfig path.
+#
+# stdout: exactly one line, the admin kubeconfig path. Progress goes to stderr.
+set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
+# shellcheck source=pki.sh
+source "$TESTBED_SRC/pki.sh"
+
+THIRDPARTY_CRDS="${TESTBED_THIRDPARTY_CRDS:-/work/shared/thirdparty-crds}"
+
+ensure_binaries() {
+  "$TESTBED_SRC/build.sh" >/dev/null
+}
+
+all_running() {
+  local c
+  for c in "${COMPONENTS[@]}"; do component_running "$c" || return 1; done
+  kube get --raw /readyz >/dev/null 2>&1
+}
+
+# kwok has no built-in stages when run on its own (kwokctl normally writes them), so
+# we feed it the upstream default ones, taken from the kwok module of the pinned
+# version: node-fast (nodes Ready at once), lease heartbeats, pod-fast (pods Running
+# and Ready at once, finalised on deletion).
+write_kwok_config() {
+  local dir="$STATE_DIR/kwok-stages"
+  rm -rf "$dir"
+  python3 "$TESTBED_SRC/modfiles.py" "sigs.k8s.io/kwok@$KWOK_VERSION" "$dir" \
+    kustomize/stage/node/fast/node-initialize.yaml \
+    kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+    kustomize/stage/pod/fast/pod-ready.yaml \
+    kustomize/stage/pod/fast/pod-complete.yaml \
+    kustomize/stage/pod/fast/pod-delete.yaml
+  local f first=1
+  for f in "$dir"/*.yaml; do
+    ((first)) || echo "---"
+    first=0
+    cat "$f"
+  done >"$STATE_DIR/kwok.yaml"
+}
+
+# --unsafe-no-fsync: the data is thrown away on `down` anyway, and fsync on every
+# write is what makes etcd slow on small VMs.
+start_etcd() {
+  rm -rf "$ETCD_DATA_DIR"
+  start_component etcd \
+    --name testbed \
+    --data-dir "$ETCD_DATA_DIR" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster "testbed=http://127.0.0.1:$ETCD_PEER_PORT" \
+    --unsafe-no-fsync \
+    --log-level warn
+  wait_for "etcd" 30 curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
+}
+
+# --endpoint-reconciler-type=none: the API server refuses to publish a loopback address
+# as the endpoint of the in-cluster `kubernetes` Service, and no real pod runs here to
+# call it, so that Service simply has no endpoints.
+start_apiserver() {
+  start_component kube-apiserver \
+    --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+    --bind-address 127.0.0.1 \
+    --advertise-address 127.0.0.1 \
+    --endpoint-reconciler-type none \
+    --secure-port "$APISERVER_PORT" \
+    --tls-cert-file "$PKI_DIR/apiserver.crt" \
+    --tls-private-key-file "$PKI_DIR/apiserver.key" \
+    --client-ca-file "$PKI_DIR/ca.crt" \
+    --authorization-mode Node,RBAC \
+    --enable-admission-plugins NodeRestriction \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file "$PKI_DIR/sa.pub" \
+    --service-account-signing-key-file "$PKI_DIR/sa.key" \
+    --service-cluster-ip-range "$SERVICE_CIDR" \
+    --allow-privileged=true \
+    --profiling=false
+  wait_for "kube-apiserver /readyz" 120 kube get --raw /readyz
+}
+
+start_controller_manager() {
+  local kc="$STATE_DIR/kube-controller-manager.kubeconfig"
+  # Leader election off: a single instance, and restarts need not wait out a lease.
+  start_component kube-controller-manager \
+    --kubeconfig "$kc" \
+    --authentication-kubeconfig "$kc" \
+    --authorization-kubeconfig "$kc" \
+    --bind-address 127.0.0.1 \
+    --secure-port "$KCM_PORT" \
+    --leader-elect=false \
+    --use-service-account-credentials=true \
+    --service-account-private-key-file "$PKI_DIR/sa.key" \
+    --root-ca-file "$PKI_DIR/ca.crt" \
+    --cluster-signing-cert-file "$PKI_DIR/ca.crt" \
+    --cluster-signing-key-file "$PKI_DIR/ca.key" \
+    --profiling=false
+}
+
+start_scheduler() {
+  local kc="$STATE_DIR/kube-scheduler.kubeconfig"
+  start_component kube-scheduler \
+    --kubeconfig "$kc" \
+    --authentication-kubeconfig "$kc" \
+    --authorization-kubeconfig "$kc" \
+    --bind-address 127.0.0.1 \
+    --secure-port "$SCHEDULER_PORT" \
+    --leader-elect=false \
+    --profiling=false
+}
+
+# kwok plays kubelet for nodes annotated kwok.x-k8s.io/node=fake only, so a real node
+# could join the same control plane without kwok touching it.
+start_kwok() {
+  start_component kwok \
+    --kubeconfig "$STATE_DIR/kwok.kubeconfig" \
+    --config "$STATE_DIR/kwok.yaml" \
+    --manage-all-nodes=false \
+    --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
+    --manage-nodes-with-label-selector= \
+    --disregard-status-with-annotation-selector kwok.x-k8s.io/status=custom \
+    --cidr "$POD_CIDR" \
+    --node-ip 127.0.0.1 \
+    --server-address "127.0.0.1:$KWOK_PORT"
+}
+
+# The CRDs the operator's children need: Prometheus Operator (PrometheusRule,
+# ServiceMonitor, PodMonitor) and Gateway API (standard channel, HTTPRoute v1).
+install_crds() {
+  local dir="$STATE_DIR/crds"
+  rm -rf "$dir"
+  mkdir -p "$dir/prometheus-operator"
+  if compgen -G "$THIRDPARTY_CRDS/*.yaml" >/dev/null; then
+    cp "$THIRDPARTY_CRDS"/*.yaml "$dir/prometheus-operator/"
+  else
+    local po=example/prometheus-operator-crd-full/monitoring.coreos.com
+    python3 "$TESTBED_SRC/modfiles.py" \
+      "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" \
+      "$dir/prometheus-operator" \
+      "${po}_prometheusrules.yaml" "${po}_servicemonitors.yaml" "${po}_podmonitors.yaml"
+  fi
+  python3 "$TESTBED_SRC/modfiles.py" "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" \
+    "$dir/gateway-api" 'config/crd/standard/*.yaml'
+  kube apply --server-side --force-conflicts -f "$dir/prometheus-operator" -f "$dir/gateway-api" >/dev/null
+  kube wait --for condition=Established crd --all --timeout 60s >/dev/null
+  log "CRDs installed: Prometheus Operator, Gateway API $GATEWAY_API_VERSION"
+}
+
+create_nodes() {
+  kube apply --server-side --force-conflicts -f "$TESTBED_SRC/nodes.yaml" >/dev/null
+}
+
+# Nodes Ready proves kwok works. The `default` ServiceAccount is made by the controller
+# manager, so its presence proves the controller manager is up and reconciling.
+wait_healthy() {
+  wait_for "nodes Ready" 60 kube wait --for condition=Ready node --all --timeout 1s
+  wait_for "default ServiceAccount" 60 kube -n default get serviceaccount default
+  wait_for "kube-scheduler /readyz" 30 curl -kfsS "https://127.0.0.1:$SCHEDULER_PORT/readyz"
+}
+
+main() {
+  take_lock
+
+  if all_running; then
+    log "already running"
+    echo "$KUBECONFIG_PATH"
+    return 0
+  fi
+  # Anything left from a crashed or half-started testbed goes first.
+  TESTBED_LOCKED=1 "$TESTBED_SRC/down.sh"
+
+  ensure_binaries
+  ensure_pki
+  write_kwok_config
+
+  start_etcd
+  start_apiserver
+  start_controller_manager
+  start_scheduler
+  start_kwok
+  create_nodes # kwok readies them while the CRDs install
+  install_crds
+  wait_healthy
+
+  log "up: Kubernetes $K8S_VERSION at $APISERVER_URL," \
+    "$(kube get nodes --no-headers | wc -l) nodes"
+  log "export KUBECONFIG=$KUBECONFIG_PATH"
+  echo "$KUBECONFIG_PATH"
+}
+
+main "$@"
