@@ -1,0 +1,291 @@
+"""The scaling policy: metric samples + previous state + the spec's rules + now -> replicas and why.
+
+Pure: no I/O and no clock (`now` is a parameter, in seconds), so the operator's loop and the
+simulator run the very same decisions. The rules follow the Kubernetes HPA (autoscaling/v2)
+where it has one, so that a user who knows the HPA can predict Unbusy (SCALING-NOTES.md):
+
+1. per metric, desired = ceil(n x value / target); no change while value/target is within
+   1 +- tolerance; the largest desire over the metrics wins.
+   - queue depth: ceil(total pending / target), like an External AverageValue metric, so a
+     replica still loading its model (queue 0) does not dilute the queue of the others;
+   - GPU utilisation: averaged over READY replicas only and multiplied by their number, as the
+     HPA treats not-ready pods; a scale-up it asks for never goes below the current count.
+2. a metric missing while the others say "down": no scale-down (the HPA's rule). All metrics
+   missing, or Prometheus down: hold the last good count (or minReplicas when the spec says
+   so) with scaling_active False.
+3. forecast (when enabled): a least-squares line over the window of request rate, projected
+   `horizon` ahead and capped at 4x the window's mean (AIBrix APA), scales the current demand
+   by projected/now; it only ever raises the recommendation, so it never scales down.
+4. stabilisation: the recommendation is no lower than the lowest of the scale-up window and no
+   higher than the highest of the scale-down window (the HPA's stabilizeRecommendation).
+5. step limits per period: Pods and Percent policies from the rate of the period's start,
+   the larger change wins going up (selectPolicy Max), the smaller going down (Min), as
+   render/hpa.py writes them for the HPA.
+6. min/max bounds of the variant.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from unbusy.api.spec import Autoscaling, ScalingRules
+
+# ceil() of a ratio that is an integer up to float error (24 / 8 * 1.0000000001) must not add a replica.
+_EPSILON = 1e-9
+# AIBrix caps its projection at this multiple of the window's mean: a steep line fitted over a
+# short burst must not ask for the whole cluster.
+FORECAST_CAP = 4.0
+# A line needs at least this many points to be more than noise.
+FORECAST_MIN_POINTS = 3
+
+
+@dataclass(frozen=True)
+class ReplicaSample:
+    """What Prometheus says about one replica (None: that series is missing)."""
+
+    ready: bool
+    queue_depth: float | None = None  # nv_inference_pending_request_count
+    gpu_utilization: float | None = None  # percent (DCGM_FI_DEV_GPU_UTIL, or GR engine activity x 100)
+    request_rate: float | None = None  # requests per second
+    queue_time_ms: float | None = None  # mean time a request waited in Triton's queue
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One variant as the loop sees it: the Deployment's replicas and its replicas' samples.
+
+    samples None means Prometheus could not be read at all; `error` then says why.
+    """
+
+    current: int
+    samples: tuple[ReplicaSample, ...] | None
+    error: str | None = None
+
+    @property
+    def ready(self) -> int:
+        return sum(1 for s in self.samples or () if s.ready)
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    """What the policy remembers between evaluations; Decision.state is the next call's input."""
+
+    recommendations: tuple[tuple[float, int], ...] = ()  # (time, raw recommendation) for the windows
+    scale_events: tuple[tuple[float, int], ...] = ()  # (time, replicas added (+) or removed (-))
+    rates: tuple[tuple[float, float], ...] = ()  # (time, total request rate) for the forecast
+    last_good: int | None = None  # the last count decided from metrics
+
+
+@dataclass(frozen=True)
+class Decision:
+    replicas: int
+    reason: str
+    metrics: Mapping[str, float]
+    scaling_active: bool
+    state: PolicyState
+
+
+@dataclass(frozen=True)
+class _Desire:
+    """What one metric (or the forecast) asks for."""
+
+    replicas: int
+    demand: float  # unrounded replicas at target: what the forecast scales
+    text: str
+
+
+def _ceil(value: float) -> int:
+    return math.ceil(value - _EPSILON)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3g}"
+
+
+def _desire(name: str, unit: str, value: float, target: float, n: int, current: int, tolerance: float) -> _Desire:
+    """ceil(n x value / target) with the tolerance band; n is the replicas the value is averaged over."""
+    ratio = value / target
+    demand = n * ratio
+    if abs(ratio - 1) <= tolerance + _EPSILON:
+        return _Desire(current, demand, f"{name} {_fmt(value)}{unit} within {tolerance:.0%} of target {target:g}{unit}")
+    wanted = _ceil(demand)
+    # Going up (down), a metric never asks for fewer (more) than now: with pods still loading,
+    # n < current, and ceil(n x ratio) alone could read as a scale-down.
+    wanted = max(wanted, current) if ratio > 1 else min(wanted, current)
+    sign = ">" if ratio > 1 else "<"
+    return _Desire(wanted, demand, f"{name} {_fmt(value)}{unit} {sign} target {target:g}{unit}")
+
+
+def _queue(obs: Observation, target: int, tolerance: float, metrics: dict[str, float]) -> _Desire | None:
+    values = [s.queue_depth for s in obs.samples or () if s.queue_depth is not None]
+    if not values or obs.current == 0:
+        return None
+    total = sum(values)
+    per_replica = total / obs.current
+    metrics.update(queue_total=total, queue_per_replica=per_replica)
+    return _desire("queue", "/replica", per_replica, target, obs.current, obs.current, tolerance)
+
+
+def _gpu(obs: Observation, target: int, tolerance: float, metrics: dict[str, float]) -> _Desire | None:
+    values = [s.gpu_utilization for s in obs.samples or () if s.ready and s.gpu_utilization is not None]
+    if not values:
+        return None
+    mean = sum(values) / len(values)
+    metrics["gpu_utilization_percent"] = mean
+    return _desire("gpu", "%", mean, target, len(values), obs.current, tolerance)
+
+
+def _informational(obs: Observation, metrics: dict[str, float]) -> float | None:
+    """Request rate and queue time: reported, and the rate feeds the forecast."""
+    rates = [s.request_rate for s in obs.samples or () if s.request_rate is not None]
+    waits = [s.queue_time_ms for s in obs.samples or () if s.ready and s.queue_time_ms is not None]
+    if waits:
+        metrics["queue_time_ms"] = sum(waits) / len(waits)
+    if not rates:
+        return None
+    metrics["request_rate"] = sum(rates)
+    return sum(rates)
+
+
+def trend(points: tuple[tuple[float, float], ...], at: float) -> float | None:
+    """The least-squares line through (time, value) evaluated at `at`, capped at 4x the mean."""
+    if len(points) < FORECAST_MIN_POINTS:
+        return None
+    n = len(points)
+    mean_t = sum(t for t, _ in points) / n
+    mean_v = sum(v for _, v in points) / n
+    spread = sum((t - mean_t) ** 2 for t, _ in points)
+    if spread == 0:
+        return None
+    slope = sum((t - mean_t) * (v - mean_v) for t, v in points) / spread
+    return min(max(mean_v + slope * (at - mean_t), 0.0), FORECAST_CAP * mean_v)
+
+
+def _forecast(
+    policy: Autoscaling, rates: tuple[tuple[float, float], ...], rate: float | None, demand: float, now: float
+) -> tuple[_Desire | None, float | None]:
+    """The floor the projected rate asks for: today's demand, grown as the rate is expected to grow."""
+    if not policy.forecast.enabled or not rate:
+        return None, None
+    projected = trend(rates, now + policy.forecast.horizon_seconds)
+    if projected is None or projected <= rate * (1 + policy.tolerance):
+        return None, projected
+    floor = _ceil(demand * projected / rate)
+    text = f"rate {_fmt(rate)}/s -> {_fmt(projected)}/s in {policy.forecast.horizon_seconds}s (forecast)"
+    return _Desire(floor, demand * projected / rate, text), projected
+
+
+def _window(history: tuple[tuple[float, int], ...], now: float, seconds: int) -> list[int]:
+    return [r for t, r in history if t > now - seconds]
+
+
+def _stabilise(desired: int, current: int, history: tuple[tuple[float, int], ...], policy: Autoscaling, now: float):
+    """The HPA's stabilizeRecommendation: not below the up window's lowest, not above the down window's highest."""
+    up = min([desired, *_window(history, now, policy.behavior.scale_up.stabilization_window_seconds)])
+    down = max([desired, *_window(history, now, policy.behavior.scale_down.stabilization_window_seconds)])
+    return min(max(current, up), down)
+
+
+def _changed(events: tuple[tuple[float, int], ...], now: float, period: int) -> tuple[int, int]:
+    """Replicas added and removed within the last `period` seconds."""
+    recent = [delta for t, delta in events if t > now - period]
+    return sum(d for d in recent if d > 0), -sum(d for d in recent if d < 0)
+
+
+def _up_limit(current: int, events: tuple[tuple[float, int], ...], rules: ScalingRules, now: float) -> int:
+    added, removed = _changed(events, now, rules.period_seconds)
+    start = current - added + removed
+    by_pods = start + rules.max_pods_per_step
+    by_percent = math.ceil(start * (1 + rules.max_percent_per_step / 100))
+    return max(by_pods, by_percent, current)  # selectPolicy Max; never a scale-down
+
+
+def _down_limit(current: int, events: tuple[tuple[float, int], ...], rules: ScalingRules, now: float) -> int:
+    added, removed = _changed(events, now, rules.period_seconds)
+    start = current - added + removed
+    by_pods = start - rules.max_pods_per_step
+    by_percent = int(start * (1 - rules.max_percent_per_step / 100))
+    return min(max(by_pods, by_percent), current)  # selectPolicy Min: the smaller change; never a scale-up
+
+
+def _hold(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state: PolicyState, why: str) -> Decision:
+    low, high = bounds
+    if policy.on_metrics_missing == "minReplicas":
+        replicas, what = low, "going to minReplicas"
+    else:
+        replicas, what = state.last_good if state.last_good is not None else obs.current, "holding"
+    replicas = min(max(replicas, low), high)
+    return Decision(replicas, f"{why}: {what} {replicas} replicas", {}, False, state)
+
+
+def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state: PolicyState, now: float) -> Decision:
+    """Replicas for one variant, with the reason and the state for the next evaluation."""
+    if obs.samples is None:
+        return _hold(obs, policy, bounds, state, f"metrics unavailable ({obs.error or 'Prometheus unreachable'})")
+    metrics: dict[str, float] = {"current": obs.current, "ready": obs.ready}
+    targets, tolerance = policy.targets, policy.tolerance
+    wanted = {
+        name: read(obs, target, tolerance, metrics)
+        for name, read, target in (
+            ("queue", _queue, targets.queue_depth_per_replica),
+            ("gpu", _gpu, targets.gpu_utilization_percent),
+        )
+        if target is not None
+    }
+    found = [d for d in wanted.values() if d is not None]
+    missing = [name for name, d in wanted.items() if d is None]
+    if not found:
+        why = f"no samples of {', '.join(missing)}" if missing else "no queue or GPU target set"
+        return _hold(obs, policy, bounds, state, why)
+    rate = _informational(obs, metrics)
+    rates = state.rates
+    if rate is not None:
+        rates = tuple((t, r) for t, r in (*rates, (now, rate)) if t > now - policy.forecast.window_seconds)
+
+    best = max(found, key=lambda d: d.replicas)
+    notes = []
+    if missing and best.replicas < obs.current:
+        # The HPA's rule: one metric unreadable and the rest say down -> do not scale down.
+        best = _Desire(obs.current, best.demand, best.text)
+        notes.append(f"not scaling down: no samples of {', '.join(missing)}")
+    forecast, projected = _forecast(policy, rates, rate, max(d.demand for d in found), now)
+    if projected is not None:
+        metrics["forecast_rate"] = projected
+    if forecast is not None and forecast.replicas > best.replicas:
+        best = forecast
+    raw = best.replicas
+
+    stabilised = _stabilise(raw, obs.current, state.recommendations, policy, now)
+    if stabilised > raw:
+        notes.append(f"scale-down stabilised over {policy.behavior.scale_down.stabilization_window_seconds}s")
+    elif stabilised < raw:
+        notes.append(f"scale-up stabilised over {policy.behavior.scale_up.stabilization_window_seconds}s")
+    final = stabilised
+    up, down = policy.behavior.scale_up, policy.behavior.scale_down
+    if final > obs.current and final > (limit := _up_limit(obs.current, state.scale_events, up, now)):
+        final = limit
+        notes.append(f"step limit +{up.max_pods_per_step} or +{up.max_percent_per_step}% per {up.period_seconds}s")
+    if final < obs.current and final < (limit := _down_limit(obs.current, state.scale_events, down, now)):
+        final = limit
+        notes.append(
+            f"step limit -{down.max_pods_per_step} or -{down.max_percent_per_step}% per {down.period_seconds}s"
+        )
+    low, high = bounds
+    if final < low or final > high:
+        final = min(max(final, low), high)
+        notes.append(f"bounds {low}..{high}")
+
+    keep = max(up.stabilization_window_seconds, down.stabilization_window_seconds)
+    longest_period = max(up.period_seconds, down.period_seconds)
+    events = state.scale_events + (((now, final - obs.current),) if final != obs.current else ())
+    next_state = replace(
+        state,
+        recommendations=tuple((t, r) for t, r in (*state.recommendations, (now, raw)) if t > now - keep),
+        scale_events=tuple((t, d) for t, d in events if t > now - longest_period),
+        rates=rates,
+        last_good=final,
+    )
+    reason = f"{best.text}: {obs.current} -> {final}" + "".join(f"; {note}" for note in notes)
+    return Decision(final, reason, metrics, True, next_state)
