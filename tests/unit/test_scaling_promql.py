@@ -1,0 +1,127 @@
+"""The scaling loop's queries: escaped, MIG-aware, and accepted and evaluated by the real promtool."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import yaml
+from builders import isvc
+from test_promtool import promtool, run, text  # noqa: F401  (promtool is a fixture)
+
+from unbusy import series
+from unbusy.gpu.request import gpu_request
+from unbusy.scaling.promql import Queries, queries, variant_queries
+
+MIG = {"gpu": {"migProfile": "1g.10gb", "product": "H100-80GB"}}
+# Values no spec can hold today (the API validates them); the queries must stay safe regardless.
+HOSTILE_NAMESPACE = 'ml"} or up{namespace="b'
+HOSTILE_MODEL = 'res\\net"50\n'
+POD, OTHER_POD = "resnet-main-7d9f8c6b5d-x2k4p", "resnet-main-7d9f8c6b5d-q8w7e"
+STRANGER_POD = "resnet-mainline-7d9f8c6b5d-x2k4p"  # another Deployment whose name starts with ours
+
+
+def of(spec: dict) -> Queries:
+    service = isvc(spec, name="resnet", namespace="ml")
+    return variant_queries(service, "main", gpu_request(service.spec.gpu, service.spec.model.gpu_memory))
+
+
+def expressions(q: Queries) -> list[str]:
+    return list(dataclasses.asdict(q).values())
+
+
+def test_whole_gpus_read_gpu_util_and_mig_slices_gr_engine_activity():
+    whole, mig = of({}), of(MIG)
+    assert series.GPU_UTIL in whole.gpu_utilization_per_pod
+    assert series.GR_ENGINE_ACTIVE not in whole.gpu_utilization_per_pod
+    assert f"100 * {series.GR_ENGINE_ACTIVE}" in mig.gpu_utilization_per_pod
+    assert whole.pending_total == (
+        'sum(nv_inference_pending_request_count{namespace="ml",inferenceservice="resnet",variant="main",'
+        'model="resnet50"})'
+    )
+
+
+def test_spec_values_reach_promql_only_quoted():
+    scope = series.Scope(HOSTILE_NAMESPACE, "resnet", ("resnet-main",), "main")
+    for expr in expressions(queries(scope, HOSTILE_MODEL, mig=False)):
+        assert HOSTILE_NAMESPACE not in expr and HOSTILE_MODEL not in expr
+        assert series.quote(HOSTILE_NAMESPACE) in expr
+    assert series.quote(HOSTILE_MODEL) in queries(scope, HOSTILE_MODEL, mig=False).pending_total
+
+
+def test_rate_window_must_be_positive():
+    with pytest.raises(ValueError, match="window_seconds"):
+        queries(series.Scope("ml", "resnet", ("resnet-main",), "main"), "resnet50", mig=False, window_seconds=0)
+
+
+@pytest.mark.parametrize("spec", [{}, MIG], ids=["whole-gpu", "mig"])
+def test_promtool_accepts_the_queries(promtool, tmp_path, spec):  # noqa: F811
+    rules = [{"record": f"unbusy:scaling:{name}", "expr": expr} for name, expr in dataclasses.asdict(of(spec)).items()]
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": [{"name": "scaling", "rules": rules}]}))
+    run(promtool, "check", "rules", "rules.yaml", cwd=tmp_path)
+
+
+def triton(pod: str, namespace: str = HOSTILE_NAMESPACE, model: str = HOSTILE_MODEL, **extra: str) -> dict[str, str]:
+    labels = {"namespace": namespace, "inferenceservice": "resnet", "variant": "main", "pod": pod}
+    return labels | {"model": model, "version": "1"} | extra
+
+
+def dcgm(pod: str, namespace: str = HOSTILE_NAMESPACE, mig: bool = False) -> dict[str, str]:
+    labels = {"namespace": namespace, "pod": pod, "gpu": "0", "UUID": "GPU-1"}
+    return labels | ({"GPU_I_PROFILE": "1g.10gb", "GPU_I_ID": "7"} if mig else {})
+
+
+@pytest.mark.parametrize("mig", [False, True], ids=["whole-gpu", "mig"])
+def test_queries_select_exactly_this_variant_and_model(promtool, tmp_path, mig):  # noqa: F811
+    """Evaluated by promtool over our pods' series and breaching series of strangers."""
+    q = queries(series.Scope(HOSTILE_NAMESPACE, "resnet", ("resnet-main",), "main"), HOSTILE_MODEL, mig=mig)
+    strangers = [
+        triton(POD, namespace="other"),
+        triton(POD, model="other-model"),
+        triton(POD, variant="canary"),
+        triton(STRANGER_POD, inferenceservice="resnet-mainline"),
+    ]
+    gpu_metric, busy, other = (series.GR_ENGINE_ACTIVE, "0.75", "1") if mig else (series.GPU_UTIL, "75", "100")
+    ours = [
+        (text(series.PENDING_REQUESTS, triton(POD)), "12x40"),
+        (text(series.PENDING_REQUESTS, triton(OTHER_POD)), "4x40"),
+        # 10 requests/s answered plus 2/s rejected on POD, each having waited 20 ms in the queue.
+        (text(series.REQUEST_SUCCESS, triton(POD)), "0+150x40"),
+        (text(series.REQUEST_FAILURE, triton(POD, reason=series.REJECTED)), "0+30x40"),
+        (text(series.QUEUE_DURATION_US, triton(POD)), "0+3000000x40"),
+        (text(gpu_metric, dcgm(POD, mig=mig)), f"{busy}x40"),
+    ]
+    noise = [
+        (text(m, labels), "0+999x40") for labels in strangers for m in (series.PENDING_REQUESTS, series.REQUEST_SUCCESS)
+    ]
+    noise += [
+        (text(gpu_metric, dcgm(pod, namespace=ns, mig=mig)), f"{other}x40")
+        for pod, ns in ((POD, "other"), (STRANGER_POD, HOSTILE_NAMESPACE))
+    ]
+    pod = text("", {"pod": POD})
+    checks = [
+        (q.pending_total, [("{}", 16)]),
+        (q.pending_per_pod, [(pod, 12), (text("", {"pod": OTHER_POD}), 4)]),
+        (q.gpu_utilization_per_pod, [(pod, 75)]),
+        (q.request_rate_per_pod, [(pod, 12)]),
+        (q.queue_time_ms_per_pod, [(pod, 20)]),
+    ]
+    tests = {
+        "rule_files": [],
+        "tests": [
+            {
+                "interval": "15s",
+                "input_series": [{"series": s, "values": v} for s, v in ours + noise],
+                "promql_expr_test": [
+                    {
+                        "expr": expr,
+                        "eval_time": "5m",
+                        "exp_samples": [{"labels": labels, "value": value} for labels, value in expected],
+                    }
+                    for expr, expected in checks
+                ],
+            }
+        ],
+    }
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(tests))
+    run(promtool, "test", "rules", "test.yaml", cwd=tmp_path)
