@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the testbed's Go binaries into a cache outside the repository:
 #   ~/.cache/unbusy-testbed/<k8s version>/bin/
-#     kube-apiserver kube-controller-manager kube-scheduler  (k8s.io/kubernetes)
+#     kube-apiserver kube-controller-manager kube-scheduler
+#     kubectl                                                 (k8s.io/kubernetes)
 #     etcd                                                    (go.etcd.io/etcd/server/v3)
 #     kwok                                                    (sigs.k8s.io/kwok)
 #     helm                                                    (helm.sh/helm/v3)
@@ -46,11 +47,12 @@ kube_ldflags() {
     "-X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
 }
 
-# One `go build` for all three: they share most packages, so this is much faster
-# than three separate builds.
+# One `go build` for all four: they share most packages, so this is much faster than
+# separate builds. kubectl is built too because a fresh machine has none (Debian
+# bookworm does not package it), and a matching one avoids version-skew surprises.
 build_kube() {
   local b missing=()
-  for b in kube-apiserver kube-controller-manager kube-scheduler; do
+  for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
     up_to_date "$b" "$K8S_VERSION" || missing+=("$b")
   done
   [[ ${#missing[@]} -eq 0 ]] && return 0

@@ -18,6 +18,8 @@ KUBECONFIG_PATH="$STATE_DIR/kubeconfig"
 
 CACHE_ROOT="${UNBUSY_TESTBED_CACHE:-$HOME/.cache/unbusy-testbed}"
 BIN_DIR="$CACHE_ROOT/$K8S_VERSION/bin"
+# The kubectl built with the control plane, not whatever kubectl is on PATH.
+KUBECTL="$BIN_DIR/kubectl"
 
 # Loopback only, and away from the well-known ports (2379, 6443, 10257, 10259) so the
 # testbed never collides with a real etcd or cluster component on the same host.
@@ -50,7 +52,7 @@ die() {
   exit 1
 }
 
-kube() { kubectl --kubeconfig "$KUBECONFIG_PATH" "$@"; }
+kube() { "$KUBECTL" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 
 # Path of the binary that runs a component (all built by build.sh).
 component_bin() { echo "$BIN_DIR/$1"; }

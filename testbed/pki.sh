@@ -58,13 +58,13 @@ subjectAltName=IP:127.0.0.1,IP:$SERVICE_API_IP,DNS:localhost,DNS:kubernetes,DNS:
 write_kubeconfig() {
   local file="$1" id="$2"
   rm -f "$file"
-  kubectl config --kubeconfig "$file" set-cluster unbusy-testbed --server "$APISERVER_URL" \
+  "$KUBECTL" config --kubeconfig "$file" set-cluster unbusy-testbed --server "$APISERVER_URL" \
     --certificate-authority "$PKI_DIR/ca.crt" --embed-certs >/dev/null
-  kubectl config --kubeconfig "$file" set-credentials "$id" \
+  "$KUBECTL" config --kubeconfig "$file" set-credentials "$id" \
     --client-certificate "$PKI_DIR/$id.crt" --client-key "$PKI_DIR/$id.key" --embed-certs >/dev/null
-  kubectl config --kubeconfig "$file" set-context unbusy-testbed --cluster unbusy-testbed \
+  "$KUBECTL" config --kubeconfig "$file" set-context unbusy-testbed --cluster unbusy-testbed \
     --user "$id" --namespace default >/dev/null
-  kubectl config --kubeconfig "$file" use-context unbusy-testbed >/dev/null
+  "$KUBECTL" config --kubeconfig "$file" use-context unbusy-testbed >/dev/null
   chmod 600 "$file"
 }
 

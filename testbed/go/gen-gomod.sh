@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate the wrapper modules that build the control plane from the Go module proxy:
-#   testbed/go/kube/go.mod  k8s.io/kubernetes (kube-apiserver, -controller-manager, -scheduler)
+#   testbed/go/kube/go.mod  k8s.io/kubernetes (kube-apiserver, -controller-manager, -scheduler,
+#                           kubectl)
 #   testbed/go/etcd/go.mod  go.etcd.io/etcd/server/v3 (etcd)
 #
 # Neither module can be `go install`ed directly: their go.mod files carry replace
@@ -50,6 +51,7 @@ tool (
 	k8s.io/kubernetes/cmd/kube-apiserver
 	k8s.io/kubernetes/cmd/kube-controller-manager
 	k8s.io/kubernetes/cmd/kube-scheduler
+	k8s.io/kubernetes/cmd/kubectl
 )
 
 replace ("

@@ -1,12 +1,13 @@
 """Fixtures for tests that need a real Kubernetes API server: the local testbed.
 
 The `testbed` fixture (session scope) brings the testbed up once through the same
-script as `make testbed-up`, points KUBECONFIG at it, and tears it down at the end of
+script as `make testbed-up`, points KUBECONFIG at it, puts its binaries (kubectl and
+helm of the same version among them) first on PATH, and tears it down at the end of
 the session -- but only if this session started it. A testbed that was already running
 (say from `make testbed-up` in another terminal) is reused and left running.
 
-Where a prerequisite is genuinely missing on a developer's machine (no kubectl, no Go
-to build the control plane) the tests are skipped; with CI=true
+Where a prerequisite is genuinely missing on a developer's machine (no Go to build the
+control plane, no openssl/curl/flock) the tests are skipped; with CI=true
 they fail instead, because CI must run everything.
 
 Environment:
@@ -29,7 +30,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TESTBED_DIR = REPO_ROOT / "testbed"
-BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "helm")
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok", "helm")
 UP_TIMEOUT_S = 3600  # a first run builds Kubernetes from source: ~15 minutes on 2 cores
 
 
@@ -42,12 +43,17 @@ class Testbed:
     """A running testbed: where its kubeconfig is, and helpers to talk to it."""
 
     kubeconfig: Path
-    bin_dir: Path  # etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok, helm
+    bin_dir: Path  # etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm
     started_here: bool
 
     @property
     def helm(self) -> Path:
         return self.bin_dir / "helm"
+
+    @property
+    def kubectl_path(self) -> Path:
+        """The kubectl built with the control plane (same version as the API server)."""
+        return self.bin_dir / "kubectl"
 
     def kubectl(
         self,
@@ -57,7 +63,7 @@ class Testbed:
         timeout: float = 120,
     ) -> subprocess.CompletedProcess[str]:
         """Run kubectl against the testbed; raises with stderr shown when check fails."""
-        cmd = ["kubectl", "--kubeconfig", str(self.kubeconfig), *args]
+        cmd = [str(self.kubectl_path), "--kubeconfig", str(self.kubeconfig), *args]
         proc = subprocess.run(
             cmd,
             input=input,
@@ -107,7 +113,7 @@ def _bin_dir() -> Path:
 
 def _missing_prerequisites(bin_dir: Path) -> list[str]:
     """What this machine lacks to bring the testbed up (empty when all is there)."""
-    missing = [tool for tool in ("kubectl", "openssl", "curl", "flock") if not shutil.which(tool)]
+    missing = [tool for tool in ("openssl", "curl", "flock") if not shutil.which(tool)]
     built = all((bin_dir / b).exists() for b in BINARIES)
     if not built and not (shutil.which("go") or Path("/usr/local/go/bin/go").exists()):
         missing.append(f"go (to build the control plane into {bin_dir})")
@@ -148,6 +154,8 @@ def testbed() -> Iterator[Testbed]:
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("KUBECONFIG", str(bed.kubeconfig))
+        # kubectl and helm of the testbed's version first on PATH for anything tests run.
+        mp.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
         try:
             yield bed
         finally:
