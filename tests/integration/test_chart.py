@@ -1,0 +1,277 @@
+"""The Helm chart: lint, schema-valid output, a real install, and least-privilege RBAC.
+
+The install runs in the testbed, where kwok plays the operator's pods (no image runs there):
+it proves the chart installs and that the ServiceAccount it creates can do exactly what the
+operator does (operator/unbusy/kube, operator/unbusy/controller, and kopf's own needs) --
+asked of the real API server's authorizer with `kubectl auth can-i --as`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jsonschema
+import pytest
+import yaml
+
+from schemas import validate
+
+if TYPE_CHECKING:
+    from conftest import Testbed
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "unbusy"
+RELEASE = "unbusy"
+KUBE_VERSION = "1.37.0"
+EVERYTHING_ON = ["--set", "metrics.serviceMonitor.enabled=true", "--set", "dashboard.enabled=true"]
+
+# (verb, resource, subresource): what the operator does in a namespace it watches.
+NAMESPACED_NEEDS = [
+    *[(verb, "inferenceservices.serving.unbusy.dev", "") for verb in ("get", "list", "watch", "patch")],
+    ("patch", "inferenceservices.serving.unbusy.dev", "status"),
+    *[
+        (verb, resource, "")
+        for resource in (
+            "configmaps",
+            "services",
+            "deployments.apps",
+            "poddisruptionbudgets.policy",
+            "horizontalpodautoscalers.autoscaling",
+            "ingresses.networking.k8s.io",
+            "httproutes.gateway.networking.k8s.io",
+            "servicemonitors.monitoring.coreos.com",
+            "podmonitors.monitoring.coreos.com",
+            "prometheusrules.monitoring.coreos.com",
+        )
+        for verb in ("list", "create", "patch", "delete")
+    ],
+    ("watch", "deployments.apps", ""),
+    ("get", "deployments.apps", "scale"),
+    ("patch", "deployments.apps", "scale"),
+    ("list", "pods", ""),
+    *[(verb, resource, "") for resource in ("events", "events.events.k8s.io") for verb in ("create", "patch")],
+]
+CLUSTER_NEEDS = [(verb, "customresourcedefinitions.apiextensions.k8s.io", "") for verb in ("get", "list", "watch")]
+CLUSTERWIDE_NEEDS = [("list", "namespaces", ""), ("watch", "namespaces", "")]
+
+# A sample of what it must not do, anywhere.
+FORBIDDEN = [
+    ("get", "secrets", ""),
+    ("list", "secrets", ""),
+    ("watch", "secrets", ""),
+    ("*", "pods", ""),
+    ("delete", "pods", ""),
+    ("create", "pods", ""),
+    ("create", "pods", "exec"),
+    ("get", "deployments.apps", ""),  # it lists them, never gets one by name
+    ("update", "deployments.apps", ""),
+    ("delete", "inferenceservices.serving.unbusy.dev", ""),
+    ("create", "inferenceservices.serving.unbusy.dev", ""),
+    ("create", "serviceaccounts", "token"),
+    ("create", "roles.rbac.authorization.k8s.io", ""),
+    ("create", "rolebindings.rbac.authorization.k8s.io", ""),
+]
+FORBIDDEN_CLUSTER = [
+    ("delete", "nodes", ""),
+    ("create", "clusterroles.rbac.authorization.k8s.io", ""),
+    ("create", "clusterrolebindings.rbac.authorization.k8s.io", ""),
+    ("bind", "clusterroles.rbac.authorization.k8s.io", ""),
+    ("escalate", "clusterroles.rbac.authorization.k8s.io", ""),
+    ("patch", "customresourcedefinitions.apiextensions.k8s.io", ""),
+    ("create", "customresourcedefinitions.apiextensions.k8s.io", ""),
+    ("delete", "namespaces", ""),
+    ("create", "namespaces", ""),
+    ("impersonate", "serviceaccounts", ""),
+    ("create", "clusterkopfpeerings.kopf.dev", ""),
+]
+
+
+def helm(testbed: Testbed, *args: str, timeout: float = 120) -> str:
+    proc = subprocess.run(
+        [str(testbed.helm), "--kubeconfig", str(testbed.kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.returncode == 0, f"helm {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}{proc.stdout}"
+    return proc.stdout
+
+
+def template(testbed: Testbed, *values: str) -> list[dict[str, Any]]:
+    out = helm(
+        testbed, "template", RELEASE, str(CHART), "-n", "ops", "--include-crds", "--kube-version", KUBE_VERSION, *values
+    )
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def can_i(testbed: Testbed, sa: str, verb: str, resource: str, sub: str, namespace: str | None) -> bool:
+    args = ["auth", "can-i", verb, resource, "--as", sa]
+    args += [f"--subresource={sub}"] if sub else []
+    args += ["-n", namespace] if namespace else []
+    proc = testbed.kubectl(*args, check=False)
+    answer = proc.stdout.strip()
+    assert answer in ("yes", "no"), f"kubectl {' '.join(args)}: {proc.stderr}{proc.stdout}"
+    return answer == "yes"
+
+
+def wrong_answers(testbed: Testbed, sa: str, checks: list[tuple], namespace: str | None, expect: bool) -> list[str]:
+    where = f" in {namespace}" if namespace else " cluster-wide"
+    return [
+        f"{verb} {resource}{'/' + sub if sub else ''}{where}: expected {'yes' if expect else 'no'}"
+        for verb, resource, sub in checks
+        if can_i(testbed, sa, verb, resource, sub, namespace) != expect
+    ]
+
+
+# --- static: lint and schema ---------------------------------------------------------------
+
+
+def test_helm_lint(testbed: Testbed):
+    helm(testbed, "lint", "--strict", str(CHART))
+    helm(testbed, "lint", "--strict", str(CHART), *EVERYTHING_ON, "--set", "watchNamespaces={a,b}")
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[], EVERYTHING_ON, [*EVERYTHING_ON, "--set", "watchNamespaces={ml,vision}"]],
+    ids=["defaults", "everything-on", "namespaced"],
+)
+def test_template_output_is_schema_valid(testbed: Testbed, values: list[str]):
+    docs = template(testbed, *values)
+    crds = {
+        (f"{d['spec']['group']}/{v['name']}", d["spec"]["names"]["kind"]): v["schema"]["openAPIV3Schema"]
+        for d in docs
+        if d["kind"] == "CustomResourceDefinition"
+        for v in d["spec"]["versions"]
+    }
+    for doc in docs:
+        key = (doc["apiVersion"], doc["kind"])
+        if key in crds:  # the chart's own CRDs (kopf peering objects)
+            jsonschema.validate(doc, crds[key])
+        else:
+            validate(doc)
+    kinds = sorted({d["kind"] for d in docs})
+    assert {"CustomResourceDefinition", "Deployment", "ServiceAccount", "ClusterRole", "Service"} <= set(kinds)
+    if values:
+        assert {"ServiceMonitor", "ConfigMap"} <= set(kinds)
+
+
+def test_operator_pod_is_locked_down(testbed: Testbed):
+    (deployment,) = [d for d in template(testbed) if d["kind"] == "Deployment"]
+    assert deployment["spec"]["replicas"] == 2
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert "--peering=unbusy" in container["args"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert {e["name"] for e in container["env"]} >= {"UNBUSY_PROMETHEUS_URL", "POD_NAME"}
+    security = container["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+
+
+@pytest.mark.parametrize("values", [[], ["--set", "watchNamespaces={ml,vision}"]], ids=["clusterwide", "namespaced"])
+def test_rules_have_no_wildcards_and_no_secrets(testbed: Testbed, values: list[str]):
+    roles = [d for d in template(testbed, *values) if d["kind"] in ("ClusterRole", "Role")]
+    assert roles
+    for role in roles:
+        for rule in role["rules"]:
+            for field in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule[field], f"{role['kind']} {role['metadata']['name']}: wildcard in {rule}"
+            assert "secrets" not in rule["resources"]
+
+
+# --- installed: the API server's authorizer decides ----------------------------------------
+
+
+def install(testbed: Testbed, namespace: str, *values: str) -> str:
+    """Install the chart; returns the ServiceAccount's user name."""
+    helm(
+        testbed,
+        "install",
+        RELEASE,
+        str(CHART),
+        "-n",
+        namespace,
+        "--set",
+        f"peering.name={namespace}",  # ClusterKopfPeering is cluster-scoped: one per test
+        *values,
+        "--wait",
+        "--timeout",
+        "60s",
+        timeout=120,
+    )
+    return f"system:serviceaccount:{namespace}:{RELEASE}"
+
+
+@pytest.fixture
+def uninstall(testbed: Testbed):
+    installed: list[str] = []
+    yield installed.append
+    for namespace in installed:
+        helm(testbed, "uninstall", RELEASE, "-n", namespace, "--wait", "--timeout", "60s")
+
+
+def test_install_clusterwide_grants_exactly_what_the_operator_needs(testbed: Testbed, namespace: str, uninstall):
+    uninstall(namespace)
+    sa = install(testbed, namespace, *EVERYTHING_ON)
+    deployment = testbed.kubectl_json("get", "deployment", RELEASE, "-n", namespace)
+    assert deployment["status"].get("readyReplicas") == 2
+    peering = testbed.kubectl_json("get", "clusterkopfpeerings.kopf.dev", namespace)
+    assert peering["metadata"]["name"] == namespace
+    testbed.kubectl("get", "servicemonitor", RELEASE, "-n", namespace)
+    dashboard = testbed.kubectl_json("get", "configmap", f"{RELEASE}-dashboard", "-n", namespace)
+    json.loads(dashboard["data"]["unbusy-fleet.json"])
+
+    wrong = []
+    for where in (namespace, "default"):  # cluster-wide: any namespace
+        wrong += wrong_answers(testbed, sa, NAMESPACED_NEEDS, where, expect=True)
+        wrong += wrong_answers(testbed, sa, FORBIDDEN, where, expect=False)
+    wrong += wrong_answers(testbed, sa, CLUSTER_NEEDS + CLUSTERWIDE_NEEDS, None, expect=True)
+    wrong += wrong_answers(testbed, sa, FORBIDDEN_CLUSTER, None, expect=False)
+    # Peering: its own object only, beyond watching them all.
+    wrong += wrong_answers(
+        testbed,
+        sa,
+        [("list", "clusterkopfpeerings.kopf.dev", ""), ("watch", "clusterkopfpeerings.kopf.dev", "")],
+        None,
+        expect=True,
+    )
+    wrong += wrong_answers(
+        testbed,
+        sa,
+        [
+            ("get", f"clusterkopfpeerings.kopf.dev/{namespace}", ""),
+            ("patch", f"clusterkopfpeerings.kopf.dev/{namespace}", ""),
+        ],
+        None,
+        expect=True,
+    )
+    wrong += wrong_answers(
+        testbed, sa, [("patch", "clusterkopfpeerings.kopf.dev/someone-else", "")], None, expect=False
+    )
+    assert not wrong, "\n".join(wrong)
+
+
+def test_install_namespaced_grants_nothing_outside_its_namespaces(testbed: Testbed, namespace: str, uninstall):
+    uninstall(namespace)
+    sa = install(testbed, namespace, "--set", f"watchNamespaces={{{namespace}}}", "--set", "replicaCount=1")
+    testbed.kubectl("get", "kopfpeerings.kopf.dev", namespace, "-n", namespace)
+
+    wrong = wrong_answers(testbed, sa, NAMESPACED_NEEDS, namespace, expect=True)
+    wrong += wrong_answers(testbed, sa, [("patch", f"kopfpeerings.kopf.dev/{namespace}", "")], namespace, expect=True)
+    wrong += wrong_answers(testbed, sa, FORBIDDEN, namespace, expect=False)
+    wrong += wrong_answers(testbed, sa, CLUSTER_NEEDS, None, expect=True)
+    wrong += wrong_answers(testbed, sa, FORBIDDEN_CLUSTER + CLUSTERWIDE_NEEDS, None, expect=False)
+    # Another namespace: nothing at all.
+    wrong += wrong_answers(testbed, sa, NAMESPACED_NEEDS[:8], "default", expect=False)
+    assert not wrong, "\n".join(wrong)
