@@ -101,6 +101,11 @@ def available_count(namespace: str) -> int:
     return sum((d.get("status", {}).get("availableReplicas") or 0) >= 1 for d in items)
 
 
+def resumed(operator: OperatorProcess) -> int:
+    """InferenceServices the operator has resumed since its last start."""
+    return operator.log.read_text().split("Starting Kopf")[-1].count("Resuming is processed")
+
+
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -143,8 +148,7 @@ def main() -> None:
 
             operator.stop()
             operator.start()
-            resumed = lambda: operator.log.read_text().split("Starting Kopf")[-1].count("Resuming is processed")  # noqa: E731
-            until(lambda: resumed() >= n, args.timeout)
+            until(lambda: resumed(operator) >= n, args.timeout)
             resync_writes = operator.metric("unbusy_api_writes_total")
         finally:
             operator.stop()
