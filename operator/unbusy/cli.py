@@ -72,6 +72,8 @@ def run(args: argparse.Namespace) -> str:
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
     )
     logging.getLogger().setLevel(args.log_level.upper())
+    if args.log_level != "debug":  # one line per change from us, not one per kopf handler call
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     if args.kubeconfig:  # kopf logs in on its own, through the same kubeconfig
         os.environ["KUBECONFIG"] = args.kubeconfig
     start_http_server(args.metrics_port)
