@@ -10,7 +10,7 @@
 #   kwok                     CN=kwok-controller, O=system:masters (it stands in for
 #                            every kubelet, so it needs to write any node and pod)
 # A separate RSA key pair signs and verifies service-account tokens.
-# Everything is generated once and reused until `make testbed-clean`.
+# The certificates are generated once and reused until `make testbed-clean`.
 
 CERT_DAYS=3650
 
@@ -54,29 +54,48 @@ subjectAltName=IP:127.0.0.1,IP:$SERVICE_API_IP,DNS:localhost,DNS:kubernetes,DNS:
   openssl rsa -in "$PKI_DIR/sa.key" -pubout -out "$PKI_DIR/sa.pub" 2>/dev/null
 }
 
+b64() { base64 -w0 <"$1"; }
+
 # write_kubeconfig FILE IDENTITY: kubeconfig with embedded certs for one identity.
 write_kubeconfig() {
   local file="$1" id="$2"
-  rm -f "$file"
-  "$KUBECTL" config --kubeconfig "$file" set-cluster unbusy-testbed --server "$APISERVER_URL" \
-    --certificate-authority "$PKI_DIR/ca.crt" --embed-certs >/dev/null
-  "$KUBECTL" config --kubeconfig "$file" set-credentials "$id" \
-    --client-certificate "$PKI_DIR/$id.crt" --client-key "$PKI_DIR/$id.key" --embed-certs >/dev/null
-  "$KUBECTL" config --kubeconfig "$file" set-context unbusy-testbed --cluster unbusy-testbed \
-    --user "$id" --namespace default >/dev/null
-  "$KUBECTL" config --kubeconfig "$file" use-context unbusy-testbed >/dev/null
-  chmod 600 "$file"
+  (
+    umask 077
+    cat >"$file" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: unbusy-testbed
+  cluster:
+    server: $APISERVER_URL
+    certificate-authority-data: $(b64 "$PKI_DIR/ca.crt")
+users:
+- name: $id
+  user:
+    client-certificate-data: $(b64 "$PKI_DIR/$id.crt")
+    client-key-data: $(b64 "$PKI_DIR/$id.key")
+contexts:
+- name: unbusy-testbed
+  context:
+    cluster: unbusy-testbed
+    user: $id
+    namespace: default
+current-context: unbusy-testbed
+EOF
+  )
 }
 
-# Generate what is missing; keep what exists so restarts are fast and stable.
+# Certificates are generated once and kept, so restarts are fast and a kubeconfig
+# copied elsewhere stays valid. Kubeconfigs are rewritten on every start: the API
+# server port may have changed.
 ensure_pki() {
   if [[ ! -f "$PKI_DIR/sa.pub" ]]; then
     log "generating certificates in $PKI_DIR"
     generate_pki
   fi
-  [[ -f "$KUBECONFIG_PATH" ]] || write_kubeconfig "$KUBECONFIG_PATH" admin
+  write_kubeconfig "$KUBECONFIG_PATH" admin
   local id
   for id in kube-controller-manager kube-scheduler kwok; do
-    [[ -f "$STATE_DIR/$id.kubeconfig" ]] || write_kubeconfig "$STATE_DIR/$id.kubeconfig" "$id"
+    write_kubeconfig "$STATE_DIR/$id.kubeconfig" "$id"
   done
 }
