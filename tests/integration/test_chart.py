@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -121,11 +122,14 @@ def can_i(testbed: Testbed, sa: str, verb: str, resource: str, sub: str, namespa
 
 
 def wrong_answers(testbed: Testbed, sa: str, checks: list[tuple], namespace: str | None, expect: bool) -> list[str]:
+    """The checks whose answer is not `expect` (asked in parallel: each is one kubectl run)."""
     where = f" in {namespace}" if namespace else " cluster-wide"
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(lambda check: can_i(testbed, sa, *check, namespace), checks))
     return [
         f"{verb} {resource}{'/' + sub if sub else ''}{where}: expected {'yes' if expect else 'no'}"
-        for verb, resource, sub in checks
-        if can_i(testbed, sa, verb, resource, sub, namespace) != expect
+        for (verb, resource, sub), answer in zip(checks, answers, strict=True)
+        if answer != expect
     ]
 
 
