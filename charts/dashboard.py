@@ -24,6 +24,11 @@ OUT = Path(__file__).resolve().parent / "unbusy" / "dashboards" / "unbusy-fleet.
 UID = "unbusy-fleet"
 # The chart's ServiceMonitor takes the job label from the metrics Service's app.kubernetes.io/name.
 OPERATOR_JOB = series.selector(series.matcher("job", "unbusy"))
+# The operator's own metrics (operator/unbusy/controller/metrics.py, kube/client.py).
+RECONCILE_SECONDS = "unbusy_reconcile_duration_seconds"
+CHILDREN_APPLIED = "unbusy_children_applied"
+API_WRITES = "unbusy_api_writes"
+OPERATOR_METRICS = (RECONCILE_SECONDS, CHILDREN_APPLIED, API_WRITES)
 # A Deployment is <inferenceservice>-<variant>; its pods add -<hash>-<suffix>.
 DEPLOYMENTS = "(?:$inferenceservice)-.+"
 
@@ -51,6 +56,10 @@ BY_VARIANT = (series.NAMESPACE, series.INFERENCE_SERVICE, series.VARIANT)
 BY_DEPLOYMENT = (series.NAMESPACE, series.DEPLOYMENT)
 VARIANT_LEGEND = "{{namespace}}/{{inferenceservice}} {{variant}}"
 DEPLOYMENT_LEGEND = "{{namespace}}/{{deployment}}"
+
+
+def _operator_rate(metric: str, by: str) -> str:
+    return alerts.aggregate("sum", f"rate({metric}{OPERATOR_JOB}[{RATE_WINDOW}])", (by,))
 
 
 def _rate(metric: str, *extra: str) -> str:
@@ -98,13 +107,21 @@ def panels() -> list[dict[str, Any]]:
         _panel("GPU memory used per replica", "percent", [(alerts.gpu_memory_query(FLEET), "{{pod}}")]),
         _panel("Operator replicas up", "short", [(f"sum(up{OPERATOR_JOB})", "up")]),
         _panel(
-            "Operator writes to the API server",
+            "Operator reconciles by result",
+            "ops",
+            [(_operator_rate(f"{RECONCILE_SECONDS}_count", "result"), "{{result}}")],
+        ),
+        _panel(
+            "Operator reconcile duration (p99)",
+            "s",
+            [(f"histogram_quantile(0.99, {_operator_rate(f'{RECONCILE_SECONDS}_bucket', 'le')})", "p99")],
+        ),
+        _panel(
+            "Operator writes: children applied and API calls",
             "ops",
             [
-                (
-                    alerts.aggregate("sum", f"rate(unbusy_api_writes_total{OPERATOR_JOB}[{RATE_WINDOW}])", ("verb",)),
-                    "{{verb}}",
-                )
+                (_operator_rate(f"{CHILDREN_APPLIED}_total", "kind"), "applied {{kind}}"),
+                (_operator_rate(f"{API_WRITES}_total", "verb"), "API {{verb}}"),
             ],
         ),
     ]

@@ -59,6 +59,15 @@ def test_dashboard_is_what_the_script_writes():
         assert topic in titles
 
 
+def test_dashboard_plots_metrics_the_operator_exports():
+    script = _dashboard_script()
+    source = "\n".join(p.read_text() for p in (ROOT / "operator" / "unbusy").rglob("*.py"))
+    text = script.OUT.read_text()
+    for name in script.OPERATOR_METRICS:
+        assert f'"{name}"' in source, f"{name}: no such metric in operator/unbusy"
+        assert name in text
+
+
 def test_dashboard_queries_parse(tmp_path):
     promtool = shutil.which("promtool")
     if not promtool:
