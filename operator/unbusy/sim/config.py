@@ -1,0 +1,68 @@
+"""A simulation's settings, taken from an InferenceService where it has them."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+from unbusy.api import InferenceService
+from unbusy.api.spec import Autoscaling
+from unbusy.gpu.catalogue import PRODUCTS
+from unbusy.gpu.request import gpu_request
+from unbusy.render.context import RenderContext, desired_replicas, replica_bounds
+from unbusy.sim.model import ServiceModel, from_service
+
+_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+_MIG_SLICES_PER_GPU = 7
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    model: ServiceModel
+    policy: Autoscaling | None  # None: replicas stay at initial_replicas (scaling off)
+    bounds: tuple[int, int]
+    initial_replicas: int
+    slo_s: float  # the p99 latency a minute must meet
+    weight: float = 1.0  # the simulated variant's share of the trace
+    gpus_per_replica: float = 1.0  # a MIG slice counts as its share of the GPU's compute
+    startup_s: float = 60.0  # image pull + model load until the replica is ready
+    scrape_interval_s: int = 15
+    metrics_delay_s: int = 10  # from scrape to the sample being readable by the scaling loop
+    seed: int = 0
+
+
+def _seconds(duration: str) -> int:
+    number, unit = re.fullmatch(r"([0-9]+)(ms|s|m|h)", duration).groups()
+    return max(1, int(int(number) * _SECONDS[unit]))
+
+
+def _gpus(isvc: InferenceService) -> float:
+    request = gpu_request(isvc.spec.gpu, isvc.spec.model.gpu_memory)
+    if request.mig_profile is None:
+        return float(request.count)
+    profile = PRODUCTS[isvc.spec.gpu.product].profile(request.mig_profile)
+    return profile.compute_slices / _MIG_SLICES_PER_GPU
+
+
+def from_spec(isvc: InferenceService, scaling: bool = True, **overrides: float) -> SimConfig:
+    """The spec's heaviest variant: its share of the load, bounds, model, GPUs, SLO and policy.
+
+    Autoscaling mode none, or scaling=False, keeps the replicas fixed (spec.replicas, else
+    minReplicas); modes operator and hpa run Unbusy's policy, which follows the HPA's rules.
+    """
+    spec = isvc.spec
+    variant = max(spec.effective_variants(), key=lambda v: v.weight)
+    low, high = replica_bounds(isvc, variant)
+    active = scaling and spec.autoscaling.mode != "none"
+    fixed = desired_replicas(isvc, RenderContext())[variant.name] if spec.autoscaling.mode == "none" else low
+    config = SimConfig(
+        model=from_service(isvc),
+        policy=spec.autoscaling if active else None,
+        bounds=(low, high),
+        initial_replicas=max(fixed or low, 1),
+        slo_s=spec.alerts.p99_latency_seconds.threshold,
+        weight=variant.weight / 100,
+        gpus_per_replica=_gpus(isvc),
+        scrape_interval_s=_seconds(spec.monitoring.interval),
+    )
+    return replace(config, **overrides)

@@ -1,0 +1,83 @@
+"""Load traces: request rate per second, from a CSV (`seconds,rps`) or a built-in shape.
+
+Built-in shapes are multiples of a base rate (the caller picks it, e.g. from replica capacity):
+- step: 5 min at base, a 10x step held 15 min, 15 min back at base (out, recover, scale in);
+- diurnal: a day compressed into an hour, from base at night to 4x base at noon;
+- flash: base with three flash crowds of 8x base, 2 min each, ramping up in 5 s.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Trace:
+    name: str
+    rps: tuple[float, ...]  # the request rate during each second
+
+    @property
+    def seconds(self) -> int:
+        return len(self.rps)
+
+
+def _step(base: float) -> list[float]:
+    return [base] * 300 + [10 * base] * 900 + [base] * 900
+
+
+def _diurnal(base: float) -> list[float]:
+    day = 3600
+    return [base * (1 + 3 * (1 - math.cos(2 * math.pi * t / day)) / 2) for t in range(day)]
+
+
+def _flash(base: float) -> list[float]:
+    rates = [base] * 3000
+    for start in (600, 1500, 2400):
+        for t in range(start, start + 120):
+            rates[t] = base * (1 + 7 * min(1.0, (t - start + 1) / 5))
+    return rates
+
+
+SHAPES: dict[str, Callable[[float], list[float]]] = {"step": _step, "diurnal": _diurnal, "flash": _flash}
+
+
+def builtin(name: str, base_rps: float) -> Trace:
+    if name not in SHAPES:
+        raise ValueError(f"unknown trace shape {name!r}; use one of {', '.join(SHAPES)} or a CSV file")
+    return Trace(name, tuple(SHAPES[name](base_rps)))
+
+
+def parse_csv(text: str, name: str = "csv") -> Trace:
+    """Rows `seconds,rps` (a header row is allowed), interpolated linearly to one rate per second.
+
+    The trace starts at the first row's time and ends at the last's.
+    """
+    points: list[tuple[float, float]] = []
+    for line, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+        if not row or not "".join(row).strip() or (line == 1 and row[0].strip() == "seconds"):
+            continue
+        try:
+            seconds, rps = (float(cell) for cell in row)
+        except ValueError:
+            raise ValueError(
+                f"{name}: line {line}: expected two numbers `seconds,rps`, got {','.join(row)!r}"
+            ) from None
+        if rps < 0 or not math.isfinite(rps) or not math.isfinite(seconds):
+            raise ValueError(f"{name}: line {line}: rps must be a finite number >= 0")
+        if points and seconds <= points[-1][0]:
+            raise ValueError(f"{name}: line {line}: seconds must increase ({seconds:g} after {points[-1][0]:g})")
+        points.append((seconds, rps))
+    if len(points) < 2:
+        raise ValueError(f"{name}: needs at least two rows `seconds,rps`")
+    start, rates, i = points[0][0], [], 0
+    for t in range(int(points[-1][0] - start)):
+        at = start + t
+        while points[i + 1][0] < at:
+            i += 1
+        (t0, r0), (t1, r1) = points[i], points[i + 1]
+        rates.append(r0 + (r1 - r0) * (at - t0) / (t1 - t0))
+    return Trace(name, tuple(rates))

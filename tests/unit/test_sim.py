@@ -1,0 +1,160 @@
+"""The simulator: traces, the serving model, and runs driven by the scaling policy."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from builders import isvc
+
+from unbusy.sim.config import SimConfig, from_spec
+from unbusy.sim.engine import simulate
+from unbusy.sim.model import ServiceModel, from_config, from_service
+from unbusy.sim.traces import SHAPES, Trace, builtin, parse_csv
+
+FAST_DOWN = {"stabilizationWindowSeconds": 60, "maxPodsPerStep": 4, "maxPercentPerStep": 100, "periodSeconds": 15}
+QUEUE_ONLY = {"queueDepthPerReplica": 8, "gpuUtilizationPercent": None}
+
+
+def config(scaling: bool = True, **autoscaling) -> SimConfig:
+    settings = {"minReplicas": 2, "maxReplicas": 30, "targets": QUEUE_ONLY} | autoscaling
+    return from_spec(isvc({"autoscaling": settings}), scaling=scaling, startup_s=60)
+
+
+def step(base: float, before: int = 60, during: int = 540, after: int = 0) -> Trace:
+    return Trace("step", (base,) * before + (10 * base,) * during + (base,) * after)
+
+
+# --- traces ----------------------------------------------------------------------------------
+
+
+def test_csv_is_interpolated_per_second_from_its_first_row():
+    trace = parse_csv("seconds,rps\n10,0\n14,40\n16,40\n")
+    assert trace.rps == (0, 10, 20, 30, 40, 40)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("0,1\n0,2\n", "line 2: seconds must increase"),
+        ("0,1\n5,-1\n", "line 2: rps must be a finite number >= 0"),
+        ("0,1\n5,x\n", "line 2: expected two numbers `seconds,rps`, got '5,x'"),
+        ("0,1,2\n", "line 1: expected two numbers"),
+        ("seconds,rps\n0,1\n", "needs at least two rows"),
+    ],
+)
+def test_bad_csv_names_the_line(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_csv(text, "trace.csv")
+
+
+def test_builtin_shapes():
+    assert max(builtin("step", 10).rps) == 100 and min(builtin("step", 10).rps) == 10
+    assert max(builtin("diurnal", 10).rps) == pytest.approx(40) and builtin("diurnal", 10).rps[0] == 10
+    assert max(builtin("flash", 10).rps) == 80 and builtin("flash", 10).rps[0] == 10
+    with pytest.raises(ValueError, match="unknown trace shape 'ramp'; use one of step, diurnal, flash"):
+        builtin("ramp", 10)
+    assert set(SHAPES) == {"step", "diurnal", "flash"}
+
+
+# --- the serving model -----------------------------------------------------------------------
+
+
+def test_batches_grow_with_the_rate_up_to_the_saturated_batch():
+    model = ServiceModel(saturated_batch=16, base_ms=5, per_item_ms=1.5)
+    sizes = [model.batch_at(rate) for rate in (1, 100, 300, 500, 5000)]
+    assert sizes == sorted(sizes) and sizes[0] == 1 and sizes[-1] == 16
+    assert model.capacity_rps == pytest.approx(16 / 0.029)
+
+
+def test_model_config_sets_batching_and_the_queue_limit():
+    config = {"maxBatchSize": 16, "dynamicBatching": {"preferredBatchSizes": [4, 8], "maxQueueSize": 32}}
+    model = from_service(isvc({"model": {"name": "m", "repository": "s3://b/m", "config": config}}))
+    # Triton serves a backlog in its largest preferred batch, not in the maximum.
+    assert (model.saturated_batch, model.max_queue) == (8, 32)
+    assert from_config(None).saturated_batch == 8  # Triton's defaults where the spec has no config
+    unbatched = {"maxBatchSize": 0, "dynamicBatching": None}
+    model = from_service(isvc({"model": {"name": "m", "repository": "s3://b/m", "config": unbatched}}))
+    assert (model.saturated_batch, model.max_queue) == (1, 0)
+
+
+def test_settings_come_from_the_spec():
+    spec = {
+        "gpu": {"migProfile": "2g.20gb", "product": "H100-80GB"},
+        "alerts": {"p99LatencySeconds": {"threshold": 0.25}},
+        "monitoring": {"interval": "30s"},
+        "variants": [{"name": "a", "weight": 75, "maxReplicas": 6}, {"name": "b", "weight": 25}],
+        "autoscaling": {"mode": "none", "minReplicas": 1},
+        "replicas": 8,
+    }
+    config = from_spec(isvc(spec))
+    assert (config.slo_s, config.scrape_interval_s, config.weight) == (0.25, 30, 0.75)
+    assert config.gpus_per_replica == pytest.approx(2 / 7)
+    assert (config.policy, config.initial_replicas, config.bounds) == (None, 6, (1, 6))
+
+
+# --- runs ------------------------------------------------------------------------------------
+
+
+def test_light_load_is_answered_at_the_service_time():
+    result = simulate(config(scaling=False), Trace("flat", (100.0,) * 300))
+    assert result.rejected_pct == 0 and result.slo_minutes_pct == 100
+    assert 5 < result.p50_ms <= result.p99_ms < 20
+    assert result.gpu_hours == pytest.approx(2 * 300 / 3600)
+
+
+def test_a_10x_step_without_scaling_rejects_most_requests():
+    cfg = config(scaling=False)
+    result = simulate(cfg, step(0.5 * cfg.model.capacity_rps * 2))
+    assert result.rejected_pct > 50 and result.scaling_events == 0
+    assert not all(m.within_slo for m in result.minutes)
+
+
+def test_with_the_policy_a_10x_step_recovers_after_start_up():
+    cfg = config()
+    result = simulate(cfg, step(0.5 * cfg.model.capacity_rps * 2))
+    off = simulate(config(scaling=False), step(0.5 * cfg.model.capacity_rps * 2))
+    assert result.rejected_pct < off.rejected_pct / 5
+    # The step comes at minute 1; new replicas need a minute to load, and a scrape plus an
+    # evaluation or two to be asked for. From minute 4 on nothing is rejected.
+    assert [m.rejected for m in result.minutes[4:]] == [0] * (len(result.minutes) - 4)
+    assert all(m.within_slo for m in result.minutes[4:])
+    assert result.minutes[-1].ready >= 10 > result.minutes[0].replicas
+
+
+def test_scales_in_after_the_load_drops():
+    cfg = config(behavior={"scaleDown": FAST_DOWN})
+    result = simulate(cfg, step(0.5 * cfg.model.capacity_rps * 2, during=300, after=600))
+    peak = max(m.replicas for m in result.minutes)
+    assert result.minutes[-1].replicas < peak / 2
+    assert result.minutes[-1].rejected == 0
+
+
+def test_the_loop_sees_metrics_only_after_a_scrape_and_the_delay():
+    cfg = config()
+    trace = step(0.5 * cfg.model.capacity_rps * 2, before=0, during=180)
+    assert simulate(dataclasses.replace(cfg, metrics_delay_s=10), trace).minutes[0].replicas > 2
+    # The first scrape (15 s) is readable from 115 s on; the loop evaluates at 105 s and 120 s.
+    result = simulate(dataclasses.replace(cfg, metrics_delay_s=100), trace)
+    assert [m.replicas for m in result.minutes[:2]] == [2, 2] and result.minutes[2].replicas > 2
+
+
+def test_same_seed_same_run_other_seed_other_run():
+    cfg, trace = config(), builtin("flash", 200)
+    trace = Trace("flash", trace.rps[:900])
+    first, again = simulate(cfg, trace), simulate(cfg, trace)
+    assert first == again
+    assert simulate(dataclasses.replace(cfg, seed=1), trace) != first
+
+
+def test_figures_carry_the_keys_ci_gates_on():
+    result = simulate(config(scaling=False), Trace("flat", (10.0,) * 60))
+    assert set(result.figures()) == {"rejected_pct", "p50_ms", "p99_ms", "slo_minutes_pct", "gpu_hours"}
+
+
+def test_a_slow_replica_with_a_short_queue_rejects_what_it_cannot_serve():
+    model = ServiceModel(max_queue=1, base_ms=500)  # 8 requests per 512 ms: 15.6 per second
+    cfg = dataclasses.replace(config(scaling=False), initial_replicas=1, model=model)
+    result = simulate(cfg, Trace("x", (50.0,) * 60))
+    assert result.rejected_pct == pytest.approx(100 * (1 - model.capacity_rps / 50), abs=3)
+    assert not result.minutes[0].within_slo
