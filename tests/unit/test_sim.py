@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
 
 import pytest
-from builders import isvc
+import yaml
+from builders import isvc, manifest
 
+from unbusy.cli import UsageError
+from unbusy.sim import cli as sim_cli
+from unbusy.sim import plot
 from unbusy.sim.config import SimConfig, from_spec
 from unbusy.sim.engine import simulate
 from unbusy.sim.model import ServiceModel, from_config, from_service
@@ -158,3 +164,74 @@ def test_a_slow_replica_with_a_short_queue_rejects_what_it_cannot_serve():
     result = simulate(cfg, Trace("x", (50.0,) * 60))
     assert result.rejected_pct == pytest.approx(100 * (1 - model.capacity_rps / 50), abs=3)
     assert not result.minutes[0].within_slo
+
+
+# --- unbusy simulate -------------------------------------------------------------------------
+
+
+def cli(*argv: str) -> str:
+    root = argparse.ArgumentParser(prog="unbusy")
+    sim_cli.add_parser(root.add_subparsers(dest="command"))
+    args = root.parse_args(["simulate", *argv])
+    return args.run(args)
+
+
+def manifest_file(tmp_path, **spec) -> str:
+    path = tmp_path / "isvc.yaml"
+    path.write_text(yaml.safe_dump(manifest(spec)))
+    return str(path)
+
+
+def test_simulate_prints_the_figures(tmp_path):
+    trace = _csv(tmp_path, "seconds,rps\n0,100\n300,1000\n600,1000\n")
+    out = cli("-f", manifest_file(tmp_path), "--trace", str(trace))
+    assert out.startswith(f"resnet: trace {trace} (600 s), Unbusy's policy\n")
+    for label in ("rejected", "p50 latency", "p99 latency", "minutes in SLO (p99 <= 1000 ms)", "GPU-hours"):
+        assert f"  {label} " in out
+
+
+def test_simulate_json_is_one_object_with_the_gate_keys(tmp_path):
+    path, trace = manifest_file(tmp_path), str(_csv(tmp_path, "0,100\n60,100\n61,1000\n400,1000\n"))
+    figures = json.loads(cli("-f", path, "--trace", trace, "--json", "--seed", "3"))
+    assert set(figures) == {"rejected_pct", "p50_ms", "p99_ms", "slo_minutes_pct", "gpu_hours"}
+    baseline = json.loads(cli("-f", path, "--trace", trace, "--json", "--seed", "3", "--no-scaling"))
+    assert figures["rejected_pct"] < baseline["rejected_pct"]
+
+
+def test_simulate_says_when_matplotlib_is_missing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(plot, "available", lambda: False)
+    png = tmp_path / "out.png"
+    cli("-f", manifest_file(tmp_path), "--trace", str(_csv(tmp_path, "0,10\n60,10\n")), "--png", str(png))
+    assert "--png needs matplotlib" in capsys.readouterr().err and not png.exists()
+
+
+def _csv(tmp_path, text: str):
+    path = tmp_path / "trace.csv"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("trace", "message"),
+    [
+        ("ramp", "--trace ramp: neither a built-in shape \\(step, diurnal, flash\\) nor a CSV file"),
+        ("/x.csv", "neither"),
+    ],
+)
+def test_simulate_bad_trace_is_a_usage_error(tmp_path, trace, message):
+    with pytest.raises(UsageError, match=message):
+        cli("-f", manifest_file(tmp_path), "--trace", trace)
+
+
+def test_simulate_needs_an_inference_service(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("kind: ConfigMap\n")
+    with pytest.raises(UsageError, match="no InferenceService in it"):
+        cli("-f", str(path))
+
+
+def test_simulate_writes_a_png_where_matplotlib_is_installed(tmp_path):
+    pytest.importorskip("matplotlib", reason="optional extra: the PNG needs matplotlib")
+    png = tmp_path / "out.png"
+    cli("-f", manifest_file(tmp_path), "--trace", str(_csv(tmp_path, "0,10\n120,10\n")), "--png", str(png))
+    assert png.read_bytes().startswith(b"\x89PNG")

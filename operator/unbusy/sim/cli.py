@@ -1,0 +1,101 @@
+"""`unbusy simulate`: an InferenceService's scaling policy and model under a load trace."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from unbusy.api import SpecError, load
+from unbusy.sim import plot
+from unbusy.sim.config import from_spec
+from unbusy.sim.engine import simulate as run_simulation
+from unbusy.sim.model import from_service
+from unbusy.sim.stats import SimResult
+from unbusy.sim.traces import SHAPES, Trace, builtin, parse_csv
+
+# Built-in shapes start at this share of the starting fleet's capacity.
+BASE_LOAD = 0.5
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    command = subparsers.add_parser("simulate", help="run an InferenceService through a load trace in the simulator")
+    command.add_argument("-f", "--filename", required=True, help="manifest; its first InferenceService is used")
+    command.add_argument(
+        "--trace", default="step", help=f"built-in shape ({', '.join(SHAPES)}) or a CSV file of seconds,rps"
+    )
+    command.add_argument("--base-rps", type=float, help="base rate of a built-in shape; default: half of the capacity")
+    command.add_argument("--startup-seconds", type=float, default=60.0, help="image pull + model load per replica")
+    command.add_argument("--metrics-delay-seconds", type=int, default=10, help="scrape to readable by the loop")
+    command.add_argument("--base-ms", type=float, default=5.0, help="service time of a batch: base ...")
+    command.add_argument("--per-item-ms", type=float, default=1.5, help="... plus this per request in the batch")
+    command.add_argument("--no-scaling", action="store_true", help="keep the starting replicas (a baseline)")
+    command.add_argument("--seed", type=int, default=0, help="random seed of the arrivals")
+    command.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    command.add_argument("--png", help="write load, replicas and p99 per minute to this PNG (needs matplotlib)")
+    command.set_defaults(run=simulate)
+    return command
+
+
+def _trace(spec: str, base_rps: float) -> Trace:
+    if spec in SHAPES:
+        return builtin(spec, base_rps)
+    if not Path(spec).is_file():
+        raise ValueError(f"--trace {spec}: neither a built-in shape ({', '.join(SHAPES)}) nor a CSV file")
+    return parse_csv(Path(spec).read_text(), spec)
+
+
+def _report(name: str, trace: Trace, policy: str, slo_s: float, result: SimResult) -> str:
+    figures = result.figures()
+
+    def show(value: float | None, unit: str) -> str:
+        return "-" if value is None else f"{value:g} {unit}"
+
+    rows = [
+        ("rejected", show(figures["rejected_pct"], "%")),
+        ("p50 latency", show(figures["p50_ms"], "ms")),
+        ("p99 latency", show(figures["p99_ms"], "ms")),
+        (f"minutes in SLO (p99 <= {slo_s * 1000:g} ms)", show(figures["slo_minutes_pct"], "%")),
+        ("GPU-hours", show(figures["gpu_hours"], "")),
+        ("scaling events", str(result.scaling_events)),
+    ]
+    header = f"{name}: trace {trace.name} ({trace.seconds} s), {policy}\n"
+    return header + "".join(f"  {label:<34}{value.strip()}\n" for label, value in rows)
+
+
+def simulate(args: argparse.Namespace) -> str:
+    # Imported here: unbusy.cli imports this module to register the command.
+    from unbusy.cli import UsageError, _documents
+
+    document = next(iter(_documents(args.filename)), None)
+    if document is None:
+        raise UsageError(f"{args.filename}: no InferenceService in it")
+    try:
+        isvc = load(document)
+        model = from_service(isvc, args.base_ms, args.per_item_ms)
+        config = from_spec(
+            isvc,
+            scaling=not args.no_scaling,
+            model=model,
+            startup_s=args.startup_seconds,
+            metrics_delay_s=args.metrics_delay_seconds,
+            seed=args.seed,
+        )
+    except SpecError as error:
+        raise UsageError("\n".join(f"{args.filename}: {problem}" for problem in error.problems)) from None
+    base = args.base_rps or BASE_LOAD * model.capacity_rps * config.initial_replicas / config.weight
+    try:
+        trace = _trace(args.trace, base)
+    except (OSError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    result = run_simulation(config, trace)
+    policy = "Unbusy's policy" if config.policy else f"fixed at {config.initial_replicas} replicas"
+    if args.png:
+        if plot.available():
+            plot.write_png(result, f"{isvc.metadata.name}: {trace.name}, {policy}", args.png)
+        else:
+            print("note: --png needs matplotlib (pip install matplotlib); no PNG written", file=sys.stderr)
+    if args.json:
+        return json.dumps(result.figures()) + "\n"
+    return _report(isvc.metadata.name, trace, policy, config.slo_s, result)
