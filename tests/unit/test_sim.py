@@ -10,7 +10,6 @@ import pytest
 import yaml
 from builders import isvc, manifest
 
-from unbusy.cli import UsageError
 from unbusy.sim import cli as sim_cli
 from unbusy.sim import plot
 from unbusy.sim.config import SimConfig, from_spec
@@ -169,9 +168,13 @@ def test_a_slow_replica_with_a_short_queue_rejects_what_it_cannot_serve():
 # --- unbusy simulate -------------------------------------------------------------------------
 
 
+class UsageError(Exception):
+    """Stands in for unbusy.cli's: simulate raises the class it is given."""
+
+
 def cli(*argv: str) -> str:
     root = argparse.ArgumentParser(prog="unbusy")
-    sim_cli.add_parser(root.add_subparsers(dest="command"))
+    sim_cli.add_parser(root.add_subparsers(dest="command"), UsageError)
     args = root.parse_args(["simulate", *argv])
     return args.run(args)
 
@@ -223,11 +226,22 @@ def test_simulate_bad_trace_is_a_usage_error(tmp_path, trace, message):
         cli("-f", manifest_file(tmp_path), "--trace", trace)
 
 
-def test_simulate_needs_an_inference_service(tmp_path):
-    path = tmp_path / "empty.yaml"
-    path.write_text("kind: ConfigMap\n")
-    with pytest.raises(UsageError, match="no InferenceService in it"):
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("kind: ConfigMap\n", "no InferenceService in it"), ("a: [", "not valid YAML"), (None, "No such file")],
+)
+def test_simulate_needs_an_inference_service(tmp_path, text, message):
+    path = tmp_path / "isvc.yaml"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(UsageError, match=message):
         cli("-f", str(path))
+
+
+def test_simulate_names_the_field_of_a_bad_spec(tmp_path):
+    path = manifest_file(tmp_path, gpu={"migProfile": "9g.99gb", "product": "H100-80GB"})
+    with pytest.raises(UsageError, match="spec.gpu.migProfile"):
+        cli("-f", path)
 
 
 def test_simulate_writes_a_png_where_matplotlib_is_installed(tmp_path):

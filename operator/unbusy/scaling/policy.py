@@ -181,7 +181,9 @@ def _window(history: tuple[tuple[float, int], ...], now: float, seconds: int) ->
     return [r for t, r in history if t > now - seconds]
 
 
-def _stabilise(desired: int, current: int, history: tuple[tuple[float, int], ...], policy: Autoscaling, now: float):
+def _stabilise(
+    desired: int, current: int, history: tuple[tuple[float, int], ...], policy: Autoscaling, now: float
+) -> int:
     """The HPA's stabilizeRecommendation: not below the up window's lowest, not above the down window's highest."""
     up = min([desired, *_window(history, now, policy.behavior.scale_up.stabilization_window_seconds)])
     down = max([desired, *_window(history, now, policy.behavior.scale_down.stabilization_window_seconds)])

@@ -6,8 +6,11 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
-from unbusy.api import SpecError, load
+import yaml
+
+from unbusy.api import KIND, SpecError, load
 from unbusy.sim import plot
 from unbusy.sim.config import from_spec
 from unbusy.sim.engine import simulate as run_simulation
@@ -19,7 +22,13 @@ from unbusy.sim.traces import SHAPES, Trace, builtin, parse_csv
 BASE_LOAD = 0.5
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_parser(subparsers: argparse._SubParsersAction, usage_error: type[Exception]) -> argparse.ArgumentParser:
+    """Register `simulate`; it raises `usage_error` for mistakes in its input, which the caller prints.
+
+    The caller passes its error class rather than this module importing unbusy.cli: under
+    `python -m unbusy.cli` that module runs as __main__, and a second import of it would
+    define a second, uncaught UsageError.
+    """
     command = subparsers.add_parser("simulate", help="run an InferenceService through a load trace in the simulator")
     command.add_argument("-f", "--filename", required=True, help="manifest; its first InferenceService is used")
     command.add_argument(
@@ -34,7 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     command.add_argument("--seed", type=int, default=0, help="random seed of the arrivals")
     command.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     command.add_argument("--png", help="write load, replicas and p99 per minute to this PNG (needs matplotlib)")
-    command.set_defaults(run=simulate)
+    command.set_defaults(run=simulate, usage_error=usage_error)
     return command
 
 
@@ -64,13 +73,22 @@ def _report(name: str, trace: Trace, policy: str, slo_s: float, result: SimResul
     return header + "".join(f"  {label:<34}{value.strip()}\n" for label, value in rows)
 
 
-def simulate(args: argparse.Namespace) -> str:
-    # Imported here: unbusy.cli imports this module to register the command.
-    from unbusy.cli import UsageError, _documents
+def _inference_service(path: str) -> dict[str, Any] | None:
+    """The first InferenceService document of a manifest file."""
+    documents = yaml.safe_load_all(Path(path).read_text())
+    return next((d for d in documents if isinstance(d, dict) and d.get("kind") == KIND), None)
 
-    document = next(iter(_documents(args.filename)), None)
+
+def simulate(args: argparse.Namespace) -> str:
+    UsageError = args.usage_error
+    try:
+        document = _inference_service(args.filename)
+    except OSError as error:
+        raise UsageError(f"{args.filename}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise UsageError(f"{args.filename}: not valid YAML: {error}") from None
     if document is None:
-        raise UsageError(f"{args.filename}: no InferenceService in it")
+        raise UsageError(f"{args.filename}: no {KIND} in it")
     try:
         isvc = load(document)
         model = from_service(isvc, args.base_ms, args.per_item_ms)
