@@ -101,11 +101,6 @@ def available_count(namespace: str) -> int:
     return sum((d.get("status", {}).get("availableReplicas") or 0) >= 1 for d in items)
 
 
-def resumed(operator: OperatorProcess) -> int:
-    """InferenceServices the operator has resumed since its last start."""
-    return operator.log.read_text().split("Starting Kopf")[-1].count("Resuming is processed")
-
-
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -148,7 +143,7 @@ def main() -> None:
 
             operator.stop()
             operator.start()
-            until(lambda: resumed(operator) >= n, args.timeout)
+            until(lambda: operator.metric("unbusy_reconcile_duration_seconds_count") >= n, args.timeout)
             resync_writes = operator.metric("unbusy_api_writes_total")
         finally:
             operator.stop()

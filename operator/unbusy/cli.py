@@ -14,6 +14,7 @@ import yaml
 from unbusy.api import KIND, SpecError, load
 from unbusy.api.crd import custom_resource_definition
 from unbusy.render import render_all
+from unbusy.sim.cli import add_parser as add_simulate_parser
 
 
 class UsageError(Exception):
@@ -108,6 +109,7 @@ def parser() -> argparse.ArgumentParser:
     render_cmd.set_defaults(run=render)
     crd_cmd = commands.add_parser("crd", help="print the InferenceService CustomResourceDefinition")
     crd_cmd.set_defaults(run=crd)
+    add_simulate_parser(commands, UsageError)
     return root
 
 

@@ -74,11 +74,14 @@ class OperatorProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
 
-    def metric(self, name: str) -> float:
-        """Sum of a metric's samples on the operator's /metrics."""
+    def metric(self, sample: str) -> float:
+        """Sum of the samples on the operator's /metrics that match `name` or `name{label="value"}`."""
+        name, _, labels = sample.partition("{")
+        wanted = labels.rstrip("}")
         text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith(name) and not line.startswith("#") and (line[len(name)] in " {")
-        )
+        total = 0.0
+        for line in text.splitlines():
+            series, _, value = line.rpartition(" ")
+            if series.partition("{")[0] == name and wanted in series:
+                total += float(value)
+        return total

@@ -221,7 +221,8 @@ def test_second_reconcile_of_an_unchanged_spec_writes_nothing(testbed, operator,
     # with nothing changed, its write counter stays at zero.
     operator.stop()
     operator.start()
-    eventually(lambda: "Resuming is processed" in operator.log.read_text().split("Starting Kopf")[-1])
+    eventually(lambda: operator.metric("unbusy_reconcile_duration_seconds_count") >= 1)
+    assert operator.metric('unbusy_reconcile_duration_seconds_count{result="unchanged"}') >= 1
     assert operator.metric("unbusy_api_writes_total") == 0
 
 

@@ -244,8 +244,7 @@ def test_simulate_names_the_field_of_a_bad_spec(tmp_path):
         cli("-f", path)
 
 
-def test_simulate_writes_a_png_where_matplotlib_is_installed(tmp_path):
-    pytest.importorskip("matplotlib", reason="optional extra: the PNG needs matplotlib")
+def test_simulate_writes_a_png(tmp_path):  # matplotlib: the `plot` extra, part of the test extras
     png = tmp_path / "out.png"
     cli("-f", manifest_file(tmp_path), "--trace", str(_csv(tmp_path, "0,10\n120,10\n")), "--png", str(png))
     assert png.read_bytes().startswith(b"\x89PNG")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 from unbusy import health
 from unbusy.api import API_VERSION, KIND, Condition, InferenceService, SpecError, load
+from unbusy.controller.metrics import CHILDREN_APPLIED, CHILDREN_PRUNED, RECONCILES
 from unbusy.gpu.request import gpu_request
 from unbusy.kube import children, observe
 from unbusy.kube.client import CountingClient
@@ -55,6 +57,27 @@ def _invalid(api: CountingClient, body: dict[str, Any], problems: list[str]) -> 
 
 def reconcile(api: CountingClient, body: dict[str, Any]) -> children.Outcome | None:
     """Make the children match the spec and the status match the children."""
+    started = time.monotonic()
+    result = "failed"
+    try:
+        outcome = _reconcile(api, body)
+        result = "invalid" if outcome is None else _result(outcome)
+        return outcome
+    finally:
+        RECONCILES.labels(result).observe(time.monotonic() - started)
+
+
+def _result(outcome: children.Outcome) -> str:
+    for key in outcome.applied:
+        CHILDREN_APPLIED.labels(key.split("/")[0]).inc()
+    for key in outcome.pruned:
+        CHILDREN_PRUNED.labels(key.split("/")[0]).inc()
+    if outcome.errors:
+        return "failed"
+    return "changed" if outcome.applied or outcome.pruned else "unchanged"
+
+
+def _reconcile(api: CountingClient, body: dict[str, Any]) -> children.Outcome | None:
     try:
         isvc = load(body)
         live_replicas = RenderContext()

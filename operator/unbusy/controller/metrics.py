@@ -1,0 +1,15 @@
+"""The operator's own Prometheus metrics (served by `unbusy run` on --metrics-port)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+RECONCILES = Histogram(
+    "unbusy_reconcile_duration_seconds",
+    "Time of one reconcile of one InferenceService, by result (changed, unchanged, invalid, failed).",
+    ["result"],
+)
+CHILDREN_APPLIED = Counter("unbusy_children_applied", "Child objects written by server-side apply.", ["kind"])
+CHILDREN_PRUNED = Counter(
+    "unbusy_children_pruned", "Child objects deleted because the spec no longer asks for them.", ["kind"]
+)
