@@ -9,7 +9,11 @@ asked of the real API server's authorizer with `kubectl auth can-i --as`.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
+import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import jsonschema
 import pytest
 import yaml
+from operator_process import free_port
 
 from schemas import validate
 
@@ -26,6 +31,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
 CHART = ROOT / "charts" / "unbusy"
 RELEASE = "unbusy"
 KUBE_VERSION = "1.37.0"
@@ -58,7 +64,8 @@ NAMESPACED_NEEDS = [
     *[(verb, resource, "") for resource in ("events", "events.events.k8s.io") for verb in ("create", "patch")],
 ]
 CLUSTER_NEEDS = [(verb, "customresourcedefinitions.apiextensions.k8s.io", "") for verb in ("get", "list", "watch")]
-CLUSTERWIDE_NEEDS = [("list", "namespaces", ""), ("watch", "namespaces", "")]
+# kopf lists and watches namespaces only when given some (never cluster-wide).
+NAMESPACE_SCAN = [("list", "namespaces", ""), ("watch", "namespaces", "")]
 
 # A sample of what it must not do, anywhere.
 FORBIDDEN = [
@@ -240,8 +247,8 @@ def test_install_clusterwide_grants_exactly_what_the_operator_needs(testbed: Tes
     for where in (namespace, "default"):  # cluster-wide: any namespace
         wrong += wrong_answers(testbed, sa, NAMESPACED_NEEDS, where, expect=True)
         wrong += wrong_answers(testbed, sa, FORBIDDEN, where, expect=False)
-    wrong += wrong_answers(testbed, sa, CLUSTER_NEEDS + CLUSTERWIDE_NEEDS, None, expect=True)
-    wrong += wrong_answers(testbed, sa, FORBIDDEN_CLUSTER, None, expect=False)
+    wrong += wrong_answers(testbed, sa, CLUSTER_NEEDS, None, expect=True)
+    wrong += wrong_answers(testbed, sa, FORBIDDEN_CLUSTER + NAMESPACE_SCAN, None, expect=False)
     # Peering: its own object only, beyond watching them all.
     wrong += wrong_answers(
         testbed,
@@ -274,8 +281,98 @@ def test_install_namespaced_grants_nothing_outside_its_namespaces(testbed: Testb
     wrong = wrong_answers(testbed, sa, NAMESPACED_NEEDS, namespace, expect=True)
     wrong += wrong_answers(testbed, sa, [("patch", f"kopfpeerings.kopf.dev/{namespace}", "")], namespace, expect=True)
     wrong += wrong_answers(testbed, sa, FORBIDDEN, namespace, expect=False)
-    wrong += wrong_answers(testbed, sa, CLUSTER_NEEDS, None, expect=True)
-    wrong += wrong_answers(testbed, sa, FORBIDDEN_CLUSTER + CLUSTERWIDE_NEEDS, None, expect=False)
+    wrong += wrong_answers(testbed, sa, CLUSTER_NEEDS + NAMESPACE_SCAN, None, expect=True)
+    wrong += wrong_answers(testbed, sa, FORBIDDEN_CLUSTER, None, expect=False)
     # Another namespace: nothing at all.
     wrong += wrong_answers(testbed, sa, NAMESPACED_NEEDS[:8], "default", expect=False)
     assert not wrong, "\n".join(wrong)
+
+
+# --- the real operator, with nothing but the chart's ServiceAccount -------------------------
+
+
+def service_account_kubeconfig(testbed: Testbed, namespace: str, path: Path) -> Path:
+    """A kubeconfig for the testbed that authenticates as the chart's ServiceAccount."""
+    token = testbed.kubectl("create", "token", RELEASE, "-n", namespace, "--duration=10m").stdout.strip()
+    cluster = testbed.kubectl_json("config", "view", "--raw", "--minify", "--flatten")["clusters"][0]["cluster"]
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "testbed", "cluster": cluster}],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "testbed", "user": "operator"}}],
+        "current-context": "operator",
+    }
+    path.write_text(json.dumps(config))
+    return path
+
+
+def inference_services(namespace: str) -> list[dict[str, Any]]:
+    """Every example's InferenceService, moved into `namespace`."""
+    found = []
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "InferenceService":
+                doc["metadata"]["namespace"] = namespace
+                found.append(doc)
+    return found
+
+
+def test_operator_works_with_only_the_charts_rbac(testbed: Testbed, namespace: str, uninstall, tmp_path: Path):
+    """Least privilege is also enough: `unbusy run` as the chart's ServiceAccount, with peering,
+    reconciles every example into every child kind without one Forbidden."""
+    uninstall(namespace)
+    # No operator pods (kwok would only pretend); this process is the operator.
+    install(testbed, namespace, "--set", f"watchNamespaces={{{namespace}}}", "--set", "replicaCount=0")
+    kubeconfig = service_account_kubeconfig(testbed, namespace, tmp_path / "kubeconfig")
+    health, log = free_port(), tmp_path / "operator.log"
+    command = [sys.executable, "-m", "unbusy.cli", "run", "--kubeconfig", str(kubeconfig)]
+    command += ["--namespace", namespace, "--peering", namespace, "--priority", "1", "--log-level", "debug"]
+    command += ["--metrics-port", str(free_port()), "--health-port", str(health)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "operator"), KUBECONFIG=str(kubeconfig))
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, f"operator exited {process.returncode}:\n{log.read_text()[-3000:]}"
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=1)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"operator not healthy:\n{log.read_text()[-3000:]}"
+                time.sleep(0.3)
+        services = inference_services(namespace)
+        testbed.apply("\n---\n".join(yaml.safe_dump(doc) for doc in services))
+        for doc in services:
+            testbed.wait(
+                f"inferenceservice/{doc['metadata']['name']}",
+                "-n",
+                namespace,
+                "--for=jsonpath={.status.observedGeneration}=1",
+                timeout=30,
+            )
+        # While it runs, it keeps itself alive in its peering object (and leaves on exit).
+        peering = testbed.kubectl_json("get", "kopfpeerings.kopf.dev", namespace, "-n", namespace)
+        assert peering.get("status"), "the operator did not keep itself alive in its KopfPeering"
+    finally:
+        process.terminate()
+        process.wait(15)
+    text = log.read_text()
+    assert "forbidden" not in text.lower(), [line for line in text.splitlines() if "orbidden" in line][:5]
+    kinds = "deployments,services,configmaps,pdb,hpa,ingresses,httproutes,servicemonitors,podmonitors,prometheusrules"
+    children = testbed.kubectl_json("get", kinds, "-n", namespace)["items"]
+    assert {c["kind"] for c in children} == {
+        "Deployment",
+        "Service",
+        "ConfigMap",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+        "Ingress",
+        "HTTPRoute",
+        "ServiceMonitor",
+        "PodMonitor",
+        "PrometheusRule",
+    }
+    events = testbed.kubectl_json("get", "events", "-n", namespace, "--field-selector", "reason=Reconciled")
+    assert events["items"], "no Reconciled event: the operator could not post events"
