@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> str:
             standalone=not args.peering,
             **({"peering_name": args.peering, "priority": args.priority} if args.peering else {}),
             liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz",
-            memo=kopf.Memo(kubeconfig=args.kubeconfig),
+            memo=kopf.Memo(kubeconfig=args.kubeconfig, prometheus_url=args.prometheus_url),
         )
     )
     return ""
@@ -97,6 +97,11 @@ def parser() -> argparse.ArgumentParser:
     run_cmd = commands.add_parser("run", help="run the operator")
     run_cmd.add_argument("-n", "--namespace", action="append", help="namespace to watch (repeat); all when omitted")
     run_cmd.add_argument("--kubeconfig", help="kubeconfig file; in-cluster or KUBECONFIG when omitted")
+    run_cmd.add_argument(
+        "--prometheus-url",
+        default=os.environ.get("UNBUSY_PROMETHEUS_URL"),
+        help="Prometheus the scaling loop reads (default: $UNBUSY_PROMETHEUS_URL)",
+    )
     run_cmd.add_argument("--peering", help="kopf peering name: replicas with the same name elect one active")
     run_cmd.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
     run_cmd.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port")

@@ -295,3 +295,18 @@ def test_operator_killed_midway_converges_after_restart(testbed, operator, names
     operator.start()
     status = eventually(lambda: (s := wait_ready(testbed, namespace, "restart"))["readyReplicas"] == 3 and s)
     assert set(children(testbed, namespace)) == set(first)
+
+
+def test_operator_mode_without_prometheus_holds_replicas_and_says_why(testbed, operator, namespace):
+    testbed.apply(manifest("held", autoscaling={"mode": "operator", "minReplicas": 2, "maxReplicas": 5}), namespace)
+    status = wait_ready(testbed, namespace, "held")
+    assert status["readyReplicas"] == 2
+
+    def inactive():
+        scaling = condition(status_of(testbed, namespace, "held"), "ScalingActive")
+        return scaling.get("status") == "False" and scaling
+
+    scaling = eventually(inactive)
+    assert scaling["reason"] == "MetricsUnavailable" and "--prometheus-url" in scaling["message"]
+    deployment = testbed.kubectl_json("get", "deployment", "held-main", "-n", namespace)
+    assert deployment["spec"]["replicas"] == 2

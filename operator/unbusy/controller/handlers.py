@@ -10,10 +10,11 @@ from kubernetes.dynamic.exceptions import DynamicApiError
 from urllib3.exceptions import HTTPError
 
 from unbusy.api import GROUP, PLURAL, VERSION
-from unbusy.controller import reconcile
+from unbusy.controller import autoscale, reconcile
 from unbusy.kube.client import connect
 from unbusy.kube.status import get_inference_service
 from unbusy.render.meta import INFERENCE_SERVICE, MANAGED_BY, OPERATOR
+from unbusy.scaling.source import PrometheusSource
 
 RESOURCE = (GROUP, VERSION, PLURAL)
 log = logging.getLogger("unbusy")
@@ -24,6 +25,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.posting.enabled = False  # our own Events say what happened; kopf's would double them
     settings.execution.max_workers = 16
     memo.api = connect(memo.get("kubeconfig"))
+    url = memo.get("prometheus_url")
+    memo.prometheus = PrometheusSource(url) if url else None
     # Per-object memos are shallow copies of this one, so this dict is shared by all handlers:
     # a Deployment event keeps its parent's last reconcile errors in the Degraded condition.
     memo.reconcile_errors = {}
@@ -54,7 +57,26 @@ def deployment_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         _guarded(reconcile.refresh_status, memo.api, parent, None, None, memo.reconcile_errors.get(key, []))
 
 
-# Optional: no finalizer, so deleting an InferenceService never waits for the operator.
+def _operator_mode(spec: kopf.Spec, **_: Any) -> bool:
+    return spec.get("autoscaling", {}).get("mode", "operator") == "operator"
+
+
+@kopf.daemon(*RESOURCE, when=_operator_mode, cancellation_timeout=10)
+def scale_inference_service(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
+    """The scaling loop: one tick per spec.autoscaling.intervalSeconds while in operator mode."""
+    states: dict = {}  # the policy's memory per variant: stabilisation windows, step periods
+    while not stopped:
+        try:
+            interval = autoscale.tick(memo.api, memo.prometheus, dict(body), states)
+        except (DynamicApiError, HTTPError) as error:
+            log.warning(
+                "%s/%s: scaling tick failed: %s", body["metadata"]["namespace"], body["metadata"]["name"], error
+            )
+            interval = 10.0
+        stopped.wait(interval)
+
+
+# Optional: no finalizer of its own (the scaling daemon in operator mode does add kopf's).
 @kopf.on.delete(*RESOURCE, optional=True)
 def deleted(body: kopf.Body, **_: Any) -> None:
     # Children carry owner references: the garbage collector removes them.

@@ -13,3 +13,7 @@ CHILDREN_APPLIED = Counter("unbusy_children_applied", "Child objects written by 
 CHILDREN_PRUNED = Counter(
     "unbusy_children_pruned", "Child objects deleted because the spec no longer asks for them.", ["kind"]
 )
+SCALING_DECISIONS = Counter(
+    "unbusy_scaling_decisions", "Replica changes the scaling loop made, by direction.", ["direction"]
+)
+METRIC_READ_FAILURES = Counter("unbusy_metric_read_failures", "Prometheus reads that failed in the scaling loop.")

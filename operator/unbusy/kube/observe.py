@@ -65,3 +65,27 @@ def variant_states(
             )
         )
     return states
+
+
+def pod_readiness(api: CountingClient, namespace: str, name: str, variant: str) -> dict[str, bool]:
+    """Live (not terminating) pods of one variant -> whether each passes its readiness probe."""
+    pods = api.resources.get(api_version="v1", kind="Pod")
+    selected = f"{INFERENCE_SERVICE}={name},{VARIANT}={variant}"
+    items = api.get(pods, namespace=namespace, label_selector=selected).to_dict()["items"]
+    return {
+        p["metadata"]["name"]: _condition(p, "Ready").get("status") == "True"
+        for p in items
+        if not p["metadata"].get("deletionTimestamp")
+    }
+
+
+def scale_deployment(api: CountingClient, namespace: str, name: str, replicas: int) -> None:
+    """Write replicas through the Deployment's scale subresource, as kubectl scale does."""
+    deployments = api.resources.get(api_version="apps/v1", kind="Deployment")
+    api.patch(
+        deployments.scale,
+        name=name,
+        namespace=namespace,
+        body={"spec": {"replicas": replicas}},
+        content_type="application/merge-patch+json",
+    )

@@ -138,7 +138,8 @@ def _ask(
 
 
 def _is_transport(exc: BaseException) -> bool:
-    return isinstance(exc, OSError | gevent.Timeout) and not isinstance(exc, InferenceServerException)
+    """No HTTP answer at all (refused, timed out, unresolvable), as opposed to an error Triton sent."""
+    return isinstance(exc, OSError | gevent.Timeout)
 
 
 def server_live(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Readiness:

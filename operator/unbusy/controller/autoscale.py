@@ -1,0 +1,104 @@
+"""One tick of the operator's scaling loop for one InferenceService: Prometheus -> policy ->
+Deployment scale subresource -> status and events. The decisions are scaling/policy.py's."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from unbusy import health
+from unbusy.api import Condition, InferenceService, SpecError, load
+from unbusy.api.status import ScalingDecision
+from unbusy.controller.metrics import METRIC_READ_FAILURES, SCALING_DECISIONS
+from unbusy.controller.reconcile import now
+from unbusy.gpu.request import gpu_request
+from unbusy.kube import observe
+from unbusy.kube.client import CountingClient
+from unbusy.kube.status import event, patch_status
+from unbusy.render.context import RenderContext, replica_bounds, weight
+from unbusy.render.meta import variant_name
+from unbusy.scaling.policy import Decision, Observation, PolicyState, decide
+from unbusy.scaling.promql import variant_queries
+from unbusy.scaling.source import PrometheusSource, SourceError
+
+log = logging.getLogger("unbusy")
+NO_PROMETHEUS = "no Prometheus to read: start the operator with --prometheus-url (or UNBUSY_PROMETHEUS_URL)"
+
+
+def _observation(
+    source: PrometheusSource | None, isvc: InferenceService, variant: str, current: int, pods: dict[str, bool]
+) -> Observation:
+    if source is None:
+        return Observation(current, None, error=NO_PROMETHEUS)
+    try:
+        gpu = gpu_request(isvc.spec.gpu, isvc.spec.model.gpu_memory)
+        return Observation(current, source.samples(variant_queries(isvc, variant, gpu), pods))
+    except SourceError as error:
+        METRIC_READ_FAILURES.inc()
+        return Observation(current, None, error=str(error))
+
+
+def _scaling_condition(decisions: dict[str, Decision]) -> tuple[str, str, str, str]:
+    held = {name: d for name, d in decisions.items() if not d.scaling_active}
+    if held:
+        reasons = "; ".join(f"{name}: {d.reason}" for name, d in held.items())
+        return "ScalingActive", "False", "MetricsUnavailable", reasons
+    return "ScalingActive", "True", "MetricsAvailable", "replicas follow the metrics in spec.autoscaling.targets"
+
+
+def tick(
+    api: CountingClient, source: PrometheusSource | None, body: dict[str, Any], states: dict[str, PolicyState]
+) -> float:
+    """Decide and write replicas for every variant; returns the seconds until the next tick."""
+    try:
+        isvc = load(body)
+    except SpecError:
+        return 30.0  # reconcile reports the spec; nothing to scale until it is fixed
+    namespace, name = isvc.metadata.namespace, isvc.metadata.name
+    weights = {v.name: weight(v, RenderContext()) for v in isvc.spec.effective_variants()}
+    live = {s.name: s for s in observe.variant_states(api, namespace, name, weights, {})}
+    decisions: dict[str, Decision] = {}
+    last: ScalingDecision | None = None
+    for variant in isvc.spec.effective_variants():
+        state = live.get(variant.name)
+        if state is None or not state.exists:
+            continue  # reconcile creates it first
+        pods = observe.pod_readiness(api, namespace, name, variant.name)
+        observation = _observation(source, isvc, variant.name, state.desired, pods)
+        bounds = replica_bounds(isvc, variant)
+        previous = states.get(variant.name, PolicyState())
+        decision = decide(observation, isvc.spec.autoscaling, bounds, previous, time.time())
+        states[variant.name] = decision.state
+        decisions[variant.name] = decision
+        if decision.replicas != state.desired:
+            observe.scale_deployment(api, namespace, variant_name(isvc, variant.name), decision.replicas)
+            direction = "up" if decision.replicas > state.desired else "down"
+            SCALING_DECISIONS.labels(direction).inc()
+            log.info("%s/%s: variant %s scaled %s: %s", namespace, name, variant.name, direction, decision.reason)
+            event(api, body, "Normal", "Scaled", f"variant {variant.name}: {decision.reason}")
+            last = ScalingDecision(
+                time=now(),
+                variant=variant.name,
+                from_replicas=state.desired,
+                to_replicas=decision.replicas,
+                reason=decision.reason,
+            )
+    _publish(api, body, decisions, last)
+    return float(isvc.spec.autoscaling.interval_seconds)
+
+
+def _publish(
+    api: CountingClient, body: dict[str, Any], decisions: dict[str, Decision], last: ScalingDecision | None
+) -> None:
+    if not decisions:
+        return
+    previous = body.get("status") or {}
+    old = [Condition.model_validate(c) for c in previous.get("conditions") or []]
+    generation = body["metadata"].get("generation")
+    conditions = health.merge_conditions(old, [_scaling_condition(decisions)], now(), generation)
+    status: dict[str, Any] = {"conditions": [c.to_wire() for c in conditions]}
+    if last is not None:
+        status["lastScaling"] = last.to_wire()
+    if status["conditions"] != previous.get("conditions") or last is not None:
+        patch_status(api, body["metadata"]["namespace"], body["metadata"]["name"], status)
