@@ -101,36 +101,21 @@ MODEL_PY = textwrap.dedent(
 
 
 def model_config(spec: ModelSpec) -> str:
-    tensors = "\n".join(
-        f'{kind} [ {{ name: "{name}" data_type: TYPE_FP32 dims: [ {VECTOR_LEN} ] }} ]'
-        for kind, name in (
-            ("input", "INPUT0"),
-            ("input", "INPUT1"),
-            ("output", "OUTPUT0"),
-            ("output", "OUTPUT1"),
-        )
-    )
-    timeout = (
-        f"default_timeout_microseconds: {spec.queue_timeout_us} timeout_action: REJECT" if spec.queue_timeout_us else ""
-    )
-    return (
-        textwrap.dedent(
-            f"""
-        name: "{spec.name}"
-        backend: "python"
-        max_batch_size: {spec.max_batch_size}
-        {{tensors}}
-        instance_group [ {{ count: 1 kind: KIND_CPU }} ]
-        dynamic_batching {{
-          max_queue_delay_microseconds: 2000
-          default_queue_policy {{ max_queue_size: {spec.max_queue_size} {{timeout}} }}
-        }}
-        parameters {{ key: "delay_s" value: {{ string_value: "{spec.delay_s}" }} }}
-        """
-        )
-        .replace("{tensors}", tensors)
-        .replace("{timeout}", timeout)
-    )
+    """config.pbtxt: FP32 vectors in and out, one CPU instance, dynamic batching with a bounded queue."""
+    queue_policy = f"max_queue_size: {spec.max_queue_size}"
+    if spec.queue_timeout_us:
+        queue_policy += f" default_timeout_microseconds: {spec.queue_timeout_us} timeout_action: REJECT"
+    tensors = (("input", "INPUT0"), ("input", "INPUT1"), ("output", "OUTPUT0"), ("output", "OUTPUT1"))
+    lines = [
+        f'name: "{spec.name}"',
+        'backend: "python"',
+        f"max_batch_size: {spec.max_batch_size}",
+        *(f'{kind} [ {{ name: "{name}" data_type: TYPE_FP32 dims: [ {VECTOR_LEN} ] }} ]' for kind, name in tensors),
+        "instance_group [ { count: 1 kind: KIND_CPU } ]",
+        f"dynamic_batching {{ max_queue_delay_microseconds: 2000 default_queue_policy {{ {queue_policy} }} }}",
+        f'parameters {{ key: "delay_s" value: {{ string_value: "{spec.delay_s}" }} }}',
+    ]
+    return "\n".join(lines) + "\n"
 
 
 @dataclass(frozen=True)

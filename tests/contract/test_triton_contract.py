@@ -8,7 +8,9 @@ the (name, label names) a real Triton serves, for comparing the metrics emulator
 
 from __future__ import annotations
 
+import asyncio
 import math
+import socket
 import threading
 import time
 from collections.abc import Iterable
@@ -309,6 +311,32 @@ def test_a_closed_port_is_not_live_with_a_reason() -> None:
     assert readiness.model_ready(url, ADD_SUB).reason.startswith(f"model '{ADD_SUB}': server 127.0.0.1:1")
     assert readiness.repository_index(url).error == "server 127.0.0.1:1 unreachable: connection refused"
     assert readiness.model_statistics(url).error == "server 127.0.0.1:1 unreachable: connection refused"
+
+
+def test_a_server_that_never_answers_times_out_with_a_reason() -> None:
+    with socket.socket() as silent:  # accepts connections (the kernel does), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"127.0.0.1:{silent.getsockname()[1]}"
+        began = time.monotonic()
+        answer = readiness.check(url, ADD_SUB, timeout_s=0.3)
+        assert time.monotonic() - began < 5
+    assert answer == readiness.Readiness(False, f"server {url} unreachable: timed out")
+
+
+def test_readiness_runs_in_a_worker_thread_of_an_event_loop(triton: TritonServer) -> None:
+    # How kopf handlers call it: tritonclient.http runs on gevent, which must work off the main thread.
+    async def both() -> list[readiness.Readiness]:
+        return list(
+            await asyncio.gather(
+                asyncio.to_thread(readiness.check, triton.http_url, ADD_SUB),
+                asyncio.to_thread(readiness.check, triton.http_url, "no_such_model"),
+            )
+        )
+
+    ready, unknown = asyncio.run(both())
+    assert ready.ready
+    assert not unknown.ready and "no_such_model" in unknown.reason
 
 
 def test_repository_index_lists_the_models_ready(triton: TritonServer) -> None:
