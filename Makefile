@@ -39,6 +39,7 @@ format: install
 
 crds: install
 	$(BIN)/unbusy crd > $(CRD)
+	charts/sync-crds.sh
 
 # The testbed, the operator against it and the examples applied (see README).
 demo: install
