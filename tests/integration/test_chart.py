@@ -149,6 +149,21 @@ def test_helm_lint(testbed: Testbed):
 
 
 @pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("logFormat=xml", "/logFormat"),
+        ("logLevel=verbose", "/logLevel"),
+        ("watchNamespaces={Team_A}", "/watchNamespaces/0"),
+        ("replicaCount=-1", "/replicaCount"),
+    ],
+)
+def test_values_schema_names_the_bad_value(testbed: Testbed, value: str, message: str):
+    command = [str(testbed.helm), "template", RELEASE, str(CHART), "--set", value]
+    proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(
     "values",
     [[], EVERYTHING_ON, [*EVERYTHING_ON, "--set", "watchNamespaces={ml,vision}"]],
     ids=["defaults", "everything-on", "namespaced"],
@@ -188,6 +203,27 @@ def test_operator_pod_is_locked_down(testbed: Testbed):
     assert security["capabilities"] == {"drop": ["ALL"]}
     assert security["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["securityContext"]["runAsNonRoot"] is True
+
+
+def test_each_replica_gets_its_own_peering_priority(testbed: Testbed, tmp_path: Path):
+    """kopf pauses every peer when two share a priority: the pod's shell line derives one per pod."""
+    (deployment,) = [d for d in template(testbed) if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    stub = tmp_path / "unbusy"
+    stub.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    stub.chmod(0o755)
+    priorities = set()
+    for pod in ("unbusy-6d4f9c7b8-x2k4p", "unbusy-6d4f9c7b8-q8w7e"):
+        env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "POD_NAME": pod}
+        proc = subprocess.run(container["command"] + container["args"], env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        argv = proc.stdout.splitlines()
+        assert argv[0] == "run"
+        assert argv[2:] == container["args"]
+        flag, _, priority = argv[1].partition("=")
+        assert flag == "--priority" and priority.isdigit(), argv
+        priorities.add(priority)
+    assert len(priorities) == 2
 
 
 @pytest.mark.parametrize("values", [[], ["--set", "watchNamespaces={ml,vision}"]], ids=["clusterwide", "namespaced"])
@@ -234,6 +270,8 @@ def uninstall(testbed: Testbed):
 
 def test_install_clusterwide_grants_exactly_what_the_operator_needs(testbed: Testbed, namespace: str, uninstall):
     uninstall(namespace)
+    # The API server's own Pod Security admission rejects operator pods that are not locked down.
+    testbed.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
     sa = install(testbed, namespace, *EVERYTHING_ON)
     deployment = testbed.kubectl_json("get", "deployment", RELEASE, "-n", namespace)
     assert deployment["status"].get("readyReplicas") == 2
