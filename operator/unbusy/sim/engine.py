@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from unbusy.scaling.policy import Observation, PolicyState, ReplicaSample, decide
+from unbusy.api.spec import Autoscaling
+from unbusy.scaling.policy import Decision, Observation, PolicyState, ReplicaSample, decide
 from unbusy.sim.config import SimConfig
 from unbusy.sim.stats import Histogram, Minute, SimResult
 from unbusy.sim.traces import Trace
@@ -29,6 +31,10 @@ TICK_S = 1.0
 # Points at which a block of requests served together is measured: their latencies spread
 # linearly between the first and the last, and four points capture that spread well enough.
 _POINTS = 4
+
+# What drives the replica count: policy.decide, or anything with its signature (bench/ plugs in
+# baselines). It is called every config.policy.interval_seconds with config.policy and bounds.
+Policy = Callable[[Observation, Autoscaling, tuple[int, int], PolicyState, float], Decision]
 
 
 @dataclass
@@ -75,8 +81,8 @@ def _poisson(rng: random.Random, mean: float) -> int:
 
 
 class _Simulation:
-    def __init__(self, config: SimConfig, trace: Trace) -> None:
-        self.config, self.trace = config, trace
+    def __init__(self, config: SimConfig, trace: Trace, policy: Policy = decide) -> None:
+        self.config, self.trace, self.policy = config, trace, policy
         self.model = config.model
         self.rng = random.Random(config.seed)
         self.replicas = [_Replica(ready_at=0.0) for _ in range(config.initial_replicas)]
@@ -159,7 +165,7 @@ class _Simulation:
         config = self.config
         live = [r for r in self.replicas if not r.draining]
         observation = Observation(current=len(live), samples=self._visible(now))
-        decision = decide(observation, config.policy, config.bounds, self.state, now)
+        decision = self.policy(observation, config.policy, config.bounds, self.state, now)
         self.state = decision.state
         if decision.replicas == len(live):
             return
@@ -232,6 +238,10 @@ class _Simulation:
         )
 
 
-def simulate(config: SimConfig, trace: Trace) -> SimResult:
-    """Run `trace` through the replicas of `config`; deterministic for a given config.seed."""
-    return _Simulation(config, trace).run()
+def simulate(config: SimConfig, trace: Trace, policy: Policy = decide) -> SimResult:
+    """Run `trace` through the replicas of `config`; deterministic for a given config.seed.
+
+    `policy` replaces Unbusy's decide (same signature); the arrivals depend only on the seed,
+    so runs with different policies see the very same requests.
+    """
+    return _Simulation(config, trace, policy).run()
