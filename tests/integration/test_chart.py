@@ -237,6 +237,46 @@ def test_rules_have_no_wildcards_and_no_secrets(testbed: Testbed, values: list[s
             assert "secrets" not in rule["resources"]
 
 
+def _grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str, str]]:
+    """Rules flattened to (verb, resource.group, subresource, resourceName or "")."""
+    return {
+        (verb, f"{resource.split('/')[0]}.{group}".rstrip("."), resource.partition("/")[2], name)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+        for name in rule.get("resourceNames") or [""]
+    }
+
+
+def _needs(checks: list[tuple[str, str, str]]) -> set[tuple[str, str, str, str]]:
+    return {(verb, resource, sub, "") for verb, resource, sub in checks}
+
+
+def test_rules_grant_exactly_the_needs(testbed: Testbed):
+    """Nothing more than the operator needs: the rendered rules, flattened, are the needs above."""
+    peer = "unbusy"
+    docs = template(testbed)
+    (cluster_role,) = [d for d in docs if d["kind"] == "ClusterRole"]
+    assert _grants(cluster_role["rules"]) == _needs(NAMESPACED_NEEDS + CLUSTER_NEEDS) | {
+        ("list", "clusterkopfpeerings.kopf.dev", "", ""),
+        ("watch", "clusterkopfpeerings.kopf.dev", "", ""),
+        ("get", "clusterkopfpeerings.kopf.dev", "", peer),
+        ("patch", "clusterkopfpeerings.kopf.dev", "", peer),
+    }
+
+    docs = template(testbed, "--set", "watchNamespaces={ml}")
+    (cluster_role,) = [d for d in docs if d["kind"] == "ClusterRole"]
+    (role,) = [d for d in docs if d["kind"] == "Role"]
+    assert _grants(cluster_role["rules"]) == _needs(CLUSTER_NEEDS + NAMESPACE_SCAN)
+    assert _grants(role["rules"]) == _needs(NAMESPACED_NEEDS) | {
+        ("list", "kopfpeerings.kopf.dev", "", ""),
+        ("watch", "kopfpeerings.kopf.dev", "", ""),
+        ("get", "kopfpeerings.kopf.dev", "", peer),
+        ("patch", "kopfpeerings.kopf.dev", "", peer),
+    }
+
+
 # --- installed: the API server's authorizer decides ----------------------------------------
 
 
