@@ -1,0 +1,174 @@
+"""Scaling benchmark: Unbusy's policy beside an HPA on CPU, a KEDA queue scaler and an oracle.
+
+    .venv/bin/python bench/scaling.py                       # all built-in shapes, a table per trace
+    .venv/bin/python bench/scaling.py --trace flash --json  # one shape (or a CSV of seconds,rps), as JSON
+    .venv/bin/python bench/scaling.py --smoke --json        # a short step, for CI (a few seconds)
+
+Per trace, the four policies drive four fleets in the simulator with the same spec (model,
+SLO, bounds, start-up), trace and seed; the engine's RNG draws only the arrivals, so every
+fleet receives the very same requests (checked below). The policies (sim/baselines.py):
+- unbusy: policy.decide with the manifest's autoscaling, exactly as the operator runs it;
+- hpa-cpu: an HPA on CPU at 70% with the HPA's defaults, CPU modelled from served throughput;
+- keda-queue: KEDA's Prometheus scaler on the pending-request sum as an AverageValue of the
+  spec's queueDepthPerReplica, polled every 30 s, with the HPA defaults KEDA's HPA gets;
+- oracle: knows the trace and orders the replicas the load `startup` seconds ahead needs, at
+  the spec's gpuUtilizationPercent of capacity (80% without one): the GPU-hours floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "operator"))
+
+from unbusy.api import KIND, load  # noqa: E402
+from unbusy.sim.baselines import HPA_SYNC_S, HpaCpu, KedaQueue, Oracle  # noqa: E402
+from unbusy.sim.config import SimConfig, from_spec  # noqa: E402
+from unbusy.sim.engine import Policy, simulate  # noqa: E402
+from unbusy.sim.stats import SimResult  # noqa: E402
+from unbusy.sim.traces import SHAPES, Trace, builtin, parse_csv  # noqa: E402
+
+DEFAULT_MANIFEST = ROOT / "examples" / "queue-depth-operator.yaml"
+BASE_LOAD = 0.5  # built-in shapes start at this share of the starting fleet's capacity (as `unbusy simulate`)
+ORACLE_UTILISATION = 0.8  # without a GPU target in the spec
+POLICIES = ("unbusy", "hpa-cpu", "keda-queue", "oracle")
+
+
+def smoke_trace(base: float) -> Trace:
+    """A 10x step, short: 2 min at base, 5 min at 10x, 3 min back at base."""
+    return Trace("smoke-step", (base,) * 120 + (10 * base,) * 300 + (base,) * 180)
+
+
+def read_service(path: Path):
+    documents = yaml.safe_load_all(path.read_text())
+    document = next((d for d in documents if isinstance(d, dict) and d.get("kind") == KIND), None)
+    if document is None:
+        raise SystemExit(f"{path}: no {KIND} in it")
+    return load(document)
+
+
+def contenders(config: SimConfig, trace: Trace) -> dict[str, tuple[SimConfig, Policy]]:
+    """Each policy with the config it runs under (the baselines bring their own Autoscaling)."""
+    from unbusy.scaling.policy import decide
+
+    spec = config.policy
+    if spec is None:
+        raise SystemExit("the manifest's autoscaling is off (mode none): nothing to compare")
+    capacity = config.model.capacity_rps
+    gpu_target = spec.targets.gpu_utilization_percent
+    hpa = HpaCpu(capacity)
+    keda = KedaQueue(spec.targets.queue_depth_per_replica or 8)
+    oracle = Oracle(
+        trace=trace,
+        weight=config.weight,
+        capacity_rps=capacity,
+        utilisation=gpu_target / 100 if gpu_target else ORACLE_UTILISATION,
+        startup_s=config.startup_s,
+        interval_s=HPA_SYNC_S,
+    )
+    return {
+        "unbusy": (config, decide),
+        "hpa-cpu": (replace(config, policy=hpa.autoscaling), hpa),
+        "keda-queue": (replace(config, policy=keda.autoscaling), keda),
+        "oracle": (replace(config, policy=spec.model_copy(update={"interval_seconds": HPA_SYNC_S})), oracle),
+    }
+
+
+def run_trace(config: SimConfig, trace: Trace) -> dict[str, SimResult]:
+    results = {name: simulate(cfg, trace, policy) for name, (cfg, policy) in contenders(config, trace).items()}
+    loads = {name: tuple(m.load_rps for m in r.minutes) for name, r in results.items()}
+    assert len(set(loads.values())) == 1, "the policies did not see the same arrivals"
+    return results
+
+
+def rows(trace: Trace, results: dict[str, SimResult]) -> list[dict[str, Any]]:
+    return [{"policy": name, "trace": trace.name, **results[name].figures()} for name in POLICIES]
+
+
+def table(trace: Trace, config: SimConfig, results: dict[str, SimResult]) -> str:
+    oracle = results["oracle"]
+
+    def show(value: float | None, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    head = (
+        f"trace {trace.name} ({trace.seconds} s), SLO p99 <= {config.slo_s * 1000:g} ms, "
+        f"start-up {config.startup_s:g} s, bounds {config.bounds[0]}..{config.bounds[1]}\n"
+    )
+    header = ("policy", "rejected %", "p99 ms", "SLO min %", "GPU-h", "GPU-h / oracle", "rejected - oracle (pp)")
+    lines = [header]
+    for name in POLICIES:
+        r = results[name]
+        ratio = r.gpu_hours / oracle.gpu_hours if oracle.gpu_hours else math.nan
+        lines.append(
+            (
+                name,
+                f"{r.rejected_pct:.3f}",
+                show(r.p99_ms, ".1f"),
+                f"{r.slo_minutes_pct:.1f}",
+                f"{r.gpu_hours:.2f}",
+                f"{ratio:.2f}x",
+                f"{r.rejected_pct - oracle.rejected_pct:+.3f}",
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = [
+        "| "
+        + " | ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in lines
+    ]
+    out = [line + " |" for line in out]
+    out.insert(1, "|" + "|".join("-" * (w + 1) + ("-" if i == 0 else ":") for i, w in enumerate(widths)) + "|")
+    return head + "\n" + "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-f", "--filename", type=Path, default=DEFAULT_MANIFEST, help="InferenceService manifest")
+    parser.add_argument("--trace", help=f"built-in shape ({', '.join(SHAPES)}) or CSV of seconds,rps; default: all")
+    parser.add_argument("--base-rps", type=float, help="base rate of a built-in shape; default: half of the capacity")
+    parser.add_argument("--startup-seconds", type=float, default=60.0, help="image pull + model load per replica")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the arrivals")
+    parser.add_argument("--smoke", action="store_true", help="one short step trace (CI)")
+    parser.add_argument("--json", action="store_true", help="print a list of objects, one per trace and policy")
+    args = parser.parse_args(argv)
+
+    isvc = read_service(args.filename)
+    config = from_spec(isvc, startup_s=args.startup_seconds, seed=args.seed)
+    base = args.base_rps or BASE_LOAD * config.model.capacity_rps * config.initial_replicas / config.weight
+    if args.smoke:
+        traces = [smoke_trace(base)]
+    elif args.trace is None:
+        traces = [builtin(name, base) for name in SHAPES]
+    elif args.trace in SHAPES:
+        traces = [builtin(args.trace, base)]
+    elif Path(args.trace).is_file():
+        traces = [parse_csv(Path(args.trace).read_text(), args.trace)]
+    else:
+        parser.error(f"--trace {args.trace}: neither a built-in shape ({', '.join(SHAPES)}) nor a CSV file")
+
+    every: list[dict[str, Any]] = []
+    for trace in traces:
+        results = run_trace(config, trace)
+        if args.json:
+            every += rows(trace, results)
+        else:
+            print(table(trace, config, results))
+    if args.json:
+        print(json.dumps(every, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
