@@ -28,7 +28,9 @@ OPERATOR_JOB = series.selector(series.matcher("job", "unbusy"))
 RECONCILE_SECONDS = "unbusy_reconcile_duration_seconds"
 CHILDREN_APPLIED = "unbusy_children_applied"
 API_WRITES = "unbusy_api_writes"
-OPERATOR_METRICS = (RECONCILE_SECONDS, CHILDREN_APPLIED, API_WRITES)
+SCALING_DECISIONS = "unbusy_scaling_decisions"
+METRIC_READ_FAILURES = "unbusy_metric_read_failures"
+OPERATOR_METRICS = (RECONCILE_SECONDS, CHILDREN_APPLIED, API_WRITES, SCALING_DECISIONS, METRIC_READ_FAILURES)
 # A Deployment is <inferenceservice>-<variant>; its pods add -<hash>-<suffix>.
 DEPLOYMENTS = "(?:$inferenceservice)-.+"
 
@@ -95,9 +97,20 @@ def panels() -> list[dict[str, Any]]:
             ],
         ),
         _panel(
-            "Scaling decisions (changes of desired replicas)",
+            "Scaling decisions",
             "short",
-            [(alerts.aggregate("sum", f"changes({replicas}[{RATE_WINDOW}])", BY_DEPLOYMENT), DEPLOYMENT_LEGEND)],
+            [
+                (
+                    alerts.aggregate(
+                        "sum", f"increase({SCALING_DECISIONS}_total{OPERATOR_JOB}[{RATE_WINDOW}])", ("direction",)
+                    ),
+                    "operator: {{direction}}",
+                ),
+                (
+                    alerts.aggregate("sum", f"changes({replicas}[{RATE_WINDOW}])", BY_DEPLOYMENT),
+                    f"{DEPLOYMENT_LEGEND} desired replicas changed",
+                ),
+            ],
         ),
         _panel(
             "Rejected requests (queue full, HTTP 503)",
@@ -110,6 +123,11 @@ def panels() -> list[dict[str, Any]]:
             "Operator reconciles by result",
             "ops",
             [(_operator_rate(f"{RECONCILE_SECONDS}_count", "result"), "{{result}}")],
+        ),
+        _panel(
+            "Prometheus reads failed (scaling loop)",
+            "ops",
+            [(f"sum(rate({METRIC_READ_FAILURES}_total{OPERATOR_JOB}[{RATE_WINDOW}]))", "failed reads")],
         ),
         _panel(
             "Operator reconcile duration (p99)",
