@@ -40,6 +40,7 @@ format: install
 crds: install
 	$(BIN)/unbusy crd > $(CRD)
 	charts/sync-crds.sh
+	$(BIN)/python charts/dashboard.py
 
 # The testbed, the operator against it and the examples applied (see README).
 demo: install
