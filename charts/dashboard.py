@@ -18,7 +18,7 @@ from typing import Any
 
 from unbusy import series
 from unbusy.render import alerts
-from unbusy.render.dashboard import DATASOURCE, RATE_WINDOW, _laid_out, _panel
+from unbusy.render.dashboard import DATASOURCE, RATE_WINDOW, _panel, frame
 
 OUT = Path(__file__).resolve().parent / "unbusy" / "dashboards" / "unbusy-fleet.json"
 UID = "unbusy-fleet"
@@ -167,40 +167,15 @@ def _variable(name: str, label: str, query: str) -> dict[str, Any]:
 
 def dashboard() -> dict[str, Any]:
     where_namespace = series.selector(series.matcher(series.NAMESPACE, "$namespace", "=~"))
-    return {
-        "uid": UID,
-        "title": "Unbusy / Triton fleet",
-        "tags": ["unbusy", "triton"],
-        "editable": True,
-        "schemaVersion": 39,
-        "version": 1,
-        "refresh": "30s",
-        "time": {"from": "now-3h", "to": "now"},
-        "timezone": "browser",
-        "annotations": {"list": []},
-        "templating": {
-            "list": [
-                {
-                    "name": "datasource",
-                    "label": "Data source",
-                    "type": "datasource",
-                    "query": "prometheus",
-                    "current": {},
-                    "hide": 0,
-                    "options": [],
-                    "refresh": 1,
-                    "regex": "",
-                },
-                _variable("namespace", "Namespace", f"label_values({series.REQUEST_SUCCESS}, {series.NAMESPACE})"),
-                _variable(
-                    "inferenceservice",
-                    "InferenceService",
-                    f"label_values({series.REQUEST_SUCCESS}{where_namespace}, {series.INFERENCE_SERVICE})",
-                ),
-            ]
-        },
-        "panels": _laid_out(panels()),
-    }
+    variables = [
+        _variable("namespace", "Namespace", f"label_values({series.REQUEST_SUCCESS}, {series.NAMESPACE})"),
+        _variable(
+            "inferenceservice",
+            "InferenceService",
+            f"label_values({series.REQUEST_SUCCESS}{where_namespace}, {series.INFERENCE_SERVICE})",
+        ),
+    ]
+    return frame(UID, "Unbusy / Triton fleet", panels(), variables)
 
 
 def text() -> str:

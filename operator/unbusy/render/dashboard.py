@@ -110,7 +110,7 @@ def panels(isvc: InferenceService) -> list[dict[str, Any]]:
     ]
 
 
-def _laid_out(panels: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def laid_out(panels: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Two panels a row, ids in order."""
     return [
         {"id": i + 1, "gridPos": {"h": HEIGHT, "w": WIDTH, "x": (i % 2) * WIDTH, "y": (i // 2) * HEIGHT}} | panel
@@ -124,10 +124,24 @@ def uid(isvc: InferenceService) -> str:
     return f"unbusy-{digest[:24]}"
 
 
-def dashboard(isvc: InferenceService) -> dict[str, Any]:
+DATASOURCE_VARIABLE = {
+    "name": "datasource",
+    "label": "Data source",
+    "type": "datasource",
+    "query": "prometheus",
+    "current": {},
+    "hide": 0,
+    "options": [],
+    "refresh": 1,
+    "regex": "",
+}
+
+
+def frame(uid: str, title: str, panels: list[dict[str, Any]], variables: list[dict[str, Any]] = ()) -> dict[str, Any]:
+    """A Grafana dashboard around `panels`, picking its Prometheus data source (and `variables`)."""
     return {
-        "uid": uid(isvc),
-        "title": f"Unbusy / {isvc.metadata.namespace} / {isvc.metadata.name}",
+        "uid": uid,
+        "title": title,
         "tags": ["unbusy", "triton"],
         "editable": True,
         "schemaVersion": 39,
@@ -136,23 +150,13 @@ def dashboard(isvc: InferenceService) -> dict[str, Any]:
         "time": {"from": "now-3h", "to": "now"},
         "timezone": "browser",
         "annotations": {"list": []},
-        "templating": {
-            "list": [
-                {
-                    "name": "datasource",
-                    "label": "Data source",
-                    "type": "datasource",
-                    "query": "prometheus",
-                    "current": {},
-                    "hide": 0,
-                    "options": [],
-                    "refresh": 1,
-                    "regex": "",
-                }
-            ]
-        },
-        "panels": _laid_out(panels(isvc)),
+        "templating": {"list": [DATASOURCE_VARIABLE, *variables]},
+        "panels": laid_out(panels),
     }
+
+
+def dashboard(isvc: InferenceService) -> dict[str, Any]:
+    return frame(uid(isvc), f"Unbusy / {isvc.metadata.namespace} / {isvc.metadata.name}", panels(isvc))
 
 
 def file_name(isvc: InferenceService) -> str:
