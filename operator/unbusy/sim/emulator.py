@@ -1,0 +1,184 @@
+"""A metrics emulator: Triton's and the DCGM exporter's /metrics for every Ready pod of an
+InferenceService, computed from simulated replicas (sim/live.py) under a request rate.
+
+Pods come from the caller (a function returning {pod name: (variant, ready)}, read from the
+API server), so kwok's pods appear and go as the operator scales. Every second the emulator
+moves the fleet on by one tick; Prometheus scrapes /metrics as it would Triton (port 8002)
+and the DCGM exporter. Series and labels are series.py's, with the target labels the
+ServiceMonitor's relabelling adds (namespace, inferenceservice, variant, pod) already on,
+since one emulator stands in for many scrape targets.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from unbusy import series
+from unbusy.sim.live import TICK_S, LiveFleet
+from unbusy.sim.model import ServiceModel
+
+log = logging.getLogger("unbusy.emulator")
+
+PodLister = Callable[[], Mapping[str, tuple[str, bool]]]
+FAILURE_REASONS = (series.REJECTED, "CANCELED", "BACKEND", "OTHER")  # the reasons Triton labels failures with
+GPU_MODEL = "NVIDIA H100 80GB HBM3"
+FB_TOTAL_MIB = 81559
+FB_USED_MIB = 18432  # a model loaded: constant, as it is on a real GPU between loads
+
+_TYPES = {
+    series.REQUEST_SUCCESS: "counter",
+    series.REQUEST_FAILURE: "counter",
+    series.INFERENCE_COUNT: "counter",
+    series.PENDING_REQUESTS: "gauge",
+    series.QUEUE_DURATION_US: "counter",
+    series.REQUEST_DURATION_US: "counter",
+    series.GPU_UTIL: "gauge",
+    series.GR_ENGINE_ACTIVE: "gauge",
+    series.FB_USED: "gauge",
+    series.FB_FREE: "gauge",
+}
+
+
+def _labels(labels: Mapping[str, str]) -> str:
+    return "{" + ",".join(f"{k}={series.quote(v)}" for k, v in labels.items()) + "}"
+
+
+class Emulator:
+    def __init__(
+        self,
+        pods: PodLister,
+        *,
+        namespace: str,
+        inference_service: str,
+        model: str,
+        service: ServiceModel,
+        rps: float = 0.0,
+        version: str = "1",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        seed: int = 0,
+    ) -> None:
+        self.list_pods = pods
+        self.namespace, self.inference_service, self.model, self.version = namespace, inference_service, model, version
+        self.fleet = LiveFleet(service, seed=seed)
+        self.rps = rps
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._pods: Mapping[str, tuple[str, bool]] = {}
+        emulator = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.split("?")[0] != "/metrics":
+                    self.send_error(404)
+                    return
+                body = emulator.render().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:  # one line per scrape is noise
+                pass
+
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self._threads = [
+            threading.Thread(target=self.server.serve_forever, name="emulator-http", daemon=True),
+            threading.Thread(target=self._run, name="emulator-tick", daemon=True),
+        ]
+
+    @property
+    def address(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"{host}:{port}"
+
+    def start(self) -> Emulator:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.server.shutdown()
+        self.server.server_close()
+        for thread in self._threads:
+            thread.join(5)
+
+    # --- load and what it did ------------------------------------------------------------
+
+    def set_rate(self, rps: float) -> None:
+        """The trace's request rate from the next tick on."""
+        with self._lock:
+            self.rps = rps
+
+    def rejected_fraction(self, window_s: int = 30) -> float:
+        """Requests refused (queue full or no ready pod) over the last `window_s` seconds."""
+        with self._lock:
+            return self.fleet.rejected_fraction(window_s)
+
+    def tick(self) -> None:
+        """One second of load on the pods the API server lists now (the last known on a failed read)."""
+        try:
+            self._pods = dict(self.list_pods())
+        except Exception as error:  # an API server hiccup must not stop the clock
+            log.warning("listing pods failed, keeping the last list: %s", error)
+        with self._lock:
+            self.fleet.tick(self.rps, self._pods)
+
+    def _run(self) -> None:
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            self.tick()
+            next_at += TICK_S
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    # --- exposition ----------------------------------------------------------------------
+
+    def render(self) -> str:
+        """The text a scrape of every Ready pod's Triton and DCGM exporter would return, merged."""
+        samples: dict[str, list[str]] = {name: [] for name in _TYPES}
+
+        def add(name: str, labels: Mapping[str, str], value: float) -> None:
+            samples[name].append(f"{name}{_labels(labels)} {value:.6g}")
+
+        with self._lock:
+            for name, pod in sorted(self.fleet.pods.items()):
+                if not self._pods.get(name, ("", False))[1]:
+                    continue  # not Ready: Triton's model is not loaded, nothing to scrape yet
+                triton = {
+                    series.NAMESPACE: self.namespace,
+                    series.INFERENCE_SERVICE: self.inference_service,
+                    series.VARIANT: pod.variant,
+                    series.POD: name,
+                    "model": self.model,
+                    "version": self.version,
+                }
+                add(series.REQUEST_SUCCESS, triton, int(pod.served))
+                for reason in FAILURE_REASONS:
+                    failed = int(pod.rejected) if reason == series.REJECTED else 0
+                    add(series.REQUEST_FAILURE, {**triton, series.REASON: reason}, failed)
+                add(series.INFERENCE_COUNT, triton, int(pod.served))
+                add(series.PENDING_REQUESTS, triton, round(pod.pending))
+                add(series.QUEUE_DURATION_US, triton, int(pod.queue_us))
+                add(series.REQUEST_DURATION_US, triton, int(pod.request_us))
+                gpu = {
+                    "gpu": "0",
+                    "UUID": f"GPU-emulated-{name}",
+                    "modelName": GPU_MODEL,
+                    series.NAMESPACE: self.namespace,
+                    series.POD: name,
+                    "container": "triton",
+                }
+                add(series.GPU_UTIL, gpu, round(100 * pod.gpu_busy))
+                add(series.GR_ENGINE_ACTIVE, gpu, pod.gpu_busy)
+                add(series.FB_USED, gpu, FB_USED_MIB)
+                add(series.FB_FREE, gpu, FB_TOTAL_MIB - FB_USED_MIB)
+        lines = []
+        for name, kind in _TYPES.items():
+            lines += [f"# TYPE {name} {kind}", *samples[name]]
+        return "\n".join(lines) + "\n"
