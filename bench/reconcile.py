@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -29,7 +30,8 @@ from operator_process import CRD, OperatorProcess  # noqa: E402
 from unbusy.api import load  # noqa: E402
 from unbusy.render import render_all  # noqa: E402
 
-KUBECONFIG = ROOT / ".testbed" / "kubeconfig"
+# testbed/up.sh honours TESTBED_STATE_DIR (and TESTBED_*_PORT): a second testbed beside the first.
+KUBECONFIG = Path(os.environ.get("TESTBED_STATE_DIR", ROOT / ".testbed")) / "kubeconfig"
 BENCH_NODES = 4  # fake nodes with room for a thousand GPU pods, for both sides alike
 
 

@@ -60,6 +60,10 @@ def crd(_: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> str:
     """Run the operator until interrupted (kopf with our handlers, metrics and liveness)."""
+    if args.kubeconfig:
+        # kopf logs in on its own through the kubernetes client, which reads KUBECONFIG once,
+        # when it is first imported: set it before importing either.
+        os.environ["KUBECONFIG"] = args.kubeconfig
     import asyncio
     import logging
 
@@ -75,8 +79,6 @@ def run(args: argparse.Namespace) -> str:
     logging.getLogger().setLevel(args.log_level.upper())
     if args.log_level != "debug":  # one line per change from us, not one per kopf handler call
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    if args.kubeconfig:  # kopf logs in on its own, through the same kubeconfig
-        os.environ["KUBECONFIG"] = args.kubeconfig
     start_http_server(args.metrics_port)
     asyncio.run(
         kopf.operator(
