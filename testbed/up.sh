@@ -116,6 +116,8 @@ start_scheduler() {
 
 # kwok plays kubelet for nodes annotated kwok.x-k8s.io/node=fake only, so a real node
 # could join the same control plane without kwok touching it.
+# Node leases keep the node lifecycle controller from finding the fake nodes stale (after ~50 s)
+# and marking every pod on them NotReady for good.
 start_kwok() {
   start_component kwok \
     --kubeconfig "$STATE_DIR/kwok.kubeconfig" \
@@ -124,6 +126,7 @@ start_kwok() {
     --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
     --manage-nodes-with-label-selector= \
     --disregard-status-with-annotation-selector kwok.x-k8s.io/status=custom \
+    --node-lease-duration-seconds 40 \
     --cidr "$POD_CIDR" \
     --node-ip 127.0.0.1 \
     --server-address "127.0.0.1:$KWOK_PORT"

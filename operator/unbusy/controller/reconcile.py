@@ -120,4 +120,5 @@ def refresh_status(
         return  # reconcile reports invalid specs
     states = _states(api, isvc, ctx or RenderContext())
     fresh = health.status(isvc, gpu, states, list(errors), url(isvc.spec.routing), selector_string(isvc), now())
-    _publish(api, body, fresh.to_wire())
+    # lastScaling belongs to the scaling loop: a copy from an older body must not overwrite it.
+    _publish(api, body, fresh.model_dump(by_alias=True, exclude_none=True, mode="json", exclude={"last_scaling"}))
