@@ -23,6 +23,7 @@ class VariantState:
     exists: bool = False
     rolled_out: bool = False  # the Deployment controller has seen the latest template
     stalled: str | None = None  # ProgressDeadlineExceeded message
+    replica_failure: str | None = None  # the ReplicaSet could not create pods (quota, admission ...)
     unschedulable: str | None = None  # the scheduler's message for a Pending replica
     pending: int = 0  # replicas the scheduler could not place
 
@@ -34,7 +35,7 @@ def explain_unschedulable(message: str, gpu: GpuRequest | None) -> str:
         what = f"MIG slice {gpu.mig_profile} ({gpu.resource_name})" if gpu.mig_profile else gpu.resource_name
         causes.append(f"no node has a free {what}")
     elif "Insufficient" in message:
-        resources = sorted(set(re.findall(r"Insufficient ([\w./-]+)", message)))
+        resources = sorted(set(re.findall(r"Insufficient ([\w./-]*\w)", message)))
         causes.append(f"not enough {', '.join(resources)} on any node")
     if "didn't match Pod's node affinity/selector" in message:
         causes.append("some nodes lack the GPU product label or nodeSelector")
@@ -58,6 +59,8 @@ def _conditions(states: list[VariantState], errors: list[str], gpu: GpuRequest |
             )
         if s.stalled:
             problems.append(f"variant {s.name}: rollout stalled: {s.stalled}")
+        if s.replica_failure:
+            problems.append(f"variant {s.name}: replicas cannot be created: {s.replica_failure}")
     waiting = [s for s in states if not s.exists or s.ready < s.desired or (s.weight > 0 and s.ready == 0)]
     rolling = [s for s in states if s.exists and (not s.rolled_out or s.updated < s.desired)]
 
@@ -76,7 +79,8 @@ def _conditions(states: list[VariantState], errors: list[str], gpu: GpuRequest |
         progressing = _condition("Progressing", False, "Stable", "no rollout in progress")
 
     if problems:
-        reason = "Unschedulable" if any("cannot be scheduled" in p for p in problems) else "ReconcileFailed"
+        kinds = {"cannot be scheduled": "Unschedulable", "cannot be created": "ReplicaFailure"}
+        reason = next((r for words, r in kinds.items() if any(words in p for p in problems)), "ReconcileFailed")
         degraded = _condition("Degraded", True, reason, "; ".join(problems))
     else:
         degraded = _condition("Degraded", False, "AsExpected", "no problems seen")

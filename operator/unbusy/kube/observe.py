@@ -49,6 +49,7 @@ def variant_states(
             items = api.get(pods, namespace=namespace, label_selector=selected, field_selector="status.phase=Pending")
             pending, message = _unschedulable(items.to_dict()["items"])
         progress = _condition(deployment, "Progressing")
+        failure = _condition(deployment, "ReplicaFailure")
         states.append(
             VariantState(
                 variant,
@@ -60,6 +61,7 @@ def variant_states(
                 exists=True,
                 rolled_out=(status.get("observedGeneration") or 0) >= deployment["metadata"].get("generation", 0),
                 stalled=progress.get("message") if progress.get("reason") == "ProgressDeadlineExceeded" else None,
+                replica_failure=failure.get("message") if failure.get("status") == "True" else None,
                 unschedulable=message,
                 pending=pending,
             )

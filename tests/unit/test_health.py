@@ -1,0 +1,73 @@
+"""Status from what the cluster shows: conditions a platform engineer can act on."""
+
+from __future__ import annotations
+
+from builders import isvc
+
+from unbusy.api import Condition
+from unbusy.gpu.request import gpu_request
+from unbusy.health import VariantState, explain_unschedulable, merge_conditions, status
+
+NOW = "2026-11-23T20:00:00Z"
+
+
+def conditions(*states: VariantState, errors=()) -> dict[str, Condition]:
+    service = isvc()
+    result = status(service, gpu_request(service.spec.gpu), list(states), list(errors), None, "sel", NOW)
+    return {c.type: c for c in result.conditions}
+
+
+def ready_state(**overrides) -> VariantState:
+    values = dict(name="main", weight=100, desired=2, replicas=2, ready=2, updated=2, exists=True, rolled_out=True)
+    return VariantState(**values | overrides)
+
+
+def test_all_replicas_ready():
+    found = conditions(ready_state())
+    assert (found["Ready"].status, found["Degraded"].status, found["Progressing"].status) == ("True", "False", "False")
+
+
+def test_waiting_for_replicas_is_progress_not_degradation():
+    found = conditions(ready_state(ready=1, updated=1))
+    assert found["Ready"].reason == "ReplicasNotReady" and "main 1/2" in found["Ready"].message
+    assert found["Progressing"].status == "True" and found["Degraded"].status == "False"
+
+
+def test_unschedulable_mig_replica_is_explained():
+    message = (
+        "0/4 nodes are available: 1 Insufficient nvidia.com/mig-1g.10gb, "
+        "3 node(s) didn't match Pod's node affinity/selector."
+    )
+    service = isvc({"gpu": {"migProfile": "1g.10gb", "product": "A100-80GB"}})
+    gpu = gpu_request(service.spec.gpu)
+    state = ready_state(desired=8, ready=7, pending=1, unschedulable=message)
+    degraded = {c.type: c for c in status(service, gpu, [state], [], None, "s", NOW).conditions}["Degraded"]
+    assert degraded.reason == "Unschedulable"
+    assert "1 of 8 replicas cannot be scheduled: no node has a free MIG slice 1g.10gb" in degraded.message
+
+
+def test_replicas_the_replicaset_cannot_create_are_degraded():
+    failure = 'pods "x-" is forbidden: no PriorityClass with name inference-critical was found'
+    found = conditions(ready_state(ready=0, replica_failure=failure))
+    assert found["Degraded"].reason == "ReplicaFailure" and "no PriorityClass" in found["Degraded"].message
+    assert found["Ready"].status == "False"
+
+
+def test_apply_errors_are_degraded():
+    found = conditions(ready_state(), errors=["PrometheusRule: the monitoring.coreos.com/v1 API is not served"])
+    assert found["Degraded"].reason == "ReconcileFailed"
+
+
+def test_explanations_for_the_schedulers_words():
+    assert explain_unschedulable("0/2 nodes are available: 2 Insufficient memory.", None).startswith(
+        "not enough memory on any node"
+    )
+    assert "taints" in explain_unschedulable("0/1 nodes are available: 1 node(s) had untolerated taint {x: y}.", None)
+
+
+def test_transition_time_kept_while_the_status_holds():
+    old = [Condition(type="Ready", status="True", reason="A", message="", last_transition_time="earlier")]
+    kept = merge_conditions(old, [("Ready", "True", "A", "again")], NOW, 2)
+    changed = merge_conditions(old, [("Ready", "False", "B", "down")], NOW, 2)
+    assert kept[0].last_transition_time == "earlier" and changed[0].last_transition_time == NOW
+    assert kept[0].observed_generation == 2
