@@ -25,6 +25,7 @@ import kubernetes
 import pytest
 from operator_process import CRD, OperatorProcess, free_port
 
+from polling import eventually
 from unbusy.api import load
 from unbusy.api.spec import DEFAULT_VARIANT
 from unbusy.render.meta import INFERENCE_SERVICE, VARIANT
@@ -52,20 +53,6 @@ namespace = _integration.namespace
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: closed loop with the testbed, a real Prometheus and the emulator")
-
-
-def eventually(
-    check: Callable[[], object], timeout: float, every: float = 1.0, describe: Callable[[], str] = str
-) -> object:
-    """Poll until check() returns something truthy; fail with the last value seen and describe()."""
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"not true within {timeout}s; last value: {value!r}; {describe()}")
 
 
 # --- Prometheus ------------------------------------------------------------------------------

@@ -4,12 +4,12 @@ garbage collection, idempotence, the scale subresource, MIG capacity and restart
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from operator_process import CRD, OperatorProcess
 
+from polling import eventually
 from unbusy.controller.reconcile import reconcile
 from unbusy.kube.client import connect
 from unbusy.kube.status import get_inference_service
@@ -33,18 +33,6 @@ def manifest(name: str, **spec) -> dict:
         "metadata": {"name": name},
         "spec": base | spec,
     }
-
-
-def eventually(check: Callable[[], object], timeout: float = 60, every: float = 0.5) -> object:
-    """Poll until check() returns something truthy; fail with the last value seen."""
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"not true within {timeout}s; last value: {value!r}")
 
 
 @pytest.fixture(scope="module")
