@@ -38,7 +38,7 @@ Policy = Callable[[Observation, Autoscaling, tuple[int, int], PolicyState, float
 
 
 @dataclass
-class _Replica:
+class Replica:
     ready_at: float
     queue: list[list[float]] = field(default_factory=list)  # FIFO of [first arrival, last arrival, count]
     draining: bool = False
@@ -68,7 +68,7 @@ class _Minute:
     latency: Histogram = field(default_factory=Histogram)
 
 
-def _poisson(rng: random.Random, mean: float) -> int:
+def poisson(rng: random.Random, mean: float) -> int:
     if mean <= 0:
         return 0
     if mean > 50:  # the normal approximation is close here, and Knuth's loop would take `mean` steps
@@ -80,12 +80,12 @@ def _poisson(rng: random.Random, mean: float) -> int:
     return k
 
 
-class _Simulation:
+class Simulation:
     def __init__(self, config: SimConfig, trace: Trace, policy: Policy = decide) -> None:
         self.config, self.trace, self.policy = config, trace, policy
         self.model = config.model
         self.rng = random.Random(config.seed)
-        self.replicas = [_Replica(ready_at=0.0) for _ in range(config.initial_replicas)]
+        self.replicas = [Replica(ready_at=0.0) for _ in range(config.initial_replicas)]
         self.state = PolicyState()
         self.scrapes: list[tuple[float, tuple[ReplicaSample, ...]]] = []
         self.minutes: list[_Minute] = []
@@ -99,7 +99,7 @@ class _Simulation:
         if latency_s <= self.config.slo_s:
             minute.within_slo += weight
 
-    def _serve(self, replica: _Replica, now: float, arrivals: float, minute: _Minute) -> float:
+    def serve(self, replica: Replica, now: float, arrivals: float, minute: _Minute) -> float:
         """One tick of one replica; returns the requests it rejected."""
         model, backlog = self.model, replica.backlog
         rate = arrivals / TICK_S
@@ -172,7 +172,7 @@ class _Simulation:
         self.scaling_events += 1
         if decision.replicas > len(live):
             added = decision.replicas - len(live)
-            self.replicas += [_Replica(ready_at=now + config.startup_s) for _ in range(added)]
+            self.replicas += [Replica(ready_at=now + config.startup_s) for _ in range(added)]
             return
         doomed = sorted(live, key=lambda r: (r.ready_at <= now, r.backlog))[: len(live) - decision.replicas]
         for replica in doomed:
@@ -191,13 +191,13 @@ class _Simulation:
             minute = self.minutes[-1]
             if interval and second > 0 and second % interval == 0:
                 self._scale(now)
-            arrivals = _poisson(self.rng, rps * config.weight * TICK_S)
+            arrivals = poisson(self.rng, rps * config.weight * TICK_S)
             targets = [r for r in self.replicas if r.ready(now)]
             rejected = 0.0 if targets else float(arrivals)
             for replica in self.replicas:
                 if replica.ready_at <= now:
                     share = arrivals / len(targets) if replica in targets else 0.0
-                    rejected += self._serve(replica, now, share, minute)
+                    rejected += self.serve(replica, now, share, minute)
             self.replicas = [r for r in self.replicas if not (r.draining and r.backlog < 1e-9)]
             if (second + 1) % config.scrape_interval_s == 0:
                 self._scrape(now + TICK_S)
@@ -244,4 +244,4 @@ def simulate(config: SimConfig, trace: Trace, policy: Policy = decide) -> SimRes
     `policy` replaces Unbusy's decide (same signature); the arrivals depend only on the seed,
     so runs with different policies see the very same requests.
     """
-    return _Simulation(config, trace, policy).run()
+    return Simulation(config, trace, policy).run()

@@ -2,7 +2,7 @@
 
 The metrics emulator of the end-to-end tests keeps one replica per Ready pod of a real
 (kwok) Deployment and moves it on once per wall-clock second. Serving is the engine's own:
-`_Simulation._serve` (batching, service time, queue limit), its `_Replica` and `_poisson`, so
+`Simulation.serve` (batching, service time, queue limit), its `Replica` and `poisson`, so
 that the emulator and `unbusy simulate` cannot drift apart. Only the bookkeeping a scrape
 needs is added here: cumulative counters per pod, as Triton's are.
 """
@@ -34,7 +34,7 @@ class _LatencySum:
 
 @dataclass
 class _Record:
-    """What `_Simulation._serve` writes its latencies into (the engine's per-minute record)."""
+    """What `Simulation.serve` writes its latencies into (the engine's per-minute record)."""
 
     latency: _LatencySum = field(default_factory=_LatencySum)
     within_slo: float = 0.0
@@ -45,7 +45,7 @@ class Pod:
     """One replica and its cumulative counters (they only grow, as Triton's do)."""
 
     variant: str
-    replica: engine._Replica = field(default_factory=lambda: engine._Replica(ready_at=0.0))
+    replica: engine.Replica = field(default_factory=lambda: engine.Replica(ready_at=0.0))
     record: _Record = field(default_factory=_Record)
     rejected: float = 0.0
     gpu_busy: float = 0.0  # fraction of the last tick the GPU computed
@@ -72,7 +72,7 @@ class LiveFleet:
 
     def __init__(self, model: ServiceModel, seed: int = 0, history_s: int = 600) -> None:
         config = SimConfig(model=model, policy=None, bounds=(0, 0), initial_replicas=0, slo_s=math.inf, seed=seed)
-        self._sim = engine._Simulation(config, Trace("live", ()))
+        self._sim = engine.Simulation(config, Trace("live", ()))
         self.pods: dict[str, Pod] = {}
         self.now = 0.0
         self.history: deque[tuple[float, float]] = deque(maxlen=history_s)  # (arrived, rejected) per tick
@@ -81,11 +81,11 @@ class LiveFleet:
         """One second: `pods` maps each live pod to (variant, ready); arrivals split over the ready ones."""
         self.pods = {name: self.pods.get(name) or Pod(variant) for name, (variant, _) in pods.items()}
         ready = [self.pods[name] for name, (_, ok) in sorted(pods.items()) if ok]
-        arrivals = engine._poisson(self._sim.rng, rps * TICK_S)
+        arrivals = engine.poisson(self._sim.rng, rps * TICK_S)
         rejected = 0.0 if ready else float(arrivals)
         for pod in ready:
             busy = pod.replica.busy_s
-            refused = self._sim._serve(pod.replica, self.now, arrivals / len(ready), pod.record)
+            refused = self._sim.serve(pod.replica, self.now, arrivals / len(ready), pod.record)
             pod.rejected += refused
             pod.gpu_busy = min(1.0, (pod.replica.busy_s - busy) / TICK_S)
             rejected += refused
