@@ -87,7 +87,9 @@ def run(args: argparse.Namespace) -> str:
             standalone=not args.peering,
             **({"peering_name": args.peering, "priority": args.priority} if args.peering else {}),
             liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz",
-            memo=kopf.Memo(kubeconfig=args.kubeconfig, prometheus_url=args.prometheus_url),
+            memo=kopf.Memo(
+                kubeconfig=args.kubeconfig, prometheus_url=args.prometheus_url, probe_models=args.probe_models
+            ),
         )
     )
     return ""
@@ -103,6 +105,13 @@ def parser() -> argparse.ArgumentParser:
         "--prometheus-url",
         default=os.environ.get("UNBUSY_PROMETHEUS_URL"),
         help="Prometheus the scaling loop reads (default: $UNBUSY_PROMETHEUS_URL)",
+    )
+    run_cmd.add_argument(
+        "--probe-models",
+        action=argparse.BooleanOptionalAction,
+        default="KUBERNETES_SERVICE_HOST" in os.environ,
+        help="ask Triton through each variant's Service whether the model is loaded (ModelReady condition); "
+        "on by default inside a cluster, where Service names resolve",
     )
     run_cmd.add_argument("--peering", help="kopf peering name: replicas with the same name elect one active")
     run_cmd.add_argument("--priority", type=int, default=0, help="peering priority of this replica")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from unbusy.api import Condition, InferenceService, InferenceServiceStatus
 from unbusy.api.status import GpuStatus, VariantStatus
 from unbusy.gpu.request import GpuRequest
+from unbusy.triton.readiness import Readiness
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,14 @@ def _conditions(states: list[VariantState], errors: list[str], gpu: GpuRequest |
     return [ready, progressing, degraded]
 
 
+def model_condition(readiness: Mapping[str, Readiness]) -> tuple[str, str, str, str]:
+    """ModelReady: Triton itself, asked through each variant's Service, has the model loaded."""
+    failing = [f"variant {variant}: {answer.reason}" for variant, answer in readiness.items() if not answer.ready]
+    if failing:
+        return _condition("ModelReady", False, "ModelNotReady", "; ".join(failing))
+    return _condition("ModelReady", True, "ModelLoaded", "Triton is live and ready with the model loaded")
+
+
 def merge_conditions(
     previous: list[Condition], fresh: list[tuple], now: str, generation: int | None
 ) -> list[Condition]:
@@ -124,6 +134,7 @@ def status(
     url: str | None,
     selector: str,
     now: str,
+    model_readiness: Mapping[str, Readiness] | None = None,
 ) -> InferenceServiceStatus:
     previous = isvc.status or InferenceServiceStatus()
     generation = isvc.metadata.generation
@@ -132,7 +143,12 @@ def status(
     return previous.model_copy(
         update={
             "observed_generation": generation,
-            "conditions": merge_conditions(previous.conditions, _conditions(states, errors, gpu), now, generation),
+            "conditions": merge_conditions(
+                previous.conditions,
+                _conditions(states, errors, gpu) + ([model_condition(model_readiness)] if model_readiness else []),
+                now,
+                generation,
+            ),
             "replicas": sum(s.replicas for s in states),
             "ready_replicas": ready,
             "desired_replicas": desired,

@@ -7,6 +7,7 @@ from builders import isvc
 from unbusy.api import Condition
 from unbusy.gpu.request import gpu_request
 from unbusy.health import VariantState, explain_unschedulable, merge_conditions, status
+from unbusy.triton.readiness import Readiness
 
 NOW = "2026-11-23T20:00:00Z"
 
@@ -71,3 +72,13 @@ def test_transition_time_kept_while_the_status_holds():
     changed = merge_conditions(old, [("Ready", "False", "B", "down")], NOW, 2)
     assert kept[0].last_transition_time == "earlier" and changed[0].last_transition_time == NOW
     assert kept[0].observed_generation == 2
+
+
+def test_model_readiness_adds_its_own_condition():
+    service = isvc()
+    gpu = gpu_request(service.spec.gpu)
+    answers = {"main": Readiness(False, "model 'resnet50' is not in the server's model repository")}
+    result = status(service, gpu, [ready_state()], [], None, "s", NOW, answers)
+    found = {c.type: c for c in result.conditions}
+    assert found["ModelReady"].status == "False" and "variant main: model 'resnet50'" in found["ModelReady"].message
+    assert "ModelReady" not in conditions(ready_state())  # only when the operator probes models

@@ -8,11 +8,11 @@ from pydantic import Field
 
 from unbusy.api.base import ApiModel
 
-ConditionType = Literal["Ready", "Progressing", "Degraded", "ScalingActive", "SpecValid"]
+ConditionType = Literal["Ready", "Progressing", "Degraded", "ScalingActive", "ModelReady"]
 
 
 class Condition(ApiModel):
-    type: ConditionType = Field(description="Ready, Progressing, Degraded, ScalingActive or SpecValid.")
+    type: ConditionType = Field(description="Ready, Progressing, Degraded, ScalingActive or ModelReady.")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(max_length=128, description="One CamelCase word a machine can match on.")
     message: str = Field("", max_length=32768, description="What happened, in words a person understands.")

@@ -54,7 +54,8 @@ def deployment_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     key = (body["metadata"]["namespace"], body["metadata"]["labels"][INFERENCE_SERVICE])
     parent = _guarded(get_inference_service, memo.api, *key)
     if parent is not None:
-        _guarded(reconcile.refresh_status, memo.api, parent, None, None, memo.reconcile_errors.get(key, []))
+        errors = memo.reconcile_errors.get(key, [])
+        _guarded(reconcile.refresh_status, memo.api, parent, None, None, errors, memo.get("probe_models", False))
 
 
 def _operator_mode(spec: kopf.Spec, **_: Any) -> bool:

@@ -16,8 +16,9 @@ from unbusy.kube.client import CountingClient
 from unbusy.kube.status import event, patch_status
 from unbusy.render import RenderContext, render_all
 from unbusy.render.context import desired_replicas, weight
-from unbusy.render.meta import selector_string
+from unbusy.render.meta import HTTP_PORT, selector_string, variant_name
 from unbusy.render.routing import url
+from unbusy.triton import readiness
 
 log = logging.getLogger("unbusy")
 
@@ -102,12 +103,26 @@ def _reconcile(api: CountingClient, body: dict[str, Any]) -> children.Outcome | 
     return outcome
 
 
+def _model_readiness(isvc: InferenceService, states: list[health.VariantState]) -> dict[str, readiness.Readiness]:
+    """Ask Triton itself, through each serving variant's Service, whether the model is loaded."""
+    namespace, model = isvc.metadata.namespace, isvc.spec.model
+    versions = {v.name: v.model_version or model.version for v in isvc.spec.effective_variants()}
+    return {
+        s.name: readiness.check(
+            f"http://{variant_name(isvc, s.name)}.{namespace}.svc:{HTTP_PORT}", model.name, versions[s.name]
+        )
+        for s in states
+        if s.ready > 0
+    }
+
+
 def refresh_status(
     api: CountingClient,
     body: dict[str, Any],
     isvc: InferenceService | None = None,
     ctx: RenderContext | None = None,
     errors: tuple[str, ...] | list[str] = (),
+    probe_models: bool = False,
 ) -> None:
     """Recompute the status from the live Deployments and Pods (also on every child event).
 
@@ -119,6 +134,7 @@ def refresh_status(
     except SpecError:
         return  # reconcile reports invalid specs
     states = _states(api, isvc, ctx or RenderContext())
-    fresh = health.status(isvc, gpu, states, list(errors), url(isvc.spec.routing), selector_string(isvc), now())
+    models = _model_readiness(isvc, states) if probe_models else None
+    fresh = health.status(isvc, gpu, states, list(errors), url(isvc.spec.routing), selector_string(isvc), now(), models)
     # lastScaling belongs to the scaling loop: a copy from an older body must not overwrite it.
     _publish(api, body, fresh.model_dump(by_alias=True, exclude_none=True, mode="json", exclude={"last_scaling"}))
