@@ -47,8 +47,8 @@ def manifest() -> dict:
                 "minReplicas": 1,
                 "maxReplicas": 6,
                 "intervalSeconds": INTERVAL_S,
-                # A busy simulated GPU reads 100% long before it is at capacity: the queue decides.
-                "targets": {"queueDepthPerReplica": QUEUE_TARGET, "gpuUtilizationPercent": 100},
+                # A busy simulated GPU reads 100% long before it is at capacity: the queue decides alone.
+                "targets": {"queueDepthPerReplica": QUEUE_TARGET, "gpuUtilizationPercent": 0},
                 "behavior": {
                     "scaleUp": {"stabilizationWindowSeconds": 0, "maxPodsPerStep": 4, **rules},
                     "scaleDown": {"stabilizationWindowSeconds": STABILISATION_S, "maxPodsPerStep": 2, **rules},

@@ -96,3 +96,8 @@ def test_metadata_name_must_leave_room_for_child_names():
     with pytest.raises(SpecError) as error:
         isvc(name="x" * 41)
     assert error.value.problems[0].startswith("metadata.name:")
+
+
+def test_a_metric_target_of_zero_turns_it_off():
+    targets = isvc({"autoscaling": {"targets": {"gpuUtilizationPercent": 0}}}).spec.autoscaling.targets
+    assert (targets.gpu_utilization_percent, targets.queue_depth_per_replica) == (0, 8)

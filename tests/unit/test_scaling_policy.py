@@ -14,8 +14,8 @@ from unbusy.scaling.policy import Decision, Observation, PolicyState, ReplicaSam
 
 # Steps and windows out of the way, so a test sees one rule at a time.
 FREE = {"stabilizationWindowSeconds": 0, "maxPodsPerStep": 1000, "maxPercentPerStep": 1000}
-QUEUE_ONLY = {"queueDepthPerReplica": 8, "gpuUtilizationPercent": None}
-GPU_ONLY = {"queueDepthPerReplica": None, "gpuUtilizationPercent": 80}
+QUEUE_ONLY = {"queueDepthPerReplica": 8, "gpuUtilizationPercent": 0}
+GPU_ONLY = {"queueDepthPerReplica": 0, "gpuUtilizationPercent": 80}
 
 
 def policy(**autoscaling: Any) -> tuple[Autoscaling, tuple[int, int]]:

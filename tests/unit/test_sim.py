@@ -18,7 +18,7 @@ from unbusy.sim.model import ServiceModel, from_config, from_service
 from unbusy.sim.traces import SHAPES, Trace, builtin, parse_csv
 
 FAST_DOWN = {"stabilizationWindowSeconds": 60, "maxPodsPerStep": 4, "maxPercentPerStep": 100, "periodSeconds": 15}
-QUEUE_ONLY = {"queueDepthPerReplica": 8, "gpuUtilizationPercent": None}
+QUEUE_ONLY = {"queueDepthPerReplica": 8, "gpuUtilizationPercent": 0}
 
 
 def config(scaling: bool = True, **autoscaling) -> SimConfig:

@@ -52,7 +52,7 @@ def test_cpu_follows_served_throughput_and_saturates_with_the_gpu():
 def test_hpa_autoscaling_has_the_hpa_defaults_and_one_metric():
     cpu = hpa_autoscaling(utilisation=70)
     assert cpu.interval_seconds == 15 and cpu.tolerance == 0.1 and not cpu.forecast.enabled
-    assert (cpu.targets.gpu_utilization_percent, cpu.targets.queue_depth_per_replica) == (70, None)
+    assert (cpu.targets.gpu_utilization_percent, cpu.targets.queue_depth_per_replica) == (70, 0)
     up, down = cpu.behavior.scale_up, cpu.behavior.scale_down
     assert (up.stabilization_window_seconds, up.max_pods_per_step, up.max_percent_per_step) == (0, 4, 100)
     assert (down.stabilization_window_seconds, down.max_percent_per_step, down.period_seconds) == (300, 100, 15)

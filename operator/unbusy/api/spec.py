@@ -304,14 +304,16 @@ class Behavior(ApiModel):
 
 
 class Targets(ApiModel):
-    queue_depth_per_replica: int | None = Field(
-        8, ge=1, le=100_000, description="Pending requests per replica to aim for (Triton's queue)."
+    """Metric targets; 0 turns a metric off (a CRD field cannot be set to null)."""
+
+    queue_depth_per_replica: int = Field(
+        8, ge=0, le=100_000, description="Pending requests per replica to aim for (Triton's queue); 0: off."
     )
-    gpu_utilization_percent: int | None = Field(
-        80, ge=1, le=100, description="GPU utilisation to aim for (DCGM; GR engine activity under MIG)."
+    gpu_utilization_percent: int = Field(
+        80, ge=0, le=100, description="GPU utilisation to aim for (DCGM; GR engine activity under MIG); 0: off."
     )
-    cpu_utilization_percent: int | None = Field(
-        70, ge=1, le=100, description="CPU utilisation target, used in hpa mode only."
+    cpu_utilization_percent: int = Field(
+        70, ge=0, le=100, description="CPU utilisation target, used in hpa mode only; 0: off."
     )
 
 

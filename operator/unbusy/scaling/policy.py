@@ -234,7 +234,7 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
             ("queue", _queue, targets.queue_depth_per_replica),
             ("gpu", _gpu, targets.gpu_utilization_percent),
         )
-        if target is not None
+        if target  # 0: the metric is off
     }
     found = [d for d in wanted.values() if d is not None]
     missing = [name for name, d in wanted.items() if d is None]

@@ -57,7 +57,7 @@ def cpu_percent(request_rate: float, capacity_rps: float) -> float:
     return CPU_IDLE_PERCENT + CPU_AT_CAPACITY_PERCENT * served / capacity_rps
 
 
-def hpa_autoscaling(queue_depth: int | None = None, utilisation: int | None = None) -> Autoscaling:
+def hpa_autoscaling(queue_depth: int = 0, utilisation: int = 0) -> Autoscaling:
     """An Autoscaling with the HPA's defaults and one target: queue (KEDA) or utilisation (CPU)."""
     return Autoscaling.model_validate(
         {
@@ -65,7 +65,7 @@ def hpa_autoscaling(queue_depth: int | None = None, utilisation: int | None = No
             "targets": {
                 "queueDepthPerReplica": queue_depth,
                 "gpuUtilizationPercent": utilisation,
-                "cpuUtilizationPercent": None,
+                "cpuUtilizationPercent": 0,
             },
             "tolerance": 0.1,
             "behavior": HPA_DEFAULT_BEHAVIOR,
