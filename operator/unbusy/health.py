@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from unbusy.api import Condition, InferenceService, InferenceServiceStatus
 from unbusy.api.status import GpuStatus, VariantStatus
@@ -115,6 +116,14 @@ def merge_conditions(
             observed_generation=generation,
         )
     return [merged[t] for t in sorted(merged)]
+
+
+def merged_wire_conditions(
+    status: dict[str, Any], fresh: list[tuple], now: str, generation: int | None
+) -> list[dict[str, Any]]:
+    """merge_conditions over a status as the API server has it, back in wire form."""
+    previous = [Condition.model_validate(c) for c in status.get("conditions") or []]
+    return [c.to_wire() for c in merge_conditions(previous, fresh, now, generation)]
 
 
 def invalid_spec_conditions(problems: list[str]) -> list[tuple]:

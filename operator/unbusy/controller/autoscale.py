@@ -8,14 +8,14 @@ import time
 from typing import Any
 
 from unbusy import health
-from unbusy.api import Condition, InferenceService, SpecError, load
+from unbusy.api import InferenceService, SpecError, load
 from unbusy.api.status import ScalingDecision
 from unbusy.controller.metrics import METRIC_READ_FAILURES, SCALING_DECISIONS
 from unbusy.controller.reconcile import now
 from unbusy.gpu.request import gpu_request
 from unbusy.kube import observe
 from unbusy.kube.client import CountingClient
-from unbusy.kube.status import event, patch_status
+from unbusy.kube.status import event, publish_status
 from unbusy.render.context import RenderContext, replica_bounds, weight
 from unbusy.render.meta import variant_name
 from unbusy.scaling.policy import Decision, Observation, PolicyState, decide
@@ -93,12 +93,11 @@ def _publish(
 ) -> None:
     if not decisions:
         return
-    previous = body.get("status") or {}
-    old = [Condition.model_validate(c) for c in previous.get("conditions") or []]
     generation = body["metadata"].get("generation")
-    conditions = health.merge_conditions(old, [_scaling_condition(decisions)], now(), generation)
-    status: dict[str, Any] = {"conditions": [c.to_wire() for c in conditions]}
+    fresh = [_scaling_condition(decisions)]
+    status: dict[str, Any] = {
+        "conditions": health.merged_wire_conditions(body.get("status") or {}, fresh, now(), generation)
+    }
     if last is not None:
         status["lastScaling"] = last.to_wire()
-    if status["conditions"] != previous.get("conditions") or last is not None:
-        patch_status(api, body["metadata"]["namespace"], body["metadata"]["name"], status)
+    publish_status(api, body, status)

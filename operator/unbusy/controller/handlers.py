@@ -32,10 +32,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.reconcile_errors = {}
 
 
-def _guarded(work, *args: Any) -> Any:
+def _guarded(work, *args: Any, **kwargs: Any) -> Any:
     """API trouble is worth a retry with back-off; anything from bad input is already reported."""
     try:
-        return work(*args)
+        return work(*args, **kwargs)
     except (DynamicApiError, HTTPError) as error:
         raise kopf.TemporaryError(f"API server: {error}", delay=10) from error
 
@@ -55,7 +55,9 @@ def deployment_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     parent = _guarded(get_inference_service, memo.api, *key)
     if parent is not None:
         errors = memo.reconcile_errors.get(key, [])
-        _guarded(reconcile.refresh_status, memo.api, parent, None, None, errors, memo.get("probe_models", False))
+        _guarded(
+            reconcile.refresh_status, memo.api, parent, errors=errors, probe_models=memo.get("probe_models", False)
+        )
 
 
 def _operator_mode(spec: kopf.Spec, **_: Any) -> bool:

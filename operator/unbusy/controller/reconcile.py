@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from unbusy import health
-from unbusy.api import API_VERSION, KIND, Condition, InferenceService, SpecError, load
+from unbusy.api import API_VERSION, KIND, InferenceService, SpecError, load
 from unbusy.controller.metrics import CHILDREN_APPLIED, CHILDREN_PRUNED, RECONCILES
 from unbusy.gpu.request import gpu_request
 from unbusy.kube import children, observe
 from unbusy.kube.client import CountingClient
-from unbusy.kube.status import event, patch_status
+from unbusy.kube.status import event, publish_status
 from unbusy.render import RenderContext, render_all
 from unbusy.render.context import desired_replicas, weight
 from unbusy.render.meta import HTTP_PORT, selector_string, variant_name
@@ -38,22 +38,15 @@ def _states(api: CountingClient, isvc: InferenceService, ctx: RenderContext) -> 
     return observe.variant_states(api, isvc.metadata.namespace, isvc.metadata.name, weights, rendered)
 
 
-def _publish(api: CountingClient, body: dict[str, Any], status: dict[str, Any]) -> None:
-    """Patch the status only when it differs: a resync with nothing new writes nothing."""
-    if body.get("status", {}) | status != body.get("status", {}):
-        patch_status(api, body["metadata"]["namespace"], body["metadata"]["name"], status)
-
-
 def _invalid(api: CountingClient, body: dict[str, Any], problems: list[str]) -> None:
     previous = body.get("status") or {}
     generation = body["metadata"].get("generation")
-    old = [Condition.model_validate(c) for c in previous.get("conditions") or []]
-    conditions = health.merge_conditions(old, health.invalid_spec_conditions(problems), now(), generation)
-    status = {"observedGeneration": body["metadata"].get("generation"), "conditions": [c.to_wire() for c in conditions]}
-    if previous.get("conditions") != status["conditions"]:
+    conditions = health.merged_wire_conditions(previous, health.invalid_spec_conditions(problems), now(), generation)
+    status = {"observedGeneration": generation, "conditions": conditions}
+    if previous.get("conditions") != conditions:
         event(api, body, "Warning", "InvalidSpec", "; ".join(problems))
         log.warning("%s/%s: invalid spec: %s", body["metadata"]["namespace"], body["metadata"]["name"], problems)
-    _publish(api, body, status)
+    publish_status(api, body, status)
 
 
 def reconcile(api: CountingClient, body: dict[str, Any]) -> children.Outcome | None:
@@ -137,4 +130,4 @@ def refresh_status(
     models = _model_readiness(isvc, states) if probe_models else None
     fresh = health.status(isvc, gpu, states, list(errors), url(isvc.spec.routing), selector_string(isvc), now(), models)
     # lastScaling belongs to the scaling loop: a copy from an older body must not overwrite it.
-    _publish(api, body, fresh.model_dump(by_alias=True, exclude_none=True, mode="json", exclude={"last_scaling"}))
+    publish_status(api, body, fresh.model_dump(by_alias=True, exclude_none=True, mode="json", exclude={"last_scaling"}))

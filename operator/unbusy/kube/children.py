@@ -9,7 +9,7 @@ from typing import Any
 from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 
 from unbusy.kube.client import CountingClient
-from unbusy.render.meta import INFERENCE_SERVICE, MANAGED_BY, OPERATOR
+from unbusy.render.meta import children_selector
 
 FIELD_MANAGER = "unbusy"
 
@@ -48,7 +48,7 @@ class Owner:
 
     @property
     def selector(self) -> str:
-        return f"{MANAGED_BY}={OPERATOR},{INFERENCE_SERVICE}={self.name}"
+        return children_selector(self.name)
 
 
 @dataclass

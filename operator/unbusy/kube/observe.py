@@ -6,7 +6,7 @@ from typing import Any
 
 from unbusy.health import VariantState
 from unbusy.kube.client import CountingClient
-from unbusy.render.meta import INFERENCE_SERVICE, MANAGED_BY, OPERATOR, VARIANT
+from unbusy.render.meta import INFERENCE_SERVICE, VARIANT, children_selector, label_selector
 
 
 def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
@@ -23,15 +23,22 @@ def _unschedulable(pods: list[dict[str, Any]]) -> tuple[int, str | None]:
     return len(stuck), (stuck[0].get("message") if stuck else None)
 
 
+def _pods(
+    api: CountingClient, namespace: str, name: str, variant: str, field_selector: str | None = None
+) -> list[dict[str, Any]]:
+    pods = api.resources.get(api_version="v1", kind="Pod")
+    selected = label_selector({INFERENCE_SERVICE: name, VARIANT: variant})
+    return api.get(pods, namespace=namespace, label_selector=selected, field_selector=field_selector).to_dict()["items"]
+
+
 def variant_states(
     api: CountingClient, namespace: str, name: str, weights: dict[str, int], rendered: dict[str, int | None]
 ) -> list[VariantState]:
     """One VariantState per variant, in the spec's order."""
-    selector = f"{MANAGED_BY}={OPERATOR},{INFERENCE_SERVICE}={name}"
     deployments = api.resources.get(api_version="apps/v1", kind="Deployment")
     live = {
         d["metadata"]["labels"].get(VARIANT): d
-        for d in api.get(deployments, namespace=namespace, label_selector=selector).to_dict()["items"]
+        for d in api.get(deployments, namespace=namespace, label_selector=children_selector(name)).to_dict()["items"]
     }
     states = []
     for variant, weight in weights.items():
@@ -44,10 +51,7 @@ def variant_states(
         ready = status.get("readyReplicas") or 0
         pending, message = 0, None
         if ready < desired:
-            pods = api.resources.get(api_version="v1", kind="Pod")
-            selected = f"{INFERENCE_SERVICE}={name},{VARIANT}={variant}"
-            items = api.get(pods, namespace=namespace, label_selector=selected, field_selector="status.phase=Pending")
-            pending, message = _unschedulable(items.to_dict()["items"])
+            pending, message = _unschedulable(_pods(api, namespace, name, variant, "status.phase=Pending"))
         progress = _condition(deployment, "Progressing")
         failure = _condition(deployment, "ReplicaFailure")
         states.append(
@@ -71,12 +75,9 @@ def variant_states(
 
 def pod_readiness(api: CountingClient, namespace: str, name: str, variant: str) -> dict[str, bool]:
     """Live (not terminating) pods of one variant -> whether each passes its readiness probe."""
-    pods = api.resources.get(api_version="v1", kind="Pod")
-    selected = f"{INFERENCE_SERVICE}={name},{VARIANT}={variant}"
-    items = api.get(pods, namespace=namespace, label_selector=selected).to_dict()["items"]
     return {
         p["metadata"]["name"]: _condition(p, "Ready").get("status") == "True"
-        for p in items
+        for p in _pods(api, namespace, name, variant)
         if not p["metadata"].get("deletionTimestamp")
     }
 

@@ -22,6 +22,13 @@ def patch_status(api: CountingClient, namespace: str, name: str, status: dict[st
     )
 
 
+def publish_status(api: CountingClient, body: dict[str, Any], status: dict[str, Any]) -> None:
+    """Patch the status only when it differs: a resync with nothing new writes nothing."""
+    current = body.get("status") or {}
+    if current | status != current:
+        patch_status(api, body["metadata"]["namespace"], body["metadata"]["name"], status)
+
+
 def event(api: CountingClient, involved: dict[str, Any], kind: str, reason: str, message: str) -> None:
     """A core/v1 Event on the InferenceService (`kubectl describe` shows it)."""
     now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

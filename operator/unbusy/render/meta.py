@@ -26,8 +26,18 @@ def selector(isvc: InferenceService, variant: str | None = None) -> dict[str, st
     return labels | ({VARIANT: variant} if variant else {})
 
 
+def label_selector(labels: dict[str, str]) -> str:
+    """Labels as the API's labelSelector query string."""
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
 def selector_string(isvc: InferenceService) -> str:
-    return ",".join(f"{k}={v}" for k, v in sorted(selector(isvc).items()))
+    return label_selector(selector(isvc))
+
+
+def children_selector(name: str) -> str:
+    """Every child the operator made for the InferenceService `name`."""
+    return label_selector({MANAGED_BY: OPERATOR, INFERENCE_SERVICE: name})
 
 
 def labels(isvc: InferenceService, variant: str | None = None) -> dict[str, str]:
