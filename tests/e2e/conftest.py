@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ import kubernetes
 import pytest
 from operator_process import CRD, OperatorProcess, free_port
 
-from polling import eventually
+from polling import eventually, stop, wait_until_serving
 from unbusy.api import load
 from unbusy.api.spec import DEFAULT_VARIANT
 from unbusy.render.meta import INFERENCE_SERVICE, VARIANT
@@ -88,25 +87,11 @@ class Prometheus:
         ]
         with (self.workdir / "prometheus.log").open("a") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"prometheus exited {self.process.returncode}: {self.log_tail()}")
-            try:
-                urllib.request.urlopen(f"{self.url}/-/ready", timeout=1)
-                return self
-            except OSError:
-                time.sleep(0.3)
-        raise AssertionError(f"prometheus not ready in {timeout}s: {self.log_tail()}")
+        wait_until_serving(self.process, f"{self.url}/-/ready", "prometheus", self.log_tail, timeout)
+        return self
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop(self.process, grace=20)
 
     def log_tail(self) -> str:
         return (self.workdir / "prometheus.log").read_text()[-2000:]

@@ -7,9 +7,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
+
+from polling import stop, wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "serving.unbusy.dev_inferenceservices.yaml"
@@ -48,17 +49,9 @@ class OperatorProcess:
         self._wait_healthy()
         return self
 
-    def _wait_healthy(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"operator exited {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=1)
-                return
-            except OSError:
-                time.sleep(0.3)
-        raise AssertionError(f"operator not healthy in {timeout}s:\n{self.log.read_text()[-3000:]}")
+    def _wait_healthy(self) -> None:
+        health = f"http://127.0.0.1:{self.health_port}/healthz"
+        wait_until_serving(self.process, health, "operator", lambda: self.log.read_text()[-3000:])
 
     def kill(self) -> None:
         """SIGKILL: no graceful shutdown, as when a node dies under the operator."""
@@ -67,12 +60,7 @@ class OperatorProcess:
             self.process.wait(10)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop(self.process)
 
     def metric(self, sample: str) -> float:
         """Sum of the samples on the operator's /metrics that match `name` or `name{label="value"}`."""
