@@ -10,6 +10,7 @@ from typing import Any
 from unbusy.api import Condition, InferenceService, InferenceServiceStatus
 from unbusy.api.status import GpuStatus, VariantStatus
 from unbusy.gpu.request import GpuRequest
+from unbusy.scaling.policy import Decision
 from unbusy.triton.readiness import Readiness
 
 
@@ -96,6 +97,17 @@ def model_condition(readiness: Mapping[str, Readiness]) -> tuple[str, str, str, 
     if failing:
         return _condition("ModelReady", False, "ModelNotReady", "; ".join(failing))
     return _condition("ModelReady", True, "ModelLoaded", "Triton is live and ready with the model loaded")
+
+
+def scaling_condition(decisions: Mapping[str, Decision]) -> tuple[str, str, str, str]:
+    """ScalingActive: False, with each held variant's reason, while the loop cannot read its metrics."""
+    held = {name: d for name, d in decisions.items() if not d.scaling_active}
+    if held:
+        reasons = "; ".join(f"{name}: {d.reason}" for name, d in held.items())
+        return _condition("ScalingActive", False, "MetricsUnavailable", reasons)
+    return _condition(
+        "ScalingActive", True, "MetricsAvailable", "replicas follow the metrics in spec.autoscaling.targets"
+    )
 
 
 def merge_conditions(

@@ -6,7 +6,7 @@ from builders import isvc
 
 from unbusy.api import Condition
 from unbusy.gpu.request import gpu_request
-from unbusy.health import VariantState, explain_unschedulable, merge_conditions, status
+from unbusy.health import VariantState, explain_unschedulable, merge_conditions, scaling_condition, status
 from unbusy.triton.readiness import Readiness
 
 NOW = "2026-11-23T20:00:00Z"
@@ -82,3 +82,13 @@ def test_model_readiness_adds_its_own_condition():
     found = {c.type: c for c in result.conditions}
     assert found["ModelReady"].status == "False" and "variant main: model 'resnet50'" in found["ModelReady"].message
     assert "ModelReady" not in conditions(ready_state())  # only when the operator probes models
+
+
+def test_scaling_condition_names_each_held_variant():
+    from unbusy.scaling.policy import Decision, PolicyState
+
+    held = Decision(2, "metrics unavailable (Prometheus unreachable): holding 2 replicas", {}, False, PolicyState())
+    active = Decision(3, "queue 8/replica", {}, True, PolicyState())
+    assert scaling_condition({"main": active})[:3] == ("ScalingActive", "True", "MetricsAvailable")
+    _, status_, reason, message = scaling_condition({"main": active, "canary": held})
+    assert (status_, reason) == ("False", "MetricsUnavailable") and message.startswith("canary: metrics unavailable")

@@ -39,14 +39,6 @@ def _observation(
         return Observation(current, None, error=str(error))
 
 
-def _scaling_condition(decisions: dict[str, Decision]) -> tuple[str, str, str, str]:
-    held = {name: d for name, d in decisions.items() if not d.scaling_active}
-    if held:
-        reasons = "; ".join(f"{name}: {d.reason}" for name, d in held.items())
-        return "ScalingActive", "False", "MetricsUnavailable", reasons
-    return "ScalingActive", "True", "MetricsAvailable", "replicas follow the metrics in spec.autoscaling.targets"
-
-
 def tick(
     api: CountingClient, source: PrometheusSource | None, body: dict[str, Any], states: dict[str, PolicyState]
 ) -> float:
@@ -94,7 +86,7 @@ def _publish(
     if not decisions:
         return
     generation = body["metadata"].get("generation")
-    fresh = [_scaling_condition(decisions)]
+    fresh = [health.scaling_condition(decisions)]
     status: dict[str, Any] = {
         "conditions": health.merged_wire_conditions(body.get("status") or {}, fresh, now(), generation)
     }
