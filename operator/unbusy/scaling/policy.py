@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from unbusy.api.spec import Autoscaling, ScalingRules
+from unbusy.scaling.demand import Demand
 
 # ceil() of a ratio that is an integer up to float error (24 / 8 * 1.0000000001) must not add a replica.
 _EPSILON = 1e-9
@@ -62,6 +63,7 @@ class Observation:
     current: int
     samples: tuple[ReplicaSample, ...] | None
     error: str | None = None
+    demand: Demand | None = None  # offered load from the edge (or Triton's served rate); None: not read
 
     @property
     def ready(self) -> int:

@@ -1,0 +1,21 @@
+"""What the scaling loop knows of a variant's offered load: requests per second, refused ones included."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Demand:
+    """Offered load of one variant over the loop's rate window.
+
+    Under overload every server-side signal saturates (GPU near its ceiling, the queue at
+    max_queue_size) and Triton counts its queue-full 503s nowhere: only the edge (ingress-nginx,
+    the Gateway) sees how far demand exceeds capacity. Without an edge metric the loop falls back
+    to Triton's served rate and says so (measurable False).
+    """
+
+    rps: float  # requests per second offered to the variant, refused ones included where measurable
+    rejected_rps: float  # of which refused (HTTP 503 at the edge)
+    source: str  # nginx | envoy-gateway | istio | promql | triton
+    measurable: bool  # False: Triton's served rate only, so demand beyond capacity is not seen
