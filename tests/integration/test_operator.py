@@ -4,12 +4,15 @@ garbage collection, idempotence, the scale subresource, MIG capacity and restart
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 
+import kopf
 import pytest
 from operator_process import CRD, OperatorProcess
 
 from polling import eventually
+from unbusy.controller.handlers import configure
 from unbusy.controller.reconcile import reconcile
 from unbusy.kube.client import connect
 from unbusy.kube.status import get_inference_service
@@ -67,6 +70,30 @@ def wait_ready(testbed, namespace: str, name: str, timeout: float = 90) -> dict:
 def children(testbed, namespace: str) -> dict[str, dict]:
     items = testbed.kubectl_json("get", CHILD_KINDS, "-n", namespace, "-l", "app.kubernetes.io/managed-by=unbusy")
     return {f"{i['kind']}/{i['metadata']['name']}": i for i in items["items"]}
+
+
+# --- the API client ------------------------------------------------------------------------
+
+
+def test_every_worker_keeps_its_api_connection(testbed, caplog):
+    """kopf's workers all in an API call at once: urllib3 keeps every connection in its pool
+    (with the kubernetes client's default of 5 per CPU it discarded the surplus on 2 CPUs)."""
+    settings, memo = kopf.OperatorSettings(), kopf.Memo(kubeconfig=str(testbed.kubeconfig))
+    configure(settings=settings, memo=memo)
+    workers = settings.execution.max_workers
+    together = threading.Barrier(workers)
+
+    def call() -> None:
+        together.wait()
+        memo.api.request("GET", "/api/v1/namespaces", watch=True, timeout_seconds=1)  # holds it ~1 s
+
+    threads = [threading.Thread(target=call) for _ in range(workers)]
+    with caplog.at_level("WARNING", logger="urllib3.connectionpool"):
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    assert not [r.getMessage() for r in caplog.records if "Connection pool is full" in r.getMessage()]
 
 
 # --- the CRD and its CEL rules ------------------------------------------------------------

@@ -24,7 +24,8 @@ log = logging.getLogger("unbusy")
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.posting.enabled = False  # our own Events say what happened; kopf's would double them
     settings.execution.max_workers = 16
-    memo.api = connect(memo.get("kubeconfig"))
+    # Every worker thread may be in an API call at once: one pooled connection each.
+    memo.api = connect(memo.get("kubeconfig"), pool_size=settings.execution.max_workers)
     url = memo.get("prometheus_url")
     memo.prometheus = PrometheusSource(url) if url else None
     # Per-object memos are shallow copies of this one, so this dict is shared by all handlers:

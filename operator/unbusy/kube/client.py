@@ -32,12 +32,21 @@ class CountingClient(DynamicClient):
         return sum(self.writes.values())
 
 
-def connect(kubeconfig: str | None = None) -> CountingClient:
-    """The given kubeconfig; else in a pod its ServiceAccount; else KUBECONFIG or ~/.kube/config."""
+def connect(kubeconfig: str | None = None, pool_size: int | None = None) -> CountingClient:
+    """The given kubeconfig; else in a pod its ServiceAccount; else KUBECONFIG or ~/.kube/config.
+
+    pool_size: connections kept open to the API server. Give at least the number of threads that
+    call it at once: urllib3 closes each connection beyond the pool ("Connection pool is full,
+    discarding connection"), and the next request pays a new TLS handshake. Without it, the
+    kubernetes client's default (5 per CPU).
+    """
+    configuration = client.Configuration()
+    if pool_size is not None:
+        configuration.connection_pool_maxsize = pool_size
     if kubeconfig is None:
         try:
-            config.load_incluster_config()
-            return CountingClient(client.ApiClient())
+            config.load_incluster_config(client_configuration=configuration)
+            return CountingClient(client.ApiClient(configuration))
         except config.ConfigException:
             pass
-    return CountingClient(config.new_client_from_config(config_file=kubeconfig))
+    return CountingClient(config.new_client_from_config(config_file=kubeconfig, client_configuration=configuration))
