@@ -14,14 +14,11 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
+from go_modules import pinned_versions
+
 ROOT = Path(__file__).resolve().parents[1]
 KUBERNETES_VERSION = "1.37.0"  # the testbed's release; kubernetes-validate ships its schema
 SHARED_CRDS = ROOT.parent / "shared" / "thirdparty-crds"
-
-
-def _versions() -> dict[str, str]:
-    lines = (ROOT / "testbed" / "versions.env").read_text().splitlines()
-    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
 
 
 def _module_files(module: str, *globs: str) -> list[Path]:
@@ -33,7 +30,7 @@ def _module_files(module: str, *globs: str) -> list[Path]:
 
 
 def _crd_files() -> list[Path]:
-    versions = _versions()
+    versions = pinned_versions()
     if SHARED_CRDS.is_dir():
         prometheus = sorted(SHARED_CRDS.glob("*.yaml"))
     else:

@@ -1,4 +1,5 @@
-"""The metric series Triton and the DCGM exporter export, and safe PromQL selectors for them.
+"""The metric series Triton, the DCGM exporter and the proxies in front of Triton export, and
+safe PromQL selectors for them.
 
 Every query Unbusy writes (alert rules, the dashboard, the scaling loop) names its series and
 builds its label matchers here, so that a metric rename or a relabelling change is one edit,
@@ -28,12 +29,45 @@ INFERENCE_COUNT = "nv_inference_count"  # counter of inferences (batch items, no
 REQUEST_SUMMARY_US = "nv_inference_request_summary_us"
 # The failure reason of a request refused because the queue was full: Triton's HTTP 503.
 REJECTED = "REJECTED"
+MODEL = "model"  # Triton's own label naming the model of a series
 
 # --- DCGM exporter -------------------------------------------------------------------------
 GPU_UTIL = "DCGM_FI_DEV_GPU_UTIL"  # percent; not reported for MIG instances
 GR_ENGINE_ACTIVE = "DCGM_FI_PROF_GR_ENGINE_ACTIVE"  # ratio 0-1; reported per MIG instance too
 FB_USED = "DCGM_FI_DEV_FB_USED"  # MiB
 FB_FREE = "DCGM_FI_DEV_FB_FREE"  # MiB
+
+# --- the edge: every request a client sent, refused ones included --------------------------
+# What each proxy calls its request counter and labels; tests/contract/test_edge_contract.py
+# checks them against the projects' source at the versions pinned in testbed/versions.env.
+# ingress-nginx (k8s.io/ingress-nginx, internal/ingress/metric/collectors/socket.go): counted
+# when a request completes, labelled with the HTTP status and the nginx location that took it.
+NGINX_REQUESTS = "nginx_ingress_controller_requests"  # counter
+NGINX_STATUS = "status"  # the response's HTTP status code, e.g. 503
+NGINX_INGRESS = "ingress"  # the Ingress of the location: the primary's, for canary requests too
+NGINX_SERVICE = "service"  # that Ingress's backend Service
+NGINX_CANARY = "canary"  # the canary backend's upstream name when a canary took the request, else empty
+# Prometheus renames a scraped label that clashes with a target label to exported_<name>: the
+# Ingress's `namespace` without honorLabels (ingress-nginx's chart default).
+EXPORTED_NAMESPACE = "exported_namespace"
+# Envoy, as Envoy Gateway configures it (github.com/envoyproxy/gateway): per-cluster upstream
+# responses by code class ("2".."5").
+ENVOY_UPSTREAM_RESPONSES = "envoy_cluster_upstream_rq_xx"  # counter
+ENVOY_CLUSTER = "envoy_cluster_name"
+ENVOY_CODE_CLASS = "envoy_response_code_class"
+ENVOY_SERVER_ERRORS = "5"  # the class of 5xx responses: Envoy counts no single code per cluster here
+# Istio (istio.io/istio): requests as the reporting proxy saw them.
+ISTIO_REQUESTS = "istio_requests_total"  # counter
+ISTIO_REPORTER = "reporter"  # source (a client proxy, the ingress gateway), destination or waypoint
+# The reporters that see a request before the server does (Istio's own dashboards add these two):
+# a request Triton refuses is counted once, and one refused on the way is counted too.
+ISTIO_CLIENT_REPORTERS = ("source", "waypoint")
+ISTIO_SERVICE = "destination_service_name"
+ISTIO_SERVICE_NAMESPACE = "destination_service_namespace"
+ISTIO_RESPONSE_CODE = "response_code"
+# The status of a request refused because no replica could take it: Triton's queue was full,
+# or no replica was ready.
+BUSY_STATUS = "503"
 
 # --- kube-state-metrics (labels namespace, deployment; scraped with honorLabels) -----------
 DEPLOYMENT_REPLICAS_AVAILABLE = "kube_deployment_status_replicas_available"

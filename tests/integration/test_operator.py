@@ -150,6 +150,16 @@ CEL_CASES = {
         "spec.gpu.product: Invalid value",
         "required with migProfile",
     ),
+    "demand-edge-not-rendered": (
+        {"routing": {"host": "a.example.com"}, "autoscaling": {"mode": "none", "demand": {"source": "istio"}}},
+        "spec.autoscaling.demand.source: Invalid value",
+        "nginx reads the Ingresses of routing.provider nginx, envoy-gateway and istio the HTTPRoute",
+    ),
+    "demand-promql-query": (
+        {"autoscaling": {"mode": "none", "demand": {"source": "promql"}}},
+        "spec.autoscaling.demand.query: Invalid value",
+        "required with source promql",
+    ),
 }
 
 

@@ -22,6 +22,7 @@ def test_defaults_follow_the_seeds():
     assert spec.alerts.error_rate_percent.threshold == 5
     assert spec.alerts.queue_depth.threshold == 50
     assert spec.alerts.gpu_utilization_percent.threshold == 90 and spec.alerts.gpu_utilization_percent.for_ == "5m"
+    assert spec.autoscaling.demand.source == "auto"
     assert spec.autoscaling.targets.cpu_utilization_percent == 70
     assert [v.name for v in spec.effective_variants()] == ["main"]
 
@@ -58,6 +59,23 @@ def test_partial_alert_keeps_that_alerts_own_defaults():
         ({"gpu": {"count": 1, "migProfile": "1g.10gb", "product": "A100-80GB"}}, "spec.gpu: set exactly one of count"),
         ({"gpu": {"product": "A100-80GB"}}, "spec.gpu: set exactly one of count"),
         ({"gpu": {"migProfile": "1g.10gb"}}, "spec.gpu.product: required with migProfile"),
+        (
+            {"autoscaling": {"demand": {"source": "nginx"}}},
+            "spec.autoscaling.demand.source: nginx reads the Ingresses of routing.provider nginx",
+        ),
+        (
+            {"autoscaling": {"demand": {"source": "istio"}}, "routing": {"host": "x.example.com"}},
+            "spec.autoscaling.demand.source: nginx reads the Ingresses of routing.provider nginx, envoy-gateway "
+            "and istio the HTTPRoute of routing.provider gateway",
+        ),
+        (
+            {"autoscaling": {"demand": {"source": "promql"}}},
+            "spec.autoscaling.demand.query: required with source promql",
+        ),
+        (
+            {"autoscaling": {"demand": {"source": "triton", "rejectedQuery": "sum(x)"}}},
+            "spec.autoscaling.demand.query: required with source promql, and query and rejectedQuery go with",
+        ),
     ],
 )
 def test_cross_field_rules_name_the_field(spec, expected):
@@ -78,6 +96,23 @@ def test_three_weighted_variants_are_fine_through_gateway():
         ({"gpu": {"count": 1, "colour": "red"}}, "spec.gpu.colour: unknown field"),
         ({"autoscaling": {"mode": "keda"}}, "spec.autoscaling.mode: must be one of 'operator', 'hpa' or 'none'"),
         ({"rollout": {"maxSurge": "lots"}}, "spec.rollout.maxSurge: String should match pattern"),
+        (
+            {"autoscaling": {"demand": {"source": "envoy"}}},
+            "spec.autoscaling.demand.source: must be one of 'auto', 'nginx', 'envoy-gateway', 'istio', 'promql' or",
+        ),
+        (
+            {"autoscaling": {"demand": {"source": "promql", "query": "sum(rate(x{svc=$svc}[1m]))"}}},
+            "spec.autoscaling.demand.query: unknown placeholder $svc: use $namespace, $inferenceservice, $variant,"
+            " $service, $window, or $$ for a literal $",
+        ),
+        (
+            {
+                "autoscaling": {
+                    "demand": {"source": "promql", "query": "q", "rejectedQuery": 'label_replace(x, "a", "$1")'}
+                }
+            },
+            "spec.autoscaling.demand.rejectedQuery: a $ that starts no placeholder: use $namespace",
+        ),
     ],
 )
 def test_schema_errors_name_the_field(spec, expected):
@@ -101,3 +136,29 @@ def test_metadata_name_must_leave_room_for_child_names():
 def test_a_metric_target_of_zero_turns_it_off():
     targets = isvc({"autoscaling": {"targets": {"gpuUtilizationPercent": 0}}}).spec.autoscaling.targets
     assert (targets.gpu_utilization_percent, targets.queue_depth_per_replica) == (0, 8)
+
+
+@pytest.mark.parametrize(
+    ("spec", "source"),
+    [
+        ({}, "triton"),  # no edge Unbusy renders: Triton's served rate
+        ({"routing": {"host": "x.example.com"}}, "nginx"),
+        ({"routing": {"host": "x.example.com", "provider": "gateway", "gateway": {"name": "gw"}}}, "triton"),
+        (
+            {
+                "routing": {"host": "x.example.com", "provider": "gateway", "gateway": {"name": "gw"}},
+                "autoscaling": {"demand": {"source": "envoy-gateway"}},
+            },
+            "envoy-gateway",
+        ),
+        ({"autoscaling": {"demand": {"source": "promql", "query": "sum(x{svc=$service})"}}}, "promql"),
+    ],
+)
+def test_demand_source_auto_reads_the_nginx_edge_unbusy_renders(spec, source):
+    assert isvc(spec).spec.demand_source() == source
+
+
+def test_a_literal_dollar_in_a_demand_template_is_written_twice():
+    query = 'sum(label_replace(rate(x{svc=$service}[$window]), "y", "$$1", "z", "(.*)"))'
+    demand = isvc({"autoscaling": {"demand": {"source": "promql", "query": query}}}).spec.autoscaling.demand
+    assert demand.query == query

@@ -78,6 +78,10 @@ def test_cel_rules_for_the_cross_field_checks():
     assert "self.minReplicas <= self.maxReplicas" in _rules(props["autoscaling"])
     assert "self.minReplicas <= self.maxReplicas" in " ".join(_rules(props["variants"]["items"]))
     assert "has(self.count) != has(self.migProfile)" in _rules(props["gpu"])
+    assert "self.autoscaling.demand.source in ['nginx', 'envoy-gateway', 'istio']" in spec_rules
+    demand = props["autoscaling"]["properties"]["demand"]
+    assert "self.source == 'promql' ? has(self.query)" in " ".join(_rules(demand))
+    assert demand["properties"]["source"]["enum"] == ["auto", "nginx", "envoy-gateway", "istio", "promql", "triton"]
 
 
 def test_lists_and_strings_are_bounded_for_cel_cost():

@@ -8,7 +8,7 @@ from builders import isvc
 
 import schemas
 from unbusy import series
-from unbusy.render import alerts, dashboard
+from unbusy.render import alerts, dashboard, meta
 
 ON = {"monitoring": {"grafanaDashboard": True}}
 MIG = {**ON, "gpu": {"migProfile": "1g.10gb", "product": "H100-80GB"}}
@@ -69,7 +69,7 @@ def test_a_grafana_dashboard():
 
 def test_panels_plot_the_alerts_own_queries():
     service = isvc(ON)
-    where = alerts.scope(service)
+    where = meta.series_scope(service)
     got = exprs(document(ON))
     assert got["P99 latency"] == [alerts.p99_latency_query(where)]
     assert got["Queue depth per pod"] == [alerts.queue_depth_query(where)]

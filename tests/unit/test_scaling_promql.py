@@ -11,6 +11,7 @@ from test_promtool import promtool, run, text  # noqa: F401  (promtool is a fixt
 
 from unbusy import series
 from unbusy.gpu.request import gpu_request
+from unbusy.render.edge import demand_queries
 from unbusy.scaling.promql import Queries, queries, variant_queries
 
 MIG = {"gpu": {"migProfile": "1g.10gb", "product": "H100-80GB"}}
@@ -19,15 +20,23 @@ HOSTILE_NAMESPACE = 'ml"} or up{namespace="b'
 HOSTILE_MODEL = 'res\\net"50\n'
 POD, OTHER_POD = "resnet-main-7d9f8c6b5d-x2k4p", "resnet-main-7d9f8c6b5d-q8w7e"
 STRANGER_POD = "resnet-mainline-7d9f8c6b5d-x2k4p"  # another Deployment whose name starts with ours
+# The demand queries have tests of their own (test_edge.py); here they ride along.
+DEMAND = demand_queries(isvc({}), "main", share=1.0, window_seconds=60)
 
 
 def of(spec: dict) -> Queries:
     service = isvc(spec, name="resnet", namespace="ml")
-    return variant_queries(service, "main", gpu_request(service.spec.gpu, service.spec.model.gpu_memory))
+    return variant_queries(service, "main", gpu_request(service.spec.gpu, service.spec.model.gpu_memory), share=1.0)
 
 
-def expressions(q: Queries) -> list[str]:
-    return list(dataclasses.asdict(q).values())
+def triton_expressions(q: Queries) -> dict[str, str]:
+    """The queries of Triton's and the DCGM exporter's series, by field."""
+    return {name: value for name, value in dataclasses.asdict(q).items() if name != "demand"}
+
+
+def named_expressions(q: Queries) -> dict[str, str]:
+    """Every query the loop runs, by field."""
+    return triton_expressions(q) | {"demand_requests": q.demand.requests, "demand_rejected": q.demand.rejected}
 
 
 def test_whole_gpus_read_gpu_util_and_mig_slices_gr_engine_activity():
@@ -43,20 +52,21 @@ def test_whole_gpus_read_gpu_util_and_mig_slices_gr_engine_activity():
 
 def test_spec_values_reach_promql_only_quoted():
     scope = series.Scope(HOSTILE_NAMESPACE, "resnet", ("resnet-main",), "main")
-    for expr in expressions(queries(scope, HOSTILE_MODEL, mig=False)):
+    q = queries(scope, HOSTILE_MODEL, mig=False, demand=DEMAND)
+    for expr in triton_expressions(q).values():
         assert HOSTILE_NAMESPACE not in expr and HOSTILE_MODEL not in expr
         assert series.quote(HOSTILE_NAMESPACE) in expr
-    assert series.quote(HOSTILE_MODEL) in queries(scope, HOSTILE_MODEL, mig=False).pending_total
+    assert series.quote(HOSTILE_MODEL) in q.pending_total
 
 
 def test_rate_window_must_be_positive():
     with pytest.raises(ValueError, match="window_seconds"):
-        queries(series.Scope("ml", "resnet", ("resnet-main",), "main"), "resnet50", mig=False, window_seconds=0)
+        queries(series.Scope("ml", "resnet", ("resnet-main",), "main"), "resnet50", False, DEMAND, window_seconds=0)
 
 
 @pytest.mark.parametrize("spec", [{}, MIG], ids=["whole-gpu", "mig"])
 def test_promtool_accepts_the_queries(promtool, tmp_path, spec):  # noqa: F811
-    rules = [{"record": f"unbusy:scaling:{name}", "expr": expr} for name, expr in dataclasses.asdict(of(spec)).items()]
+    rules = [{"record": f"unbusy:scaling:{name}", "expr": expr} for name, expr in named_expressions(of(spec)).items()]
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": [{"name": "scaling", "rules": rules}]}))
     run(promtool, "check", "rules", "rules.yaml", cwd=tmp_path)
 
@@ -74,7 +84,7 @@ def dcgm(pod: str, namespace: str = HOSTILE_NAMESPACE, mig: bool = False) -> dic
 @pytest.mark.parametrize("mig", [False, True], ids=["whole-gpu", "mig"])
 def test_queries_select_exactly_this_variant_and_model(promtool, tmp_path, mig):  # noqa: F811
     """Evaluated by promtool over our pods' series and breaching series of strangers."""
-    q = queries(series.Scope(HOSTILE_NAMESPACE, "resnet", ("resnet-main",), "main"), HOSTILE_MODEL, mig=mig)
+    q = queries(series.Scope(HOSTILE_NAMESPACE, "resnet", ("resnet-main",), "main"), HOSTILE_MODEL, mig, DEMAND)
     strangers = [
         triton(POD, namespace="other"),
         triton(POD, model="other-model"),

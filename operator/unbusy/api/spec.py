@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import string
 from typing import ClassVar, Literal
 
-from pydantic import Field, create_model
+from pydantic import Field, create_model, field_validator
 
 from unbusy.api.base import (
     DNS_LABEL_PATTERN,
@@ -325,6 +326,63 @@ class Forecast(ApiModel):
     window_seconds: int = Field(600, ge=60, le=86400, description="History the trend is fitted over.")
 
 
+# Values a spec.autoscaling.demand.query template may use; each becomes a quoted PromQL string
+# (the variant's), except $window: the loop's rate window as a PromQL duration, e.g. 60s.
+PROMQL_PLACEHOLDERS = ("namespace", "inferenceservice", "variant", "service", "window")
+# The edge a demand source reads, and the routing.provider that renders it.
+EDGE_PROVIDERS = {"nginx": "nginx", "envoy-gateway": "gateway", "istio": "gateway"}
+
+
+class DemandMetric(ApiModel):
+    """Where the scaling loop reads each variant's offered load, refused requests included."""
+
+    rules: ClassVar = (
+        Rule(
+            "self.source == 'promql' ? has(self.query) : !has(self.query) && !has(self.rejectedQuery)",
+            "required with source promql, and query and rejectedQuery go with source promql only",
+            lambda d: d.query is not None if d.source == "promql" else d.query is None and d.rejected_query is None,
+            ".query",
+        ),
+    )
+
+    source: Literal["auto", "nginx", "envoy-gateway", "istio", "promql", "triton"] = Field(
+        "auto",
+        description="nginx: ingress-nginx's request counter of the variant's Ingress; envoy-gateway or istio: "
+        "the Gateway's (routing.provider gateway); promql: query below; triton: Triton's served rate, which "
+        "cannot see demand beyond capacity; auto: nginx with routing.provider nginx, triton otherwise.",
+    )
+    query: str | None = Field(
+        None,
+        max_length=4096,
+        description="source promql: requests per second offered to one variant, refused ones included. "
+        "$namespace, $inferenceservice, $variant and $service (the variant's Service) become quoted strings, "
+        "e.g. {svc=$service}; $window the rate window; $$ a literal $.",
+    )
+    rejected_query: str | None = Field(
+        None,
+        max_length=4096,
+        description="source promql: of those, the ones refused with HTTP 503, with the same placeholders; "
+        "without it the loop reads none refused and the busy-rate alert is not rendered.",
+    )
+
+    @field_validator("query", "rejected_query")
+    @classmethod
+    def _known_placeholders(cls, template: str | None) -> str | None:
+        if template is None:
+            return None
+        parsed = string.Template(template)
+        unknown = sorted(set(parsed.get_identifiers()) - set(PROMQL_PLACEHOLDERS))
+        if not parsed.is_valid() or unknown:
+            allowed = ", ".join(f"${name}" for name in PROMQL_PLACEHOLDERS)
+            found = (
+                f"unknown placeholder {', '.join(f'${name}' for name in unknown)}"
+                if unknown
+                else "a $ that starts no placeholder"
+            )
+            raise ValueError(f"{found}: use {allowed}, or $$ for a literal $")
+        return template
+
+
 class Autoscaling(ApiModel):
     rules: ClassVar = (
         Rule(
@@ -348,6 +406,9 @@ class Autoscaling(ApiModel):
         "hold", description="When metrics are missing: keep the last good count, or go to minReplicas."
     )
     forecast: Forecast = Field(default_factory=Forecast, description="Predictive scale-out.")
+    demand: DemandMetric = Field(
+        default_factory=DemandMetric, description="Where each variant's offered load is read, refused requests too."
+    )
     interval_seconds: int = Field(15, ge=5, le=600, description="How often the operator evaluates (operator mode).")
 
 
@@ -461,6 +522,21 @@ class InferenceServiceSpec(ApiModel):
             lambda spec: spec.routing is None or spec.routing.provider != "gateway" or spec.routing.gateway is not None,
             ".routing.gateway",
         ),
+        Rule(
+            "!has(self.autoscaling) || !has(self.autoscaling.demand) || !has(self.autoscaling.demand.source)"
+            " || !(self.autoscaling.demand.source in ['nginx', 'envoy-gateway', 'istio'])"
+            " || (has(self.routing) && self.routing.provider"
+            " == (self.autoscaling.demand.source == 'nginx' ? 'nginx' : 'gateway'))",
+            "nginx reads the Ingresses of routing.provider nginx, envoy-gateway and istio the HTTPRoute of "
+            "routing.provider gateway; promql and triton need no routing",
+            lambda spec: (
+                spec.autoscaling.demand.source not in EDGE_PROVIDERS
+                or (
+                    spec.routing is not None and spec.routing.provider == EDGE_PROVIDERS[spec.autoscaling.demand.source]
+                )
+            ),
+            ".autoscaling.demand.source",
+        ),
     )
 
     replicas: int | None = Field(
@@ -488,3 +564,10 @@ class InferenceServiceSpec(ApiModel):
     def effective_variants(self) -> list[Variant]:
         """The variants to render: the spec's, or one that takes all traffic."""
         return list(self.variants) or [Variant(name=DEFAULT_VARIANT, weight=100)]
+
+    def demand_source(self) -> str:
+        """autoscaling.demand.source with auto resolved: the nginx Ingresses Unbusy renders, or Triton."""
+        source = self.autoscaling.demand.source
+        if source != "auto":
+            return source
+        return "nginx" if self.routing is not None and self.routing.provider == "nginx" else "triton"

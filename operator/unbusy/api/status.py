@@ -41,6 +41,14 @@ class ScalingDecision(ApiModel):
     from_replicas: int = Field(description="Replicas before.")
     to_replicas: int = Field(description="Replicas after.")
     reason: str = Field(description="Why, e.g. 'queue 34/replica > target 8: 3 -> 9'.")
+    demand_source: str | None = Field(
+        None, description="Where the variant's demand was read: nginx, envoy-gateway, istio, promql or triton."
+    )
+    overload_measurable: bool | None = Field(
+        None,
+        description="False where demand is Triton's served rate: requests refused for a full queue are "
+        "counted nowhere, so demand beyond capacity is not seen (read it at the edge: autoscaling.demand).",
+    )
 
 
 class InferenceServiceStatus(ApiModel):

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from unbusy import health
-from unbusy.api import InferenceService, SpecError, load
+from unbusy.api import SpecError, load
 from unbusy.api.status import ScalingDecision
 from unbusy.controller.metrics import METRIC_READ_FAILURES, SCALING_DECISIONS
 from unbusy.controller.reconcile import now
@@ -19,21 +19,18 @@ from unbusy.kube.status import event, publish_status
 from unbusy.render.context import RenderContext, replica_bounds, weight
 from unbusy.render.meta import variant_name
 from unbusy.scaling.policy import Decision, Observation, PolicyState, decide
-from unbusy.scaling.promql import variant_queries
+from unbusy.scaling.promql import Queries, variant_queries
 from unbusy.scaling.source import PrometheusSource, SourceError
 
 log = logging.getLogger("unbusy")
 NO_PROMETHEUS = "no Prometheus to read: start the operator with --prometheus-url (or UNBUSY_PROMETHEUS_URL)"
 
 
-def _observation(
-    source: PrometheusSource | None, isvc: InferenceService, variant: str, current: int, pods: dict[str, bool]
-) -> Observation:
+def _observation(source: PrometheusSource | None, queries: Queries, current: int, pods: dict[str, bool]) -> Observation:
     if source is None:
         return Observation(current, None, error=NO_PROMETHEUS)
     try:
-        gpu = gpu_request(isvc.spec.gpu, isvc.spec.model.gpu_memory)
-        return Observation(current, source.samples(variant_queries(isvc, variant, gpu), pods))
+        return Observation(current, source.samples(queries, pods), demand=source.demand(queries.demand))
     except SourceError as error:
         METRIC_READ_FAILURES.inc()
         return Observation(current, None, error=str(error))
@@ -52,12 +49,14 @@ def tick(
     live = {s.name: s for s in observe.variant_states(api, namespace, name, weights, {})}
     decisions: dict[str, Decision] = {}
     last: ScalingDecision | None = None
+    gpu = gpu_request(isvc.spec.gpu, isvc.spec.model.gpu_memory)
     for variant in isvc.spec.effective_variants():
         state = live.get(variant.name)
         if state is None or not state.exists:
             continue  # reconcile creates it first
         pods = observe.pod_readiness(api, namespace, name, variant.name)
-        observation = _observation(source, isvc, variant.name, state.desired, pods)
+        queries = variant_queries(isvc, variant.name, gpu, share=weights[variant.name] / 100)
+        observation = _observation(source, queries, state.desired, pods)
         bounds = replica_bounds(isvc, variant)
         previous = states.get(variant.name, PolicyState())
         decision = decide(observation, isvc.spec.autoscaling, bounds, previous, time.time())
@@ -75,6 +74,8 @@ def tick(
                 from_replicas=state.desired,
                 to_replicas=decision.replicas,
                 reason=decision.reason,
+                demand_source=queries.demand.source,
+                overload_measurable=queries.demand.measurable,
             )
     _publish(api, body, decisions, last)
     return float(isvc.spec.autoscaling.interval_seconds)

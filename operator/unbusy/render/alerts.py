@@ -26,12 +26,6 @@ P99 = "0.99"
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
-def scope(isvc: InferenceService) -> series.Scope:
-    """Where the series of this InferenceService's replicas live (all variants)."""
-    deployments = tuple(meta.variant_name(isvc, v.name) for v in isvc.spec.effective_variants())
-    return series.Scope(isvc.metadata.namespace, isvc.metadata.name, deployments)
-
-
 def aggregate(op: str, expr: str, by: Sequence[str] = ()) -> str:
     return f"{op} by ({', '.join(by)}) ({expr})" if by else f"{op}({expr})"
 
@@ -98,7 +92,7 @@ VARIANT = "{{ $labels.variant }}"
 
 def alerts(isvc: InferenceService, gpu: GpuRequest) -> list[Alert]:
     """Every alert the spec can ask for, enabled or not, in a fixed order."""
-    spec, where = isvc.spec.alerts, scope(isvc)
+    spec, where = isvc.spec.alerts, meta.series_scope(isvc)
     who = f"{isvc.metadata.namespace}/{isvc.metadata.name}"
     p99, errors, queue = spec.p99_latency_seconds, spec.error_rate_percent, spec.queue_depth
     memory, busy = spec.gpu_memory_percent, spec.gpu_utilization_percent

@@ -13,7 +13,7 @@ from typing import Any
 from unbusy import series
 from unbusy.api import InferenceService
 from unbusy.api.spec import AlertRule
-from unbusy.render import alerts, monitors
+from unbusy.render import alerts, meta, monitors
 
 # The label Grafana's sidecar (kube-prometheus-stack, grafana chart) watches for by default.
 SIDECAR_LABEL = "grafana_dashboard"
@@ -55,7 +55,7 @@ def _rate_by_variant(metric: str, where: series.Scope, *extra: str) -> str:
 
 
 def panels(isvc: InferenceService) -> list[dict[str, Any]]:
-    where, spec = alerts.scope(isvc), isvc.spec.alerts
+    where, spec = meta.series_scope(isvc), isvc.spec.alerts
     # A MIG slice has no DCGM_FI_DEV_GPU_UTIL; spec.gpu.migProfile set is exactly the MIG case.
     mig = isvc.spec.gpu.mig_profile is not None
     by_deployment = (series.DEPLOYMENT,)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from unbusy import series
 from unbusy.api import InferenceService
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -18,6 +19,13 @@ HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 def variant_name(isvc: InferenceService, variant: str) -> str:
     """Deployment, Service, PDB and HPA of one variant share this name."""
     return f"{isvc.metadata.name}-{variant}"
+
+
+def series_scope(isvc: InferenceService, variant: str | None = None) -> series.Scope:
+    """Where the metric series of the replicas of the InferenceService, or of one variant, live."""
+    variants = [variant] if variant else [v.name for v in isvc.spec.effective_variants()]
+    deployments = tuple(variant_name(isvc, name) for name in variants)
+    return series.Scope(isvc.metadata.namespace, isvc.metadata.name, deployments, variant)
 
 
 def selector(isvc: InferenceService, variant: str | None = None) -> dict[str, str]:

@@ -10,6 +10,28 @@ from unbusy.render import meta
 from unbusy.render.context import RenderContext, weight
 
 NGINX = "nginx.ingress.kubernetes.io"
+# The Service port every Ingress backend names (Triton's HTTP port, render/service.py).
+BACKEND_PORT = "http"
+# The HTTPRoute has one rule, which carries every variant as a weighted backendRef.
+ROUTE_RULE = 0
+
+
+def route_name(isvc: InferenceService) -> str:
+    """The primary Ingress and the HTTPRoute carry the InferenceService's own name."""
+    return isvc.metadata.name
+
+
+def nginx_upstream(isvc: InferenceService, variant: str) -> str:
+    """ingress-nginx's upstream of a variant's Service: <namespace>-<service>-<port>, as its controller
+    names them (upstreamName). A request the canary Ingress takes carries this in its `canary` label."""
+    return f"{isvc.metadata.namespace}-{meta.variant_name(isvc, variant)}-{BACKEND_PORT}"
+
+
+def envoy_gateway_cluster(namespace: str, route: str) -> str:
+    """The Envoy cluster Envoy Gateway makes of the rule of the HTTPRoute `route` (its
+    irRouteDestinationName): httproute/<namespace>/<name>/rule/<index>. Every backendRef of the
+    rule, that is every variant, is a weighted locality of this one cluster."""
+    return f"httproute/{namespace}/{route}/rule/{ROUTE_RULE}"
 
 
 def url(routing: Routing | None) -> str | None:
@@ -65,7 +87,7 @@ def _ingress(isvc: InferenceService, name: str, variant: str, annotations: dict[
                             "path": routing.path,
                             "pathType": "Prefix",
                             "backend": {
-                                "service": {"name": meta.variant_name(isvc, variant), "port": {"name": "http"}}
+                                "service": {"name": meta.variant_name(isvc, variant), "port": {"name": BACKEND_PORT}}
                             },
                         }
                     ]
@@ -79,17 +101,22 @@ def _ingress(isvc: InferenceService, name: str, variant: str, annotations: dict[
     return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": metadata, "spec": spec}
 
 
+def nginx_weighted(isvc: InferenceService, ctx: RenderContext) -> list[tuple[str, int]]:
+    """The variants that carry traffic, heaviest first: the first is behind the primary Ingress."""
+    return sorted((pair for pair in _weights(isvc, ctx) if pair[1] > 0), key=lambda pair: -pair[1])
+
+
 def nginx_ingresses(isvc: InferenceService, ctx: RenderContext) -> list[dict[str, Any]]:
     """The heaviest variant behind the primary Ingress, the other weighted one as its canary."""
-    weighted = sorted((pair for pair in _weights(isvc, ctx) if pair[1] > 0), key=lambda pair: -pair[1])
+    weighted = nginx_weighted(isvc, ctx)
     if not weighted:
         return []
     routing = isvc.spec.routing
     primary_variant = weighted[0][0]
-    manifests = [_ingress(isvc, isvc.metadata.name, primary_variant, _primary_annotations(routing))]
+    manifests = [_ingress(isvc, route_name(isvc), primary_variant, _primary_annotations(routing))]
     for variant, share in weighted[1:]:
         canary = _balancing_annotations(routing) | {f"{NGINX}/canary": "true", f"{NGINX}/canary-weight": str(share)}
-        manifests.append(_ingress(isvc, f"{isvc.metadata.name}-canary", variant, canary))
+        manifests.append(_ingress(isvc, f"{route_name(isvc)}-canary", variant, canary))
     return manifests
 
 
@@ -110,7 +137,7 @@ def http_route(isvc: InferenceService, ctx: RenderContext) -> dict[str, Any]:
     return {
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
-        "metadata": meta.metadata(isvc, isvc.metadata.name),
+        "metadata": meta.metadata(isvc, route_name(isvc)),
         "spec": {"parentRefs": [parent], "hostnames": [routing.host], "rules": [rule]},
     }
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 from prometheus_api_client import PrometheusConnect
 
 from unbusy import series
+from unbusy.render.edge import DemandQueries
+from unbusy.scaling.demand import Demand
 from unbusy.scaling.policy import ReplicaSample
 from unbusy.scaling.promql import Queries
 
@@ -20,12 +23,30 @@ class PrometheusSource:
         self.url = url
         self.client = PrometheusConnect(url=url, disable_ssl=True, timeout=timeout_seconds)
 
-    def _per_pod(self, query: str) -> dict[str, float]:
+    def _query(self, query: str) -> list[dict]:
         try:
-            result = self.client.custom_query(query)
+            return self.client.custom_query(query)
         except Exception as error:  # the client raises requests' and its own errors alike
             raise SourceError(f"Prometheus at {self.url} unreachable: {error}") from None
-        return {r["metric"].get(series.POD, ""): float(r["value"][1]) for r in result}
+
+    def _per_pod(self, query: str) -> dict[str, float]:
+        return {r["metric"].get(series.POD, ""): float(r["value"][1]) for r in self._query(query)}
+
+    def _total(self, query: str) -> float | None:
+        """The query's one value (its series summed); None where it has no series or no number (NaN)."""
+        values = [float(r["value"][1]) for r in self._query(query)]
+        total = sum(values)
+        return None if not values or math.isnan(total) else total
+
+    def demand(self, queries: DemandQueries) -> Demand | None:
+        """The variant's offered load; None while the source has no series of it (not 0: a proxy
+        exports a request counter only from its first request, and an unread edge is no idle one)."""
+        rps = self._total(queries.requests)
+        if rps is None:
+            return None
+        # Refused requests get a series of their own at the first refusal: until then there were none.
+        rejected = self._total(queries.rejected) if queries.rejected else None
+        return Demand(rps=rps, rejected_rps=rejected or 0.0, source=queries.source, measurable=queries.measurable)
 
     def samples(self, queries: Queries, pods: Mapping[str, bool]) -> tuple[ReplicaSample, ...]:
         """One sample per live pod (pod name -> ready), joined by the `pod` label."""
