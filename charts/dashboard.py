@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from unbusy import series
-from unbusy.render import alerts
+from unbusy.render import alerts, routing
 from unbusy.render.dashboard import DATASOURCE, RATE_WINDOW, _panel, frame
 
 OUT = Path(__file__).resolve().parent / "unbusy" / "dashboards" / "unbusy-fleet.json"
@@ -66,6 +66,65 @@ def _operator_rate(metric: str, by: str) -> str:
 
 def _rate(metric: str, *extra: str) -> str:
     return alerts.aggregate("sum", f"rate({metric}{FLEET.triton(*extra)}[{RATE_WINDOW}])", BY_VARIANT)
+
+
+def _busy_percent(metric: str, selectors: list[str], refused: str, by: tuple[str, ...]) -> str:
+    """Refused requests in percent of all, of the series the selectors pick (disjoint: `or` is their union)."""
+
+    def rate(*extra: str) -> str:
+        return " or ".join(f"rate({metric}{series.selector(*s, *extra)}[{RATE_WINDOW}])" for s in selectors)
+
+    return (
+        f"100 * {alerts.aggregate('sum', rate(refused), by)} / clamp_min({alerts.aggregate('sum', rate(), by)}, 1e-9)"
+    )
+
+
+def edge_busy_rates() -> list[tuple[str, str]]:
+    """Each edge's busy rate for the InferenceServices picked, as render/edge.py reads them: the
+    primary Ingresses of ingress-nginx (the Ingress's namespace is exported_namespace without
+    honorLabels), Envoy Gateway's cluster of each HTTPRoute rule, Istio's Services of the variants."""
+    namespace, names = "$namespace", "$inferenceservice"
+    ingress = series.matcher(series.NGINX_INGRESS, names, "=~")
+    nginx = [
+        (series.matcher(series.EXPORTED_NAMESPACE, namespace, "=~"), ingress),
+        (series.matcher(series.NAMESPACE, namespace, "=~"), series.matcher(series.EXPORTED_NAMESPACE, ""), ingress),
+    ]
+    cluster = routing.envoy_gateway_cluster(f"(?:{namespace})", f"(?:{names})")
+    envoy = [(series.matcher(series.ENVOY_CLUSTER, cluster, "=~"),)]
+    istio = [
+        (
+            series.matcher(series.ISTIO_REPORTER, series.names_regex(series.ISTIO_CLIENT_REPORTERS), "=~"),
+            series.matcher(series.ISTIO_SERVICE_NAMESPACE, namespace, "=~"),
+            series.matcher(series.ISTIO_SERVICE, DEPLOYMENTS, "=~"),  # a variant's Service is named as its Deployment
+        )
+    ]
+    busy = series.BUSY_STATUS
+    return [
+        (
+            _busy_percent(
+                series.NGINX_REQUESTS, nginx, series.matcher(series.NGINX_STATUS, busy), (series.NGINX_INGRESS,)
+            ),
+            "{{ingress}} (ingress-nginx)",
+        ),
+        (
+            _busy_percent(
+                series.ENVOY_UPSTREAM_RESPONSES,
+                envoy,
+                series.matcher(series.ENVOY_CODE_CLASS, series.ENVOY_SERVER_ERRORS),
+                (series.ENVOY_CLUSTER,),
+            ),
+            "{{envoy_cluster_name}} (Envoy Gateway, 5xx)",
+        ),
+        (
+            _busy_percent(
+                series.ISTIO_REQUESTS,
+                istio,
+                series.matcher(series.ISTIO_RESPONSE_CODE, busy),
+                (series.ISTIO_SERVICE_NAMESPACE, series.ISTIO_SERVICE),
+            ),
+            "{{destination_service_namespace}}/{{destination_service_name}} (Istio)",
+        ),
+    ]
 
 
 def panels() -> list[dict[str, Any]]:
@@ -118,6 +177,7 @@ def panels() -> list[dict[str, Any]]:
             [(_rate(series.REQUEST_FAILURE, rejected), VARIANT_LEGEND)],
         ),
         _panel("GPU memory used per replica", "percent", [(alerts.gpu_memory_query(FLEET), "{{pod}}")]),
+        _panel("Busy rate at the edge (HTTP 503)", "percent", edge_busy_rates()),
         _panel("Operator replicas up", "short", [(f"sum(up{OPERATOR_JOB})", "up")]),
         _panel(
             "Operator reconciles by result",

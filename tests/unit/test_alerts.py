@@ -117,6 +117,40 @@ def test_the_queries():
     assert f"rate(nv_inference_request_success{triton}[5m])" in errors
 
 
+NGINX = {"routing": {"host": "resnet.example.com"}}
+GATEWAY = {"host": "resnet.example.com", "provider": "gateway", "gateway": {"name": "edge"}}
+
+
+def test_busy_rate_reads_the_edge():
+    got = rules(NGINX)
+    assert list(got) == [*NAMES, "ServerBusyRateHigh"]
+    busy = got["ServerBusyRateHigh"]
+    assert (busy["for"], busy["labels"]["severity"]) == ("5m", "warning")
+    assert busy["expr"].startswith("100 * (") and busy["expr"].endswith(" > 1")
+    refused = '{exported_namespace="ml",ingress="resnet",service="resnet-main",canary="",status="503"}[300s]'
+    assert f"rate({series.NGINX_REQUESTS}{refused})" in busy["expr"]
+    assert (
+        "refused with HTTP 503 at the edge (nginx) over the last 5m (threshold 1%)"
+        in (busy["annotations"]["description"])
+    )
+
+
+def test_busy_rate_through_envoy_gateway_counts_5xx():
+    spec = {"routing": GATEWAY, "autoscaling": {"demand": {"source": "envoy-gateway"}}}
+    busy = rules(spec)["ServerBusyRateHigh"]
+    assert 'envoy_cluster_name="httproute/ml/resnet/rule/0",envoy_response_code_class="5"' in busy["expr"]
+    assert (
+        "refused with HTTP 5xx (Envoy counts code classes) at the edge (envoy-gateway)"
+        in (busy["annotations"]["description"])
+    )
+
+
+def test_no_busy_rate_without_an_edge():
+    # Triton counts the requests it refuses for a full queue nowhere: there is no busy rate to read.
+    assert "ServerBusyRateHigh" not in rules()
+    assert "ServerBusyRateHigh" not in rules({**NGINX, "alerts": {"busyRatePercent": {"enabled": False}}})
+
+
 def test_whole_gpus_read_gpu_util():
     expr = rules()["GpuUtilizationHigh"]["expr"]
     assert series.GPU_UTIL in expr
@@ -163,10 +197,11 @@ def test_no_rule_when_every_alert_is_off():
                 "errorRatePercent",
                 "queueDepth",
                 "gpuUtilizationPercent",
+                "busyRatePercent",
             )
         }
     }
-    assert rendered(spec) == []
+    assert rendered({**spec, **NGINX}) == []
 
 
 def test_extra_labels_never_override_ours():

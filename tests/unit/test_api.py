@@ -22,6 +22,8 @@ def test_defaults_follow_the_seeds():
     assert spec.alerts.error_rate_percent.threshold == 5
     assert spec.alerts.queue_depth.threshold == 50
     assert spec.alerts.gpu_utilization_percent.threshold == 90 and spec.alerts.gpu_utilization_percent.for_ == "5m"
+    busy = spec.alerts.busy_rate_percent
+    assert (busy.threshold, busy.for_, busy.severity) == (1, "5m", "warning")
     assert spec.autoscaling.demand.source == "auto"
     assert spec.autoscaling.targets.cpu_utilization_percent == 70
     assert [v.name for v in spec.effective_variants()] == ["main"]

@@ -87,6 +87,15 @@ def test_replicas_and_rejections():
     assert 'nv_inference_request_failure{namespace="ml",inferenceservice="resnet",reason="REJECTED"}' in rejected
 
 
+def test_busy_rate_at_the_edge_plots_its_alert():
+    spec = {**ON, "routing": {"host": "resnet.example.com"}, "alerts": {"busyRatePercent": {"threshold": 2}}}
+    doc = document(spec)
+    assert [p["title"] for p in doc["panels"]] == [*TITLES, "Busy rate at the edge (HTTP 503)"]
+    assert exprs(doc)["Busy rate at the edge (HTTP 503)"] == [alerts.busy_rate_query(isvc(spec))]
+    (panel,) = (p for p in doc["panels"] if p["title"].startswith("Busy rate"))
+    assert panel["fieldConfig"]["defaults"]["thresholds"]["steps"][-1]["value"] == 2
+
+
 def test_mig_plots_graphics_engine_activity():
     (gpu,) = exprs(document(MIG))["GPU utilisation per pod"]
     assert series.GR_ENGINE_ACTIVE in gpu

@@ -11,6 +11,7 @@ from test_promtool import promtool, run, text  # noqa: F401  (promtool is a fixt
 
 from unbusy import series
 from unbusy.api import InferenceService
+from unbusy.render import alerts
 from unbusy.render.edge import DemandQueries, demand_queries
 
 NGINX = {"routing": {"host": "resnet.example.com"}}
@@ -210,3 +211,24 @@ def test_a_promql_source_without_a_rejected_query_has_none():
 def test_rate_window_must_be_positive():
     with pytest.raises(ValueError, match="window_seconds"):
         demand_queries(isvc(NGINX), "main", 1.0, window_seconds=0)
+
+
+# --- the busy rate: refused in percent of all, over the whole InferenceService --------------
+
+
+def test_busy_rate_adds_up_the_variants_and_reads_0_without_traffic(promtool, tmp_path):  # noqa: F811
+    query = alerts.busy_rate_query(isvc(NGINX | TWO))
+    scrape = SCRAPES["without honorLabels"]
+    busy = [
+        (nginx(scrape, "200", "resnet-stable"), per_second(9)),
+        (nginx(scrape, "503", "resnet-stable", canary="ml-resnet-canary-http"), per_second(1)),
+    ]
+    evaluate(promtool, tmp_path, busy, [(query, [10])])  # 1 of 10 requests a second refused, by the canary
+    evaluate(promtool, tmp_path, [(nginx(scrape, "200", "resnet-stable"), f"0x{STEPS}")], [(query, [0])])
+
+
+def test_busy_rate_needs_an_edge():
+    assert alerts.busy_rate_query(isvc()) is None
+    assert alerts.busy_rate_query(isvc({"autoscaling": {"demand": {"source": "promql", "query": "x"}}})) is None
+    envoy_gateway = isvc({"routing": GATEWAY, "autoscaling": {"demand": {"source": "envoy-gateway"}}})
+    assert series.ENVOY_UPSTREAM_RESPONSES in alerts.busy_rate_query(envoy_gateway)

@@ -34,9 +34,11 @@ SAMPLES = 40  # one a minute: longer than any default `for` plus the margin belo
 MARGIN_S = 180  # after `for` has elapsed, time for rates to settle
 
 MIG = {"gpu": {"migProfile": "1g.10gb", "product": "H100-80GB"}}
+# ingress-nginx in front: the busy-rate alert reads it.
+EDGE = {"routing": {"host": "resnet.example.com"}}
 # Label values that Go templates would run, not show: the rule must carry them literally.
 EXTRA_LABELS = {"team": "vision", "oncall": "ml-{{ $labels.pod }}"}
-SPECS = {"whole-gpu": {}, "mig": MIG, "extra-labels": {"alerts": {"labels": EXTRA_LABELS}}}
+SPECS = {"whole-gpu": EDGE, "mig": MIG | EDGE, "extra-labels": {"alerts": {"labels": EXTRA_LABELS}} | EDGE}
 
 
 @pytest.fixture(scope="session")
@@ -215,12 +217,46 @@ def gpu_utilization(mig: bool) -> list[Scenario]:
     ]
 
 
+def nginx(status: str, namespace: str = NAMESPACE, canary: str = "") -> dict[str, str]:
+    """A request counter of ingress-nginx scraped without honorLabels, for the primary Ingress."""
+    labels = {"namespace": "ingress-nginx", "exported_namespace": namespace, "ingress": NAME, "service": f"{NAME}-main"}
+    return labels | {"canary": canary, "status": status, "method": "POST", "path": "/", "host": "resnet.example.com"}
+
+
+def busy_rate(mig: bool) -> list[Scenario]:
+    metric = series.NGINX_REQUESTS
+    noise = [(text(metric, nginx("503", namespace="other")), f"0+600x{SAMPLES}")]
+    return [
+        Scenario(
+            "2% refused",
+            [
+                (text(metric, nginx("200")), f"0+2940x{SAMPLES}"),
+                (text(metric, nginx("503")), f"0+60x{SAMPLES}"),
+                *noise,
+            ],
+            "2",
+        ),
+        # No replica ready: every request refused, and no 200 series at all.
+        Scenario("all refused", [(text(metric, nginx("503")), f"0+60x{SAMPLES}"), *noise], "100"),
+        Scenario(
+            "0.5% refused",
+            [
+                (text(metric, nginx("200")), f"0+2985x{SAMPLES}"),
+                (text(metric, nginx("503")), f"0+15x{SAMPLES}"),
+                *noise,
+            ],
+        ),
+        Scenario("no traffic", [(text(metric, nginx("200")), f"0x{SAMPLES}"), *noise]),
+    ]
+
+
 SCENARIOS = {
     "TritonP99LatencyHigh": p99_latency,
     "TritonErrorRateHigh": error_rate,
     "TritonQueueDepthHigh": queue_depth,
     "GpuMemoryHigh": gpu_memory,
     "GpuUtilizationHigh": gpu_utilization,
+    "ServerBusyRateHigh": busy_rate,
 }
 
 
@@ -303,7 +339,7 @@ def test_alert_fires_on_a_breach_and_only_then(promtool, tmp_path, case, alert):
 
 
 def test_every_alert_is_exercised():
-    rule = prometheus_rule({})
+    rule = prometheus_rule(EDGE)
     assert sorted(r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]) == sorted(SCENARIOS)
 
 

@@ -441,6 +441,7 @@ GpuMemoryAlert = _alert("GpuMemoryAlert", 90, "3m")
 ErrorRateAlert = _alert("ErrorRateAlert", 5, "5m", "critical")
 QueueDepthAlert = _alert("QueueDepthAlert", 50, "2m")
 GpuUtilizationAlert = _alert("GpuUtilizationAlert", 90, "5m")
+BusyRateAlert = _alert("BusyRateAlert", 1, "5m")
 
 
 class Alerts(ApiModel):
@@ -459,6 +460,11 @@ class Alerts(ApiModel):
     )
     gpu_utilization_percent: GpuUtilizationAlert = Field(
         default_factory=GpuUtilizationAlert, description="GPU utilisation above threshold percent."
+    )
+    busy_rate_percent: BusyRateAlert = Field(
+        default_factory=BusyRateAlert,
+        description="Requests refused with HTTP 503 at the edge (autoscaling.demand) above threshold percent "
+        "of all; not rendered where the edge is not read (source triton).",
     )
     runbook_base_url: str = Field(
         "https://unbusy.dev/runbooks", max_length=512, description="runbook_url is this plus /<AlertName>."

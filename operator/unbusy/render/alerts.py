@@ -17,11 +17,13 @@ from unbusy import series
 from unbusy.api import InferenceService, SpecError
 from unbusy.api.spec import AlertRule
 from unbusy.gpu.request import GpuRequest
-from unbusy.render import meta, monitors
+from unbusy.render import edge, meta, monitors
 
-# Window of the error-rate alert: long enough that a handful of failures in a quiet minute do
-# not page anyone, short enough that a queue overflowing under load is caught within minutes.
+# Window of the error-rate and busy-rate alerts: long enough that a handful of failures in a
+# quiet minute do not page anyone, short enough that a queue overflowing under load is caught
+# within minutes.
 ERROR_RATE_WINDOW = "5m"
+BUSY_RATE_WINDOW_S = 300
 P99 = "0.99"
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
@@ -65,6 +67,20 @@ def gpu_utilization_query(where: series.Scope, mig: bool) -> str:
     return aggregate("max", series.gpu_utilization_percent(where.dcgm(), mig), (series.POD,))
 
 
+def busy_rate_query(isvc: InferenceService) -> str | None:
+    """Requests refused at the edge (HTTP 503) in percent of all it took, over the whole
+    InferenceService: what its users feel. Triton's own failure count misses the requests it
+    refuses for a full queue. None where the edge is not read (autoscaling.demand)."""
+    variants = isvc.spec.effective_variants()
+    demands = [edge.demand_queries(isvc, v.name, v.weight / 100, BUSY_RATE_WINDOW_S) for v in variants]
+    if not all(d.measurable and d.rejected for d in demands):
+        return None
+    # A variant without series yet adds 0; without any traffic clamp_min keeps the ratio 0, not NaN.
+    refused = " + ".join(f"({d.rejected} or vector(0))" for d in demands)
+    offered = " + ".join(f"({d.requests} or vector(0))" for d in demands)
+    return f"100 * ({refused}) / clamp_min({offered}, 1e-9)"
+
+
 # --- rules ---------------------------------------------------------------------------------
 
 
@@ -91,7 +107,8 @@ VARIANT = "{{ $labels.variant }}"
 
 
 def alerts(isvc: InferenceService, gpu: GpuRequest) -> list[Alert]:
-    """Every alert the spec can ask for, enabled or not, in a fixed order."""
+    """Every alert the spec can ask for, enabled or not, in a fixed order; the busy rate only
+    where the edge is read."""
     spec, where = isvc.spec.alerts, meta.series_scope(isvc)
     who = f"{isvc.metadata.namespace}/{isvc.metadata.name}"
     p99, errors, queue = spec.p99_latency_seconds, spec.error_rate_percent, spec.queue_depth
@@ -139,6 +156,26 @@ def alerts(isvc: InferenceService, gpu: GpuRequest) -> list[Alert]:
             f"{engine} of pod {POD} is {VALUE}% "
             f"(threshold {number(busy.threshold)}%): requests will queue up unless replicas are added.",
         ),
+        *_busy_rate_alert(isvc, who),
+    ]
+
+
+def _busy_rate_alert(isvc: InferenceService, who: str) -> list[Alert]:
+    query = busy_rate_query(isvc)
+    if query is None:
+        return []
+    refused, source = isvc.spec.alerts.busy_rate_percent, isvc.spec.demand_source()
+    status = "5xx (Envoy counts code classes)" if source == "envoy-gateway" else series.BUSY_STATUS
+    return [
+        Alert(
+            "ServerBusyRateHigh",
+            refused,
+            query,
+            f"{who} refuses more than {number(refused.threshold)}% of requests (server busy)",
+            f"{VALUE}% of requests to {who} were refused with HTTP {status} at the edge ({source}) over the last "
+            f"{BUSY_RATE_WINDOW_S // 60}m (threshold {number(refused.threshold)}%): no replica could take them, "
+            "Triton's queue was full or none was ready. Add replicas or capacity per replica.",
+        )
     ]
 
 

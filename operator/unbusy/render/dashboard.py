@@ -60,6 +60,7 @@ def panels(isvc: InferenceService) -> list[dict[str, Any]]:
     mig = isvc.spec.gpu.mig_profile is not None
     by_deployment = (series.DEPLOYMENT,)
     rejected = series.matcher(series.REASON, series.REJECTED)
+    busy = alerts.busy_rate_query(isvc)
     return [
         _panel(
             "Request rate",
@@ -106,6 +107,11 @@ def panels(isvc: InferenceService) -> list[dict[str, Any]]:
             "percent",
             [(alerts.gpu_memory_query(where), "{{pod}}")],
             spec.gpu_memory_percent,
+        ),
+        *(
+            [_panel("Busy rate at the edge (HTTP 503)", "percent", [(busy, "refused")], spec.busy_rate_percent)]
+            if busy
+            else []
         ),
     ]
 
