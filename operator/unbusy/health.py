@@ -53,8 +53,15 @@ def _condition(type_: str, holds: bool, reason: str, message: str) -> tuple[str,
     return type_, "True" if holds else "False", reason, message
 
 
+def _scaled_to_zero(s: VariantState) -> bool:
+    """Asks for no replicas and has none left: settled, not waiting for anything."""
+    return s.exists and s.desired == 0 and s.replicas == 0
+
+
 def _conditions(states: list[VariantState], errors: list[str], gpu: GpuRequest | None) -> list[tuple]:
     problems = list(errors)
+    idle = [s for s in states if _scaled_to_zero(s)]
+    all_idle = bool(states) and len(idle) == len(states)
     for s in states:
         if s.pending and s.unschedulable:
             problems.append(
@@ -65,7 +72,11 @@ def _conditions(states: list[VariantState], errors: list[str], gpu: GpuRequest |
             problems.append(f"variant {s.name}: rollout stalled: {s.stalled}")
         if s.replica_failure:
             problems.append(f"variant {s.name}: replicas cannot be created: {s.replica_failure}")
-    waiting = [s for s in states if not s.exists or s.ready < s.desired or (s.weight > 0 and s.ready == 0)]
+        if s in idle and s.weight > 0 and not all_idle:
+            problems.append(f"variant {s.name}: {s.weight}% of the traffic is routed to it, but it is scaled to zero")
+    waiting = [
+        s for s in states if s not in idle and (not s.exists or s.ready < s.desired or (s.weight > 0 and s.ready == 0))
+    ]
     rolling = [s for s in states if s.exists and (not s.rolled_out or s.updated < s.desired)]
 
     if problems:
@@ -73,6 +84,8 @@ def _conditions(states: list[VariantState], errors: list[str], gpu: GpuRequest |
     elif waiting:
         counts = ", ".join(f"{s.name} {s.ready}/{s.desired}" for s in waiting)
         ready = _condition("Ready", False, "ReplicasNotReady", f"waiting for ready replicas: {counts}")
+    elif all_idle:
+        ready = _condition("Ready", True, "ScaledToZero", "scaled to zero: no replica runs or serves until scaled up")
     else:
         ready = _condition("Ready", True, "AllReplicasReady", "every variant has all its replicas ready")
 
@@ -83,7 +96,11 @@ def _conditions(states: list[VariantState], errors: list[str], gpu: GpuRequest |
         progressing = _condition("Progressing", False, "Stable", "no rollout in progress")
 
     if problems:
-        kinds = {"cannot be scheduled": "Unschedulable", "cannot be created": "ReplicaFailure"}
+        kinds = {
+            "cannot be scheduled": "Unschedulable",
+            "cannot be created": "ReplicaFailure",
+            "scaled to zero": "NoReplicasForTraffic",
+        }
         reason = next((r for words, r in kinds.items() if any(words in p for p in problems)), "ReconcileFailed")
         degraded = _condition("Degraded", True, reason, "; ".join(problems))
     else:

@@ -269,6 +269,23 @@ def test_kubectl_scale_uses_the_scale_subresource(testbed, operator, namespace):
     assert scale["status"] == {"replicas": 4, "selector": "serving.unbusy.dev/inferenceservice=scaled"}
 
 
+def test_scaled_to_zero_on_purpose_reads_as_settled(testbed, operator, namespace):
+    two = [{"name": "a", "weight": 50}, {"name": "b", "weight": 50}]
+    testbed.apply(manifest("idle", variants=two, replicas=2, autoscaling={"mode": "none", "minReplicas": 0}), namespace)
+    assert wait_ready(testbed, namespace, "idle")["replicaSummary"] == "2/2"
+    testbed.kubectl("scale", "infsvc/idle", "-n", namespace, "--replicas=0")
+
+    def settled():
+        status = status_of(testbed, namespace, "idle")
+        return condition(status, "Ready").get("reason") == "ScaledToZero" and status
+
+    status = eventually(settled, timeout=60)
+    assert condition(status, "Ready")["status"] == "True" and condition(status, "Progressing")["status"] == "False"
+    assert (status["replicaSummary"], status["replicas"]) == ("0/0", 0)
+    deployments = testbed.kubectl_json("get", "deployments", "-n", namespace)["items"]
+    assert {d["metadata"]["name"]: d["spec"]["replicas"] for d in deployments} == {"idle-a": 0, "idle-b": 0}
+
+
 def test_mig_slices_run_out_and_the_status_says_why(testbed, operator, namespace):
     mig = {"migProfile": "1g.10gb", "product": "A100-80GB"}
     testbed.apply(manifest("mig", gpu=mig, replicas=8), namespace)

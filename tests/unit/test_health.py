@@ -34,6 +34,31 @@ def test_waiting_for_replicas_is_progress_not_degradation():
     assert found["Progressing"].status == "True" and found["Degraded"].status == "False"
 
 
+def test_scaled_to_zero_on_purpose_is_settled():
+    idle = dict(desired=0, replicas=0, ready=0, updated=0)
+    found = conditions(ready_state(**idle))
+    assert (found["Ready"].status, found["Ready"].reason) == ("True", "ScaledToZero")
+    assert (found["Progressing"].status, found["Degraded"].status) == ("False", "False")
+    both = conditions(ready_state(name="a", weight=50, **idle), ready_state(name="b", weight=50, **idle))
+    assert both["Ready"].reason == "ScaledToZero" and both["Progressing"].status == "False"
+
+
+def test_scaling_to_zero_waits_for_the_last_replica_to_go():
+    found = conditions(ready_state(desired=0, replicas=1, ready=0, updated=0))
+    assert (found["Ready"].status, found["Progressing"].status) == ("False", "True")
+
+
+def test_traffic_routed_to_a_variant_scaled_to_zero_is_degraded_not_progress():
+    serving = ready_state(name="a", weight=90)
+    found = conditions(serving, ready_state(name="b", weight=10, desired=0, replicas=0, ready=0, updated=0))
+    assert (found["Ready"].status, found["Degraded"].reason) == ("False", "NoReplicasForTraffic")
+    assert "variant b: 10% of the traffic is routed to it, but it is scaled to zero" in found["Degraded"].message
+    assert found["Progressing"].status == "False"
+    # A variant at zero that gets no traffic is simply idle.
+    found = conditions(serving, ready_state(name="b", weight=0, desired=0, replicas=0, ready=0, updated=0))
+    assert (found["Ready"].reason, found["Progressing"].status) == ("AllReplicasReady", "False")
+
+
 def test_unschedulable_mig_replica_is_explained():
     message = (
         "0/4 nodes are available: 1 Insufficient nvidia.com/mig-1g.10gb, "
