@@ -6,9 +6,14 @@ from __future__ import annotations
 import urllib.request
 
 import pytest
-from test_triton_contract import expected_series, metric_shapes, served_metric_shapes
+import yaml
+from builders import isvc
+from test_edge_contract import ingress_nginx, nginx_request_labels  # noqa: F401  (ingress_nginx is a fixture)
+from test_promtool import promtool, run, text  # noqa: F401  (promtool is a fixture)
+from test_triton_contract import expected_series, metric_shapes, parse, served_metric_shapes
 
 from unbusy import series
+from unbusy.render.edge import demand_queries
 from unbusy.sim.emulator import Emulator
 from unbusy.sim.model import ServiceModel
 
@@ -54,3 +59,69 @@ def test_emulator_serves_the_real_series_the_scaling_queries_read(triton, emulat
         assert name in real, f"the real Triton does not serve {name}"
         assert name in emulated_by_name, f"the emulator does not serve {name}"
         assert real[name] | SCRAPE_LABELS <= emulated_by_name[name], (name, real[name], emulated_by_name[name])
+
+
+# --- ingress-nginx in front of the emulated pods ---------------------------------------------
+
+WINDOW_S = 20
+EDGE_SPEC = {
+    "routing": {"host": "svc.example.com"},
+    "variants": [{"name": "stable", "weight": 90}, {"name": "canary", "weight": 10}],
+}
+EDGE_PODS = {"svc-stable-abc12-x1y2z": ("stable", True), "svc-canary-def34-q8w7e": ("canary", True)}
+
+
+def test_emulator_counts_at_the_edge_as_ingress_nginx_does(ingress_nginx, promtool, tmp_path):  # noqa: F811
+    """Its request counter carries exactly the real controller's labels, and the operator's
+    demand query of each variant reads what that variant's emulated replicas answered or refused."""
+    service = isvc(EDGE_SPEC, name="svc", namespace="ml")
+    # Twice what the two replicas can serve: both answer and refuse.
+    emulator = Emulator(
+        lambda: EDGE_PODS,
+        namespace="ml",
+        inference_service="svc",
+        model="m",
+        service=ServiceModel(),
+        rps=2000,
+        isvc=service,
+    )
+    scrapes, counted = [], []
+    for _ in range(WINDOW_S + 1):
+        emulator.tick()
+        scrapes.append([s for s in parse(emulator.render()) if s.name == series.NGINX_REQUESTS])
+        per_variant = {v: 0.0 for v in ("stable", "canary")}
+        refused = dict(per_variant)
+        for pod in emulator.fleet.pods.values():
+            per_variant[pod.variant] += pod.served + pod.rejected
+            refused[pod.variant] += pod.rejected
+        counted.append((per_variant, refused))
+
+    labels = nginx_request_labels(ingress_nginx)
+    assert scrapes[-1] and all(set(s.labels) == labels for s in scrapes[-1]), (labels, scrapes[-1][0].labels)
+
+    keys = sorted({tuple(sorted(s.labels.items())) for scrape in scrapes for s in scrape})
+    values = {key: ["_"] * len(scrapes) for key in keys}
+    for t, scrape in enumerate(scrapes):
+        for s in scrape:
+            values[tuple(sorted(s.labels.items()))][t] = f"{s.value:g}"
+    given = [{"series": text(series.NGINX_REQUESTS, dict(key)), "values": " ".join(v)} for key, v in values.items()]
+    checks = []
+    for variant in ("stable", "canary"):
+        q = demand_queries(service, variant, share=0.5, window_seconds=WINDOW_S)
+        requests = (counted[-1][0][variant] - counted[0][0][variant]) / WINDOW_S
+        rejected = (counted[-1][1][variant] - counted[0][1][variant]) / WINDOW_S
+        assert requests > rejected > 0
+        # Whole requests on the counter, fractions in the simulation: within half a request a second.
+        for query, expected in ((q.requests, requests), (q.rejected, rejected)):
+            checks.append(
+                {
+                    "expr": f"abs(({query}) - {expected!r}) < bool 0.5",
+                    "eval_time": f"{WINDOW_S}s",
+                    "exp_samples": [{"labels": "{}", "value": 1}],
+                }
+            )
+    # promtool feeds the series in as it steps through evaluations: one a second, as they were scraped.
+    test = {"interval": "1s", "input_series": given, "promql_expr_test": checks}
+    tests = {"rule_files": [], "evaluation_interval": "1s", "tests": [test]}
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(tests))
+    run(promtool, "test", "rules", "test.yaml", cwd=tmp_path)

@@ -7,6 +7,12 @@ moves the fleet on by one tick; Prometheus scrapes /metrics as it would Triton (
 and the DCGM exporter. Series and labels are series.py's, with the target labels the
 ServiceMonitor's relabelling adds (namespace, inferenceservice, variant, pod) already on,
 since one emulator stands in for many scrape targets.
+
+Given the InferenceService and its routing.provider nginx, it also serves what ingress-nginx's
+controller would count in front of those pods: `nginx_ingress_controller_requests` per variant,
+200 for each request a replica answered and 503 for each it refused (or, with no replica
+ready, every request: nginx has no endpoint to send it to), labelled as the controller labels
+a request the Ingresses Unbusy renders took (render/edge.py says how).
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from unbusy import series
+from unbusy.api import InferenceService
+from unbusy.render import meta, routing
+from unbusy.render.context import RenderContext
 from unbusy.sim.live import TICK_S, LiveFleet
 from unbusy.sim.model import ServiceModel
 
@@ -28,6 +37,14 @@ FAILURE_REASONS = (series.REJECTED, "CANCELED", "BACKEND", "OTHER")  # the reaso
 GPU_MODEL = "NVIDIA H100 80GB HBM3"
 FB_TOTAL_MIB = 81559
 FB_USED_MIB = 18432  # a model loaded: constant, as it is on a real GPU between loads
+# The constant labels ingress-nginx's collector puts on every series, as its Helm chart deploys it.
+NGINX_CONTROLLER = {
+    "controller_namespace": "ingress-nginx",
+    "controller_class": "k8s.io/ingress-nginx",
+    "controller_pod": "ingress-nginx-controller-7d4db76476-x8m2p",
+}
+ANSWERED = "200"
+INFERENCE_METHOD = "POST"  # Triton's HTTP inference requests
 
 _TYPES = {
     series.REQUEST_SUCCESS: "counter",
@@ -61,6 +78,7 @@ class Emulator:
         host: str = "127.0.0.1",
         port: int = 0,
         seed: int = 0,
+        isvc: InferenceService | None = None,
     ) -> None:
         self.list_pods = pods
         self.namespace, self.inference_service, self.model, self.version = namespace, inference_service, model, version
@@ -69,6 +87,10 @@ class Emulator:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._pods: Mapping[str, tuple[str, bool]] = {}
+        # ingress-nginx in front: the InferenceService its Ingresses come from, with routing.provider nginx.
+        routed = isvc is not None and isvc.spec.routing is not None and isvc.spec.routing.provider == "nginx"
+        self._ingress_of = isvc if routed else None
+        self._at_the_edge: dict[tuple[str, str], float] = {}  # (variant, HTTP status) -> requests, cumulative
         emulator = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -128,7 +150,43 @@ class Emulator:
         except Exception as error:  # an API server hiccup must not stop the clock
             log.warning("listing pods failed, keeping the last list: %s", error)
         with self._lock:
+            before = {name: (pod.served, pod.rejected) for name, pod in self.fleet.pods.items()}
             self.fleet.tick(self.rps, self._pods)
+            if self._ingress_of is not None:
+                self._count_at_the_edge(self._ingress_of, before)
+
+    def _count_at_the_edge(self, isvc: InferenceService, before: Mapping[str, tuple[float, float]]) -> None:
+        """What ingress-nginx counted this tick: the requests each variant's replicas answered or refused."""
+        for name, pod in self.fleet.pods.items():
+            served, refused = before.get(name, (0.0, 0.0))
+            for status, count in ((ANSWERED, pod.served - served), (series.BUSY_STATUS, pod.rejected - refused)):
+                key = (pod.variant, status)
+                self._at_the_edge[key] = self._at_the_edge.get(key, 0.0) + count
+        if not any(ready for _, ready in self._pods.values()):
+            arrived, _ = self.fleet.history[-1]
+            key = (self._primary(isvc), series.BUSY_STATUS)  # no endpoint behind the primary Ingress: 503
+            self._at_the_edge[key] = self._at_the_edge.get(key, 0.0) + arrived
+
+    @staticmethod
+    def _primary(isvc: InferenceService) -> str:
+        """The variant behind the primary Ingress (weights add up to 100: one carries traffic)."""
+        return routing.nginx_weighted(isvc, RenderContext())[0][0]
+
+    def _nginx_labels(self, isvc: InferenceService, variant: str, status: str) -> dict[str, str]:
+        """The labels ingress-nginx gives a request to `variant`: the primary Ingress's location
+        took it, and a canary backend's upstream name says where it went if not to the primary."""
+        primary, spec = self._primary(isvc), isvc.spec.routing
+        return {
+            series.NGINX_STATUS: status,
+            "method": INFERENCE_METHOD,
+            "path": spec.path,
+            series.NAMESPACE: isvc.metadata.namespace,
+            series.NGINX_INGRESS: routing.route_name(isvc),
+            series.NGINX_SERVICE: meta.variant_name(isvc, primary),
+            series.NGINX_CANARY: "" if variant == primary else routing.nginx_upstream(isvc, variant),
+            "host": spec.host,  # the controller's --metrics-per-host, on by default
+            **NGINX_CONTROLLER,
+        }
 
     def _run(self) -> None:
         next_at = time.monotonic()
@@ -178,7 +236,13 @@ class Emulator:
                 add(series.GR_ENGINE_ACTIVE, gpu, pod.gpu_busy)
                 add(series.FB_USED, gpu, FB_USED_MIB)
                 add(series.FB_FREE, gpu, FB_TOTAL_MIB - FB_USED_MIB)
+            types = dict(_TYPES)
+            if self._ingress_of is not None:
+                types[series.NGINX_REQUESTS] = "counter"
+                samples[series.NGINX_REQUESTS] = []
+                for (variant, status), count in sorted(self._at_the_edge.items()):
+                    add(series.NGINX_REQUESTS, self._nginx_labels(self._ingress_of, variant, status), int(count))
         lines = []
-        for name, kind in _TYPES.items():
+        for name, kind in types.items():
             lines += [f"# TYPE {name} {kind}", *samples[name]]
         return "\n".join(lines) + "\n"
