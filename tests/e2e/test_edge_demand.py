@@ -1,7 +1,8 @@
 """Demand from the edge through a real Prometheus: the metrics emulator serves ingress-nginx's
 request counter in front of its simulated replicas, Prometheus scrapes it, and the scaling
-loop's source reads each variant's offered load, refused requests included. No testbed: the
-pods are given, not listed from an API server.
+loop's source reads each variant's offered load, refused requests included; a user's PromQL
+that Prometheus refuses is reported naming the field. No testbed: the pods are given, not
+listed from an API server.
 
 Load: 1,600 requests/s over two replicas of ~470/s each (one per weighted variant): each
 variant is offered about 800/s and refuses about 330/s of them.
@@ -14,10 +15,10 @@ from builders import manifest
 from conftest import Prometheus
 
 from polling import eventually
-from unbusy.api import load
+from unbusy.api import InferenceService, load
 from unbusy.gpu.request import gpu_request
 from unbusy.scaling.promql import variant_queries
-from unbusy.scaling.source import PrometheusSource
+from unbusy.scaling.source import PrometheusSource, SourceError
 from unbusy.sim.emulator import Emulator
 from unbusy.sim.model import ServiceModel
 
@@ -54,8 +55,8 @@ def test_the_loop_reads_each_variants_demand_with_its_503s(prometheus_binary, tm
         gpu = gpu_request(service.spec.gpu, service.spec.model.gpu_memory)
         shares = {v.name: v.weight / 100 for v in service.spec.effective_variants()}
 
-        def demand(variant: str):
-            return source.demand(variant_queries(service, variant, gpu, shares[variant], WINDOW_S).demand)
+        def demand(variant: str, of: InferenceService = service):
+            return source.demand(variant_queries(of, variant, gpu, shares[variant], WINDOW_S).demand)
 
         def settled():
             # A full window of scrapes, so that the rate is the load's and not the first seconds'.
@@ -70,6 +71,12 @@ def test_the_loop_reads_each_variants_demand_with_its_503s(prometheus_binary, tm
             assert offered * 0.85 < got.rps < offered * 1.15, (variant, got)
             assert 0.2 * got.rps < got.rejected_rps < 0.6 * got.rps, (variant, got)
         assert demand("fallback") is None  # no series at all: no demand read, not 0
+
+        # A user's template that Prometheus cannot parse: the loop says which field to fix.
+        broken = {"source": "promql", "query": "sum(rate(nginx_ingress_controller_requests[$window])"}
+        templated = load(manifest({**SPEC, "autoscaling": {"demand": broken}}, name="svc", namespace="ml"))
+        with pytest.raises(SourceError, match=r"^spec\.autoscaling\.demand\.query: Prometheus at .* refused a query"):
+            demand("stable", of=templated)
     finally:
         prometheus.stop()
         emulator.stop()

@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping
 
 from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
 
 from unbusy import series
 from unbusy.render.edge import DemandQueries
@@ -26,7 +27,9 @@ class PrometheusSource:
     def _query(self, query: str) -> list[dict]:
         try:
             return self.client.custom_query(query)
-        except Exception as error:  # the client raises requests' and its own errors alike
+        except PrometheusApiClientException as error:  # it answered, with an error (a bad query: 400)
+            raise SourceError(f"Prometheus at {self.url} refused a query: {error}") from None
+        except Exception as error:  # requests' errors: no answer at all
             raise SourceError(f"Prometheus at {self.url} unreachable: {error}") from None
 
     def _per_pod(self, query: str) -> dict[str, float]:
@@ -41,12 +44,21 @@ class PrometheusSource:
     def demand(self, queries: DemandQueries) -> Demand | None:
         """The variant's offered load; None while the source has no series of it (not 0: a proxy
         exports a request counter only from its first request, and an unread edge is no idle one)."""
-        rps = self._total(queries.requests)
+        rps = self._demand_total(queries, queries.requests, "query")
         if rps is None:
             return None
         # Refused requests get a series of their own at the first refusal: until then there were none.
-        rejected = self._total(queries.rejected) if queries.rejected else None
+        rejected = self._demand_total(queries, queries.rejected, "rejectedQuery") if queries.rejected else None
         return Demand(rps=rps, rejected_rps=rejected or 0.0, source=queries.source, measurable=queries.measurable)
+
+    def _demand_total(self, queries: DemandQueries, query: str, field: str) -> float | None:
+        try:
+            return self._total(query)
+        except SourceError as error:
+            if queries.source != "promql":
+                raise
+            # The user's template: the error is theirs to fix, so it names the field.
+            raise SourceError(f"spec.autoscaling.demand.{field}: {error}") from None
 
     def samples(self, queries: Queries, pods: Mapping[str, bool]) -> tuple[ReplicaSample, ...]:
         """One sample per live pod (pod name -> ready), joined by the `pod` label."""
