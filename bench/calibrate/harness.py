@@ -18,6 +18,7 @@ time from process start to model ready.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import math
@@ -52,15 +53,51 @@ MODEL_SERIES = (
 )
 _SERIES = re.compile(r"^(nv_\w+)\{([^}]*)\} (\S+)$", re.M)
 
-RATES_COLUMNS = (
-    "mode concurrency offered_rps sent_rps served_rps rejected_rps rejected_pct errors p50_ms p90_ms p99_ms "
-    "pending_mean pending_max gpu_util gpu_util_nvml avg_batch executions_per_s queue_us compute_input_us "
-    "compute_infer_us compute_output_us request_us busy_fraction late_pct lag_p99_ms seconds"
-).split()
-SECONDS_COLUMNS = (
-    "step offered_rps second sent served rejected p50_ms p99_ms pending gpu_util gpu_util_nvml "
-    "inferences executions queue_us compute_infer_us"
-).split()
+RATES_COLUMNS = [
+    "mode",
+    "concurrency",
+    "offered_rps",
+    "sent_rps",
+    "served_rps",
+    "rejected_rps",
+    "rejected_pct",
+    "errors",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "pending_mean",
+    "pending_max",
+    "gpu_util",
+    "gpu_util_nvml",
+    "avg_batch",
+    "executions_per_s",
+    "queue_us",
+    "compute_input_us",
+    "compute_infer_us",
+    "compute_output_us",
+    "request_us",
+    "busy_fraction",
+    "late_pct",
+    "lag_p99_ms",
+    "seconds",
+]
+SECONDS_COLUMNS = [
+    "step",
+    "offered_rps",
+    "second",
+    "sent",
+    "served",
+    "rejected",
+    "p50_ms",
+    "p99_ms",
+    "pending",
+    "gpu_util",
+    "gpu_util_nvml",
+    "inferences",
+    "executions",
+    "queue_us",
+    "compute_infer_us",
+]
 
 
 @dataclass
@@ -104,10 +141,8 @@ class Sampler:
     def _loop(self) -> None:
         while not self._stop.is_set():
             started = time.time()
-            try:
+            with contextlib.suppress(OSError, urllib.error.URLError):  # a missed second, not a failed run
                 self.samples.append(self.read())
-            except (OSError, urllib.error.URLError):
-                pass
             self._stop.wait(max(0.0, 1.0 - (time.time() - started)))
 
     def __enter__(self) -> Sampler:
@@ -334,7 +369,9 @@ def measure(args, model: str, plan: Plan, environment: list[str]) -> None:
     # clients' work (a 503 costs the client as much as a 200) slows the server and the figures
     # would describe the client, not Triton.
     os.sched_setaffinity(0, (os.sched_getaffinity(0) - server_cpus) or os.sched_getaffinity(0))
-    print(f"{model}: ready {server.ready_s:.2f} s after start, first answer at {server.first_answer_s:.2f} s", flush=True)
+    print(
+        f"{model}: ready {server.ready_s:.2f} s after start, first answer at {server.first_answer_s:.2f} s", flush=True
+    )
     url = f"http://127.0.0.1:8000/v2/models/{model}/infer"
     rates, seconds = [], []
     try:

@@ -46,7 +46,7 @@ async def _send(session: aiohttp.ClientSession, url: str) -> tuple[int, float]:
         async with session.post(url, data=BODY, headers=HEADERS) as response:
             await response.read()
             return response.status, time.perf_counter() - start
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError):
         return NO_ANSWER, time.perf_counter() - start
 
 

@@ -38,7 +38,9 @@ def prepare(spec: Path, models: Path, cpu: bool) -> str:
     variant = isvc.spec.effective_variants()[0]
     config = model_config(isvc, variant, gpu_request(isvc.spec.gpu, isvc.spec.model.gpu_memory).count)
     if cpu:
-        config["instance_group"] = [{"count": group["count"], "kind": Token("KIND_CPU")} for group in config["instance_group"]]
+        config["instance_group"] = [
+            {"count": group["count"], "kind": Token("KIND_CPU")} for group in config["instance_group"]
+        ]
     name = isvc.spec.model.name
     target = models / name
     shutil.rmtree(target, ignore_errors=True)

@@ -10,11 +10,12 @@ import pytest
 import yaml
 from builders import isvc, manifest
 
+from unbusy.api.spec import GpuUtilizationCurve, Pauses, ServiceTime, Serving
 from unbusy.sim import cli as sim_cli
 from unbusy.sim import plot
 from unbusy.sim.config import SimConfig, from_spec
 from unbusy.sim.engine import simulate
-from unbusy.sim.model import ServiceModel, from_config, from_service
+from unbusy.sim.model import DEFAULT_PROFILE, ServiceModel, from_config, from_service, load_profile
 from unbusy.sim.traces import SHAPES, Trace, builtin, parse_csv
 
 FAST_DOWN = {"stabilizationWindowSeconds": 60, "maxPodsPerStep": 4, "maxPercentPerStep": 100, "periodSeconds": 15}
@@ -24,6 +25,15 @@ QUEUE_ONLY = {"queueDepthPerReplica": 8, "gpuUtilizationPercent": 0}
 def config(scaling: bool = True, **autoscaling) -> SimConfig:
     settings = {"minReplicas": 2, "maxReplicas": 30, "targets": QUEUE_ONLY} | autoscaling
     return from_spec(isvc({"autoscaling": settings}), scaling=scaling, startup_s=60)
+
+
+def serving(floor_ms: float = 0.0, base_ms: float = 5.0, per_item_ms: float = 1.5, **changes) -> Serving:
+    """A serving profile with a chosen batch time, a linear GPU reading and no stalls."""
+    return Serving(
+        service_time=ServiceTime(floor_ms=floor_ms, base_ms=base_ms, per_item_ms=per_item_ms),
+        gpu_utilization=GpuUtilizationCurve(ceiling=1, exponent=1),
+        ready_seconds=10,
+    ).model_copy(update=changes)
 
 
 def step(base: float, before: int = 60, during: int = 540, after: int = 0) -> Trace:
@@ -66,10 +76,55 @@ def test_builtin_shapes():
 
 
 def test_batches_grow_with_the_rate_up_to_the_saturated_batch():
-    model = ServiceModel(saturated_batch=16, base_ms=5, per_item_ms=1.5)
+    model = ServiceModel(saturated_batch=16, serving=serving())
     sizes = [model.batch_at(rate) for rate in (1, 100, 300, 500, 5000)]
     assert sizes == sorted(sizes) and sizes[0] == 1 and sizes[-1] == 16
     assert model.capacity_rps == pytest.approx(16 / 0.029)
+
+
+def test_launch_bound_batches_take_the_floor_and_grow_with_the_rate_on_it():
+    model = ServiceModel(saturated_batch=32, serving=serving(floor_ms=8, base_ms=2, per_item_ms=0.5))
+    assert model.service_s(1) == model.service_s(12) == pytest.approx(0.008)
+    assert model.service_s(32) == pytest.approx(0.018)
+    assert model.batch_at(500) == pytest.approx(4.0)  # 500/s x 8 ms: on the floor
+    # on the line: b = rate x base / (1 - rate x per_item)
+    assert model.batch_at(1500) == pytest.approx(1500 * 0.002 / (1 - 1500 * 0.0005))
+
+
+def test_stalls_take_their_share_of_capacity_and_the_gpu_reading_follows_served_load():
+    still = ServiceModel(
+        saturated_batch=16, serving=serving(gpu_utilization=GpuUtilizationCurve(ceiling=0.8, exponent=0.5))
+    )
+    stalling = dataclasses.replace(
+        still, serving=still.serving.model_copy(update={"pauses": Pauses(per_second=2, ms=50)})
+    )
+    assert stalling.capacity_rps == pytest.approx(0.9 * still.capacity_rps)
+    assert still.gpu_reading(still.capacity_rps / 4) == pytest.approx(0.4)
+    assert still.gpu_reading(10 * still.capacity_rps) == pytest.approx(0.8)  # the ceiling, however far past
+
+
+def test_stalls_lengthen_the_tail_not_the_median():
+    steady = dataclasses.replace(config(scaling=False), initial_replicas=1)
+    stalling = dataclasses.replace(
+        steady,
+        model=dataclasses.replace(
+            steady.model, serving=steady.model.serving.model_copy(update={"pauses": Pauses(per_second=1, ms=80)})
+        ),
+    )
+    steady = dataclasses.replace(
+        steady,
+        model=dataclasses.replace(steady.model, serving=steady.model.serving.model_copy(update={"pauses": Pauses()})),
+    )
+    calm, stalled = simulate(steady, Trace("flat", (100.0,) * 120)), simulate(stalling, Trace("flat", (100.0,) * 120))
+    assert stalled.p50_ms == pytest.approx(calm.p50_ms, rel=0.1)
+    assert stalled.p99_ms > calm.p99_ms + 40
+
+
+def test_the_default_profile_is_the_measured_resnet50_one():
+    assert from_config(None).serving == load_profile(DEFAULT_PROFILE) == load_profile("h100-resnet50")
+    assert "H100" in load_profile(DEFAULT_PROFILE).measured
+    with pytest.raises(ValueError, match="neither a profile"):
+        load_profile("no-such-profile")
 
 
 def test_model_config_sets_batching_and_the_queue_limit():
@@ -104,7 +159,10 @@ def test_settings_come_from_the_spec():
 def test_light_load_is_answered_at_the_service_time():
     result = simulate(config(scaling=False), Trace("flat", (100.0,) * 300))
     assert result.rejected_pct == 0 and result.slo_minutes_pct == 100
-    assert 5 < result.p50_ms <= result.p99_ms < 20
+    time = load_profile(DEFAULT_PROFILE).service_time
+    # on the floor: the batch in progress (up to one batch time) plus its own
+    assert 0.95 * time.floor_ms < result.p50_ms < 2 * time.floor_ms
+    assert result.p50_ms < result.p99_ms < 2 * time.floor_ms + load_profile(DEFAULT_PROFILE).pauses.ms
     assert result.gpu_hours == pytest.approx(2 * 300 / 3600)
 
 
@@ -158,7 +216,7 @@ def test_figures_carry_the_keys_ci_gates_on():
 
 
 def test_a_slow_replica_with_a_short_queue_rejects_what_it_cannot_serve():
-    model = ServiceModel(max_queue=1, base_ms=500)  # 8 requests per 512 ms: 15.6 per second
+    model = ServiceModel(saturated_batch=8, max_queue=1, serving=serving(base_ms=500))  # 8 per 512 ms: 15.6/s
     cfg = dataclasses.replace(config(scaling=False), initial_replicas=1, model=model)
     result = simulate(cfg, Trace("x", (50.0,) * 60))
     assert result.rejected_pct == pytest.approx(100 * (1 - model.capacity_rps / 50), abs=3)

@@ -87,6 +87,36 @@ class ModelConfig(ApiModel):
     warmup: Warmup | None = Field(None, description="Warm-up requests Triton runs before it reports ready.")
 
 
+class ServiceTime(ApiModel):
+    floor_ms: float = Field(
+        ge=0, le=60_000, description="Shortest time any batch takes (ms): below it the model is launch-bound."
+    )
+    base_ms: float = Field(
+        ge=0, le=60_000, description="Time of a batch: baseMs + perItemMs x requests, at least floorMs."
+    )
+    per_item_ms: float = Field(gt=0, le=60_000, description="Time each request adds to its batch (ms).")
+
+
+class GpuUtilizationCurve(ApiModel):
+    ceiling: float = Field(gt=0, le=1, description="GPU utilisation (0-1) a saturated replica reads (NVML, DCGM).")
+    exponent: float = Field(gt=0, le=4, description="The reading at a fraction x of capacity is ceiling x x^exponent.")
+
+
+class Pauses(ApiModel):
+    per_second: float = Field(0, ge=0, le=100, description="How often a replica stalls (per second).")
+    ms: float = Field(0, ge=0, le=10_000, description="How long each stall lasts (ms).")
+
+
+class Serving(ApiModel):
+    """How one replica serves the model, measured on a real Triton: print it with `unbusy calibrate`."""
+
+    measured: str = Field("", max_length=512, description="Where, on what and how it was measured.")
+    service_time: ServiceTime = Field(description="Time a batch of n requests takes.")
+    gpu_utilization: GpuUtilizationCurve = Field(description="GPU utilisation read at a given load.")
+    pauses: Pauses = Field(default_factory=Pauses, description="Stalls of the serving process (tail latency).")
+    ready_seconds: float = Field(ge=0, le=7200, description="From tritonserver's start to the model ready.")
+
+
 class Model(ApiModel):
     name: str = Field(
         pattern=r"^[A-Za-z0-9_.-]+$", max_length=128, description="Triton model name inside the repository."
@@ -105,6 +135,9 @@ class Model(ApiModel):
     config: ModelConfig | None = Field(
         None,
         description="Model configuration the operator writes as config.pbtxt; omit to use the repository's own.",
+    )
+    serving: Serving | None = Field(
+        None, description="Measured serving behaviour (`unbusy calibrate`) for `unbusy simulate`; optional."
     )
 
 

@@ -11,10 +11,10 @@ from typing import Any
 import yaml
 
 from unbusy.api import KIND, SpecError, load
-from unbusy.sim import plot
+from unbusy.sim import calibration, plot
 from unbusy.sim.config import from_spec
 from unbusy.sim.engine import simulate as run_simulation
-from unbusy.sim.model import from_service
+from unbusy.sim.model import DEFAULT_PROFILE, from_service, load_profile, profile_names
 from unbusy.sim.stats import SimResult
 from unbusy.sim.traces import SHAPES, Trace, builtin, parse_csv
 
@@ -37,14 +37,40 @@ def add_parser(subparsers: argparse._SubParsersAction, usage_error: type[Excepti
     command.add_argument("--base-rps", type=float, help="base rate of a built-in shape; default: half of the capacity")
     command.add_argument("--startup-seconds", type=float, default=60.0, help="image pull + model load per replica")
     command.add_argument("--metrics-delay-seconds", type=int, default=10, help="scrape to readable by the loop")
-    command.add_argument("--base-ms", type=float, default=5.0, help="service time of a batch: base ...")
-    command.add_argument("--per-item-ms", type=float, default=1.5, help="... plus this per request in the batch")
+    command.add_argument(
+        "--model",
+        help=f"serving profile: a measured one ({', '.join(profile_names())}) or a file from `unbusy calibrate`; "
+        f"default: the spec's model.serving, else {DEFAULT_PROFILE}",
+    )
     command.add_argument("--no-scaling", action="store_true", help="keep the starting replicas (a baseline)")
     command.add_argument("--seed", type=int, default=0, help="random seed of the arrivals")
     command.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     command.add_argument("--png", help="write load, replicas and p99 per minute to this PNG (needs matplotlib)")
     command.set_defaults(run=simulate, usage_error=usage_error)
+    fitting = subparsers.add_parser(
+        "calibrate", help="fit a serving profile to a real Triton's sweep (bench/calibrate) and check it"
+    )
+    fitting.add_argument("csv", help="a rates CSV written by bench/calibrate (e.g. bench/data/h100-resnet50-rates.csv)")
+    fitting.set_defaults(run=calibrate, usage_error=usage_error)
     return command
+
+
+def calibrate(args: argparse.Namespace) -> str:
+    """The `serving` block fitted to a sweep, and how the simulator replays the held-out rates."""
+    try:
+        sweep = calibration.read_sweep(args.csv)
+        serving = calibration.rounded(calibration.fit(sweep))
+    except (OSError, ValueError, KeyError) as error:
+        raise args.usage_error(f"{args.csv}: {error}") from None
+    block = yaml.safe_dump({"serving": serving.model_dump(by_alias=True)}, sort_keys=False, width=200)
+    lines = [f"# unbusy calibrate {args.csv}", "# held-out rates, measured / simulated:"]
+    for row, replayed in calibration.check(sweep, serving):
+        lines.append(
+            f"#   {row.offered_rps:7.0f} rps: served {row.served_rps:.0f} / {replayed.served_rps:.0f}, "
+            f"503s {row.rejected_pct:.2f}% / {replayed.rejected_pct:.2f}%, p99 {row.p99_ms:.1f} / "
+            f"{replayed.p99_ms:.1f} ms, GPU {row.gpu_util:.2f} / {replayed.gpu_util:.2f}"
+        )
+    return "\n".join(lines) + "\n" + block
 
 
 def _trace(spec: str, base_rps: float) -> Trace:
@@ -91,7 +117,7 @@ def simulate(args: argparse.Namespace) -> str:
         raise UsageError(f"{args.filename}: no {KIND} in it")
     try:
         isvc = load(document)
-        model = from_service(isvc, args.base_ms, args.per_item_ms)
+        model = from_service(isvc, load_profile(args.model) if args.model else None)
         config = from_spec(
             isvc,
             scaling=not args.no_scaling,
@@ -102,6 +128,8 @@ def simulate(args: argparse.Namespace) -> str:
         )
     except SpecError as error:
         raise UsageError("\n".join(f"{args.filename}: {problem}" for problem in error.problems)) from None
+    except ValueError as error:  # a profile that is neither named nor a readable serving block
+        raise UsageError(f"--model {error}") from None
     base = args.base_rps or BASE_LOAD * model.capacity_rps * config.initial_replicas / config.weight
     try:
         trace = _trace(args.trace, base)

@@ -9,6 +9,7 @@ One second is short against everything the scaling loop reacts to (15 s scrapes 
 evaluations, a minute of start-up) and long enough to keep an hour of load well under a second.
 
 Randomness: Poisson arrivals per tick from a seeded generator; the same seed gives the same run.
+Stalls of the serving process are fluid too: each tick loses its expected share of time to them.
 Routing: arrivals split evenly over ready replicas (round robin); none ready: all rejected.
 Scale-in: loading replicas go first, then those with the shortest queue; a removed replica
 stops receiving traffic at once and holds its GPU until its queue is empty.
@@ -31,6 +32,8 @@ TICK_S = 1.0
 # Points at which a block of requests served together is measured: their latencies spread
 # linearly between the first and the last, and four points capture that spread well enough.
 _POINTS = 4
+# Points at which the wait for the batch in progress (uniform over its time) is measured.
+_RESIDUALS = 4
 
 # What drives the replica count: policy.decide, or anything with its signature (bench/ plugs in
 # baselines). It is called every config.policy.interval_seconds with config.policy and bounds.
@@ -103,18 +106,28 @@ class Simulation:
         """One tick of one replica; returns the requests it rejected."""
         model, backlog = self.model, replica.backlog
         rate = arrivals / TICK_S
-        # A backlog is drained in full batches; otherwise the batch is what the arrival rate forms.
-        batch = model.saturated_batch if backlog >= 1 else model.batch_at(rate)
+        pauses = model.serving.pauses
+        stalls = pauses.per_second * TICK_S  # expected stalls in the tick
+        pause_s = pauses.ms / 1000
+        paused = min(TICK_S, stalls * pause_s)
+        # A backlog is drained in full batches; otherwise the batch is what the arrival rate forms
+        # in the time the replica is not stalled (after a stall it catches up in larger batches).
+        batch = (
+            model.saturated_batch
+            if backlog >= 1 or paused >= TICK_S
+            else model.batch_at(rate * TICK_S / (TICK_S - paused))
+        )
         service = model.service_s(batch)
         throughput = batch / service
-        served_total = min(backlog + arrivals, throughput * TICK_S)
+        served_total = min(backlog + arrivals, throughput * (TICK_S - paused))
         limit = model.max_queue or math.inf
-        rejected = min(arrivals, max(0.0, backlog + arrivals - served_total - limit))
+        # What is still queued at the tick's end beyond the limit was refused; so was what piled
+        # up during a stall beyond it, even if the replica caught up by the tick's end.
+        overflow = max(backlog + arrivals - served_total - limit, stalls * (backlog + rate * pause_s - limit), 0.0)
+        rejected = min(arrivals, overflow)
         if arrivals - rejected > 0:
             replica.queue.append([now, now + TICK_S, arrivals - rejected])
-        # Waiting for the batch to fill: on average half the batcher's window, or of the time
-        # the batch takes to arrive.
-        forming = min(model.max_queue_delay_s, (batch - 1) / rate) / 2 if rate > 0 else 0.0
+        waits = self._waits(batch, service, rate, paused, pause_s)
         position, left = 0.0, served_total
         while left > 1e-9 and replica.queue:
             first, last, count = replica.queue[0]
@@ -122,9 +135,10 @@ class Simulation:
             for point in range(_POINTS):
                 item = (point + 0.5) / _POINTS * taken
                 arrival = first + (last - first) * item / count
-                start = now + (position + item) / throughput
-                self._record(max(0.0, start - arrival) + forming + service, taken / _POINTS, minute)
-                replica.waited_s += max(0.0, start - arrival) * taken / _POINTS
+                queued = max(0.0, now + (position + item) / throughput - arrival)
+                for wait, share in waits:
+                    self._record(queued + wait + service, taken / _POINTS * share, minute)
+                replica.waited_s += queued * taken / _POINTS
             position, left = position + taken, left - taken
             if taken >= count - 1e-9:
                 replica.queue.pop(0)
@@ -137,6 +151,25 @@ class Simulation:
         replica.pending = replica.backlog + batch * busy / TICK_S
         return rejected
 
+    def _waits(self, batch: float, service: float, rate: float, paused: float, pause_s: float) -> list:
+        """(wait before a request's batch starts, share of requests) beyond its place in the queue.
+
+        A request that arrives while a batch runs waits for the rest of it (uniform over the
+        batch's time) and joins the next; one that finds the replica idle waits for its batch to
+        form (at most max_queue_delay). Those arriving during a stall also wait out the rest of it.
+        """
+        busy = min(1.0, rate * service / batch) if batch else 0.0
+        forming = min(self.model.max_queue_delay_s, (batch - 1) / rate) / 2 if rate > 0 else 0.0
+        waits = [(service * (k + 0.5) / _RESIDUALS, busy / _RESIDUALS) for k in range(_RESIDUALS)]
+        if busy < 1:
+            waits.append((forming, 1 - busy))
+        stalled = paused / TICK_S
+        if stalled <= 0:
+            return waits
+        return [(w, share * (1 - stalled)) for w, share in waits] + [
+            (w + pause_s * k, share * stalled / 2) for w, share in waits for k in (0.25, 0.75)
+        ]
+
     # --- metrics and scaling -------------------------------------------------------------
 
     def _scrape(self, now: float) -> None:
@@ -148,7 +181,7 @@ class Simulation:
                 ReplicaSample(
                     ready=r.ready(now),
                     queue_depth=r.pending if loaded else None,
-                    gpu_utilization=100 * min(1.0, r.busy_s / interval),
+                    gpu_utilization=100 * self.model.gpu_reading(r.served / interval) if loaded else None,
                     request_rate=r.arrived / interval if loaded else None,
                     queue_time_ms=1000 * r.waited_s / r.served if r.served > 0 else None,
                 )

@@ -48,7 +48,7 @@ class Pod:
     replica: engine.Replica = field(default_factory=lambda: engine.Replica(ready_at=0.0))
     record: _Record = field(default_factory=_Record)
     rejected: float = 0.0
-    gpu_busy: float = 0.0  # fraction of the last tick the GPU computed
+    gpu_busy: float = 0.0  # GPU utilisation (0-1) a DCGM exporter would read over the last tick
 
     @property
     def served(self) -> float:
@@ -84,10 +84,10 @@ class LiveFleet:
         arrivals = engine.poisson(self._sim.rng, rps * TICK_S)
         rejected = 0.0 if ready else float(arrivals)
         for pod in ready:
-            busy = pod.replica.busy_s
+            served = pod.replica.served
             refused = self._sim.serve(pod.replica, self.now, arrivals / len(ready), pod.record)
             pod.rejected += refused
-            pod.gpu_busy = min(1.0, (pod.replica.busy_s - busy) / TICK_S)
+            pod.gpu_busy = self._sim.model.gpu_reading((pod.replica.served - served) / TICK_S)
             rejected += refused
         self.history.append((float(arrivals), rejected))
         self.now += TICK_S

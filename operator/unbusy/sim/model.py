@@ -1,67 +1,116 @@
-"""One Triton replica's serving model: dynamic batching, per-batch service time, queue limit.
+"""One Triton replica's serving model: dynamic batching, per-batch service time, queue limit, GPU reading.
 
-The service time of a batch is a line, t(b) = base + per_item x b: a GPU runs a batch of b in
-less than b times the time of one, which is what batching buys. The defaults are illustrative
-(a mid-sized vision model on one GPU), not measured; bench/ calibrates them.
+The measured part comes from a serving profile (api.spec.Serving), fitted by `unbusy calibrate`
+from a real tritonserver's sweep (bench/calibrate, bench/data); the batching part from the
+spec's model configuration. What a real Triton on an H100 showed (bench/data/h100-*.csv):
+
+- a batch of b requests takes t(b) = max(floor, base + per_item x b): small batches are
+  launch-bound (eager PyTorch through the Python backend: the same few ms for 1 or 8
+  requests), large ones grow with the work;
+- the model instance is busy nearly all the time from 20% load up: requests that arrive while a
+  batch runs form the next one, so batches grow with the rate until b = rate x t(b);
+- the GPU utilisation read by NVML/DCGM does not follow that duty cycle: it grows with the
+  served fraction of capacity, as ceiling x fraction^exponent, and stops at a per-model
+  ceiling (0.88 for ResNet-50, 0.68 for the BERT encoder) however far the load goes past it;
+- every so often the serving process stalls for tens of ms (pauses): that sets p99 at low load.
+
+Named profiles, each fitted from committed measurements, live in sim/profiles/.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
 
 from unbusy.api import InferenceService
-from unbusy.api.spec import ModelConfig
+from unbusy.api.spec import ModelConfig, Serving
+
+PROFILES = Path(__file__).parent / "profiles"
+DEFAULT_PROFILE = "h100-resnet50"
+
+
+def profile_names() -> list[str]:
+    return sorted(path.stem for path in PROFILES.glob("*.yaml"))
+
+
+def load_profile(name_or_path: str) -> Serving:
+    """A named profile (sim/profiles/<name>.yaml) or a YAML file holding a `serving` block."""
+    path = PROFILES / f"{name_or_path}.yaml"
+    if not path.is_file():
+        path = Path(name_or_path)
+    if not path.is_file():
+        raise ValueError(f"{name_or_path}: neither a profile ({', '.join(profile_names())}) nor a file")
+    document = yaml.safe_load(path.read_text())
+    return Serving.model_validate(document.get("serving", document) if isinstance(document, dict) else document)
+
+
+def _default() -> Serving:
+    return load_profile(DEFAULT_PROFILE)
 
 
 @dataclass(frozen=True)
 class ServiceModel:
     # The batch a busy replica forms from a long queue. Triton prefers its preferred batch sizes
     # over the maximum: with preferred [4, 8] and a maximum of 16, a backlog is served 8 at a time.
-    saturated_batch: int = 8
+    saturated_batch: int = 32
     max_queue_delay_s: float = 0.0001  # how long Triton holds a request to fill a batch
     max_queue: int = 64  # queued requests beyond which new ones are rejected (503); 0: unbounded
-    base_ms: float = 5.0
-    per_item_ms: float = 1.5
+    serving: Serving = field(default_factory=_default)
 
     def service_s(self, batch: float) -> float:
-        return (self.base_ms + self.per_item_ms * batch) / 1000
+        time = self.serving.service_time
+        return max(time.floor_ms, time.base_ms + time.per_item_ms * batch) / 1000
 
     @property
     def capacity_rps(self) -> float:
-        """The most requests per second one replica answers: full (saturated) batches back to back."""
-        return self.saturated_batch / self.service_s(self.saturated_batch)
+        """The most requests per second one replica answers: full (saturated) batches back to back,
+        less the time its stalls take."""
+        pauses = self.serving.pauses
+        running = 1 - min(1.0, pauses.per_second * pauses.ms / 1000)
+        return self.saturated_batch / self.service_s(self.saturated_batch) * running
 
     def batch_at(self, rate: float) -> float:
         """The batch a replica forms at `rate` requests per second without a backlog.
 
-        The requests arriving while one batch runs form the next: b = rate x t(b), so
-        b = rate x base / (1 - rate x per_item); below one request per batch time, batches are
-        single requests and the GPU idles in between. Holding requests for max_queue_delay
-        gathers rate x delay of them.
+        The requests arriving while one batch runs form the next: b = rate x t(b). On the line
+        that gives b = rate x base / (1 - rate x per_item), on the floor b = rate x floor; the
+        larger of the two is the one consistent with t. Below one request per batch time,
+        batches are single requests and the GPU idles in between; holding requests for
+        max_queue_delay gathers rate x delay of them.
         """
-        base, per_item = self.base_ms / 1000, self.per_item_ms / 1000
+        time = self.serving.service_time
+        per_item = time.per_item_ms / 1000
         if rate * per_item >= 1:
-            return self.saturated_batch
-        steady = rate * base / (1 - rate * per_item)
+            return float(self.saturated_batch)
+        steady = max(rate * time.floor_ms / 1000, rate * time.base_ms / 1000 / (1 - rate * per_item))
         return min(float(self.saturated_batch), max(1.0, steady, rate * self.max_queue_delay_s))
 
+    def gpu_reading(self, served_rps: float) -> float:
+        """GPU utilisation (0-1) NVML/DCGM reads while the replica serves `served_rps`."""
+        curve = self.serving.gpu_utilization
+        fraction = min(1.0, max(0.0, served_rps / self.capacity_rps))
+        return curve.ceiling * fraction**curve.exponent
 
-def from_config(config: ModelConfig | None, base_ms: float = 5.0, per_item_ms: float = 1.5) -> ServiceModel:
+
+def from_config(config: ModelConfig | None, serving: Serving | None = None) -> ServiceModel:
     """The serving model of a spec's model configuration (Triton's defaults where it has none)."""
+    serving = serving or _default()
     config = config or ModelConfig()
     max_batch = max(config.max_batch_size, 1)  # 0 turns batching off: one request at a time
     batching = config.dynamic_batching
     if batching is None:  # no dynamic batcher: requests run one by one and queue without a limit
-        return ServiceModel(1, 0.0, 0, base_ms, per_item_ms)
+        return ServiceModel(1, 0.0, 0, serving)
     preferred = [size for size in batching.preferred_batch_sizes if size <= max_batch]
     return ServiceModel(
         saturated_batch=max(preferred) if preferred else max_batch,
         max_queue_delay_s=batching.max_queue_delay_microseconds / 1e6,
         max_queue=batching.max_queue_size,
-        base_ms=base_ms,
-        per_item_ms=per_item_ms,
+        serving=serving,
     )
 
 
-def from_service(isvc: InferenceService, base_ms: float = 5.0, per_item_ms: float = 1.5) -> ServiceModel:
-    return from_config(isvc.spec.model.config, base_ms, per_item_ms)
+def from_service(isvc: InferenceService, serving: Serving | None = None) -> ServiceModel:
+    """The spec's batching with `serving`, else the spec's own measured profile, else the default one."""
+    return from_config(isvc.spec.model.config, serving or isvc.spec.model.serving)

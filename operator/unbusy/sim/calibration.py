@@ -1,0 +1,281 @@
+"""Fit a serving profile (api.spec.Serving) to a real Triton's sweep, and replay the sweep through the simulator.
+
+Input: a rates CSV written by bench/calibrate/harness.py: '#' lines (device, versions, the
+model's config.pbtxt, ready_s), then one row per closed-loop concurrency and per open-loop
+offered rate. The open-loop rates are split in two halves by rank (the 1st, 3rd, 5th ...
+lowest to fit, the others to validate), so a check against the held-out half is not the fit.
+
+What is fitted, each from the fit half and the closed loop:
+- t(b) = max(floor, base + per_item x b), from each row's batch size (Triton's
+  inference_count / exec_count) and batch time (Triton's compute time of an execution, plus the
+  per-request cost around it seen in the saturated steps, where executions run back to back);
+- the GPU reading ceiling x (served / capacity)^exponent, by least squares;
+- stalls (how often, how long), by replaying the fit rates through the simulator and matching
+  their p99: the tail at low load comes from them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from unbusy.api.spec import DynamicBatching, GpuUtilizationCurve, ModelConfig, Pauses, ServiceTime, Serving
+from unbusy.sim.model import ServiceModel, from_config
+
+# Replays of one offered rate: long enough for a steady p99, short enough to fit in seconds.
+REPLAY_SECONDS = 60
+PAUSE_MS = (5, 10, 15, 20, 30, 45, 60, 80, 100, 130)
+PAUSES_PER_SECOND = (0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+# In the fit of the stalls, a miss of this many points of rejected % weighs as much as p99 100% off.
+REJECTED_POINTS = 10.0
+
+
+@dataclass(frozen=True)
+class Row:
+    """One step of the sweep, as measured."""
+
+    mode: str  # closed | open
+    offered_rps: float | None
+    served_rps: float
+    rejected_pct: float
+    p50_ms: float
+    p99_ms: float
+    gpu_util: float | None
+    avg_batch: float
+    executions_per_s: float
+    compute_ms: float  # Triton's compute_infer time of one execution (a batch)
+
+    @property
+    def saturated(self) -> bool:
+        """The queue never ran dry: executions followed each other back to back."""
+        return self.rejected_pct > 1 or (self.mode == "closed" and self.avg_batch >= 31.5)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    source: str
+    header: dict[str, str]
+    config: ModelConfig
+    rows: tuple[Row, ...]
+
+    @property
+    def closed(self) -> tuple[Row, ...]:
+        return tuple(r for r in self.rows if r.mode == "closed")
+
+    @property
+    def open(self) -> tuple[Row, ...]:
+        return tuple(sorted((r for r in self.rows if r.mode == "open"), key=lambda r: r.offered_rps or 0))
+
+    @property
+    def fit_half(self) -> tuple[Row, ...]:
+        return self.open[0::2]
+
+    @property
+    def check_half(self) -> tuple[Row, ...]:
+        return self.open[1::2]
+
+
+def _number(text: str, pattern: str, default: int) -> int:
+    found = re.search(pattern, text)
+    return int(found.group(1)) if found else default
+
+
+def _config(pbtxt: str) -> ModelConfig:
+    """The batching parts of the config.pbtxt the harness served (from the CSV's header)."""
+    preferred = re.search(r"preferred_batch_size: \[([0-9, ]*)\]", pbtxt)
+    return ModelConfig(
+        max_batch_size=_number(pbtxt, r"max_batch_size: ([0-9]+)", 0),
+        dynamic_batching=DynamicBatching(
+            max_queue_delay_microseconds=_number(pbtxt, r"max_queue_delay_microseconds: ([0-9]+)", 0),
+            max_queue_size=_number(pbtxt, r"max_queue_size: ([0-9]+)", 0),
+            preferred_batch_sizes=[int(s) for s in preferred.group(1).split(",")] if preferred else [],
+        )
+        if "dynamic_batching" in pbtxt
+        else None,
+    )
+
+
+def read_sweep(path: str | Path) -> Sweep:
+    text = Path(path).read_text()
+    header = {}
+    for line in text.splitlines():
+        if line.startswith("# ") and ": " in line:
+            key, _, value = line[2:].partition(": ")
+            header[key] = value
+    if "config.pbtxt" not in header:
+        raise ValueError(f"{path}: no '# config.pbtxt:' line; is it a rates CSV from bench/calibrate?")
+    body = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+
+    def value(row: dict, key: str) -> float | None:
+        return float(row[key]) if row.get(key) else None
+
+    rows = tuple(
+        Row(
+            mode=row["mode"],
+            offered_rps=value(row, "offered_rps"),
+            served_rps=float(row["served_rps"]),
+            rejected_pct=value(row, "rejected_pct") or 0.0,
+            p50_ms=float(row["p50_ms"]),
+            p99_ms=float(row["p99_ms"]),
+            gpu_util=value(row, "gpu_util"),
+            avg_batch=float(row["avg_batch"]),
+            executions_per_s=float(row["executions_per_s"]),
+            compute_ms=float(row["compute_infer_us"]) / 1000,
+        )
+        for row in csv.DictReader(io.StringIO(body))
+    )
+    return Sweep(str(path), header, _config(header["config.pbtxt"]), rows)
+
+
+# --- the fit ---------------------------------------------------------------------------------
+
+
+def _line(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """Least-squares intercept and slope."""
+    n = len(points)
+    mean_x, mean_y = sum(x for x, _ in points) / n, sum(y for _, y in points) / n
+    spread = sum((x - mean_x) ** 2 for x, _ in points)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / spread if spread else 0.0
+    return mean_y - slope * mean_x, slope
+
+
+def batch_times(rows: list[Row]) -> list[tuple[float, float]]:
+    """(batch size, ms per batch) of each row: Triton's compute time of a batch plus the time each
+    of its requests costs around it (inputs, responses), which only shows where executions follow
+    each other back to back: there, the gap between them is the whole batch time."""
+    saturated = [r for r in rows if r.saturated]
+    if not saturated:
+        raise ValueError("no saturated step (503s, or a closed loop at the maximum batch): capacity unknown")
+    around = sum((1000 / r.executions_per_s - r.compute_ms) / r.avg_batch for r in saturated) / len(saturated)
+    return [(r.avg_batch, r.compute_ms + around * r.avg_batch) for r in rows]
+
+
+def fit_service_time(points: list[tuple[float, float]]) -> ServiceTime:
+    """t(b) = max(floor, base + per_item x b) through (batch, ms) points, least relative squares.
+
+    Each split of the points by batch size puts the smaller ones on the floor (their mean) and
+    the others on a line; the split with the smallest error wins.
+    """
+    points = sorted(points)
+    best: tuple[float, ServiceTime] | None = None
+    for split in range(len(points) - 1):
+        on_floor, on_line = points[:split], points[split:]
+        base, per_item = _line(on_line)
+        if per_item <= 0:
+            continue
+        floor = sum(t for _, t in on_floor) / len(on_floor) if on_floor else 0.0
+        error = sum((max(floor, base + per_item * b) / t - 1) ** 2 for b, t in points)
+        if best is None or error < best[0]:
+            best = (error, ServiceTime(floor_ms=floor, base_ms=max(base, 0.0), per_item_ms=per_item))
+    if best is None:
+        raise ValueError("batch times do not grow with the batch: no service-time line fits")
+    return best[1]
+
+
+def fit_gpu_curve(points: list[tuple[float, float]]) -> GpuUtilizationCurve:
+    """reading = ceiling x fraction^exponent through (fraction of capacity, reading) points."""
+    best: tuple[float, GpuUtilizationCurve] | None = None
+    for exponent in (e / 100 for e in range(10, 301)):
+        powers = [(min(f, 1.0) ** exponent, u) for f, u in points]
+        ceiling = sum(p * u for p, u in powers) / sum(p * p for p, _ in powers)
+        error = sum((ceiling * p - u) ** 2 for p, u in powers)
+        if 0 < ceiling <= 1 and (best is None or error < best[0]):
+            best = (error, GpuUtilizationCurve(ceiling=round(ceiling, 4), exponent=exponent))
+    if best is None:
+        raise ValueError("no GPU utilisation readings to fit")
+    return best[1]
+
+
+@dataclass(frozen=True)
+class Replayed:
+    served_rps: float
+    rejected_pct: float
+    p50_ms: float
+    p99_ms: float
+    gpu_util: float
+
+
+def replay(model: ServiceModel, rate: float, seconds: int = REPLAY_SECONDS, seed: int = 0) -> Replayed:
+    """One replica of `model` under Poisson arrivals at `rate` for `seconds`, scaling off."""
+    from unbusy.sim.config import SimConfig
+    from unbusy.sim.engine import simulate
+    from unbusy.sim.traces import Trace
+
+    config = SimConfig(model=model, policy=None, bounds=(1, 1), initial_replicas=1, slo_s=math.inf, seed=seed)
+    result = simulate(config, Trace("replay", (rate,) * seconds))
+    served = rate * (1 - result.rejected_pct / 100)
+    return Replayed(served, result.rejected_pct, result.p50_ms or 0.0, result.p99_ms or 0.0, model.gpu_reading(served))
+
+
+def fit(sweep: Sweep) -> Serving:
+    """The serving profile of a sweep, from its closed loop and the fit half of its open loop."""
+    rows = [*sweep.closed, *sweep.fit_half]
+    service_time = fit_service_time(batch_times(rows))
+    shape = Serving(
+        service_time=service_time,
+        gpu_utilization=GpuUtilizationCurve(ceiling=1, exponent=1),
+        ready_seconds=float(sweep.header.get("ready_s", 0)),
+    )
+    capacity = from_config(sweep.config, shape).capacity_rps
+    readings = [(r.served_rps / capacity, r.gpu_util) for r in rows if r.gpu_util is not None]
+    shape = shape.model_copy(update={"gpu_utilization": fit_gpu_curve(readings)})
+
+    def stalled(pauses: Pauses) -> Serving:
+        # The measured batch times already hold the stalls on average (a saturated replica's
+        # executions per second count them): take them out, or stalls would be counted twice.
+        keep = 1 - pauses.per_second * pauses.ms / 1000
+        time = shape.service_time
+        return shape.model_copy(
+            update={
+                "pauses": pauses,
+                "service_time": ServiceTime(
+                    floor_ms=time.floor_ms * keep, base_ms=time.base_ms * keep, per_item_ms=time.per_item_ms * keep
+                ),
+            }
+        )
+
+    def error(pauses: Pauses) -> float:
+        model = from_config(sweep.config, stalled(pauses))
+        total = 0.0
+        for row in sweep.fit_half:
+            replayed = replay(model, row.offered_rps)
+            total += (replayed.p99_ms / row.p99_ms - 1) ** 2
+            total += ((replayed.rejected_pct - row.rejected_pct) / REJECTED_POINTS) ** 2
+        return total
+
+    candidates = [Pauses()] + [
+        Pauses(per_second=rate, ms=ms)
+        for ms, rate in itertools.product(PAUSE_MS, PAUSES_PER_SECOND)
+        if rate * ms < 200  # stalled at most a fifth of the time
+    ]
+    serving = stalled(min(candidates, key=error))
+    measured = (
+        f"{sweep.header.get('model', '?')} on {sweep.header.get('device', '?')}; "
+        f"tritonserver {sweep.header.get('tritonserver', '?')}; fitted from {Path(sweep.source).name}"
+    )
+    return serving.model_copy(update={"measured": measured[:512]})
+
+
+def rounded(serving: Serving) -> Serving:
+    """The profile with its figures at the precision the measurements carry."""
+    time, curve = serving.service_time, serving.gpu_utilization
+    return serving.model_copy(
+        update={
+            "service_time": ServiceTime(
+                floor_ms=round(time.floor_ms, 3), base_ms=round(time.base_ms, 3), per_item_ms=round(time.per_item_ms, 4)
+            ),
+            "gpu_utilization": GpuUtilizationCurve(ceiling=round(curve.ceiling, 3), exponent=curve.exponent),
+            "ready_seconds": round(serving.ready_seconds, 1),
+        }
+    )
+
+
+def check(sweep: Sweep, serving: Serving) -> list[tuple[Row, Replayed]]:
+    """Each held-out rate of the sweep beside its replay through the simulator with `serving`."""
+    model = from_config(sweep.config, serving)
+    return [(row, replay(model, row.offered_rps)) for row in sweep.check_half]
