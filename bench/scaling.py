@@ -34,10 +34,11 @@ from unbusy.api import KIND, load  # noqa: E402
 from unbusy.sim.baselines import HPA_SYNC_S, HpaCpu, KedaQueue, Oracle  # noqa: E402
 from unbusy.sim.config import SimConfig, from_spec  # noqa: E402
 from unbusy.sim.engine import Policy, simulate  # noqa: E402
+from unbusy.sim.model import DEFAULT_PROFILE, from_service, load_profile, profile_names  # noqa: E402
 from unbusy.sim.stats import SimResult  # noqa: E402
 from unbusy.sim.traces import SHAPES, Trace, builtin, parse_csv  # noqa: E402
 
-DEFAULT_MANIFEST = ROOT / "examples" / "queue-depth-operator.yaml"
+DEFAULT_MANIFEST = ROOT / "examples" / "demand-operator.yaml"
 BASE_LOAD = 0.5  # built-in shapes start at this share of the starting fleet's capacity (as `unbusy simulate`)
 ORACLE_UTILISATION = 0.8  # without a GPU target in the spec
 POLICIES = ("unbusy", "hpa-cpu", "keda-queue", "oracle")
@@ -101,7 +102,8 @@ def table(trace: Trace, config: SimConfig, results: dict[str, SimResult]) -> str
         return "-" if value is None else format(value, fmt)
 
     head = (
-        f"trace {trace.name} ({trace.seconds} s), SLO p99 <= {config.slo_s * 1000:g} ms, "
+        f"trace {trace.name} ({trace.seconds} s), model {config.model.serving.measured.split(':')[0]} "
+        f"({config.model.capacity_rps:.0f} rps/replica), SLO p99 <= {config.slo_s * 1000:g} ms, "
         f"start-up {config.startup_s:g} s, bounds {config.bounds[0]}..{config.bounds[1]}\n"
     )
     header = ("policy", "rejected %", "p99 ms", "SLO min %", "GPU-h", "GPU-h / oracle", "rejected - oracle (pp)")
@@ -138,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-f", "--filename", type=Path, default=DEFAULT_MANIFEST, help="InferenceService manifest")
     parser.add_argument("--trace", help=f"built-in shape ({', '.join(SHAPES)}) or CSV of seconds,rps; default: all")
     parser.add_argument("--base-rps", type=float, help="base rate of a built-in shape; default: half of the capacity")
+    parser.add_argument(
+        "--model", default=DEFAULT_PROFILE, help=f"serving profile ({', '.join(profile_names())}) or a calibrate file"
+    )
     parser.add_argument("--startup-seconds", type=float, default=60.0, help="image pull + model load per replica")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the arrivals")
     parser.add_argument("--smoke", action="store_true", help="one short step trace (CI)")
@@ -145,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     isvc = read_service(args.filename)
-    config = from_spec(isvc, startup_s=args.startup_seconds, seed=args.seed)
+    config = from_spec(
+        isvc, model=from_service(isvc, load_profile(args.model)), startup_s=args.startup_seconds, seed=args.seed
+    )
     base = args.base_rps or BASE_LOAD * config.model.capacity_rps * config.initial_replicas / config.weight
     if args.smoke:
         traces = [smoke_trace(base)]

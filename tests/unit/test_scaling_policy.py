@@ -253,7 +253,8 @@ def rising(rates: list[float], n: int, **values: float) -> list[tuple[float, Obs
 def test_trend_is_least_squares_and_capped():
     assert trend(((0, 10), (10, 20), (20, 30)), 30) == pytest.approx(40)
     assert trend(((0, 0), (10, 0), (20, 30)), 1000) == pytest.approx(40)  # 4 x mean 10
-    assert trend(((0, 30), (10, 20), (20, 10)), 100) == 0  # never negative
+    assert trend(((0, 30), (10, 20), (20, 10)), 100) is None  # a falling rate projects nothing
+    assert trend(((0, 20), (10, 20), (20, 20)), 100) is None  # nor does a flat one
     assert trend(((0, 10), (10, 20)), 30) is None  # too few points
 
 

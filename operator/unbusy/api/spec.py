@@ -349,6 +349,40 @@ class Targets(ApiModel):
     cpu_utilization_percent: int = Field(
         70, ge=0, le=100, description="CPU utilisation target, used in hpa mode only; 0: off."
     )
+    capacity_utilization_percent: int = Field(
+        80,
+        ge=0,
+        le=100,
+        description="Share of each replica's capacity the demand may fill: replicas = ceil(demand / "
+        "(capacity x this)), the main rule in operator mode; 0: off (queue and GPU rules only).",
+    )
+
+
+class Capacity(ApiModel):
+    """Requests per second one replica answers at saturation: learned from Triton's counters."""
+
+    rps_per_replica: float | None = Field(
+        None,
+        gt=0,
+        le=1_000_000,
+        description="Starting value for a new model (default: from model.serving when set); then learned from "
+        "the served rate of replicas whose queue is full, smoothed and kept within half to twice this.",
+    )
+    startup_seconds: int = Field(
+        60,
+        ge=0,
+        le=3600,
+        description="How long a new replica takes to serve (scheduling, image pull, model load): demand that "
+        "grows meanwhile at the observed rate is added as headroom.",
+    )
+    panic_threshold: float = Field(
+        2.0,
+        ge=1.1,
+        le=10,
+        description="Burst mode (Knative's panic): when demand reaches this multiple of the ready replicas' "
+        "capacity, scale out at once past the step limits and do not scale in for panicWindowSeconds.",
+    )
+    panic_window_seconds: int = Field(60, ge=0, le=3600, description="How long burst mode lasts after its trigger.")
 
 
 class Forecast(ApiModel):
@@ -439,6 +473,7 @@ class Autoscaling(ApiModel):
         "hold", description="When metrics are missing: keep the last good count, or go to minReplicas."
     )
     forecast: Forecast = Field(default_factory=Forecast, description="Predictive scale-out.")
+    capacity: Capacity = Field(default_factory=Capacity, description="Capacity per replica and burst mode.")
     demand: DemandMetric = Field(
         default_factory=DemandMetric, description="Where each variant's offered load is read, refused requests too."
     )

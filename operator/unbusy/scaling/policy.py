@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from unbusy.api.spec import Autoscaling, ScalingRules
+from unbusy.scaling import capacity as capacities
 from unbusy.scaling.demand import Demand
 
 # ceil() of a ratio that is an integer up to float error (24 / 8 * 1.0000000001) must not add a replica.
@@ -51,6 +52,7 @@ class ReplicaSample:
     gpu_utilization: float | None = None  # percent (DCGM_FI_DEV_GPU_UTIL, or GR engine activity x 100)
     request_rate: float | None = None  # requests per second
     queue_time_ms: float | None = None  # mean time a request waited in Triton's queue
+    served_rate: float | None = None  # requests answered per second (nv_inference_request_success)
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,8 @@ class Observation:
     samples: tuple[ReplicaSample, ...] | None
     error: str | None = None
     demand: Demand | None = None  # offered load from the edge (or Triton's served rate); None: not read
+    capacity_hint: float | None = None  # the spec's requests/s per replica (autoscaling.capacity or model.serving)
+    saturated_pending: float = 16.0  # pending requests from which a replica serves at capacity (max_queue / 4)
 
     @property
     def ready(self) -> int:
@@ -78,6 +82,9 @@ class PolicyState:
     scale_events: tuple[tuple[float, int], ...] = ()  # (time, replicas added (+) or removed (-))
     rates: tuple[tuple[float, float], ...] = ()  # (time, total request rate) for the forecast
     last_good: int | None = None  # the last count decided from metrics
+    capacity: float | None = None  # learned requests/s per replica (scaling/capacity.py)
+    demands: tuple[tuple[float, float], ...] = ()  # (time, demand rps) for the growth rate
+    panic_until: float = -math.inf  # burst mode lasts until then
 
 
 @dataclass(frozen=True)
@@ -139,6 +146,49 @@ def _gpu(obs: Observation, target: int, tolerance: float, metrics: dict[str, flo
     return _desire("gpu", "%", mean, target, len(values), obs.current, tolerance)
 
 
+def _fmt_rps(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def _slope(points: tuple[tuple[float, float], ...]) -> float:
+    n = len(points)
+    mean_t = sum(t for t, _ in points) / n
+    mean_v = sum(v for _, v in points) / n
+    spread = sum((t - mean_t) ** 2 for t, _ in points)
+    return sum((t - mean_t) * (v - mean_v) for t, v in points) / spread if spread else 0.0
+
+
+def growth(points: tuple[tuple[float, float], ...]) -> float:
+    """The demand's sustained growth in rps per second: the smaller least-squares slope of the
+    window's two halves, 0 unless both rise. A step is no trend: one half of its window is flat."""
+    if len(points) < 2 * FORECAST_MIN_POINTS:
+        return 0.0
+    half = len(points) // 2
+    return max(0.0, min(_slope(points[:half]), _slope(points[half:])))
+
+
+def _demand(
+    obs: Observation, policy: Autoscaling, capacity: float | None, history: tuple, metrics: dict[str, float]
+) -> _Desire | None:
+    """ceil(demand / (capacity x target)), plus what the demand grows by while new replicas start."""
+    target = policy.targets.capacity_utilization_percent / 100
+    demand = obs.demand
+    if not target or demand is None or not capacity:
+        return None
+    per_replica = capacity * target
+    needed = demand.rps / per_replica
+    rising = growth(history)
+    headroom = _ceil(needed + rising * policy.capacity.startup_seconds / per_replica) - _ceil(needed)
+    metrics.update(demand_rps=demand.rps, capacity_rps=capacity, demand_growth_rps_per_s=rising)
+    where = f"{demand.source}, 503s included" if demand.measurable else f"{demand.source}: served only"
+    text = (
+        f"demand {_fmt_rps(demand.rps)} rps ({where}) / capacity {_fmt_rps(capacity)} x {target:g}"
+        f" -> {_ceil(needed)} replicas" + (f" (+{headroom} start-up headroom)" if headroom else "")
+    )
+    wanted = _ceil(needed) + headroom
+    return _Desire(wanted, needed, text)
+
+
 def _informational(obs: Observation, metrics: dict[str, float]) -> float | None:
     """Request rate and queue time: reported, and the rate feeds the forecast."""
     rates = [s.request_rate for s in obs.samples or () if s.request_rate is not None]
@@ -162,7 +212,9 @@ def trend(points: tuple[tuple[float, float], ...], at: float) -> float | None:
     if spread == 0:
         return None
     slope = sum((t - mean_t) * (v - mean_v) for t, v in points) / spread
-    return min(max(mean_v + slope * (at - mean_t), 0.0), FORECAST_CAP * mean_v)
+    if slope <= 0:
+        return None  # a falling or flat rate projects nothing to prepare for
+    return min(mean_v + slope * (at - mean_t), FORECAST_CAP * mean_v)
 
 
 def _forecast(
@@ -238,11 +290,25 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
         )
         if target  # 0: the metric is off
     }
-    found = [d for d in wanted.values() if d is not None]
     missing = [name for name, d in wanted.items() if d is None]
+    start = policy.capacity.rps_per_replica or obs.capacity_hint
+    capacity = capacities.learn(state.capacity, start, capacities.saturated_rates(obs.samples, obs.saturated_pending))
+    window = max(60, 4 * policy.interval_seconds)  # the growth rate's: long enough to be more than noise
+    demands = state.demands
+    if obs.demand is not None:
+        demands = tuple((t, d) for t, d in (*demands, (now, obs.demand.rps)) if t > now - window)
+    by_demand = _demand(obs, policy, capacity, demands, metrics)
+    # Scale in only past the tolerance: a demand a little under the fleet's is no reason to move.
+    if by_demand is not None and by_demand.replicas < obs.current <= by_demand.demand / (1 - tolerance) + _EPSILON:
+        by_demand = _Desire(obs.current, by_demand.demand, by_demand.text + f" within {tolerance:.0%}")
+    found = [d for d in (by_demand, *wanted.values()) if d is not None]
     if not found:
-        why = f"no samples of {', '.join(missing)}" if missing else "no queue or GPU target set"
+        why = f"no samples of {', '.join(missing)}" if missing else "no demand, queue or GPU target set"
         return _hold(obs, policy, bounds, state, why)
+    panic_until = state.panic_until
+    if obs.demand is not None and capacity and obs.demand.rps >= policy.capacity.panic_threshold * obs.ready * capacity:
+        panic_until = now + policy.capacity.panic_window_seconds
+    panicking = now < panic_until
     rate = _informational(obs, metrics)
     rates = state.rates
     if rate is not None:
@@ -262,13 +328,21 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
     raw = best.replicas
 
     stabilised = _stabilise(raw, obs.current, state.recommendations, policy, now)
+    if panicking and raw > obs.current:
+        stabilised = raw  # burst mode: react to this interval's demand, not the window's
     if stabilised > raw:
         notes.append(f"scale-down stabilised over {policy.behavior.scale_down.stabilization_window_seconds}s")
     elif stabilised < raw:
         notes.append(f"scale-up stabilised over {policy.behavior.scale_up.stabilization_window_seconds}s")
     final = stabilised
     up, down = policy.behavior.scale_up, policy.behavior.scale_down
-    if final > obs.current and final > (limit := _up_limit(obs.current, state.scale_events, up, now)):
+    if panicking:
+        notes.append(
+            f"burst mode until demand < {policy.capacity.panic_threshold:g}x ready capacity for "
+            f"{policy.capacity.panic_window_seconds}s: no step limit up, no scale-down"
+        )
+        final = max(final, obs.current)
+    elif final > obs.current and final > (limit := _up_limit(obs.current, state.scale_events, up, now)):
         final = limit
         notes.append(f"step limit +{up.max_pods_per_step} or +{up.max_percent_per_step}% per {up.period_seconds}s")
     if final < obs.current and final < (limit := _down_limit(obs.current, state.scale_events, down, now)):
@@ -290,6 +364,9 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
         scale_events=tuple((t, d) for t, d in events if t > now - longest_period),
         rates=rates,
         last_good=final,
+        capacity=capacity,
+        demands=demands,
+        panic_until=panic_until,
     )
     reason = f"{best.text}: {obs.current} -> {final}" + "".join(f"; {note}" for note in notes)
     return Decision(final, reason, metrics, True, next_state)

@@ -66,6 +66,7 @@ def hpa_autoscaling(queue_depth: int = 0, utilisation: int = 0) -> Autoscaling:
                 "queueDepthPerReplica": queue_depth,
                 "gpuUtilizationPercent": utilisation,
                 "cpuUtilizationPercent": 0,
+                "capacityUtilizationPercent": 0,  # an HPA knows no demand or capacity
             },
             "tolerance": 0.1,
             "behavior": HPA_DEFAULT_BEHAVIOR,

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from unbusy.api.spec import Autoscaling
+from unbusy.scaling.demand import Demand
 from unbusy.scaling.policy import Decision, Observation, PolicyState, ReplicaSample, decide
 from unbusy.sim.config import SimConfig
 from unbusy.sim.stats import Histogram, Minute, SimResult
@@ -90,7 +91,8 @@ class Simulation:
         self.rng = random.Random(config.seed)
         self.replicas = [Replica(ready_at=0.0) for _ in range(config.initial_replicas)]
         self.state = PolicyState()
-        self.scrapes: list[tuple[float, tuple[ReplicaSample, ...]]] = []
+        self.scrapes: list[tuple[float, tuple[ReplicaSample, ...], Demand]] = []
+        self.offered = self.refused = 0.0  # at the edge since the last scrape, as ingress-nginx counts
         self.minutes: list[_Minute] = []
         self.arrived = self.rejected = self.replica_s = 0.0
         self.scaling_events = 0
@@ -184,20 +186,30 @@ class Simulation:
                     gpu_utilization=100 * self.model.gpu_reading(r.served / interval) if loaded else None,
                     request_rate=r.arrived / interval if loaded else None,
                     queue_time_ms=1000 * r.waited_s / r.served if r.served > 0 else None,
+                    served_rate=r.served / interval if loaded else None,
                 )
             )
             r.busy_s = r.arrived = r.served = r.waited_s = 0.0
-        self.scrapes.append((now, tuple(samples)))
+        demand = Demand(self.offered / interval, self.refused / interval, "edge", measurable=True)
+        self.offered = self.refused = 0.0
+        self.scrapes.append((now, tuple(samples), demand))
 
-    def _visible(self, now: float) -> tuple[ReplicaSample, ...]:
+    def _visible(self, now: float) -> tuple[tuple[ReplicaSample, ...], Demand | None]:
         """The newest scrape the scaling loop can read at `now`."""
         cutoff = now - self.config.metrics_delay_s
-        return next((samples for at, samples in reversed(self.scrapes) if at <= cutoff), ())
+        return next(((samples, demand) for at, samples, demand in reversed(self.scrapes) if at <= cutoff), ((), None))
 
     def _scale(self, now: float) -> None:
         config = self.config
         live = [r for r in self.replicas if not r.draining]
-        observation = Observation(current=len(live), samples=self._visible(now))
+        samples, demand = self._visible(now)
+        observation = Observation(
+            current=len(live),
+            samples=samples,
+            demand=demand,
+            capacity_hint=self.model.capacity_rps,
+            saturated_pending=max(1.0, self.model.max_queue / 4),
+        )
         decision = self.policy(observation, config.policy, config.bounds, self.state, now)
         self.state = decision.state
         if decision.replicas == len(live):
@@ -236,6 +248,8 @@ class Simulation:
                 self._scrape(now + TICK_S)
             self.arrived += arrivals
             self.rejected += rejected
+            self.offered += arrivals
+            self.refused += rejected
             self.replica_s += len(self.replicas) * TICK_S
             minute.arrived += arrivals
             minute.rejected += rejected
