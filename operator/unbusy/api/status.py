@@ -44,6 +44,9 @@ class ScalingDecision(ApiModel):
     demand_source: str | None = Field(
         None, description="Where the variant's demand was read: nginx, envoy-gateway, istio, promql or triton."
     )
+    capacity: str | None = Field(
+        None, description="What one replica serves, learned from Triton's counters, e.g. '1,040 rps/replica'."
+    )
     overload_measurable: bool | None = Field(
         None,
         description="False where demand is Triton's served rate: requests refused for a full queue are "

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from unbusy import health
-from unbusy.api import SpecError, load
+from unbusy.api import InferenceService, SpecError, load
 from unbusy.api.status import ScalingDecision
 from unbusy.controller.metrics import METRIC_READ_FAILURES, SCALING_DECISIONS
 from unbusy.controller.reconcile import now
@@ -21,16 +21,30 @@ from unbusy.render.meta import variant_name
 from unbusy.scaling.policy import Decision, Observation, PolicyState, decide
 from unbusy.scaling.promql import Queries, variant_queries
 from unbusy.scaling.source import PrometheusSource, SourceError
+from unbusy.sim.model import from_service
 
 log = logging.getLogger("unbusy")
 NO_PROMETHEUS = "no Prometheus to read: start the operator with --prometheus-url (or UNBUSY_PROMETHEUS_URL)"
 
 
-def _observation(source: PrometheusSource | None, queries: Queries, current: int, pods: dict[str, bool]) -> Observation:
+def _spec_capacity(isvc: InferenceService) -> tuple[float | None, float]:
+    """Requests/s one replica serves by the spec's measured profile (None without one), and the
+    pending requests from which a replica counts as saturated (a quarter of its queue limit)."""
+    config = isvc.spec.model.config
+    batching = config.dynamic_batching if config else None
+    saturated = max(1.0, batching.max_queue_size / 4) if batching and batching.max_queue_size else 16.0
+    return (from_service(isvc).capacity_rps if isvc.spec.model.serving else None), saturated
+
+
+def _observation(
+    source: PrometheusSource | None, queries: Queries, current: int, pods: dict[str, bool], isvc: InferenceService
+) -> Observation:
     if source is None:
         return Observation(current, None, error=NO_PROMETHEUS)
+    hint, saturated = _spec_capacity(isvc)
     try:
-        return Observation(current, source.samples(queries, pods), demand=source.demand(queries.demand))
+        samples, demand = source.samples(queries, pods), source.demand(queries.demand)
+        return Observation(current, samples, demand=demand, capacity_hint=hint, saturated_pending=saturated)
     except SourceError as error:
         METRIC_READ_FAILURES.inc()
         return Observation(current, None, error=str(error))
@@ -56,7 +70,7 @@ def tick(
             continue  # reconcile creates it first
         pods = observe.pod_readiness(api, namespace, name, variant.name)
         queries = variant_queries(isvc, variant.name, gpu, share=weights[variant.name] / 100)
-        observation = _observation(source, queries, state.desired, pods)
+        observation = _observation(source, queries, state.desired, pods, isvc)
         bounds = replica_bounds(isvc, variant)
         previous = states.get(variant.name, PolicyState())
         decision = decide(observation, isvc.spec.autoscaling, bounds, previous, time.time())
@@ -75,6 +89,7 @@ def tick(
                 to_replicas=decision.replicas,
                 reason=decision.reason,
                 demand_source=queries.demand.source,
+                capacity=f"{capacity:,.0f} rps/replica" if (capacity := decision.metrics.get("capacity_rps")) else None,
                 overload_measurable=queries.demand.measurable,
             )
     _publish(api, body, decisions, last)

@@ -25,6 +25,7 @@ class Queries:
     gpu_utilization_per_pod: str  # percent
     request_rate_per_pod: str  # requests per second arriving, answered or rejected
     queue_time_ms_per_pod: str  # mean wait in Triton's queue; no sample while a pod has no traffic
+    served_rate_per_pod: str  # requests answered per second: a saturated pod's is its capacity
     demand: DemandQueries  # offered load of the variant, refused requests included where the edge is read
 
 
@@ -47,6 +48,7 @@ def queries(scope: series.Scope, model: str, mig: bool, demand: DemandQueries, w
         gpu_utilization_per_pod=f"avg by ({series.POD}) ({series.gpu_utilization_percent(scope.dcgm(), mig)})",
         request_rate_per_pod=f"sum by ({series.POD}) (rate({requests}{window}))",
         queue_time_ms_per_pod=f"{waited} / {answered} / 1000",
+        served_rate_per_pod=f"sum by ({series.POD}) (rate({series.REQUEST_SUCCESS}{triton}{window}))",
         demand=demand,
     )
 

@@ -66,6 +66,7 @@ class PrometheusSource:
         gpu = self._per_pod(queries.gpu_utilization_per_pod)
         rate = self._per_pod(queries.request_rate_per_pod)
         waited = self._per_pod(queries.queue_time_ms_per_pod)
+        served = self._per_pod(queries.served_rate_per_pod)
         return tuple(
             ReplicaSample(
                 ready=ready,
@@ -73,6 +74,7 @@ class PrometheusSource:
                 gpu_utilization=gpu.get(pod),
                 request_rate=rate.get(pod),
                 queue_time_ms=waited.get(pod),
+                served_rate=served.get(pod),
             )
             for pod, ready in sorted(pods.items())
         )
