@@ -67,9 +67,11 @@ def test_builtin_shapes():
     assert max(builtin("step", 10).rps) == 100 and min(builtin("step", 10).rps) == 10
     assert max(builtin("diurnal", 10).rps) == pytest.approx(40) and builtin("diurnal", 10).rps[0] == 10
     assert max(builtin("flash", 10).rps) == 80 and builtin("flash", 10).rps[0] == 10
-    with pytest.raises(ValueError, match="unknown trace shape 'ramp'; use one of step, diurnal, flash"):
+    with pytest.raises(
+        ValueError, match="unknown trace shape 'ramp'; use one of step, diurnal, flash, sawtooth, onoff"
+    ):
         builtin("ramp", 10)
-    assert set(SHAPES) == {"step", "diurnal", "flash"}
+    assert set(SHAPES) == {"step", "diurnal", "flash", "sawtooth", "onoff"}
 
 
 # --- the serving model -----------------------------------------------------------------------
@@ -275,7 +277,7 @@ def _csv(tmp_path, text: str):
 @pytest.mark.parametrize(
     ("trace", "message"),
     [
-        ("ramp", "--trace ramp: neither a built-in shape \\(step, diurnal, flash\\) nor a CSV file"),
+        ("ramp", "--trace ramp: neither a built-in shape \\(step, diurnal, flash, sawtooth, onoff\\) nor a CSV file"),
         ("/x.csv", "neither"),
     ],
 )

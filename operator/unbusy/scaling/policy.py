@@ -293,7 +293,7 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
     missing = [name for name, d in wanted.items() if d is None]
     start = policy.capacity.rps_per_replica or obs.capacity_hint
     capacity = capacities.learn(state.capacity, start, capacities.saturated_rates(obs.samples, obs.saturated_pending))
-    window = max(60, 4 * policy.interval_seconds)  # the growth rate's: long enough to be more than noise
+    window = max(120, 8 * policy.interval_seconds)  # the growth rate's: long enough to be more than noise
     demands = state.demands
     if obs.demand is not None:
         demands = tuple((t, d) for t, d in (*demands, (now, obs.demand.rps)) if t > now - window)

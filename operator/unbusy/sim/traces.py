@@ -3,7 +3,10 @@
 Built-in shapes are multiples of a base rate (the caller picks it, e.g. from replica capacity):
 - step: 5 min at base, a 10x step held 15 min, 15 min back at base (out, recover, scale in);
 - diurnal: a day compressed into an hour, from base at night to 4x base at noon;
-- flash: base with three flash crowds of 8x base, 2 min each, ramping up in 5 s.
+- flash: base with three flash crowds of 8x base, 2 min each, ramping up in 5 s;
+- sawtooth: four 10-min ramps from base to 6x base, each dropping back at once;
+- onoff: bursty on-off: 4x base for on-periods and base for off-periods of random length
+  (exponential, 2 and 4 min on average; a fixed seed, so the trace is the same every run).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -42,7 +46,26 @@ def _flash(base: float) -> list[float]:
     return rates
 
 
-SHAPES: dict[str, Callable[[float], list[float]]] = {"step": _step, "diurnal": _diurnal, "flash": _flash}
+def _sawtooth(base: float) -> list[float]:
+    ramp = 600
+    return [base * (1 + 5 * (t % ramp) / ramp) for t in range(4 * ramp)]
+
+
+def _onoff(base: float) -> list[float]:
+    rng, rates, on = random.Random(7), [], False
+    while len(rates) < 3600:
+        rates += [base * (4 if on else 1)] * max(1, round(rng.expovariate(1 / (120 if on else 240))))
+        on = not on
+    return rates[:3600]
+
+
+SHAPES: dict[str, Callable[[float], list[float]]] = {
+    "step": _step,
+    "diurnal": _diurnal,
+    "flash": _flash,
+    "sawtooth": _sawtooth,
+    "onoff": _onoff,
+}
 
 
 def builtin(name: str, base_rps: float) -> Trace:

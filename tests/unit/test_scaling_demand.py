@@ -1,0 +1,85 @@
+"""Scaling on demand: edge demand over learned capacity, start-up headroom, burst mode, guards."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from test_scaling_policy import FREE, replicas, run
+
+from unbusy.scaling import capacity
+from unbusy.scaling.demand import Demand
+from unbusy.scaling.policy import Observation, PolicyState, ReplicaSample, growth
+
+EDGE = {"queueDepthPerReplica": 0, "gpuUtilizationPercent": 0, "capacityUtilizationPercent": 80}
+
+
+def fleet(n: int, demand_rps: float, hint: float = 1000.0, **values) -> Observation:
+    obs = replicas(n, **values)
+    return dataclasses.replace(obs, demand=Demand(demand_rps, 0.0, "nginx", True), capacity_hint=hint)
+
+
+def test_replicas_are_demand_over_capacity_at_the_target_and_the_reason_reads_it():
+    decision = run(fleet(2, 1850), targets=EDGE)
+    assert decision.replicas == 3  # 1850 / (1000 x 0.8) = 2.3
+    assert decision.reason.startswith("demand 1,850 rps (nginx, 503s included) / capacity 1,000 x 0.8 -> 3 replicas")
+
+
+def test_demand_counts_what_the_gpu_never_shows():
+    # A launch-bound model saturates at 45% GPU: a GPU target of 80% would never scale it.
+    guards = {"queueDepthPerReplica": 0, "gpuUtilizationPercent": 80, "capacityUtilizationPercent": 80}
+    assert run(fleet(2, 4000, gpu_utilization=45.0), targets=guards).replicas == 5
+
+
+def test_a_served_only_demand_says_overload_is_not_seen():
+    obs = dataclasses.replace(fleet(2, 1600), demand=Demand(1600, 0.0, "triton", False))
+    assert "(triton: served only)" in run(obs, targets=EDGE).reason
+
+
+def test_scale_in_waits_beyond_the_tolerance():
+    assert run(fleet(4, 2900), targets=EDGE).replicas == 4  # wants 3.6: within 10%
+    assert run(fleet(4, 1500), targets=EDGE).replicas == 2
+
+
+def test_sustained_growth_adds_start_up_headroom_a_step_does_not():
+    ramp = tuple((15.0 * i, 1000 + 150.0 * i) for i in range(8))  # +10 rps/s
+    step = tuple((15.0 * i, 1000.0 if i < 4 else 4000.0) for i in range(8))
+    assert growth(ramp) == pytest.approx(10)
+    assert growth(step) == 0
+    state = PolicyState(demands=ramp[:-1])
+    decision = run(fleet(2, ramp[-1][1]), state=state, now=ramp[-1][0], targets=EDGE)
+    # 2050 / 800 = 2.6 -> 3; + 10 rps/s x 60 s / 800 -> 3.3 -> 4
+    assert decision.replicas == 4 and "(+1 start-up headroom)" in decision.reason
+
+
+def test_burst_mode_passes_the_step_limit_and_holds_scale_in():
+    limited = {"stabilizationWindowSeconds": 0, "maxPodsPerStep": 1, "maxPercentPerStep": 10, "periodSeconds": 60}
+    behavior = {"scaleUp": limited, "scaleDown": FREE}
+    burst = run(fleet(2, 8000), targets=EDGE, behavior=behavior)
+    assert burst.replicas == 10 and "burst mode" in burst.reason
+    after = run(fleet(10, 1000), state=burst.state, now=30, targets=EDGE, behavior=behavior)
+    assert after.replicas == 10  # still within the 60 s window: no scale-in
+    later = run(fleet(10, 1000), state=after.state, now=120, targets=EDGE, behavior=behavior)
+    assert later.replicas == 2
+
+
+def test_queue_guard_still_scales_when_demand_is_missing():
+    guarded = {"queueDepthPerReplica": 8, "gpuUtilizationPercent": 0, "capacityUtilizationPercent": 80}
+    assert run(replicas(2, queue_depth=40.0), targets=guarded).replicas == 10
+
+
+def test_capacity_is_learned_from_saturated_replicas_smoothed_and_bounded():
+    busy = [ReplicaSample(ready=True, queue_depth=40, served_rate=1200.0)] * 2
+    idle = [ReplicaSample(ready=True, queue_depth=2, served_rate=300.0)]
+    assert capacity.saturated_rates([*busy, *idle], saturated_pending=16) == [1200.0, 1200.0]
+    assert capacity.learn(None, 1000.0, [1200.0]) == pytest.approx(1060)
+    assert capacity.learn(1000.0, 1000.0, []) == 1000.0  # nothing saturated: keep the estimate
+    assert capacity.learn(1900.0, 1000.0, [9000.0]) == 2000.0  # at most twice the start
+    assert capacity.learn(None, None, [700.0]) == 700.0  # no start: the first reading
+
+
+def test_the_loop_carries_the_learned_capacity():
+    obs = fleet(2, 1000, served_rate=1500.0, queue_depth=40.0)
+    first = run(obs, targets=EDGE)
+    assert first.state.capacity == pytest.approx(1150) and first.metrics["capacity_rps"] == pytest.approx(1150)
+    assert run(obs, state=first.state, now=15, targets=EDGE).state.capacity == pytest.approx(1255)
