@@ -70,7 +70,9 @@ def run(args: argparse.Namespace) -> str:
     import kopf
     from prometheus_client import start_http_server
 
-    import unbusy.controller.handlers  # noqa: F401  (registers the handlers)
+    from unbusy.controller import handlers  # registers the handlers
+
+    handlers.resync_every(args.resync_seconds)
 
     kopf.configure(
         verbose=args.log_level == "debug",
@@ -112,6 +114,13 @@ def parser() -> argparse.ArgumentParser:
         default="KUBERNETES_SERVICE_HOST" in os.environ,
         help="ask Triton through each variant's Service whether the model is loaded (ModelReady condition); "
         "on by default inside a cluster, where Service names resolve",
+    )
+    run_cmd.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=60.0,
+        help="recompute every InferenceService's status from its children this often, so it converges "
+        "with no further event (after a restart, a missed event or a lost write); no write when unchanged",
     )
     run_cmd.add_argument("--peering", help="kopf peering name: replicas with the same name elect one active")
     run_cmd.add_argument("--priority", type=int, default=0, help="peering priority of this replica")

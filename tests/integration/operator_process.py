@@ -23,9 +23,10 @@ def free_port() -> int:
 
 
 class OperatorProcess:
-    def __init__(self, kubeconfig: Path, log: Path):
+    def __init__(self, kubeconfig: Path, log: Path, *args: str):
         self.kubeconfig = kubeconfig
         self.log = log
+        self.args = args  # more `unbusy run` options
         self.metrics_port = free_port()
         self.health_port = free_port()
         self.process: subprocess.Popen | None = None
@@ -42,6 +43,7 @@ class OperatorProcess:
             str(self.metrics_port),
             "--health-port",
             str(self.health_port),
+            *self.args,
         ]
         env = dict(os.environ, PYTHONPATH=str(ROOT / "operator"))
         with self.log.open("a") as out:

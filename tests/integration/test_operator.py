@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 
 import kopf
@@ -19,6 +20,7 @@ from unbusy.kube.status import get_inference_service
 
 pytestmark = pytest.mark.integration
 
+RESYNC_SECONDS = 5  # the module's operator recomputes every status this often (default 60)
 CHILD_KINDS = "deployments,services,configmaps,poddisruptionbudgets,ingresses,servicemonitors,prometheusrules"
 
 
@@ -46,7 +48,8 @@ def crd(testbed):
 
 @pytest.fixture(scope="module")
 def operator(testbed, crd, tmp_path_factory) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(testbed.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log").start()
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    process = OperatorProcess(testbed.kubeconfig, log, "--resync-seconds", str(RESYNC_SECONDS)).start()
     yield process
     process.stop()
 
@@ -337,6 +340,87 @@ def test_operator_killed_midway_converges_after_restart(testbed, operator, names
     operator.start()
     status = eventually(lambda: (s := wait_ready(testbed, namespace, "restart"))["readyReplicas"] == 3 and s)
     assert set(children(testbed, namespace)) == set(first)
+
+
+def ready_matches_deployments(testbed, namespace: str, names: list[str]) -> bool:
+    """Every one Ready, its per-variant counts those its Deployments show."""
+    live = {
+        d["metadata"]["name"]: d.get("status", {}).get("readyReplicas", 0)
+        for d in testbed.kubectl_json("get", "deployments", "-n", namespace)["items"]
+    }
+    services = {
+        i["metadata"]["name"]: i.get("status", {})
+        for i in testbed.kubectl_json("get", "infsvc", "-n", namespace)["items"]
+    }
+    return all(
+        condition(services.get(name, {}), "Ready").get("status") == "True"
+        and all(v["readyReplicas"] == live.get(f"{name}-{v['name']}") for v in services[name]["variants"])
+        for name in names
+    )
+
+
+def test_operator_killed_mid_reconcile_every_status_converges(testbed, operator, namespace):
+    """Issue 11: after SIGKILLs during a reconcile of many services, statuses stayed at
+    `a 0/4` while their Deployments showed 4/4. Two kills, then each service Ready with its
+    Deployments' real counts within 60 s of the restart."""
+    two = [{"name": "a", "weight": 50}, {"name": "b", "weight": 50}]
+    names = [f"k{i}" for i in range(6)]
+    manifests = [
+        manifest(name, variants=two, replicas=2) | {"metadata": {"name": name, "namespace": namespace}}
+        for name in names
+    ]
+    testbed.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(m) for m in manifests))
+    eventually(lambda: testbed.kubectl_json("get", "deployments", "-n", namespace)["items"], timeout=30, every=0.1)
+    operator.kill()  # some children written, most not
+    operator.start()
+    operator.kill()  # while it resumes every one of them
+    operator.start()
+    started = time.monotonic()
+    eventually(lambda: ready_matches_deployments(testbed, namespace, names), timeout=60)
+    print(f"converged {time.monotonic() - started:.1f} s after the restart")
+    deployments = {d["metadata"]["name"] for d in testbed.kubectl_json("get", "deployments", "-n", namespace)["items"]}
+    assert deployments == {f"{name}-{v}" for name in names for v in "ab"}
+
+
+def test_a_status_left_behind_converges_with_no_further_event(testbed, operator, namespace):
+    """What a lost write leaves: a status older than the Deployments it describes, and no
+    Deployment event to come. The resync corrects it within one interval, then writes nothing."""
+    two = [{"name": "a", "weight": 50}, {"name": "b", "weight": 50}]
+    testbed.apply(manifest("behind", variants=two, replicas=4), namespace)
+    status = eventually(lambda: (s := wait_ready(testbed, namespace, "behind"))["readyReplicas"] == 4 and s)
+    versions = {
+        d["metadata"]["name"]: d["metadata"]["resourceVersion"]
+        for d in testbed.kubectl_json("get", "deployments", "-n", namespace)["items"]
+    }
+
+    stale = {
+        "readyReplicas": 2,
+        "replicaSummary": "2/4",
+        "variants": [v | {"readyReplicas": 0, "ready": False} if v["name"] == "b" else v for v in status["variants"]],
+        "conditions": [
+            c | {"status": "False", "reason": "ReplicasNotReady", "message": "waiting for ready replicas: b 0/2"}
+            if c["type"] == "Ready"
+            else c
+            for c in status["conditions"]
+        ],
+    }
+    patch = json.dumps({"status": stale})
+    testbed.kubectl("patch", "infsvc", "behind", "-n", namespace, "--subresource=status", "--type=merge", "-p", patch)
+    assert condition(status_of(testbed, namespace, "behind"), "Ready")["status"] == "False"
+
+    status = wait_ready(testbed, namespace, "behind", timeout=RESYNC_SECONDS + 5)
+    assert (status["readyReplicas"], status["replicaSummary"]) == (4, "4/4")
+    assert [v["readyReplicas"] for v in status["variants"]] == [2, 2]
+    now = {
+        d["metadata"]["name"]: d["metadata"]["resourceVersion"]
+        for d in testbed.kubectl_json("get", "deployments", "-n", namespace)["items"]
+    }
+    assert now == versions  # no Deployment changed: nothing but the resync set it right
+
+    # Resyncs with nothing new write nothing: the object stays at its version.
+    version = testbed.kubectl_json("get", "infsvc", "behind", "-n", namespace)["metadata"]["resourceVersion"]
+    time.sleep(2 * RESYNC_SECONDS)
+    assert testbed.kubectl_json("get", "infsvc", "behind", "-n", namespace)["metadata"]["resourceVersion"] == version
 
 
 def test_operator_mode_without_prometheus_holds_replicas_and_says_why(testbed, operator, namespace):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 from typing import Any
 
 import kopf
@@ -49,16 +50,31 @@ def reconcile_inference_service(body: kopf.Body, memo: kopf.Memo, **_: Any) -> N
     memo.reconcile_errors[(body["metadata"]["namespace"], body["metadata"]["name"])] = outcome.errors if outcome else []
 
 
+def _refresh(memo: kopf.Memo, parent: dict[str, Any]) -> None:
+    key = (parent["metadata"]["namespace"], parent["metadata"]["name"])
+    errors = memo.reconcile_errors.get(key, [])
+    _guarded(reconcile.refresh_status, memo.api, parent, errors=errors, probe_models=memo.get("probe_models", False))
+
+
 @kopf.on.event("apps", "v1", "deployments", labels={MANAGED_BY: OPERATOR, INFERENCE_SERVICE: kopf.PRESENT})
 def deployment_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Keep the parent's status true as replicas come and go."""
-    key = (body["metadata"]["namespace"], body["metadata"]["labels"][INFERENCE_SERVICE])
-    parent = _guarded(get_inference_service, memo.api, *key)
+    meta = body["metadata"]
+    parent = _guarded(get_inference_service, memo.api, meta["namespace"], meta["labels"][INFERENCE_SERVICE])
     if parent is not None:
-        errors = memo.reconcile_errors.get(key, [])
-        _guarded(
-            reconcile.refresh_status, memo.api, parent, errors=errors, probe_models=memo.get("probe_models", False)
-        )
+        _refresh(memo, parent)
+
+
+def resync_status(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """The status follows the children even where no event comes: one the operator missed (killed,
+    a failed call) or a write it lost. Writes nothing when nothing changed."""
+    _refresh(memo, dict(body))
+
+
+def resync_every(seconds: float) -> None:
+    """Run resync_status for every InferenceService every `seconds`, the first at a random point
+    of the first interval, so that a thousand of them do not all resync at once."""
+    kopf.timer(*RESOURCE, interval=seconds, initial_delay=lambda **_: random.uniform(0, seconds))(resync_status)
 
 
 def _operator_mode(spec: kopf.Spec, **_: Any) -> bool:
@@ -80,7 +96,7 @@ def scale_inference_service(body: kopf.Body, memo: kopf.Memo, stopped: kopf.Daem
         stopped.wait(interval)
 
 
-# Optional: no finalizer of its own (the scaling daemon in operator mode does add kopf's).
+# Optional: no finalizer of its own (the resync timer and the scaling daemon do add kopf's).
 @kopf.on.delete(*RESOURCE, optional=True)
 def deleted(body: kopf.Body, **_: Any) -> None:
     # Children carry owner references: the garbage collector removes them.

@@ -7,13 +7,15 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from kubernetes.dynamic.exceptions import ConflictError
+
 from unbusy import health
 from unbusy.api import API_VERSION, KIND, InferenceService, SpecError, load
 from unbusy.controller.metrics import CHILDREN_APPLIED, CHILDREN_PRUNED, RECONCILES
 from unbusy.gpu.request import gpu_request
 from unbusy.kube import children, observe
 from unbusy.kube.client import CountingClient
-from unbusy.kube.status import event, publish_status
+from unbusy.kube.status import event, get_inference_service, publish_status
 from unbusy.render import RenderContext, render_all
 from unbusy.render.context import desired_replicas, weight
 from unbusy.render.meta import HTTP_PORT, selector_string, variant_name
@@ -21,6 +23,7 @@ from unbusy.render.routing import url
 from unbusy.triton import readiness
 
 log = logging.getLogger("unbusy")
+CONFLICT_ATTEMPTS = 5  # status writes of one InferenceService that may lose a race in a row
 
 
 def now() -> str:
@@ -117,10 +120,33 @@ def refresh_status(
     errors: tuple[str, ...] | list[str] = (),
     probe_models: bool = False,
 ) -> None:
-    """Recompute the status from the live Deployments and Pods (also on every child event).
+    """Recompute the status from the live Deployments and Pods (after a reconcile, on every child
+    event and on every resync).
 
     `errors` are the last reconcile's problems, kept in the Degraded condition until fixed.
+    Refreshes of one InferenceService run at once (one per Deployment event): each writes only
+    while the object is as it read it, and after a conflict reads the object and its children
+    again, so no status from older reads lands after one from newer reads.
     """
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    for _ in range(CONFLICT_ATTEMPTS - 1):
+        try:
+            return _publish_fresh(api, body, isvc, ctx, errors, probe_models)
+        except ConflictError:
+            body, isvc = get_inference_service(api, namespace, name), None
+            if body is None:
+                return None
+    return _publish_fresh(api, body, isvc, ctx, errors, probe_models)  # a conflict again goes to the caller
+
+
+def _publish_fresh(
+    api: CountingClient,
+    body: dict[str, Any],
+    isvc: InferenceService | None,
+    ctx: RenderContext | None,
+    errors: tuple[str, ...] | list[str],
+    probe_models: bool,
+) -> None:
     try:
         isvc = isvc or load(body)
         gpu = gpu_request(isvc.spec.gpu, isvc.spec.model.gpu_memory)
@@ -130,4 +156,5 @@ def refresh_status(
     models = _model_readiness(isvc, states) if probe_models else None
     fresh = health.status(isvc, gpu, states, list(errors), url(isvc.spec.routing), selector_string(isvc), now(), models)
     # lastScaling belongs to the scaling loop: a copy from an older body must not overwrite it.
-    publish_status(api, body, fresh.model_dump(by_alias=True, exclude_none=True, mode="json", exclude={"last_scaling"}))
+    status = fresh.model_dump(by_alias=True, exclude_none=True, mode="json", exclude={"last_scaling"})
+    publish_status(api, body, status, guarded=True)

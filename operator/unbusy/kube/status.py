@@ -11,22 +11,35 @@ from unbusy.api import API_VERSION, KIND
 from unbusy.kube.client import CountingClient
 
 
-def patch_status(api: CountingClient, namespace: str, name: str, status: dict[str, Any]) -> None:
+def patch_status(
+    api: CountingClient, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+) -> None:
+    """A merge patch of the status; with resource_version, only while the object is still at it
+    (else the API server answers 409 and this raises ConflictError)."""
     resource = api.resources.get(api_version=API_VERSION, kind=KIND)
+    body: dict[str, Any] = {"status": status}
+    if resource_version is not None:
+        body["metadata"] = {"resourceVersion": resource_version}
     api.patch(
         resource.status,
         name=name,
         namespace=namespace,
-        body={"status": status},
+        body=body,
         content_type="application/merge-patch+json",
     )
 
 
-def publish_status(api: CountingClient, body: dict[str, Any], status: dict[str, Any]) -> None:
-    """Patch the status only when it differs: a resync with nothing new writes nothing."""
+def publish_status(api: CountingClient, body: dict[str, Any], status: dict[str, Any], *, guarded: bool = False) -> None:
+    """Patch the status only when it differs: a resync with nothing new writes nothing.
+
+    guarded: only while the object is still the version `body` is, so a status computed from
+    older reads can never overwrite one computed from newer reads (ConflictError instead).
+    """
     current = body.get("status") or {}
     if current | status != current:
-        patch_status(api, body["metadata"]["namespace"], body["metadata"]["name"], status)
+        meta = body["metadata"]
+        version = meta["resourceVersion"] if guarded else None
+        patch_status(api, meta["namespace"], meta["name"], status, version)
 
 
 def event(api: CountingClient, involved: dict[str, Any], kind: str, reason: str, message: str) -> None:
