@@ -69,9 +69,11 @@ def test_queue_guard_still_scales_when_demand_is_missing():
 
 
 def test_capacity_is_learned_from_saturated_replicas_smoothed_and_bounded():
-    busy = [ReplicaSample(ready=True, queue_depth=40, served_rate=1200.0)] * 2
-    idle = [ReplicaSample(ready=True, queue_depth=2, served_rate=300.0)]
-    assert capacity.saturated_rates([*busy, *idle], saturated_pending=16) == [1200.0, 1200.0]
+    busy = [ReplicaSample(ready=True, queue_depth=40, queue_depth_min=30, served_rate=1200.0)] * 2
+    idle = [ReplicaSample(ready=True, queue_depth=2, queue_depth_min=0, served_rate=300.0)]
+    # saturated only at the end of the window: its served rate is an underestimate
+    late = [ReplicaSample(ready=True, queue_depth=64, queue_depth_min=0, served_rate=150.0)]
+    assert capacity.saturated_rates([*busy, *idle, *late], saturated_pending=16) == [1200.0, 1200.0]
     assert capacity.learn(None, 1000.0, [1200.0]) == pytest.approx(1060)
     assert capacity.learn(1000.0, 1000.0, []) == 1000.0  # nothing saturated: keep the estimate
     assert capacity.learn(1900.0, 1000.0, [9000.0]) == 2000.0  # at most twice the start
@@ -79,7 +81,7 @@ def test_capacity_is_learned_from_saturated_replicas_smoothed_and_bounded():
 
 
 def test_the_loop_carries_the_learned_capacity():
-    obs = fleet(2, 1000, served_rate=1500.0, queue_depth=40.0)
+    obs = fleet(2, 1000, served_rate=1500.0, queue_depth=40.0, queue_depth_min=40.0)
     first = run(obs, targets=EDGE)
     assert first.state.capacity == pytest.approx(1150) and first.metrics["capacity_rps"] == pytest.approx(1150)
     assert run(obs, state=first.state, now=15, targets=EDGE).state.capacity == pytest.approx(1255)

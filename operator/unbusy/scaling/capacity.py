@@ -1,7 +1,9 @@
 """Capacity per replica: the requests per second one replica answers, learned from Triton's counters.
 
-A replica whose queue stays well filled through a whole scrape interval serves as fast as it
-can, so its served rate (nv_inference_request_success) is its capacity at that moment: no NVML,
+A replica whose queue stayed well filled through the whole rate window served as fast as it
+can, so its served rate over that window (nv_inference_request_success) is its capacity: a
+replica saturated for only part of the window would read low, so its least pending count over
+the window decides, not the last one: no NVML,
 no GPU-utilisation target involved (a launch-bound model may read 0.5 at saturation). Those
 readings move the estimate by a smoothing step, within half to twice the spec's starting
 value, so one odd interval (a stall, a replica just started) cannot throw it far.
@@ -22,7 +24,7 @@ def saturated_rates(samples: Iterable, saturated_pending: float) -> list[float]:
     return [
         s.served_rate
         for s in samples
-        if s.ready and s.served_rate and s.queue_depth is not None and s.queue_depth >= saturated_pending
+        if s.ready and s.served_rate and s.queue_depth_min is not None and s.queue_depth_min >= saturated_pending
     ]
 
 

@@ -53,6 +53,7 @@ class ReplicaSample:
     request_rate: float | None = None  # requests per second
     queue_time_ms: float | None = None  # mean time a request waited in Triton's queue
     served_rate: float | None = None  # requests answered per second (nv_inference_request_success)
+    queue_depth_min: float | None = None  # the least pending count over the same window as served_rate
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ class Queries:
     request_rate_per_pod: str  # requests per second arriving, answered or rejected
     queue_time_ms_per_pod: str  # mean wait in Triton's queue; no sample while a pod has no traffic
     served_rate_per_pod: str  # requests answered per second: a saturated pod's is its capacity
+    least_pending_per_pod: str  # the least pending count over the rate window: saturated throughout?
     demand: DemandQueries  # offered load of the variant, refused requests included where the edge is read
 
 
@@ -49,6 +50,7 @@ def queries(scope: series.Scope, model: str, mig: bool, demand: DemandQueries, w
         request_rate_per_pod=f"sum by ({series.POD}) (rate({requests}{window}))",
         queue_time_ms_per_pod=f"{waited} / {answered} / 1000",
         served_rate_per_pod=f"sum by ({series.POD}) (rate({series.REQUEST_SUCCESS}{triton}{window}))",
+        least_pending_per_pod=f"sum by ({series.POD}) (min_over_time({series.PENDING_REQUESTS}{triton}{window}))",
         demand=demand,
     )
 

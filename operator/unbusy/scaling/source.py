@@ -67,6 +67,7 @@ class PrometheusSource:
         rate = self._per_pod(queries.request_rate_per_pod)
         waited = self._per_pod(queries.queue_time_ms_per_pod)
         served = self._per_pod(queries.served_rate_per_pod)
+        least = self._per_pod(queries.least_pending_per_pod)
         return tuple(
             ReplicaSample(
                 ready=ready,
@@ -75,6 +76,7 @@ class PrometheusSource:
                 request_rate=rate.get(pod),
                 queue_time_ms=waited.get(pod),
                 served_rate=served.get(pod),
+                queue_depth_min=least.get(pod),
             )
             for pod, ready in sorted(pods.items())
         )

@@ -47,6 +47,7 @@ class Replica:
     queue: list[list[float]] = field(default_factory=list)  # FIFO of [first arrival, last arrival, count]
     draining: bool = False
     pending: float = 0.0  # Triton's pending-request gauge: queued plus executing
+    least_pending: float = math.inf  # the gauge's least value since the last scrape
     # since the last scrape
     busy_s: float = 0.0
     arrived: float = 0.0
@@ -151,6 +152,7 @@ class Simulation:
         replica.arrived += arrivals
         replica.served += served_total
         replica.pending = replica.backlog + batch * busy / TICK_S
+        replica.least_pending = min(replica.least_pending, replica.pending)
         return rejected
 
     def _waits(self, batch: float, service: float, rate: float, paused: float, pause_s: float) -> list:
@@ -187,9 +189,11 @@ class Simulation:
                     request_rate=r.arrived / interval if loaded else None,
                     queue_time_ms=1000 * r.waited_s / r.served if r.served > 0 else None,
                     served_rate=r.served / interval if loaded else None,
+                    queue_depth_min=r.least_pending if loaded and r.least_pending < math.inf else None,
                 )
             )
             r.busy_s = r.arrived = r.served = r.waited_s = 0.0
+            r.least_pending = math.inf
         demand = Demand(self.offered / interval, self.refused / interval, "edge", measurable=True)
         self.offered = self.refused = 0.0
         self.scrapes.append((now, tuple(samples), demand))
