@@ -78,7 +78,8 @@ def test_scales_out_recovers_scales_in_and_holds_without_prometheus(closed_loop,
     out = eventually(lambda: (r := loop.replicas())[0] >= 3 and r, 60)
     note("scale_out_decision_s", time.monotonic() - step)
     note("rejected_fraction_before", loop.emulator.rejected_fraction(int(time.monotonic() - step) + 1))
-    last = loop.status()["lastScaling"]
+    # The loop scales the Deployment first, then records why: the status can trail by a write.
+    last = eventually(lambda: loop.status().get("lastScaling"), 15)
     assert last["fromReplicas"] == 1 and last["toReplicas"] == out[0], last
     assert "queue" in last["reason"], last
     eventually(lambda: loop.replicas()[1] >= 3, 60)
