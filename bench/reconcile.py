@@ -147,6 +147,8 @@ def main() -> None:
             operator.start()
             until(lambda: operator.metric("unbusy_reconcile_duration_seconds_count") >= n, args.timeout)
             resync_writes = operator.metric("unbusy_api_writes_total")
+            # While the operator runs, so that it takes kopf's finalizer off each of them.
+            kubectl("delete", "infsvc", "--all", "-n", "bench-operator", f"--timeout={int(args.timeout)}s")
         finally:
             operator.stop()
 
