@@ -388,10 +388,12 @@ def test_a_status_left_behind_converges_with_no_further_event(testbed, operator,
     two = [{"name": "a", "weight": 50}, {"name": "b", "weight": 50}]
     testbed.apply(manifest("behind", variants=two, replicas=4), namespace)
     status = eventually(lambda: (s := wait_ready(testbed, namespace, "behind"))["readyReplicas"] == 4 and s)
-    versions = {
-        d["metadata"]["name"]: d["metadata"]["resourceVersion"]
-        for d in testbed.kubectl_json("get", "deployments", "-n", namespace)["items"]
-    }
+
+    def versions() -> dict[str, str]:
+        deployments = testbed.kubectl_json("get", "deployments", "-n", namespace)["items"]
+        return {d["metadata"]["name"]: d["metadata"]["resourceVersion"] for d in deployments}
+
+    before = versions()
 
     stale = {
         "readyReplicas": 2,
@@ -411,11 +413,7 @@ def test_a_status_left_behind_converges_with_no_further_event(testbed, operator,
     status = wait_ready(testbed, namespace, "behind", timeout=RESYNC_SECONDS + 5)
     assert (status["readyReplicas"], status["replicaSummary"]) == (4, "4/4")
     assert [v["readyReplicas"] for v in status["variants"]] == [2, 2]
-    now = {
-        d["metadata"]["name"]: d["metadata"]["resourceVersion"]
-        for d in testbed.kubectl_json("get", "deployments", "-n", namespace)["items"]
-    }
-    assert now == versions  # no Deployment changed: nothing but the resync set it right
+    assert versions() == before  # no Deployment changed: nothing but the resync set it right
 
     # Resyncs with nothing new write nothing: the object stays at its version.
     version = testbed.kubectl_json("get", "infsvc", "behind", "-n", namespace)["metadata"]["resourceVersion"]
