@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 import yaml
-from builders import isvc
+from builders import isvc, small_model
 from test_edge_contract import ingress_nginx, nginx_request_labels  # noqa: F401  (ingress_nginx is a fixture)
 from test_promtool import promtool, run, text  # noqa: F401  (promtool is a fixture)
 from test_triton_contract import expected_series, metric_shapes, parse, served_metric_shapes
@@ -81,7 +81,7 @@ def test_emulator_counts_at_the_edge_as_ingress_nginx_does(ingress_nginx, promto
         namespace="ml",
         inference_service="svc",
         model="m",
-        service=ServiceModel(),
+        service=small_model(),
         rps=2000,
         isvc=service,
     )

@@ -11,17 +11,15 @@ variant is offered about 800/s and refuses about 330/s of them.
 from __future__ import annotations
 
 import pytest
-from builders import manifest
+from builders import manifest, small_model
 from conftest import Prometheus
 
 from polling import eventually
 from unbusy.api import InferenceService, load
-from unbusy.api.spec import GpuUtilizationCurve, ServiceTime, Serving
 from unbusy.gpu.request import gpu_request
 from unbusy.scaling.promql import variant_queries
 from unbusy.scaling.source import PrometheusSource, SourceError
 from unbusy.sim.emulator import Emulator
-from unbusy.sim.model import ServiceModel
 
 pytestmark = pytest.mark.e2e
 
@@ -35,15 +33,6 @@ SPEC = {
         {"name": "fallback", "weight": 0},  # no pods, no traffic
     ],
 }
-# 8 requests per 17 ms: 470 rps a pod, so the 800 each gets are partly refused.
-REFUSING = ServiceModel(
-    saturated_batch=8,
-    serving=Serving(
-        service_time=ServiceTime(floor_ms=0, base_ms=5, per_item_ms=1.5),
-        gpu_utilization=GpuUtilizationCurve(ceiling=1, exponent=1),
-        ready_seconds=1,
-    ),
-)
 PODS = {"svc-stable-7d9f8c6b5d-x2k4p": ("stable", True), "svc-canary-6c8d9f7b5c-q8w7e": ("canary", True)}
 
 
@@ -54,7 +43,7 @@ def test_the_loop_reads_each_variants_demand_with_its_503s(prometheus_binary, tm
         namespace="ml",
         inference_service="svc",
         model="resnet50",
-        service=REFUSING,
+        service=small_model(),  # 470 rps a pod: part of the 800 each gets is refused
         rps=RPS,
         isvc=service,
     ).start()
