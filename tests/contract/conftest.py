@@ -44,6 +44,8 @@ from pathlib import Path
 
 import pytest
 
+from missing import skip_or_fail
+
 START_TIMEOUT_S = 45
 STOP_TIMEOUT_S = 10
 
@@ -148,12 +150,6 @@ class TritonServer:
             return response.read().decode()
 
 
-def _skip_or_fail(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"tritonserver unavailable in CI: {reason}", pytrace=False)
-    pytest.skip(f"tritonserver unavailable: {reason}")
-
-
 def _free_ports(count: int) -> list[int]:
     """Ports free on 127.0.0.1 now (held open together, so that they differ)."""
     sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
@@ -186,7 +182,7 @@ def _backends(dist: Path, into: Path) -> Path:
     python_version = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = dist / "python_backend_stubs" / python_version / "triton_python_backend_stub"
     if not stub.is_file():
-        _skip_or_fail(f"nvidia-pytriton has no Python-backend stub for Python {python_version} ({stub})")
+        skip_or_fail(f"tritonserver: nvidia-pytriton has no Python-backend stub for Python {python_version} ({stub})")
     backends = into / "backends"
     shutil.copytree(dist / "backends", backends, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy2(stub, backends / "python" / stub.name)
@@ -231,12 +227,12 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     pytriton = _pytriton_dir()
     if pytriton is None:
-        _skip_or_fail("the nvidia-pytriton wheel is not installed (pip install nvidia-pytriton)")
+        skip_or_fail("tritonserver: the nvidia-pytriton wheel is not installed (pip install nvidia-pytriton)")
     dist = pytriton / "tritonserver"
     binary = dist / "bin" / "tritonserver"
     libs = pytriton.parent / "nvidia_pytriton.libs"
     if not binary.is_file() or not libs.is_dir():
-        _skip_or_fail(f"nvidia-pytriton carries no tritonserver binary and libraries ({binary}, {libs})")
+        skip_or_fail(f"tritonserver: nvidia-pytriton carries no tritonserver binary and libraries ({binary}, {libs})")
 
     work = tmp_path_factory.mktemp("triton")
     repository = work / "models"

@@ -18,7 +18,6 @@ be fetched (no Go, no network) the tests skip; with CI=true they fail, as CI run
 from __future__ import annotations
 
 import json
-import os
 import re
 
 import pytest
@@ -26,6 +25,7 @@ import yaml
 from builders import isvc
 
 from go_modules import ModuleSource, ModuleUnavailable, module_source, pinned_versions
+from missing import skip_or_fail
 from unbusy import series
 from unbusy.render import routing
 from unbusy.render.edge import demand_queries
@@ -47,9 +47,7 @@ def fetch(module: str) -> ModuleSource:
     try:
         return module_source(module, version)
     except ModuleUnavailable as error:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"cannot fetch {module}@{version} in CI: {error}", pytrace=False)
-        pytest.skip(f"cannot fetch {module}@{version}: {error}")
+        skip_or_fail(f"cannot fetch {module}@{version}: {error}")
 
 
 @pytest.fixture(scope="session")

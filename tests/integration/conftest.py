@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from missing import skip_or_fail
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TESTBED_DIR = REPO_ROOT / "testbed"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok", "helm")
@@ -120,12 +122,6 @@ def _missing_prerequisites(bin_dir: Path) -> list[str]:
     return missing
 
 
-def _skip_or_fail(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"testbed unavailable in CI: {reason}", pytrace=False)
-    pytest.skip(f"testbed unavailable: {reason}")
-
-
 def _already_running() -> bool:
     proc = subprocess.run([str(TESTBED_DIR / "status.sh")], capture_output=True, text=True, check=False)
     return proc.returncode == 0
@@ -136,7 +132,7 @@ def testbed() -> Iterator[Testbed]:
     bin_dir = _bin_dir()
     missing = _missing_prerequisites(bin_dir)
     if missing:
-        _skip_or_fail("missing " + ", ".join(missing))
+        skip_or_fail("testbed: missing " + ", ".join(missing))
 
     started_here = not _already_running()
     proc = _run_script("up.sh", timeout=UP_TIMEOUT_S)

@@ -11,7 +11,6 @@ missing these tests skip, except in CI (CI=true), which must run everything.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -23,6 +22,7 @@ import pytest
 import yaml
 from builders import isvc
 
+from missing import skip_or_fail
 from unbusy import series
 from unbusy.gpu.request import gpu_request
 from unbusy.render import alerts, dashboard
@@ -46,10 +46,7 @@ def promtool() -> str:
     path = shutil.which("promtool")
     if path:
         return path
-    message = "promtool not found: `make promtool` installs it (Debian package prometheus)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    skip_or_fail("promtool not found: `make promtool` installs it (Debian package prometheus)")
 
 
 def run(promtool: str, *args: str, cwd: Path) -> None:
