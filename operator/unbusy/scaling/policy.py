@@ -151,21 +151,13 @@ def _fmt_rps(value: float) -> str:
     return f"{value:,.0f}"
 
 
-def _slope(points: tuple[tuple[float, float], ...]) -> float:
-    n = len(points)
-    mean_t = sum(t for t, _ in points) / n
-    mean_v = sum(v for _, v in points) / n
-    spread = sum((t - mean_t) ** 2 for t, _ in points)
-    return sum((t - mean_t) * (v - mean_v) for t, v in points) / spread if spread else 0.0
-
-
 def growth(points: tuple[tuple[float, float], ...]) -> float:
     """The demand's sustained growth in rps per second: the smaller least-squares slope of the
     window's two halves, 0 unless both rise. A step is no trend: one half of its window is flat."""
     if len(points) < 2 * FORECAST_MIN_POINTS:
         return 0.0
     half = len(points) // 2
-    return max(0.0, min(_slope(points[:half]), _slope(points[half:])))
+    return max(0.0, min(line(points[:half])[1], line(points[half:])[1]))
 
 
 def _demand(
@@ -202,20 +194,24 @@ def _informational(obs: Observation, metrics: dict[str, float]) -> float | None:
     return sum(rates)
 
 
+def line(points) -> tuple[float, float]:
+    """Intercept and slope of the least-squares line through (x, y) points (slope 0 when x never moves)."""
+    n = len(points)
+    mean_x, mean_y = sum(x for x, _ in points) / n, sum(y for _, y in points) / n
+    spread = sum((x - mean_x) ** 2 for x, _ in points)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / spread if spread else 0.0
+    return mean_y - slope * mean_x, slope
+
+
 def trend(points: tuple[tuple[float, float], ...], at: float) -> float | None:
     """The least-squares line through (time, value) evaluated at `at`, capped at 4x the mean."""
     if len(points) < FORECAST_MIN_POINTS:
         return None
-    n = len(points)
-    mean_t = sum(t for t, _ in points) / n
-    mean_v = sum(v for _, v in points) / n
-    spread = sum((t - mean_t) ** 2 for t, _ in points)
-    if spread == 0:
-        return None
-    slope = sum((t - mean_t) * (v - mean_v) for t, v in points) / spread
+    intercept, slope = line(points)
     if slope <= 0:
         return None  # a falling or flat rate projects nothing to prepare for
-    return min(mean_v + slope * (at - mean_t), FORECAST_CAP * mean_v)
+    mean = sum(v for _, v in points) / len(points)
+    return min(intercept + slope * at, FORECAST_CAP * mean)
 
 
 def _forecast(

@@ -25,7 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unbusy.api.spec import DynamicBatching, GpuUtilizationCurve, ModelConfig, Pauses, ServiceTime, Serving
+from unbusy.scaling.policy import line
+from unbusy.sim.config import SimConfig
+from unbusy.sim.engine import simulate
 from unbusy.sim.model import ServiceModel, from_config
+from unbusy.sim.traces import Trace
 
 # Replays of one offered rate: long enough for a steady p99, short enough to fit in seconds.
 REPLAY_SECONDS = 60
@@ -103,13 +107,13 @@ def _config(pbtxt: str) -> ModelConfig:
 def read_sweep(path: str | Path) -> Sweep:
     text = Path(path).read_text()
     header = {}
-    for line in text.splitlines():
-        if line.startswith("# ") and ": " in line:
-            key, _, value = line[2:].partition(": ")
+    for row in text.splitlines():
+        if row.startswith("# ") and ": " in row:
+            key, _, value = row[2:].partition(": ")
             header[key] = value
     if "config.pbtxt" not in header:
         raise ValueError(f"{path}: no '# config.pbtxt:' line; is it a rates CSV from bench/calibrate?")
-    body = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+    body = "\n".join(row for row in text.splitlines() if not row.startswith("#"))
 
     def value(row: dict, key: str) -> float | None:
         return float(row[key]) if row.get(key) else None
@@ -135,15 +139,6 @@ def read_sweep(path: str | Path) -> Sweep:
 # --- the fit ---------------------------------------------------------------------------------
 
 
-def _line(points: list[tuple[float, float]]) -> tuple[float, float]:
-    """Least-squares intercept and slope."""
-    n = len(points)
-    mean_x, mean_y = sum(x for x, _ in points) / n, sum(y for _, y in points) / n
-    spread = sum((x - mean_x) ** 2 for x, _ in points)
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / spread if spread else 0.0
-    return mean_y - slope * mean_x, slope
-
-
 def batch_times(rows: list[Row]) -> list[tuple[float, float]]:
     """(batch size, ms per batch) of each row: Triton's compute time of a batch plus the time each
     of its requests costs around it (inputs, responses), which only shows where executions follow
@@ -165,7 +160,7 @@ def fit_service_time(points: list[tuple[float, float]]) -> ServiceTime:
     best: tuple[float, ServiceTime] | None = None
     for split in range(len(points) - 1):
         on_floor, on_line = points[:split], points[split:]
-        base, per_item = _line(on_line)
+        base, per_item = line(on_line)
         if per_item <= 0:
             continue
         floor = sum(t for _, t in on_floor) / len(on_floor) if on_floor else 0.0
@@ -202,10 +197,6 @@ class Replayed:
 
 def replay(model: ServiceModel, rate: float, seconds: int = REPLAY_SECONDS, seed: int = 0) -> Replayed:
     """One replica of `model` under Poisson arrivals at `rate` for `seconds`, scaling off."""
-    from unbusy.sim.config import SimConfig
-    from unbusy.sim.engine import simulate
-    from unbusy.sim.traces import Trace
-
     config = SimConfig(model=model, policy=None, bounds=(1, 1), initial_replicas=1, slo_s=math.inf, seed=seed)
     result = simulate(config, Trace("replay", (rate,) * seconds))
     served = rate * (1 - result.rejected_pct / 100)
