@@ -11,6 +11,7 @@ from unbusy.api import Condition, InferenceService, InferenceServiceStatus
 from unbusy.api.status import GpuStatus, VariantStatus
 from unbusy.gpu.request import GpuRequest
 from unbusy.scaling.policy import Decision
+from unbusy.traffic.rollout import condition as rollout_condition
 from unbusy.triton.readiness import Readiness
 
 
@@ -178,15 +179,14 @@ def status(
     generation = isvc.metadata.generation
     ready = sum(s.ready for s in states)
     desired = sum(s.desired for s in states)
+    fresh = _conditions(states, errors, gpu) + ([model_condition(model_readiness)] if model_readiness else [])
+    rolling_out = rollout_condition(previous.rollouts)
+    if rolling_out:  # a canary rollout says more than the Deployments' own progress
+        fresh = [c for c in fresh if c[0] != "Progressing"] + [rolling_out]
     return previous.model_copy(
         update={
             "observed_generation": generation,
-            "conditions": merge_conditions(
-                previous.conditions,
-                _conditions(states, errors, gpu) + ([model_condition(model_readiness)] if model_readiness else []),
-                now,
-                generation,
-            ),
+            "conditions": merge_conditions(previous.conditions, fresh, now, generation),
             "replicas": sum(s.replicas for s in states),
             "ready_replicas": ready,
             "desired_replicas": desired,

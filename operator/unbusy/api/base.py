@@ -73,6 +73,8 @@ class ApiModel(BaseModel):
                 value = field.default_factory()
                 if isinstance(value, ApiModel):
                     value = value.to_wire()
+                elif isinstance(value, list):
+                    value = [item.to_wire() if isinstance(item, ApiModel) else item for item in value]
                 if value:
                     schema["properties"][field.alias or name]["default"] = value
         if cls.rules:

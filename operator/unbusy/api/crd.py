@@ -37,6 +37,12 @@ PRINTER_COLUMNS = [
     },
     {"name": "Weights", "type": "string", "description": "traffic split", "jsonPath": ".status.weights"},
     {"name": "URL", "type": "string", "jsonPath": ".status.url"},
+    {
+        "name": "Rollout",
+        "type": "string",
+        "description": "canary rollout phase and step",
+        "jsonPath": ".status.rollout",
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {
         "name": "Last-Scaling",

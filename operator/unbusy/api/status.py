@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from unbusy.api.base import ApiModel
+from unbusy.api.spec import ModelConfig
 
 ConditionType = Literal["Ready", "Progressing", "Degraded", "ScalingActive", "ModelReady"]
 
@@ -54,6 +55,43 @@ class ScalingDecision(ApiModel):
     )
 
 
+class RevisionTemplate(ApiModel):
+    """What a revision of a variant serves: the fields whose change starts a canary rollout."""
+
+    model_version: str | None = Field(None, description="Model version (the variant's or model.version).")
+    model_repository: str = Field(description="Model repository (the variant's or model.repository).")
+    image: str = Field(description="Triton image (the variant's or triton.image).")
+    config: ModelConfig | None = Field(None, description="Model configuration (the variant's or model.config).")
+
+
+class Revision(ApiModel):
+    variant: str = Field(description="The variant this is a revision of.")
+    number: int = Field(description="Revision number, counted per variant from 1.")
+    template: RevisionTemplate = Field(description="What it serves.")
+    promoted_at: str = Field(description="When it became the stable version (RFC 3339).")
+
+
+RolloutPhase = Literal["Progressing", "Paused", "Promoting", "Promoted", "Failed"]
+
+
+class RolloutState(ApiModel):
+    """One variant's canary rollout; the operator resumes it from here after a restart."""
+
+    variant: str = Field(description="The variant being rolled out.")
+    phase: RolloutPhase = Field(
+        description="Progressing, Paused, Promoting (the stable Deployment takes the new revision), "
+        "Promoted or Failed (rolled back)."
+    )
+    revision: int = Field(description="The canary's revision number.")
+    template: RevisionTemplate = Field(description="What the canary serves.")
+    step: int = Field(0, description="Index of the current step in spec.rollout.canary.steps (0 is the first).")
+    weight: int = Field(0, description="Share of the variant's traffic the canary takes now, in percent.")
+    step_started_at: str = Field(description="When the current step (or phase) began (RFC 3339).")
+    passed: int = Field(0, description="Analyses passed at the current step.")
+    failed: int = Field(0, description="Analyses failed in this rollout.")
+    message: str = Field("", max_length=4096, description="The last verdict, with measured values and limits.")
+
+
 class InferenceServiceStatus(ApiModel):
     observed_generation: int | None = Field(None, description="The spec generation last reconciled.")
     conditions: list[Condition] = Field(default_factory=list, description="Ready, Progressing, Degraded, ...")
@@ -67,3 +105,10 @@ class InferenceServiceStatus(ApiModel):
     variants: list[VariantStatus] = Field(default_factory=list, description="Per-variant weight and readiness.")
     gpu: GpuStatus | None = Field(None, description="The GPU resource each replica requests.")
     last_scaling: ScalingDecision | None = Field(None, description="The last scaling decision and its reason.")
+    rollouts: list[RolloutState] = Field(default_factory=list, description="Canary rollouts, one per variant.")
+    revisions: list[Revision] = Field(
+        default_factory=list,
+        description="The last 3 stable revisions of each variant, newest last; roll back with the annotation "
+        "serving.unbusy.dev/rollback-to: <variant>=<number>.",
+    )
+    rollout: str = Field("", description="Rollout phase and step, for kubectl get, e.g. main: Progressing 2/4 (25%).")

@@ -10,6 +10,7 @@ from typing import Any
 from unbusy import health
 from unbusy.api import InferenceService, SpecError, load
 from unbusy.api.status import ScalingDecision
+from unbusy.controller import rollout
 from unbusy.controller.metrics import METRIC_READ_FAILURES, SCALING_DECISIONS
 from unbusy.controller.reconcile import now
 from unbusy.gpu.request import gpu_request
@@ -22,6 +23,7 @@ from unbusy.scaling.policy import Decision, Observation, PolicyState, decide
 from unbusy.scaling.promql import Queries, variant_queries
 from unbusy.scaling.source import PrometheusSource, SourceError
 from unbusy.sim.model import from_service
+from unbusy.traffic.rollout import holds_stable_replicas
 
 log = logging.getLogger("unbusy")
 NO_PROMETHEUS = "no Prometheus to read: start the operator with --prometheus-url (or UNBUSY_PROMETHEUS_URL)"
@@ -55,9 +57,10 @@ def tick(
 ) -> float:
     """Decide and write replicas for every variant; returns the seconds until the next tick."""
     try:
-        isvc = load(body)
+        isvc = rollout.view(load(body))  # a running canary is scaled like any variant
     except SpecError:
         return 30.0  # reconcile reports the spec; nothing to scale until it is fixed
+    rollouts = {s.variant: s for s in (isvc.status.rollouts if isvc.status else [])}
     namespace, name = isvc.metadata.namespace, isvc.metadata.name
     weights = {v.name: weight(v, RenderContext()) for v in isvc.spec.effective_variants()}
     live = {s.name: s for s in observe.variant_states(api, namespace, name, weights, {})}
@@ -76,6 +79,8 @@ def tick(
         decision = decide(observation, isvc.spec.autoscaling, bounds, previous, time.time())
         states[variant.name] = decision.state
         decisions[variant.name] = decision
+        if decision.replicas < state.desired and holds_stable_replicas(rollouts.get(variant.name)):
+            continue  # the canary may yet be rolled back onto it
         if decision.replicas != state.desired:
             observe.scale_deployment(api, namespace, variant_name(isvc, variant.name), decision.replicas)
             direction = "up" if decision.replicas > state.desired else "down"

@@ -11,7 +11,7 @@ from kubernetes.dynamic.exceptions import DynamicApiError
 from urllib3.exceptions import HTTPError
 
 from unbusy.api import GROUP, PLURAL, VERSION
-from unbusy.controller import autoscale, reconcile
+from unbusy.controller import autoscale, reconcile, rollout
 from unbusy.kube.client import connect
 from unbusy.kube.status import get_inference_service
 from unbusy.render.meta import INFERENCE_SERVICE, MANAGED_BY, OPERATOR
@@ -94,6 +94,36 @@ def scale_inference_service(body: kopf.Body, memo: kopf.Memo, stopped: kopf.Daem
             )
             interval = 10.0
         stopped.wait(interval)
+
+
+def _canary_strategy(spec: kopf.Spec, **_: Any) -> bool:
+    return bool(spec.get("rollout", {}).get("canary"))
+
+
+# How often the rollout loop looks for the user's annotations between analyses.
+ANNOTATION_POLL_S = 1.0
+
+
+@kopf.daemon(*RESOURCE, when=_canary_strategy, cancellation_timeout=10)
+def roll_out_inference_service(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
+    """Canary rollouts: one analysis per spec.rollout.canary.analysisIntervalSeconds, and the
+    user's pause/resume/abort/promote/rollback annotations within a second. A rollout that moved
+    is reconciled at once, so its weights reach the routes."""
+    since_analysis = 0.0
+    while not stopped:
+        annotations = body.get("metadata", {}).get("annotations") or {}
+        interval = body.get("spec", {}).get("rollout", {}).get("canary", {}).get("analysisIntervalSeconds", 30)
+        if since_analysis >= interval or rollout.ACTION in annotations or rollout.ROLLBACK in annotations:
+            since_analysis = 0.0
+            try:
+                moved = rollout.tick(memo.api, memo.prometheus, dict(body))
+                if moved is not None:
+                    reconcile.reconcile(memo.api, moved)
+            except (DynamicApiError, HTTPError) as error:  # a lost race included: the next tick reads again
+                meta = body["metadata"]
+                log.warning("%s/%s: rollout tick failed: %s", meta["namespace"], meta["name"], error)
+        stopped.wait(ANNOTATION_POLL_S)
+        since_analysis += ANNOTATION_POLL_S
 
 
 # Optional: no finalizer of its own (the resync timer and the scaling daemon do add kopf's).

@@ -8,7 +8,7 @@ from unbusy.api import InferenceService, Variant
 from unbusy.gpu.request import GPU_RESOURCE, GpuRequest
 from unbusy.render import meta
 from unbusy.render.context import RenderContext, desired_replicas
-from unbusy.render.model_config import CONFIG_JSON, config_map_name, manages_config
+from unbusy.render.model_config import CONFIG_JSON, config_map_name, config_of, manages_config
 
 MODEL_MOUNT = "/models"
 CONFIG_MOUNT = "/etc/unbusy/model"
@@ -66,7 +66,8 @@ def _args(isvc: InferenceService, variant: Variant, repository: str) -> list[str
     ]
     if not manages_config(isvc, variant):
         args.append(f"--load-model={model.name}")
-    if model.config and model.config.response_cache:
+    config = config_of(isvc, variant)
+    if config and config.response_cache:
         args.append("--cache-config=local,size=1073741824")
     return args + list(isvc.spec.triton.args)
 

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from unbusy.api import InferenceService, Variant
+from unbusy.api.spec import ModelConfig
 from unbusy.render import meta
 
 CONFIG_PBTXT = "config.pbtxt"
@@ -25,8 +26,13 @@ class ProtoMap(dict):
     """A protobuf map field: key/value entries in text format, an object in JSON."""
 
 
+def config_of(isvc: InferenceService, variant: Variant) -> ModelConfig | None:
+    """The variant's own model configuration, else the InferenceService's."""
+    return variant.config or isvc.spec.model.config
+
+
 def manages_config(isvc: InferenceService, variant: Variant) -> bool:
-    return bool(isvc.spec.model.config or variant.model_version or isvc.spec.model.version)
+    return bool(config_of(isvc, variant) or variant.model_version or isvc.spec.model.version)
 
 
 def config_map_name(isvc: InferenceService, variant: str) -> str:
@@ -39,7 +45,7 @@ def model_config(isvc: InferenceService, variant: Variant, gpu_count: int) -> di
     version = variant.model_version or model.version
     if version:
         config["version_policy"] = {"specific": {"versions": [int(version)]}}
-    managed = model.config
+    managed = config_of(isvc, variant)
     if managed is None:
         return config
     if managed.backend:

@@ -35,7 +35,7 @@ class PrometheusSource:
     def _per_pod(self, query: str) -> dict[str, float]:
         return {r["metric"].get(series.POD, ""): float(r["value"][1]) for r in self._query(query)}
 
-    def _total(self, query: str) -> float | None:
+    def value(self, query: str) -> float | None:
         """The query's one value (its series summed); None where it has no series or no number (NaN)."""
         values = [float(r["value"][1]) for r in self._query(query)]
         total = sum(values)
@@ -53,7 +53,7 @@ class PrometheusSource:
 
     def _demand_total(self, queries: DemandQueries, query: str, field: str) -> float | None:
         try:
-            return self._total(query)
+            return self.value(query)
         except SourceError as error:
             if queries.source != "promql":
                 raise

@@ -1,0 +1,1 @@
+"""Pure traffic decisions: canary rollouts (state machine, analysis verdicts, the weights they route)."""
