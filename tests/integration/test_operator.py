@@ -163,6 +163,30 @@ CEL_CASES = {
         "spec.autoscaling.demand.query: Invalid value",
         "required with source promql",
     ),
+    "rollout-steps-rise": (
+        {"rollout": {"canary": {"steps": [{"weight": 50}, {"weight": 10}]}}},
+        "spec.rollout.canary.steps: Invalid value",
+        "the steps' weights must rise",
+    ),
+    "rollout-check-one-limit": (
+        {"rollout": {"canary": {"checks": [{"metric": "p99LatencyMs", "max": 200, "maxRatioToStable": 2}]}}},
+        "spec.rollout.canary.checks[0].max: Invalid value",
+        "set exactly one of max (an absolute limit) or maxRatioToStable",
+    ),
+    "rollout-nginx-one-weighted": (
+        {
+            "rollout": {"canary": {}},
+            "routing": {"host": "a.example.com", "provider": "nginx"},
+            "variants": [{"name": "a", "weight": 50}, {"name": "b", "weight": 50}],
+        },
+        "spec.variants: Invalid value",
+        "with rollout.canary and routing.provider nginx only one variant may carry weight",
+    ),
+    "rollout-canary-name": (
+        {"rollout": {"canary": {}}, "variants": [{"name": "a-canary", "weight": 100}]},
+        "spec.variants: Invalid value",
+        "no variant name may end in -canary",
+    ),
 }
 
 
