@@ -432,7 +432,9 @@ def test_a_status_left_behind_converges_with_no_further_event(testbed, operator,
     }
     patch = json.dumps({"status": stale})
     # The patch's own answer: a resync may already have set it right by the time of a second read.
-    patched = testbed.kubectl_json("patch", "infsvc", "behind", "-n", namespace, "--subresource=status", "--type=merge", "-p", patch)
+    patched = testbed.kubectl_json(
+        "patch", "infsvc", "behind", "-n", namespace, "--subresource=status", "--type=merge", "-p", patch
+    )
     assert condition(patched["status"], "Ready")["status"] == "False"
 
     status = wait_ready(testbed, namespace, "behind", timeout=RESYNC_SECONDS + 5)
