@@ -1,7 +1,8 @@
 """Triton Python-backend model for calibration: a real PyTorch network on the GPU, random weights.
 
 The network is picked by the model's name (the directory Triton loaded it from):
-- resnet50: ResNet-50 (torchvision), fp16, UNBUSY_ITEMS images of 224x224 per request;
+- resnet50, resnet18: ResNet-50 / ResNet-18 (torchvision), fp16, UNBUSY_ITEMS images of 224x224
+  per request (ResNet-18 is the smaller model a fallback variant serves);
 - bert-base: a BERT-base sized encoder (12 layers, 768 wide, 12 heads, 3072 feed-forward,
   WordPiece-sized embedding), fp16, UNBUSY_ITEMS sequences of 128 tokens per request;
 - synthetic: no network; a batch of n requests takes UNBUSY_BASE_MS + UNBUSY_PER_ITEM_MS x n
@@ -24,15 +25,18 @@ SEQUENCE = 128
 VOCABULARY = 30522
 
 
-def _resnet50(torch):
-    import torchvision
+def _resnet(depth):
+    def build(torch):
+        import torchvision
 
-    net = torchvision.models.resnet50(weights=None).cuda().half().eval()
+        net = getattr(torchvision.models, f"resnet{depth}")(weights=None).cuda().half().eval()
 
-    def run(n):
-        return net(torch.randn(n * ITEMS, 3, 224, 224, device="cuda", dtype=torch.half))
+        def run(n):
+            return net(torch.randn(n * ITEMS, 3, 224, 224, device="cuda", dtype=torch.half))
 
-    return run
+        return run
+
+    return build
 
 
 def _bert_base(torch):
@@ -47,7 +51,7 @@ def _bert_base(torch):
     return run
 
 
-NETWORKS = {"resnet50": _resnet50, "bert-base": _bert_base}
+NETWORKS = {"resnet50": _resnet(50), "resnet18": _resnet(18), "bert-base": _bert_base}
 
 
 class TritonPythonModel:
