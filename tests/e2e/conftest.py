@@ -29,7 +29,8 @@ from polling import eventually, stop, wait_until_serving
 from unbusy.api import load
 from unbusy.api.spec import DEFAULT_VARIANT
 from unbusy.render.meta import INFERENCE_SERVICE, VARIANT
-from unbusy.sim.emulator import Emulator, PodLister
+from unbusy.render.routing import NGINX
+from unbusy.sim.emulator import Emulator, PodLister, WeightLister
 from unbusy.sim.model import from_service
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -168,6 +169,29 @@ def pod_lister(kubeconfig: Path, namespace: str, inference_service: str) -> PodL
     return pods
 
 
+def ingress_weights(kubeconfig: Path, namespace: str, inference_service: str) -> WeightLister:
+    """{variant: weight} as ingress-nginx splits traffic by the live Ingresses the operator rendered:
+    the canary Ingress's variant takes its canary-weight, the primary's the rest."""
+    api = kubernetes.client.NetworkingV1Api(kubernetes.config.new_client_from_config(str(kubeconfig)))
+
+    def weights() -> dict[str, int]:
+        selected = f"{INFERENCE_SERVICE}={inference_service}"
+        items = api.list_namespaced_ingress(namespace, label_selector=selected, _request_timeout=5).items
+        canary = {
+            i.metadata.labels[VARIANT]: int(i.metadata.annotations[f"{NGINX}/canary-weight"])
+            for i in items
+            if (i.metadata.annotations or {}).get(f"{NGINX}/canary") == "true"
+        }
+        primary = {
+            i.metadata.labels[VARIANT]: 100 - sum(canary.values())
+            for i in items
+            if i.metadata.labels[VARIANT] not in canary
+        }
+        return primary | canary
+
+    return weights
+
+
 @dataclass
 class Loop:
     """One InferenceService in the closed loop, and what a test reads and drives of it."""
@@ -219,14 +243,16 @@ class Loop:
 
 @pytest.fixture
 def closed_loop(testbed, crd, namespace, prometheus_binary, tmp_path) -> Iterator[Callable[[dict, float], Loop]]:
-    """closed_loop(manifest, rps): the emulator at `rps` for the manifest's InferenceService, a
-    Prometheus scraping it, the operator reading that Prometheus, and the manifest applied."""
+    """closed_loop(manifest, rps): the emulator at `rps` for the manifest's InferenceService (split by
+    the live Ingresses' weights with routing.provider nginx), a Prometheus scraping it, the operator
+    reading that Prometheus, and the manifest applied."""
     started: list[Loop] = []
 
     def start(manifest: dict, rps: float) -> Loop:
         body = {**manifest, "metadata": {**manifest["metadata"], "namespace": namespace}}
         isvc = load(body)
         name = isvc.metadata.name
+        routed = isvc.spec.routing is not None and isvc.spec.routing.provider == "nginx"
         emulator = Emulator(
             pod_lister(testbed.kubeconfig, namespace, name),
             namespace=namespace,
@@ -234,6 +260,9 @@ def closed_loop(testbed, crd, namespace, prometheus_binary, tmp_path) -> Iterato
             model=isvc.spec.model.name,
             service=from_service(isvc),
             rps=rps,
+            # Behind ingress-nginx, traffic follows the Ingresses' weights, and the edge is counted.
+            isvc=isvc if routed else None,
+            weights=ingress_weights(testbed.kubeconfig, namespace, name) if routed else None,
         ).start()
         prometheus = Prometheus(prometheus_binary, tmp_path, [emulator.address])
         operator = ClosedLoopOperator(testbed.kubeconfig, tmp_path / "operator.log", prometheus.url, namespace)

@@ -27,13 +27,16 @@ from unbusy import series
 from unbusy.api import InferenceService
 from unbusy.render import meta, routing
 from unbusy.render.context import RenderContext
-from unbusy.sim.live import TICK_S, LiveFleet
+from unbusy.sim.live import TICK_S, Fault, LiveFleet
 from unbusy.sim.model import ServiceModel
 
 log = logging.getLogger("unbusy.emulator")
 
 PodLister = Callable[[], Mapping[str, tuple[str, bool]]]
-FAILURE_REASONS = (series.REJECTED, "CANCELED", "BACKEND", "OTHER")  # the reasons Triton labels failures with
+WeightLister = Callable[[], Mapping[str, int]]  # variant -> weight, as the routes in front split traffic
+MODEL_ERROR = "BACKEND"  # the failure reason of a request the model itself failed
+FAILURE_REASONS = (series.REJECTED, "CANCELED", MODEL_ERROR, "OTHER")  # the reasons Triton labels failures with
+SERVER_ERROR = "500"  # the status the edge answers for a request Triton failed
 GPU_MODEL = "NVIDIA H100 80GB HBM3"
 FB_TOTAL_MIB = 81559
 FB_USED_MIB = 18432  # a model loaded: constant, as it is on a real GPU between loads
@@ -53,6 +56,7 @@ _TYPES = {
     series.PENDING_REQUESTS: "gauge",
     series.QUEUE_DURATION_US: "counter",
     series.REQUEST_DURATION_US: "counter",
+    series.REQUEST_SUMMARY_US: "summary",
     series.GPU_UTIL: "gauge",
     series.GR_ENGINE_ACTIVE: "gauge",
     series.FB_USED: "gauge",
@@ -79,14 +83,16 @@ class Emulator:
         port: int = 0,
         seed: int = 0,
         isvc: InferenceService | None = None,
+        weights: WeightLister | None = None,
     ) -> None:
-        self.list_pods = pods
+        self.list_pods, self.list_weights = pods, weights
         self.namespace, self.inference_service, self.model, self.version = namespace, inference_service, model, version
         self.fleet = LiveFleet(service, seed=seed)
         self.rps = rps
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._pods: Mapping[str, tuple[str, bool]] = {}
+        self._weights: Mapping[str, int] | None = None
         # ingress-nginx in front: the InferenceService its Ingresses come from, with routing.provider nginx.
         routed = isvc is not None and isvc.spec.routing is not None and isvc.spec.routing.provider == "nginx"
         self._ingress_of = isvc if routed else None
@@ -138,6 +144,12 @@ class Emulator:
         with self._lock:
             self.rps = rps
 
+    def degrade(self, variant: str, latency_ms: float = 0.0, error_fraction: float = 0.0) -> None:
+        """From the next tick on, the variant's replicas answer `latency_ms` slower and fail
+        `error_fraction` of the requests they serve (a bad canary)."""
+        with self._lock:
+            self.fleet.faults[variant] = Fault(latency_ms, error_fraction)
+
     def rejected_fraction(self, window_s: int = 30) -> float:
         """Requests refused (queue full or no ready pod) over the last `window_s` seconds."""
         with self._lock:
@@ -147,19 +159,25 @@ class Emulator:
         """One second of load on the pods the API server lists now (the last known on a failed read)."""
         try:
             self._pods = dict(self.list_pods())
+            self._weights = dict(self.list_weights()) if self.list_weights else None
         except Exception as error:  # an API server hiccup must not stop the clock
-            log.warning("listing pods failed, keeping the last list: %s", error)
+            log.warning("listing pods or routes failed, keeping the last lists: %s", error)
         with self._lock:
-            before = {name: (pod.served, pod.rejected) for name, pod in self.fleet.pods.items()}
-            self.fleet.tick(self.rps, self._pods)
+            before = {name: (pod.served, pod.rejected, pod.failed) for name, pod in self.fleet.pods.items()}
+            self.fleet.tick(self.rps, self._pods, self._weights)
             if self._ingress_of is not None:
                 self._count_at_the_edge(self._ingress_of, before)
 
-    def _count_at_the_edge(self, isvc: InferenceService, before: Mapping[str, tuple[float, float]]) -> None:
-        """What ingress-nginx counted this tick: the requests each variant's replicas answered or refused."""
+    def _count_at_the_edge(self, isvc: InferenceService, before: Mapping[str, tuple[float, float, float]]) -> None:
+        """What ingress-nginx counted this tick: the requests each variant's replicas answered, failed or refused."""
         for name, pod in self.fleet.pods.items():
-            served, refused = before.get(name, (0.0, 0.0))
-            for status, count in ((ANSWERED, pod.served - served), (series.BUSY_STATUS, pod.rejected - refused)):
+            served, refused, failed = before.get(name, (0.0, 0.0, 0.0))
+            counts = (
+                (ANSWERED, pod.served - served - (pod.failed - failed)),
+                (SERVER_ERROR, pod.failed - failed),
+                (series.BUSY_STATUS, pod.rejected - refused),
+            )
+            for status, count in counts:
                 key = (pod.variant, status)
                 self._at_the_edge[key] = self._at_the_edge.get(key, 0.0) + count
         if not any(ready for _, ready in self._pods.values()):
@@ -216,14 +234,17 @@ class Emulator:
                     "model": self.model,
                     "version": self.version,
                 }
-                add(series.REQUEST_SUCCESS, triton, int(pod.served))
+                add(series.REQUEST_SUCCESS, triton, int(pod.served - pod.failed))
+                failures = {series.REJECTED: pod.rejected, MODEL_ERROR: pod.failed}
                 for reason in FAILURE_REASONS:
-                    failed = int(pod.rejected) if reason == series.REJECTED else 0
-                    add(series.REQUEST_FAILURE, {**triton, series.REASON: reason}, failed)
+                    add(series.REQUEST_FAILURE, {**triton, series.REASON: reason}, int(failures.get(reason, 0)))
                 add(series.INFERENCE_COUNT, triton, int(pod.served))
                 add(series.PENDING_REQUESTS, triton, round(pod.pending))
                 add(series.QUEUE_DURATION_US, triton, int(pod.queue_us))
                 add(series.REQUEST_DURATION_US, triton, int(pod.request_us))
+                p99 = pod.record.latency.quantile(0.99)
+                if p99 is not None:
+                    add(series.REQUEST_SUMMARY_US, {**triton, series.QUANTILE: "0.99"}, p99 * 1000)
                 gpu = {
                     "gpu": "0",
                     "UUID": f"GPU-emulated-{name}",

@@ -22,21 +22,53 @@ from unbusy.sim.traces import Trace
 TICK_S = engine.TICK_S
 
 
-class _LatencySum:
-    """Stands in for the engine's latency histogram: Triton exports a sum, not a distribution."""
+# Triton's latency summary (--metrics-config=summary_latencies=true) reads recent requests only.
+SUMMARY_WINDOW_S = 10
+
+
+class _Latencies:
+    """Stands in for the engine's latency histogram with what Triton exports: the cumulative sum,
+    and the quantiles of the last SUMMARY_WINDOW_S seconds (its summary). `extra_ms` is added to
+    every request: a degraded replica (Fault)."""
 
     def __init__(self) -> None:
         self.ms = 0.0
+        self.extra_ms = 0.0
+        self._recent: deque[list[tuple[float, float]]] = deque([[]], maxlen=int(SUMMARY_WINDOW_S / TICK_S))
 
     def add(self, ms: float, weight: float) -> None:
+        ms += self.extra_ms
         self.ms += ms * weight
+        self._recent[-1].append((ms, weight))
+
+    def next_tick(self) -> None:
+        self._recent.append([])
+
+    def quantile(self, q: float) -> float | None:
+        """The latency (ms) that a share q of the recent requests stayed within; None without requests."""
+        samples = sorted(sample for tick in self._recent for sample in tick)
+        total = sum(weight for _, weight in samples)
+        seen = 0.0
+        for ms, weight in samples:
+            seen += weight
+            if seen >= q * total:
+                return ms
+        return None
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What makes a variant's replicas bad: slower by latency_ms, failing error_fraction of requests."""
+
+    latency_ms: float = 0.0
+    error_fraction: float = 0.0
 
 
 @dataclass
 class _Record:
     """What `Simulation.serve` writes its latencies into (the engine's per-minute record)."""
 
-    latency: _LatencySum = field(default_factory=_LatencySum)
+    latency: _Latencies = field(default_factory=_Latencies)
     within_slo: float = 0.0
 
 
@@ -48,10 +80,12 @@ class Pod:
     replica: engine.Replica = field(default_factory=lambda: engine.Replica(ready_at=0.0))
     record: _Record = field(default_factory=_Record)
     rejected: float = 0.0
+    failed: float = 0.0  # requests it served with an error (a Fault): Triton counts them as failures
     gpu_busy: float = 0.0  # GPU utilisation (0-1) a DCGM exporter would read over the last tick
 
     @property
     def served(self) -> float:
+        """Requests answered, with or without an error."""
         return self.replica.served
 
     @property
@@ -76,17 +110,40 @@ class LiveFleet:
         self.pods: dict[str, Pod] = {}
         self.now = 0.0
         self.history: deque[tuple[float, float]] = deque(maxlen=history_s)  # (arrived, rejected) per tick
+        self.faults: dict[str, Fault] = {}  # variant -> what makes its replicas bad
 
-    def tick(self, rps: float, pods: Mapping[str, tuple[str, bool]]) -> None:
-        """One second: `pods` maps each live pod to (variant, ready); arrivals split over the ready ones."""
+    @staticmethod
+    def _routed(
+        arrivals: float, ready: list[Pod], weights: Mapping[str, int] | None
+    ) -> tuple[list[tuple[Pod, float]], float]:
+        """Each ready pod's arrivals, and those no ready pod can take: split over the ready pods,
+        or by variant weight (as the routes split traffic) and then over each variant's ready pods."""
+        if weights is None:
+            return [(pod, arrivals / len(ready)) for pod in ready] if ready else [], 0.0 if ready else arrivals
+        total = sum(weights.values()) or 1
+        shares, unrouted = [], 0.0
+        for variant, weight in weights.items():
+            mine = [pod for pod in ready if pod.variant == variant]
+            part = arrivals * weight / total
+            shares += [(pod, part / len(mine)) for pod in mine]
+            unrouted += 0.0 if mine else part
+        return shares, unrouted
+
+    def tick(self, rps: float, pods: Mapping[str, tuple[str, bool]], weights: Mapping[str, int] | None = None) -> None:
+        """One second: `pods` maps each live pod to (variant, ready); arrivals split over the ready
+        ones, or by `weights` (variant -> weight) where given."""
         self.pods = {name: self.pods.get(name) or Pod(variant) for name, (variant, _) in pods.items()}
         ready = [self.pods[name] for name, (_, ok) in sorted(pods.items()) if ok]
         arrivals = engine.poisson(self._sim.rng, rps * TICK_S)
-        rejected = 0.0 if ready else float(arrivals)
-        for pod in ready:
+        shares, rejected = self._routed(float(arrivals), ready, weights)
+        for pod, share in shares:
+            fault = self.faults.get(pod.variant, Fault())
             served = pod.replica.served
-            refused = self._sim.serve(pod.replica, self.now, arrivals / len(ready), pod.record)
+            pod.record.latency.next_tick()
+            pod.record.latency.extra_ms = fault.latency_ms
+            refused = self._sim.serve(pod.replica, self.now, share, pod.record)
             pod.rejected += refused
+            pod.failed += (pod.replica.served - served) * fault.error_fraction
             pod.gpu_busy = self._sim.model.gpu_reading((pod.replica.served - served) / TICK_S)
             rejected += refused
         self.history.append((float(arrivals), rejected))
