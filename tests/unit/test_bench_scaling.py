@@ -1,4 +1,4 @@
-"""bench/scaling.py --smoke --json: the four policies side by side, with `unbusy simulate --json`'s keys."""
+"""bench/scaling.py --smoke --json: every policy side by side, with `unbusy simulate --json`'s keys."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-KEYS = {"policy", "trace", "rejected_pct", "p50_ms", "p99_ms", "slo_minutes_pct", "gpu_hours"}
+KEYS = {"policy", "trace", "rejected_pct", "p50_ms", "p99_ms", "slo_minutes_pct", "gpu_hours", "fallback_pct"}
 
 
-def test_smoke_run_prints_the_four_policies_with_finite_figures():
+def test_smoke_run_prints_every_policy_with_finite_figures():
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "scaling.py"), "--smoke", "--json"],
         capture_output=True,
@@ -21,7 +21,7 @@ def test_smoke_run_prints_the_four_policies_with_finite_figures():
         check=True,
     )
     rows = json.loads(done.stdout)
-    assert [row["policy"] for row in rows] == ["unbusy", "hpa-cpu", "keda-queue", "oracle"]
+    assert [row["policy"] for row in rows] == ["unbusy", "unbusy+fallback", "hpa-cpu", "keda-queue", "oracle"]
     for row in rows:
         assert set(row) == KEYS
         assert row["trace"] == "smoke-step"

@@ -214,7 +214,7 @@ def test_same_seed_same_run_other_seed_other_run():
 
 def test_figures_carry_the_keys_ci_gates_on():
     result = simulate(config(scaling=False), Trace("flat", (10.0,) * 60))
-    assert set(result.figures()) == {"rejected_pct", "p50_ms", "p99_ms", "slo_minutes_pct", "gpu_hours"}
+    assert set(result.figures()) == {"rejected_pct", "p50_ms", "p99_ms", "slo_minutes_pct", "gpu_hours", "fallback_pct"}
 
 
 def test_a_slow_replica_with_a_short_queue_rejects_what_it_cannot_serve():
@@ -256,7 +256,7 @@ def test_simulate_prints_the_figures(tmp_path):
 def test_simulate_json_is_one_object_with_the_gate_keys(tmp_path):
     path, trace = manifest_file(tmp_path), str(_csv(tmp_path, "0,100\n60,100\n61,1000\n400,1000\n"))
     figures = json.loads(cli("-f", path, "--trace", trace, "--json", "--seed", "3"))
-    assert set(figures) == {"rejected_pct", "p50_ms", "p99_ms", "slo_minutes_pct", "gpu_hours"}
+    assert set(figures) == {"rejected_pct", "p50_ms", "p99_ms", "slo_minutes_pct", "gpu_hours", "fallback_pct"}
     baseline = json.loads(cli("-f", path, "--trace", trace, "--json", "--seed", "3", "--no-scaling"))
     assert figures["rejected_pct"] < baseline["rejected_pct"]
 

@@ -255,6 +255,39 @@ class Variant(ApiModel):
     max_replicas: int | None = Field(None, ge=1, le=1000, description="Overrides autoscaling.maxReplicas.")
 
 
+class Fallback(ApiModel):
+    """Shed to a smaller model instead of answering 503 while new replicas start."""
+
+    variant: str = Field(
+        pattern=DNS_LABEL_PATTERN,
+        max_length=20,
+        description="The variant of spec.variants that takes the traffic the others cannot serve with their ready "
+        "replicas (usually weight 0: a smaller, faster model).",
+    )
+    rps_per_replica: float = Field(
+        gt=0,
+        le=1_000_000,
+        description="Requests per second one replica of the fallback answers at saturation (unbusy calibrate, "
+        "or a load test): what it can take is its ready replicas x this x utilizationPercent.",
+    )
+    max_percent: int = Field(50, ge=1, le=100, description="Most of the traffic, in percent, moved to the fallback.")
+    shed_above_percent: int = Field(
+        95,
+        ge=50,
+        le=100,
+        description="A variant keeps demand up to this share of its ready replicas' capacity and sheds the rest.",
+    )
+    utilization_percent: int = Field(
+        90, ge=10, le=100, description="Share of the fallback's ready capacity that shed traffic may fill."
+    )
+    restore_seconds: int = Field(
+        60,
+        ge=0,
+        le=3600,
+        description="Weight moves back once the ready replicas have covered the demand for this long.",
+    )
+
+
 # --- rollout -----------------------------------------------------------------------------
 
 
@@ -710,6 +743,32 @@ class InferenceServiceSpec(ApiModel):
             ".variants",
         ),
         Rule(
+            "!has(self.fallback) || (has(self.variants) && self.variants.exists(v, v.name == self.fallback.variant))",
+            "must name one of spec.variants",
+            lambda spec: spec.fallback is None or any(v.name == spec.fallback.variant for v in spec.variants),
+            ".fallback.variant",
+        ),
+        Rule(
+            "!has(self.fallback) || (has(self.routing)"
+            " && (!has(self.autoscaling) || !has(self.autoscaling.mode) || self.autoscaling.mode == 'operator'))",
+            "needs routing (its weights move) and autoscaling.mode operator (its loop moves them)",
+            lambda spec: spec.fallback is None or (spec.routing is not None and spec.autoscaling.mode == "operator"),
+            ".fallback",
+        ),
+        Rule(
+            "!has(self.fallback) || !has(self.routing) || self.routing.provider != 'nginx' || !has(self.variants)"
+            " || self.variants.filter(v, v.weight > 0 && v.name != self.fallback.variant).size() <= 1",
+            "with routing.provider nginx only one variant besides the fallback may carry weight (the fallback "
+            "takes ingress-nginx's one canary Ingress); use routing.provider gateway for more",
+            lambda spec: (
+                spec.fallback is None
+                or spec.routing is None
+                or spec.routing.provider != "nginx"
+                or sum(1 for v in spec.variants if v.weight > 0 and v.name != spec.fallback.variant) <= 1
+            ),
+            ".variants",
+        ),
+        Rule(
             "!has(self.rollout) || !has(self.rollout.canary) || !has(self.variants)"
             " || self.variants.all(v, !v.name.endsWith('-canary'))",
             "with rollout.canary no variant name may end in -canary: that is the name of a variant's canary",
@@ -734,6 +793,11 @@ class InferenceServiceSpec(ApiModel):
         description=f"Named variants splitting traffic by weight; one variant '{DEFAULT_VARIANT}' when empty.",
     )
     rollout: Rollout = Field(default_factory=Rollout, description="Rolling-update strategy.")
+    fallback: Fallback | None = Field(
+        None,
+        description="Move traffic the ready replicas cannot serve to a fallback variant instead of 503s "
+        "(operator mode, with routing).",
+    )
     routing: Routing | None = Field(None, description="External traffic; no Ingress or HTTPRoute when omitted.")
     autoscaling: Autoscaling = Field(default_factory=Autoscaling, description="How replicas follow load.")
     alerts: Alerts = Field(default_factory=Alerts, description="Prometheus alert rules.")

@@ -92,6 +92,16 @@ class RolloutState(ApiModel):
     message: str = Field("", max_length=4096, description="The last verdict, with measured values and limits.")
 
 
+class Shed(ApiModel):
+    """Traffic weight moved from a variant to spec.fallback's variant (traffic/shedding.py)."""
+
+    variant: str = Field(description="The variant whose weight moved.")
+    percent: int = Field(ge=1, le=100, description="Percent of all traffic moved from it to the fallback.")
+    needed_at: str = Field(
+        description="When its demand last needed that much (RFC 3339); it moves back fallback.restoreSeconds after."
+    )
+
+
 class InferenceServiceStatus(ApiModel):
     observed_generation: int | None = Field(None, description="The spec generation last reconciled.")
     conditions: list[Condition] = Field(default_factory=list, description="Ready, Progressing, Degraded, ...")
@@ -111,4 +121,6 @@ class InferenceServiceStatus(ApiModel):
         description="The last 3 stable revisions of each variant, newest last; roll back with the annotation "
         "serving.unbusy.dev/rollback-to: <variant>=<number>.",
     )
+    shedding: list[Shed] = Field(default_factory=list, description="Weight moved to the fallback variant now.")
+    fallback: str = Field("", description="Traffic on the fallback, for kubectl get, e.g. 30% main->small.")
     rollout: str = Field("", description="Rollout phase and step, for kubectl get, e.g. main: Progressing 2/4 (25%).")

@@ -6,14 +6,23 @@ import re
 from dataclasses import dataclass, replace
 
 from unbusy.api import InferenceService
-from unbusy.api.spec import Autoscaling
+from unbusy.api.spec import Autoscaling, Fallback, Serving
 from unbusy.gpu.catalogue import PRODUCTS
 from unbusy.gpu.request import gpu_request
 from unbusy.render.context import RenderContext, desired_replicas, replica_bounds
-from unbusy.sim.model import ServiceModel, from_service
+from unbusy.sim.model import ServiceModel, from_config, from_service
 
 _SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
 _MIG_SLICES_PER_GPU = 7
+
+
+@dataclass(frozen=True)
+class SimFallback:
+    """spec.fallback's variant: a fixed pool of replicas of a smaller model that takes shed traffic."""
+
+    spec: Fallback
+    model: ServiceModel  # what it really serves (the spec's rpsPerReplica is what the operator believes)
+    replicas: int
 
 
 @dataclass(frozen=True)
@@ -29,6 +38,7 @@ class SimConfig:
     scrape_interval_s: int = 15
     metrics_delay_s: int = 10  # from scrape to the sample being readable by the scaling loop
     seed: int = 0
+    fallback: SimFallback | None = None  # None: no shedding, what is beyond the ready replicas is refused
 
 
 def _seconds(duration: str) -> int:
@@ -44,8 +54,22 @@ def _gpus(isvc: InferenceService) -> float:
     return profile.compute_slices / _MIG_SLICES_PER_GPU
 
 
-def from_spec(isvc: InferenceService, scaling: bool = True, **overrides: float) -> SimConfig:
+def _fallback(isvc: InferenceService, serving: Serving | None) -> SimFallback | None:
+    spec = isvc.spec.fallback
+    if spec is None or serving is None:
+        return None
+    variant = next(v for v in isvc.spec.effective_variants() if v.name == spec.variant)
+    model = from_config(variant.config or isvc.spec.model.config, serving)
+    return SimFallback(spec=spec, model=model, replicas=max(1, replica_bounds(isvc, variant)[0]))
+
+
+def from_spec(
+    isvc: InferenceService, scaling: bool = True, fallback_serving: Serving | None = None, **overrides: float
+) -> SimConfig:
     """The spec's heaviest variant: its share of the load, bounds, model, GPUs, SLO and policy.
+
+    With spec.fallback and `fallback_serving` (the measured profile of what the fallback variant
+    serves), the fallback's minReplicas take the traffic shedding moves to them.
 
     Autoscaling mode none, or scaling=False, keeps the replicas fixed (spec.replicas, else
     minReplicas); modes operator and hpa run Unbusy's policy, which follows the HPA's rules.
@@ -64,5 +88,6 @@ def from_spec(isvc: InferenceService, scaling: bool = True, **overrides: float) 
         weight=variant.weight / 100,
         gpus_per_replica=_gpus(isvc),
         scrape_interval_s=_seconds(spec.monitoring.interval),
+        fallback=_fallback(isvc, fallback_serving) if active else None,
     )
     return replace(config, **overrides)

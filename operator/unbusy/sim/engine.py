@@ -13,6 +13,9 @@ Stalls of the serving process are fluid too: each tick loses its expected share 
 Routing: arrivals split evenly over ready replicas (round robin); none ready: all rejected.
 Scale-in: loading replicas go first, then those with the shortest queue; a removed replica
 stops receiving traffic at once and holds its GPU until its queue is empty.
+Fallback (config.fallback): a fixed pool of replicas of another model; at each evaluation
+traffic/shedding.py moves a share of the arrivals to it, as the operator moves route weight.
+Its replicas count in the GPU-hours.
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ from unbusy.api.spec import Autoscaling
 from unbusy.scaling.demand import Demand
 from unbusy.scaling.policy import Decision, Observation, PolicyState, ReplicaSample, decide
 from unbusy.sim.config import SimConfig
+from unbusy.sim.model import ServiceModel
 from unbusy.sim.stats import Histogram, Minute, SimResult
 from unbusy.sim.traces import Trace
+from unbusy.traffic import shedding
 
 TICK_S = 1.0
 # Points at which a block of requests served together is measured: their latencies spread
@@ -66,6 +71,7 @@ class Replica:
 class _Minute:
     arrived: float = 0.0
     rejected: float = 0.0
+    shed: float = 0.0
     within_slo: float = 0.0
     replica_s: float = 0.0
     ready_s: float = 0.0
@@ -97,6 +103,11 @@ class Simulation:
         self.minutes: list[_Minute] = []
         self.arrived = self.rejected = self.replica_s = 0.0
         self.scaling_events = 0
+        fallback = config.fallback
+        self.fallback = [Replica(ready_at=0.0) for _ in range(fallback.replicas if fallback else 0)]
+        self.moved: tuple[shedding.Moved, ...] = ()
+        self.shed_percent = 0  # of the arrivals, to the fallback
+        self.shed = 0.0
 
     # --- serving -------------------------------------------------------------------------
 
@@ -105,9 +116,12 @@ class Simulation:
         if latency_s <= self.config.slo_s:
             minute.within_slo += weight
 
-    def serve(self, replica: Replica, now: float, arrivals: float, minute: _Minute) -> float:
-        """One tick of one replica; returns the requests it rejected."""
-        model, backlog = self.model, replica.backlog
+    def serve(
+        self, replica: Replica, now: float, arrivals: float, minute: _Minute, model: ServiceModel | None = None
+    ) -> float:
+        """One tick of one replica (of config.model unless `model` says); returns the requests it rejected."""
+        model = model or self.model
+        backlog = replica.backlog
         rate = arrivals / TICK_S
         pauses = model.serving.pauses
         stalls = pauses.per_second * TICK_S  # expected stalls in the tick
@@ -130,7 +144,7 @@ class Simulation:
         rejected = min(arrivals, overflow)
         if arrivals - rejected > 0:
             replica.queue.append([now, now + TICK_S, arrivals - rejected])
-        waits = self._waits(batch, service, rate, paused, pause_s)
+        waits = self._waits(batch, service, rate, paused, pause_s, model.max_queue_delay_s)
         position, left = 0.0, served_total
         while left > 1e-9 and replica.queue:
             first, last, count = replica.queue[0]
@@ -155,7 +169,8 @@ class Simulation:
         replica.least_pending = min(replica.least_pending, replica.pending)
         return rejected
 
-    def _waits(self, batch: float, service: float, rate: float, paused: float, pause_s: float) -> list:
+    @staticmethod
+    def _waits(batch: float, service: float, rate: float, paused: float, pause_s: float, max_delay_s: float) -> list:
         """(wait before a request's batch starts, share of requests) beyond its place in the queue.
 
         A request that arrives while a batch runs waits for the rest of it (uniform over the
@@ -163,7 +178,7 @@ class Simulation:
         form (at most max_queue_delay). Those arriving during a stall also wait out the rest of it.
         """
         busy = min(1.0, rate * service / batch) if batch else 0.0
-        forming = min(self.model.max_queue_delay_s, (batch - 1) / rate) / 2 if rate > 0 else 0.0
+        forming = min(max_delay_s, (batch - 1) / rate) / 2 if rate > 0 else 0.0
         waits = [(service * (k + 0.5) / _RESIDUALS, busy / _RESIDUALS) for k in range(_RESIDUALS)]
         if busy < 1:
             waits.append((forming, 1 - busy))
@@ -216,6 +231,8 @@ class Simulation:
         )
         decision = self.policy(observation, config.policy, config.bounds, self.state, now)
         self.state = decision.state
+        if config.fallback and samples:
+            self._shed(decision, demand, sum(1 for s in samples if s.ready), now)
         if decision.replicas == len(live):
             return
         self.scaling_events += 1
@@ -227,6 +244,23 @@ class Simulation:
         for replica in doomed:
             replica.draining = True
         self.replicas = [r for r in self.replicas if not (r.draining and r.ready_at > now)]
+
+    def _shed(self, decision: Decision, demand: Demand | None, ready: int, now: float) -> None:
+        """Move arrivals to the fallback as the operator moves route weight (traffic/shedding.py)."""
+        fallback = self.config.fallback
+        capacity = decision.metrics.get("capacity_rps") or self.model.capacity_rps
+        loads = (
+            shedding.Load("primary", 100, ready, capacity),
+            shedding.Load(fallback.spec.variant, 0, len(self.fallback), fallback.spec.rps_per_replica),
+        )
+        plan = shedding.plan(loads, fallback.spec, demand.rps if demand else None, self.moved, now)
+        self.moved, self.shed_percent = plan.moved, plan.percent
+
+    def _serve_fallback(self, now: float, arrivals: float, minute: _Minute) -> float:
+        """The fallback's share of a tick's arrivals, split evenly over its replicas; returns the rejected."""
+        model = self.config.fallback.model
+        share = arrivals / len(self.fallback)
+        return sum(self.serve(replica, now, share, minute, model) for replica in self.fallback)
 
     # --- the run -------------------------------------------------------------------------
 
@@ -241,12 +275,16 @@ class Simulation:
             if interval and second > 0 and second % interval == 0:
                 self._scale(now)
             arrivals = poisson(self.rng, rps * config.weight * TICK_S)
+            shed = arrivals * self.shed_percent / 100
             targets = [r for r in self.replicas if r.ready(now)]
-            rejected = 0.0 if targets else float(arrivals)
+            rejected = 0.0 if targets else float(arrivals - shed)
             for replica in self.replicas:
                 if replica.ready_at <= now:
-                    share = arrivals / len(targets) if replica in targets else 0.0
+                    share = (arrivals - shed) / len(targets) if replica in targets else 0.0
                     rejected += self.serve(replica, now, share, minute)
+            if shed:
+                rejected += self._serve_fallback(now, shed, minute)
+            self.shed += shed
             self.replicas = [r for r in self.replicas if not (r.draining and r.backlog < 1e-9)]
             if (second + 1) % config.scrape_interval_s == 0:
                 self._scrape(now + TICK_S)
@@ -254,11 +292,13 @@ class Simulation:
             self.rejected += rejected
             self.offered += arrivals
             self.refused += rejected
-            self.replica_s += len(self.replicas) * TICK_S
+            held = len(self.replicas) + len(self.fallback)
+            self.replica_s += held * TICK_S
             minute.arrived += arrivals
             minute.rejected += rejected
-            minute.replica_s += len(self.replicas) * TICK_S
-            minute.ready_s += sum(TICK_S for r in self.replicas if r.ready(now))
+            minute.shed += shed
+            minute.replica_s += held * TICK_S
+            minute.ready_s += sum(TICK_S for r in self.replicas if r.ready(now)) + len(self.fallback) * TICK_S
             minute.ticks += 1
         return self._result()
 
@@ -274,6 +314,7 @@ class Simulation:
                 ready=m.ready_s / m.ticks,
                 p99_ms=m.latency.quantile(0.99),
                 rejected=m.rejected,
+                shed=m.shed,
                 within_slo=m.within_slo >= 0.99 * m.arrived - 1e-9,
             )
             for i, m in enumerate(self.minutes)
@@ -286,6 +327,7 @@ class Simulation:
             gpu_hours=self.replica_s * self.config.gpus_per_replica / 3600,
             scaling_events=self.scaling_events,
             minutes=minutes,
+            fallback_pct=100 * self.shed / self.arrived if self.arrived else 0.0,
         )
 
 

@@ -42,10 +42,11 @@ class Histogram:
 class Minute:
     minute: int
     load_rps: float  # offered load: mean requests per second arriving
-    replicas: float  # mean replicas holding a GPU (loading and draining ones included)
+    replicas: float  # mean replicas holding a GPU (loading, draining and fallback ones included)
     ready: float  # mean replicas ready to serve
     p99_ms: float | None  # of the answered requests
     rejected: float  # requests refused (queue full, or no ready replica)
+    shed: float  # requests sent to the fallback variant
     within_slo: bool  # 99% of the minute's requests answered within the SLO (a rejection is a miss)
 
 
@@ -58,6 +59,7 @@ class SimResult:
     gpu_hours: float
     scaling_events: int
     minutes: tuple[Minute, ...]
+    fallback_pct: float = 0.0  # of the requests, sent to the fallback variant (served by the smaller model)
 
     def figures(self) -> dict[str, Any]:
         """The figures `unbusy simulate --json` prints, rounded for reading."""
@@ -71,4 +73,5 @@ class SimResult:
             "p99_ms": rounded(self.p99_ms, 2),
             "slo_minutes_pct": round(self.slo_minutes_pct, 2),
             "gpu_hours": round(self.gpu_hours, 4),
+            "fallback_pct": round(self.fallback_pct, 3),
         }

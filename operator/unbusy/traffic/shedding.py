@@ -1,0 +1,134 @@
+"""Shedding to a fallback variant (pure): where 503s would come from, move traffic instead.
+
+When the variants that carry traffic cannot serve their demand with the replicas that are ready
+(new ones still loading the model, or the variant at maxReplicas), the demand beyond their ready
+capacity goes to the declared fallback variant (a smaller model: the seeds' "degrade"), as far as
+the fallback has spare capacity and never more than spec.fallback.maxPercent. Weight moves to the
+fallback at once and back only after the ready capacity has covered the demand for restoreSeconds:
+hysteresis in time, as the HPA's scale-down window, so a replica that just became ready does not
+flap the routes.
+
+Weights are whole percent, as the routes carry them (ingress-nginx canary-weight, HTTPRoute weight).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from unbusy.api.spec import Fallback
+
+# A share of demand that is a whole number of percent up to float error must not round up.
+_EPSILON = 1e-9
+
+
+@dataclass(frozen=True)
+class Load:
+    """A variant as shedding sees it."""
+
+    name: str
+    weight: int  # the spec's weight: what it carries without shedding
+    ready: int  # replicas serving now
+    capacity_rps: float  # requests/s one replica answers at saturation (learned, or the spec's)
+
+
+@dataclass(frozen=True)
+class Moved:
+    """Weight moved from one variant to the fallback, and when its demand last needed that much."""
+
+    variant: str
+    percent: int
+    needed_at: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    moved: tuple[Moved, ...]  # only variants with percent > 0
+    weights: dict[str, int]  # every variant's weight with the moves applied
+    reason: str
+
+    @property
+    def percent(self) -> int:
+        return sum(m.percent for m in self.moved)
+
+
+def weights(spec_weights: Mapping[str, int], fallback: str, moved: Sequence[Moved]) -> dict[str, int]:
+    """The spec's weights with `moved` taken from their variants and given to the fallback."""
+    taken = {m.variant: m.percent for m in moved}
+    shifted = {name: w - taken.get(name, 0) for name, w in spec_weights.items()}
+    shifted[fallback] = shifted.get(fallback, 0) + sum(taken.values())
+    return shifted
+
+
+def _points(rps: float, demand_rps: float) -> float:
+    return 100 * rps / demand_rps
+
+
+def _needed(loads: Sequence[Load], spec: Fallback, demand_rps: float) -> dict[str, int]:
+    """Whole percent of the total each variant cannot serve with its ready replicas."""
+    needed = {}
+    for load in loads:
+        if load.name == spec.variant or load.weight == 0:
+            continue
+        serves = load.ready * load.capacity_rps * spec.shed_above_percent / 100
+        excess = demand_rps * load.weight / 100 - serves
+        if excess > 0:
+            needed[load.name] = min(load.weight, math.ceil(_points(excess, demand_rps) - _EPSILON))
+    return needed
+
+
+def _spare(loads: Sequence[Load], spec: Fallback, demand_rps: float) -> int:
+    """Whole percent of the total the fallback can take beyond what its own weight sends it."""
+    fallback = next(load for load in loads if load.name == spec.variant)
+    spare = fallback.ready * spec.rps_per_replica * spec.utilization_percent / 100
+    return max(0, math.floor(_points(spare, demand_rps) + _EPSILON) - fallback.weight)
+
+
+def _trim(moved: list[Moved], limit: int) -> list[Moved]:
+    """At most `limit` percent in all: the largest moves give back first."""
+    excess = sum(m.percent for m in moved) - limit
+    trimmed = []
+    for m in sorted(moved, key=lambda m: -m.percent):
+        cut = min(max(excess, 0), m.percent)
+        excess -= cut
+        trimmed.append(Moved(m.variant, m.percent - cut, m.needed_at))
+    return [m for m in trimmed if m.percent > 0]
+
+
+def plan(
+    loads: Sequence[Load], spec: Fallback, demand_rps: float | None, previous: Sequence[Moved], now: float
+) -> Plan:
+    """Where each variant's weight goes now. `demand_rps` is the offered load of the whole service
+    (refused requests included); None (not read) holds the previous moves."""
+    spec_weights = {load.name: load.weight for load in loads}
+    held = tuple(previous)
+    if demand_rps is None:
+        return Plan(held, weights(spec_weights, spec.variant, held), "demand unknown: weights held")
+    if demand_rps <= 0:
+        needed, spare = {}, 0
+    else:
+        needed, spare = _needed(loads, spec, demand_rps), _spare(loads, spec, demand_rps)
+    before = {m.variant: m for m in previous}
+    moves = []
+    for name in sorted(set(needed) | set(before)):
+        now_needed, last = needed.get(name, 0), before.get(name)
+        if last is None or now_needed >= last.percent:
+            moves.append(Moved(name, now_needed, now))
+        elif now - last.needed_at >= spec.restore_seconds:
+            moves.append(Moved(name, now_needed, now))  # covered for long enough: back to what is needed
+        else:
+            moves.append(last)
+    moved = tuple(_trim(moves, min(spare, spec.max_percent)))
+    return Plan(moved, weights(spec_weights, spec.variant, moved), _reason(needed, moved, spare, spec))
+
+
+def _reason(needed: Mapping[str, int], moved: Sequence[Moved], spare: int, spec: Fallback) -> str:
+    asked, total = sum(needed.values()), sum(m.percent for m in moved)
+    if not asked and not total:
+        return "ready replicas cover the demand"
+    if not asked:
+        return f"ready replicas cover the demand: {total}% stays on {spec.variant} for up to {spec.restore_seconds}s"
+    limit = "its spare capacity" if spare < spec.max_percent else f"fallback.maxPercent {spec.max_percent}%"
+    capped = f" (capped by {limit})" if total < asked else ""
+    return f"{asked}% of demand is beyond the ready replicas' capacity: {total}% to {spec.variant}{capped}"

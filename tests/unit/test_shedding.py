@@ -1,0 +1,111 @@
+"""traffic/shedding.py: weight to the fallback where the ready replicas fall short, back with hysteresis."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from unbusy.api.spec import Fallback
+from unbusy.sim.config import SimConfig, SimFallback
+from unbusy.sim.engine import simulate
+from unbusy.sim.model import from_config, load_profile
+from unbusy.sim.traces import Trace
+from unbusy.traffic.shedding import Load, Moved, plan
+
+SPEC = Fallback(variant="small", rps_per_replica=2000, max_percent=50, restore_seconds=60)
+
+
+def loads(ready: int, fallback_ready: int = 1, fallback_weight: int = 0) -> tuple[Load, ...]:
+    return (
+        Load("main", 100 - fallback_weight, ready, capacity_rps=1000),
+        Load("small", fallback_weight, fallback_ready, capacity_rps=2000),
+    )
+
+
+def test_demand_the_ready_replicas_serve_moves_nothing():
+    done = plan(loads(ready=4), SPEC, demand_rps=3000, previous=(), now=0)
+    assert done.moved == () and done.weights == {"main": 100, "small": 0}
+    assert done.reason == "ready replicas cover the demand"
+
+
+def test_the_excess_over_ready_capacity_moves_in_whole_percent_rounded_up():
+    # 2 ready x 1000 x 95% = 1900 served; 2500 offered: 600 rps = 24% moves.
+    done = plan(loads(ready=2), SPEC, demand_rps=2500, previous=(), now=10)
+    assert done.moved == (Moved("main", 24, 10),)
+    assert done.weights == {"main": 76, "small": 24}
+    assert done.reason == "24% of demand is beyond the ready replicas' capacity: 24% to small"
+
+
+@pytest.mark.parametrize(
+    ("demand", "fallback_ready", "expected", "limit"),
+    [
+        (10_000, 1, 18, "its spare capacity"),  # 1 x 2000 x 90% = 1800 rps = 18% of 10,000
+        (3_000, 2, 50, "fallback.maxPercent 50%"),  # 1 ready serves 950: 69% asked, 120% spare
+    ],
+)
+def test_the_move_is_capped_by_the_fallbacks_spare_capacity_and_max_percent(demand, fallback_ready, expected, limit):
+    done = plan(loads(ready=1, fallback_ready=fallback_ready), SPEC, demand_rps=demand, previous=(), now=0)
+    assert done.percent == expected and sum(done.weights.values()) == 100
+    assert done.reason.endswith(f"(capped by {limit})")
+
+
+def test_a_fallback_that_carries_weight_of_its_own_has_that_much_less_to_spare():
+    # 1 x 2000 x 90% = 1800 rps = 36% of 5,000, of which its own weight 10 takes 10.
+    done = plan(loads(ready=1, fallback_weight=10), SPEC, demand_rps=5000, previous=(), now=0)
+    assert done.weights == {"main": 64, "small": 36}
+
+
+def test_no_fallback_replica_ready_moves_nothing():
+    assert plan(loads(ready=1, fallback_ready=0), SPEC, demand_rps=5000, previous=(), now=0).moved == ()
+
+
+def test_weight_goes_back_only_after_the_demand_has_been_covered_for_restore_seconds():
+    shed = plan(loads(ready=2), SPEC, demand_rps=2500, previous=(), now=0).moved
+    covered = [plan(loads(ready=3), SPEC, demand_rps=2500, previous=shed, now=t) for t in (15, 59)]
+    assert all(p.moved == shed for p in covered)
+    assert covered[-1].reason == "ready replicas cover the demand: 24% stays on small for up to 60s"
+    restored = plan(loads(ready=3), SPEC, demand_rps=2500, previous=shed, now=60)
+    assert restored.moved == () and restored.weights == {"main": 100, "small": 0}
+
+
+def test_more_need_moves_at_once_and_restarts_the_clock():
+    first = plan(loads(ready=2), SPEC, demand_rps=2500, previous=(), now=0).moved
+    more = plan(loads(ready=2), SPEC, demand_rps=3000, previous=first, now=30).moved
+    assert more == (Moved("main", 37, 30),)  # 1100 of 3000 beyond 1900
+    less = plan(loads(ready=2), SPEC, demand_rps=2500, previous=more, now=80)
+    assert less.moved == more  # 50 s since it was last needed: held
+    assert plan(loads(ready=2), SPEC, demand_rps=2500, previous=more, now=90).moved == (Moved("main", 24, 90),)
+
+
+def test_unknown_demand_holds_the_moves():
+    shed = (Moved("main", 24, 0),)
+    held = plan(loads(ready=2), SPEC, demand_rps=None, previous=shed, now=500)
+    assert held.moved == shed and held.weights == {"main": 76, "small": 24}
+    assert held.reason == "demand unknown: weights held"
+
+
+def test_a_fallback_that_lost_its_replicas_gives_the_weight_back_at_once():
+    shed = plan(loads(ready=1), SPEC, demand_rps=3000, previous=(), now=0).moved
+    assert plan(loads(ready=1, fallback_ready=0), SPEC, demand_rps=3000, previous=shed, now=15).moved == ()
+
+
+def test_in_the_simulator_a_step_sheds_to_the_fallback_instead_of_refusing_and_comes_back():
+    model = from_config(None, load_profile("h100-resnet50"))
+    small = from_config(None, load_profile("h100-resnet18"))
+    from unbusy.api.spec import Autoscaling
+
+    base = SimConfig(
+        model=model,
+        policy=Autoscaling(min_replicas=2, max_replicas=20),
+        bounds=(2, 20),
+        initial_replicas=2,
+        slo_s=1.0,
+    )
+    trace = Trace("step", (800.0,) * 120 + (3000.0,) * 300 + (800.0,) * 300)
+    alone = simulate(base, trace)
+    shed = simulate(replace(base, fallback=SimFallback(SPEC, small, replicas=1)), trace)
+    assert shed.fallback_pct > 1
+    assert shed.rejected_pct < alone.rejected_pct / 2, (shed.rejected_pct, alone.rejected_pct)
+    assert max(m.shed for m in shed.minutes[2:7]) > 0  # during the step
+    assert [m.shed for m in shed.minutes[-3:]] == [0, 0, 0]  # and no longer once capacity caught up
