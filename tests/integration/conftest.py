@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from operator_process import CRD
 
 from missing import skip_or_fail
 
@@ -174,3 +175,10 @@ def namespace(testbed: Testbed, request: pytest.FixtureRequest) -> Iterator[str]
         # can replace the pods deleted next.
         testbed.kubectl("delete", "namespace", name, "--wait=false", check=False)
         testbed.kubectl("delete", "pods", "--all", "-n", name, "--wait=true", "--timeout=60s", check=False)
+
+
+@pytest.fixture(scope="session")
+def crd(testbed: Testbed) -> None:
+    """The InferenceService CRD of this checkout, installed and established."""
+    testbed.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    testbed.wait("--for", "condition=Established", "crd/inferenceservices.serving.unbusy.dev")

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import kopf
 import pytest
-from operator_process import CRD, OperatorProcess
+from operator_process import OperatorProcess
 
 from polling import eventually
 from unbusy.controller.handlers import configure
@@ -38,12 +38,6 @@ def manifest(name: str, **spec) -> dict:
         "metadata": {"name": name},
         "spec": base | spec,
     }
-
-
-@pytest.fixture(scope="module")
-def crd(testbed):
-    testbed.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    testbed.wait("--for", "condition=Established", "crd/inferenceservices.serving.unbusy.dev")
 
 
 @pytest.fixture(scope="module")

@@ -26,24 +26,47 @@ _KEPT = {
     "x-kubernetes-preserve-unknown-fields",
 }
 
+# `kubectl get infsvc` keeps to readiness, replicas and weights so that a line fits 80 columns;
+# -o wide adds what is set once (GPU, URL), a canary rollout's step and the last scaling
+# decision, whose reason, a sentence, comes last.
 PRINTER_COLUMNS = [
-    {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+    {
+        "name": "Ready",
+        "type": "string",
+        "description": "the Ready condition",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+    },
     {"name": "Replicas", "type": "string", "description": "ready/desired", "jsonPath": ".status.replicaSummary"},
+    {"name": "Weights", "type": "string", "description": "traffic split", "jsonPath": ".status.weights"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {
         "name": "GPU",
         "type": "string",
+        "priority": 1,
         "description": "GPUs or MIG slice per replica",
         "jsonPath": ".status.gpu.summary",
     },
-    {"name": "Weights", "type": "string", "description": "traffic split", "jsonPath": ".status.weights"},
-    {"name": "URL", "type": "string", "jsonPath": ".status.url"},
+    {
+        "name": "URL",
+        "type": "string",
+        "priority": 1,
+        "description": "where clients reach it",
+        "jsonPath": ".status.url",
+    },
     {
         "name": "Rollout",
         "type": "string",
+        "priority": 1,
         "description": "canary rollout phase and step",
         "jsonPath": ".status.rollout",
     },
-    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {
+        "name": "Scaled",
+        "type": "date",
+        "priority": 1,
+        "description": "time since the last scaling decision",
+        "jsonPath": ".status.lastScaling.time",
+    },
     {
         "name": "Last-Scaling",
         "type": "string",
@@ -52,6 +75,17 @@ PRINTER_COLUMNS = [
         "jsonPath": ".status.lastScaling.reason",
     },
 ]
+
+# Kubernetes' own words for the fields every object has (`kubectl explain` shows them); the API
+# server publishes ObjectMeta's for metadata and forbids a CRD to say more about it.
+API_VERSION_TEXT = (
+    "APIVersion defines the versioned schema of this representation of an object. Servers should convert "
+    "recognized schemas to the latest internal value, and may reject unrecognized values."
+)
+KIND_TEXT = (
+    "Kind is a string value representing the REST resource this object represents. Servers may infer this "
+    "from the endpoint the client submits requests to. Cannot be updated. In CamelCase."
+)
 
 
 def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
@@ -121,8 +155,8 @@ def custom_resource_definition() -> dict[str, Any]:
                             "description": "A Triton model served on GPUs, kept out of 'server busy' under load.",
                             "required": ["spec"],
                             "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
+                                "apiVersion": {"type": "string", "description": API_VERSION_TEXT},
+                                "kind": {"type": "string", "description": KIND_TEXT},
                                 "metadata": {"type": "object"},
                                 "spec": spec_schema,
                                 "status": status_schema,

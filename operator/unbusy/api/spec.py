@@ -683,6 +683,8 @@ class Disruption(ApiModel):
 
 
 class InferenceServiceSpec(ApiModel):
+    """What to serve (model, Triton, GPUs), how traffic splits between variants and how replicas follow load."""
+
     rules: ClassVar = (
         Rule(
             "!has(self.variants) || size(self.variants) == 0 || self.variants.map(v, v.weight).sum() == 100",

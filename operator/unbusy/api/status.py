@@ -103,6 +103,8 @@ class Shed(ApiModel):
 
 
 class InferenceServiceStatus(ApiModel):
+    """What the operator observed and decided; written by the operator only."""
+
     observed_generation: int | None = Field(None, description="The spec generation last reconciled.")
     conditions: list[Condition] = Field(default_factory=list, description="Ready, Progressing, Degraded, ...")
     replicas: int = Field(0, description="Replicas across variants (scale subresource).")
