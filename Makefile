@@ -6,7 +6,9 @@ BIN := $(VENV)/bin
 CRD := crds/serving.unbusy.dev_inferenceservices.yaml
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install test unit lint format crds promtool demo demo-down
+IMAGE := dist/unbusy.oci.tar
+
+.PHONY: install test unit lint format crds promtool image image-tools demo demo-down
 
 # The virtualenv is rebuilt only when pyproject.toml changes.
 $(BIN)/unbusy: pyproject.toml
@@ -23,7 +25,18 @@ promtool:
 	@# The package starts a Prometheus service we do not want running on the test machine.
 	@$(SUDO) systemctl stop prometheus >/dev/null 2>&1 || true
 
-test: install promtool
+# The operator image without a Docker engine or a registry (operator/image.sh): mmdebstrap
+# makes the root filesystem from Debian's packages, umoci packs it. Rebuilt (about a minute)
+# only when what goes into it changes.
+image-tools:
+	@command -v mmdebstrap >/dev/null && command -v umoci >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends mmdebstrap umoci >/dev/null; }
+
+$(IMAGE): operator/image.sh pyproject.toml README.md $(shell find operator/unbusy -type f -not -name '*.pyc') | $(BIN)/unbusy image-tools
+	PYTHON=$(BIN)/python operator/image.sh $@
+
+image: $(IMAGE)
+
+test: install promtool image
 	$(BIN)/pytest tests
 
 unit: install

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import sys
 from collections.abc import Iterator
@@ -99,6 +100,7 @@ def run(args: argparse.Namespace) -> str:
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="unbusy", description="Keep Triton model serving out of 'server busy'.")
+    root.add_argument("--version", action="version", version=f"unbusy {importlib.metadata.version('unbusy')}")
     commands = root.add_subparsers(dest="command", required=True)
     run_cmd = commands.add_parser("run", help="run the operator")
     run_cmd.add_argument("-n", "--namespace", action="append", help="namespace to watch (repeat); all when omitted")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 
 import yaml
 from builders import EXAMPLES, ROOT, example_documents, manifest
@@ -45,3 +46,9 @@ def test_crd_command_prints_the_committed_crd():
     result = unbusy("crd")
     committed = (ROOT / "crds" / "serving.unbusy.dev_inferenceservices.yaml").read_text()
     assert result.returncode == 0 and result.stdout == committed
+
+
+def test_version_is_the_distributions():
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    result = unbusy("--version")
+    assert (result.returncode, result.stdout) == (0, f"unbusy {version}\n")
