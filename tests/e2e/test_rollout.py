@@ -3,7 +3,8 @@ ingress-nginx's canary Ingress, the emulator splits its load by the live Ingress
 Prometheus scrapes it and the operator judges the canary on what it read.
 
 - a good canary goes through every step and is promoted; the operator, killed at the second
-  step, resumes there (same revision, never back to an earlier weight);
+  step, resumes there (same revision, never back to an earlier weight); a rollback to the first
+  revision is one annotation and rolls out as a canary;
 - a canary made bad in the emulator (p99 or errors) is rolled back within two analysis
   intervals of taking traffic, and the stable variant never has fewer ready replicas.
 
@@ -128,6 +129,13 @@ def test_a_good_canary_is_promoted_through_every_step_and_resumes_after_a_restar
         "get", "events", "-n", loop.namespace, "-o", "name", "--field-selector", "reason=RolloutStep"
     ).stdout.split()
     assert len(events) >= len(STEPS) - 1, events
+
+    # Rollback to revision 1 is one annotation: its template is written back and rolls out as a canary.
+    testbed.kubectl("annotate", "infsvc", NAME, "-n", loop.namespace, "serving.unbusy.dev/rollback-to=main=1")
+    back = loop.eventually(lambda: (r := rollout(loop)).get("revision") == 3 and r, 30)
+    assert back["template"]["modelVersion"] == "1" and back["phase"] == "Progressing", back
+    variants = testbed.kubectl_json("get", "infsvc", NAME, "-n", loop.namespace)["spec"]["variants"]
+    assert [(v["name"], v["modelVersion"]) for v in variants] == [("main", "1")], variants
 
 
 @pytest.mark.parametrize(
