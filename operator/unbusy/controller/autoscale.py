@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from unbusy import health
 from unbusy.api import InferenceService, SpecError, load
 from unbusy.api.status import ScalingDecision
-from unbusy.controller import rollout
+from unbusy.controller import rollout, shedding
 from unbusy.controller.metrics import METRIC_READ_FAILURES, SCALING_DECISIONS
 from unbusy.controller.reconcile import now
 from unbusy.gpu.request import gpu_request
@@ -52,28 +53,42 @@ def _observation(
         return Observation(current, None, error=str(error))
 
 
+@dataclass(frozen=True)
+class Tick:
+    interval: float  # seconds until the next tick
+    reroute: dict[str, Any] | None = None  # the object as written when the routes' weights moved
+
+
 def tick(
     api: CountingClient, source: PrometheusSource | None, body: dict[str, Any], states: dict[str, PolicyState]
-) -> float:
-    """Decide and write replicas for every variant; returns the seconds until the next tick."""
+) -> Tick:
+    """Decide and write replicas for every variant, and the weight shed to the fallback."""
     try:
-        isvc = rollout.view(load(body))  # a running canary is scaled like any variant
+        planned = rollout.view(load(body))  # a running canary is scaled like any variant
+        isvc = shedding.view(planned)  # the weights the routes carry now
     except SpecError:
-        return 30.0  # reconcile reports the spec; nothing to scale until it is fixed
+        return Tick(30.0)  # reconcile reports the spec; nothing to scale until it is fixed
     rollouts = {s.variant: s for s in (isvc.status.rollouts if isvc.status else [])}
     namespace, name = isvc.metadata.namespace, isvc.metadata.name
-    weights = {v.name: weight(v, RenderContext()) for v in isvc.spec.effective_variants()}
-    live = {s.name: s for s in observe.variant_states(api, namespace, name, weights, {})}
-    decisions: dict[str, Decision] = {}
-    last: ScalingDecision | None = None
+    routed = {v.name: weight(v, RenderContext()) for v in isvc.spec.effective_variants()}
+    live = {s.name: s for s in observe.variant_states(api, namespace, name, routed, {})}
     gpu = gpu_request(isvc.spec.gpu, isvc.spec.model.gpu_memory)
+    observed: dict[str, tuple[Queries, Observation]] = {}
     for variant in isvc.spec.effective_variants():
         state = live.get(variant.name)
         if state is None or not state.exists:
             continue  # reconcile creates it first
         pods = observe.pod_readiness(api, namespace, name, variant.name)
-        queries = variant_queries(isvc, variant.name, gpu, share=weights[variant.name] / 100)
-        observation = _observation(source, queries, state.desired, pods, isvc)
+        queries = variant_queries(isvc, variant.name, gpu, share=routed[variant.name] / 100)
+        observed[variant.name] = (queries, _observation(source, queries, state.desired, pods, isvc))
+    if isvc.spec.fallback is not None:
+        observed = shedding.at_planned_weights(observed, planned)
+    decisions: dict[str, Decision] = {}
+    last: ScalingDecision | None = None
+    for variant in isvc.spec.effective_variants():
+        if variant.name not in observed:
+            continue
+        state, (queries, observation) = live[variant.name], observed[variant.name]
         bounds = replica_bounds(isvc, variant)
         previous = states.get(variant.name, PolicyState())
         decision = decide(observation, isvc.spec.autoscaling, bounds, previous, time.time())
@@ -98,7 +113,14 @@ def tick(
                 overload_measurable=queries.demand.measurable,
             )
     _publish(api, body, decisions, last)
-    return float(isvc.spec.autoscaling.interval_seconds)
+    interval = float(isvc.spec.autoscaling.interval_seconds)
+    if isvc.spec.fallback is None or not decisions:
+        return Tick(interval)
+    capacities = {n: d.metrics["capacity_rps"] for n, d in decisions.items() if d.metrics.get("capacity_rps")}
+    demands = [o.demand for _, o in observed.values()]
+    total = None if None in demands else sum(d.rps for d in demands)
+    reroute = shedding.step(api, body, planned, live, capacities, total, time.time())
+    return Tick(interval, reroute)
 
 
 def _publish(

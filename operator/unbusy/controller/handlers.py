@@ -83,11 +83,15 @@ def _operator_mode(spec: kopf.Spec, **_: Any) -> bool:
 
 @kopf.daemon(*RESOURCE, when=_operator_mode, cancellation_timeout=10)
 def scale_inference_service(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
-    """The scaling loop: one tick per spec.autoscaling.intervalSeconds while in operator mode."""
+    """The scaling loop: one tick per spec.autoscaling.intervalSeconds while in operator mode; it
+    scales every variant and moves weight to and from spec.fallback's variant."""
     states: dict = {}  # the policy's memory per variant: stabilisation windows, step periods
     while not stopped:
         try:
-            interval = autoscale.tick(memo.api, memo.prometheus, dict(body), states)
+            done = autoscale.tick(memo.api, memo.prometheus, dict(body), states)
+            interval = done.interval
+            if done.reroute is not None:  # weight moved to or from the fallback: the routes follow now
+                reconcile.reconcile(memo.api, done.reroute)
         except (DynamicApiError, HTTPError) as error:
             log.warning(
                 "%s/%s: scaling tick failed: %s", body["metadata"]["namespace"], body["metadata"]["name"], error

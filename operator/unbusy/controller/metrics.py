@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 RECONCILES = Histogram(
     "unbusy_reconcile_duration_seconds",
@@ -17,3 +17,8 @@ SCALING_DECISIONS = Counter(
     "unbusy_scaling_decisions", "Replica changes the scaling loop made, by direction.", ["direction"]
 )
 METRIC_READ_FAILURES = Counter("unbusy_metric_read_failures", "Prometheus reads that failed in the scaling loop.")
+FALLBACK_WEIGHT = Gauge(
+    "unbusy_fallback_weight_percent",
+    "Traffic, in percent of all, moved from a variant to spec.fallback's variant (0: none).",
+    ["namespace", "inferenceservice", "variant"],
+)

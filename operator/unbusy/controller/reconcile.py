@@ -11,7 +11,7 @@ from kubernetes.dynamic.exceptions import ConflictError
 
 from unbusy import health
 from unbusy.api import API_VERSION, KIND, InferenceService, SpecError, load
-from unbusy.controller import rollout
+from unbusy.controller import rollout, shedding
 from unbusy.controller.metrics import CHILDREN_APPLIED, CHILDREN_PRUNED, RECONCILES
 from unbusy.gpu.request import gpu_request
 from unbusy.kube import children, observe
@@ -78,7 +78,7 @@ def _result(outcome: children.Outcome) -> str:
 def _reconcile(api: CountingClient, body: dict[str, Any]) -> children.Outcome | None:
     try:
         body, isvc = rollout.begin(api, body, load(body))
-        isvc = rollout.view(isvc)
+        isvc = shedding.view(rollout.view(isvc))
         live_replicas = RenderContext()
         if isvc.spec.autoscaling.mode == "operator":
             # Keep what the scaling loop chose; render falls back to minReplicas for new variants.
@@ -150,7 +150,7 @@ def _publish_fresh(
     probe_models: bool,
 ) -> None:
     try:
-        isvc = isvc or rollout.view(load(body))
+        isvc = isvc or shedding.view(rollout.view(load(body)))
         gpu = gpu_request(isvc.spec.gpu, isvc.spec.model.gpu_memory)
     except SpecError:
         return  # reconcile reports invalid specs

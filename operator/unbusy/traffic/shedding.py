@@ -17,7 +17,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from unbusy.api import InferenceService
 from unbusy.api.spec import Fallback
+from unbusy.scaling.demand import Demand
 
 # A share of demand that is a whole number of percent up to float error must not round up.
 _EPSILON = 1e-9
@@ -59,6 +61,37 @@ def weights(spec_weights: Mapping[str, int], fallback: str, moved: Sequence[Move
     shifted = {name: w - taken.get(name, 0) for name, w in spec_weights.items()}
     shifted[fallback] = shifted.get(fallback, 0) + sum(taken.values())
     return shifted
+
+
+def with_moves(isvc: InferenceService, moved: Sequence[Moved]) -> InferenceService:
+    """The InferenceService with its variants' weights as the moves make them: what the routes carry."""
+    fallback = isvc.spec.fallback
+    if fallback is None or not moved:
+        return isvc
+    variants = isvc.spec.effective_variants()
+    shifted = weights({v.name: v.weight for v in variants}, fallback.variant, moved)
+    spec = isvc.spec.model_copy(
+        update={"variants": [v.model_copy(update={"weight": shifted[v.name]}) for v in variants]}
+    )
+    return isvc.model_copy(update={"spec": spec})
+
+
+def spread(demands: Mapping[str, Demand | None], planned: Mapping[str, int]) -> dict[str, Demand | None]:
+    """Each variant's demand at the weights planned before shedding, from what the routes carried.
+
+    The scaling loop must size a variant for the traffic it is meant to carry, not for what is
+    left of it while part goes to the fallback (else shedding would hold it small). Unknown for
+    all where any variant's demand is unknown.
+    """
+    known = [d for d in demands.values() if d is not None]
+    if len(known) < len(demands) or not known:
+        return {name: None for name in demands}
+    total, rejected = sum(d.rps for d in known), sum(d.rejected_rps for d in known)
+    first = known[0]
+    return {
+        name: Demand(total * planned[name] / 100, rejected * planned[name] / 100, first.source, first.measurable)
+        for name in demands
+    }
 
 
 def _points(rps: float, demand_rps: float) -> float:
