@@ -133,7 +133,8 @@ start_kwok() {
 }
 
 # The CRDs the operator's children need: Prometheus Operator (PrometheusRule,
-# ServiceMonitor, PodMonitor) and Gateway API (standard channel, HTTPRoute v1).
+# ServiceMonitor, PodMonitor), Gateway API (standard channel, HTTPRoute v1) and KEDA
+# (ScaledObject).
 install_crds() {
   local dir="$STATE_DIR/crds"
   rm -rf "$dir"
@@ -149,9 +150,11 @@ install_crds() {
   fi
   python3 "$TESTBED_SRC/modfiles.py" "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" \
     "$dir/gateway-api" 'config/crd/standard/*.yaml'
-  kube apply --server-side --force-conflicts -f "$dir/prometheus-operator" -f "$dir/gateway-api" >/dev/null
+  python3 "$TESTBED_SRC/modfiles.py" "github.com/kedacore/keda/v2@$KEDA_VERSION" \
+    "$dir/keda" 'config/crd/bases/keda.sh_scaledobjects.yaml'
+  kube apply --server-side --force-conflicts -f "$dir/prometheus-operator" -f "$dir/gateway-api" -f "$dir/keda" >/dev/null
   kube wait --for condition=Established crd --all --timeout 60s >/dev/null
-  log "CRDs installed: Prometheus Operator, Gateway API $GATEWAY_API_VERSION"
+  log "CRDs installed: Prometheus Operator, Gateway API $GATEWAY_API_VERSION, KEDA $KEDA_VERSION (ScaledObject)"
 }
 
 create_nodes() {

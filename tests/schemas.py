@@ -1,5 +1,5 @@
 """Validate rendered objects the way a real API server would: Kubernetes' own OpenAPI schema
-for built-in kinds, and the CRDs' openAPIV3Schema for Prometheus Operator and Gateway API kinds."""
+for built-in kinds, and the CRDs' openAPIV3Schema for Prometheus Operator, Gateway API and KEDA kinds."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from go_modules import pinned_versions
 ROOT = Path(__file__).resolve().parents[1]
 KUBERNETES_VERSION = "1.37.0"  # the testbed's release; kubernetes-validate ships its schema
 SHARED_CRDS = ROOT.parent / "shared" / "thirdparty-crds"
+KEDA_CRD = "config/crd/bases/keda.sh_scaledobjects.yaml"
 
 
 def _module_files(module: str, *globs: str) -> list[Path]:
@@ -40,7 +41,8 @@ def _crd_files() -> list[Path]:
             *(f"{po}_{kind}.yaml" for kind in ("prometheusrules", "servicemonitors", "podmonitors")),
         )
     gateway = _module_files(f"sigs.k8s.io/gateway-api@{versions['GATEWAY_API_VERSION']}", "config/crd/standard/*.yaml")
-    return prometheus + gateway
+    keda = _module_files(f"github.com/kedacore/keda/v2@{versions['KEDA_VERSION']}", KEDA_CRD)
+    return prometheus + gateway + keda
 
 
 def _strict(schema: dict[str, Any]) -> dict[str, Any]:

@@ -49,6 +49,7 @@ NAMESPACED_NEEDS = [
             "deployments.apps",
             "poddisruptionbudgets.policy",
             "horizontalpodautoscalers.autoscaling",
+            "scaledobjects.keda.sh",
             "ingresses.networking.k8s.io",
             "httproutes.gateway.networking.k8s.io",
             "servicemonitors.monitoring.coreos.com",

@@ -96,7 +96,10 @@ def test_three_weighted_variants_are_fine_through_gateway():
         ({"model": {"name": "m", "repository": "http://x"}}, "spec.model.repository: String should match pattern"),
         ({"gpu": {"count": 1, "product": "V100"}}, "spec.gpu.product: must be one of 'A100-40GB'"),
         ({"gpu": {"count": 1, "colour": "red"}}, "spec.gpu.colour: unknown field"),
-        ({"autoscaling": {"mode": "keda"}}, "spec.autoscaling.mode: must be one of 'operator', 'hpa' or 'none'"),
+        (
+            {"autoscaling": {"mode": "knative"}},
+            "spec.autoscaling.mode: must be one of 'operator', 'hpa', 'keda' or 'none'",
+        ),
         ({"rollout": {"maxSurge": "lots"}}, "spec.rollout.maxSurge: String should match pattern"),
         (
             {"autoscaling": {"demand": {"source": "envoy"}}},

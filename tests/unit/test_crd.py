@@ -66,7 +66,7 @@ def test_defaults_enums_and_bounds_are_in_the_schema():
     props = spec_schema()["properties"]
     rollout = props["rollout"]["properties"]
     assert rollout["maxSurge"]["default"] == "25%" and rollout["maxUnavailable"]["default"] == "10%"
-    assert props["autoscaling"]["properties"]["mode"]["enum"] == ["operator", "hpa", "none"]
+    assert props["autoscaling"]["properties"]["mode"]["enum"] == ["operator", "hpa", "keda", "none"]
     assert props["routing"]["properties"]["provider"]["enum"] == ["nginx", "gateway"]
     assert props["variants"]["items"]["properties"]["weight"]["maximum"] == 100
     # A section left out still gets its nested defaults from the API server.

@@ -462,7 +462,10 @@ class Targets(ApiModel):
         8, ge=0, le=100_000, description="Pending requests per replica to aim for (Triton's queue); 0: off."
     )
     gpu_utilization_percent: int = Field(
-        80, ge=0, le=100, description="GPU utilisation to aim for (DCGM; GR engine activity under MIG); 0: off."
+        80,
+        ge=0,
+        le=100,
+        description="GPU utilisation to aim for (DCGM; GR engine activity under MIG), modes operator and hpa; 0: off.",
     )
     cpu_utilization_percent: int = Field(
         70, ge=0, le=100, description="CPU utilisation target, used in hpa mode only; 0: off."
@@ -568,6 +571,23 @@ class DemandMetric(ApiModel):
         return template
 
 
+class Keda(ApiModel):
+    """KEDA's Prometheus scaler, for autoscaling mode keda."""
+
+    server_address: str = Field(
+        pattern=r"^https?://[^\s/]+(/\S*)?$",
+        max_length=512,
+        description="Prometheus as KEDA reaches it, e.g. http://prometheus-operated.monitoring.svc:9090.",
+    )
+    failure_threshold: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Failed reads of Prometheus in a row after which KEDA falls back to what "
+        "autoscaling.onMetricsMissing says: hold keeps the current replicas, minReplicas goes there.",
+    )
+
+
 class Autoscaling(ApiModel):
     rules: ClassVar = (
         Rule(
@@ -576,11 +596,38 @@ class Autoscaling(ApiModel):
             lambda a: a.min_replicas <= a.max_replicas,
             ".minReplicas",
         ),
+        Rule(
+            "self.mode != 'keda' || has(self.keda)",
+            "required with mode keda: the Prometheus address KEDA reads",
+            lambda a: a.mode != "keda" or a.keda is not None,
+            ".keda",
+        ),
+        Rule(
+            "self.mode != 'keda' || self.targets.queueDepthPerReplica > 0"
+            " || self.targets.capacityUtilizationPercent > 0",
+            "mode keda scales on queueDepthPerReplica and capacityUtilizationPercent: set at least one above 0",
+            lambda a: (
+                a.mode != "keda" or a.targets.queue_depth_per_replica > 0 or a.targets.capacity_utilization_percent > 0
+            ),
+            ".targets",
+        ),
+        Rule(
+            "self.mode != 'keda' || self.targets.capacityUtilizationPercent == 0 || has(self.capacity.rpsPerReplica)",
+            "required with mode keda and targets.capacityUtilizationPercent above 0: KEDA cannot learn a "
+            "replica's capacity (or set capacityUtilizationPercent to 0 to scale on the queue only)",
+            lambda a: (
+                a.mode != "keda"
+                or a.targets.capacity_utilization_percent == 0
+                or a.capacity.rps_per_replica is not None
+            ),
+            ".capacity.rpsPerReplica",
+        ),
     )
 
-    mode: Literal["operator", "hpa", "none"] = Field(
+    mode: Literal["operator", "hpa", "keda", "none"] = Field(
         "operator",
-        description="operator: Unbusy scales from Prometheus; hpa: render HorizontalPodAutoscalers; none: fixed.",
+        description="operator: Unbusy scales from Prometheus; hpa: render HorizontalPodAutoscalers; keda: render "
+        "KEDA ScaledObjects with the operator's queries; none: fixed.",
     )
     min_replicas: int = Field(1, ge=0, le=1000, description="Fewest replicas per variant.")
     max_replicas: int = Field(10, ge=1, le=1000, description="Most replicas per variant.")
@@ -595,7 +642,10 @@ class Autoscaling(ApiModel):
     demand: DemandMetric = Field(
         default_factory=DemandMetric, description="Where each variant's offered load is read, refused requests too."
     )
-    interval_seconds: int = Field(15, ge=5, le=600, description="How often the operator evaluates (operator mode).")
+    interval_seconds: int = Field(
+        15, ge=5, le=600, description="How often the operator evaluates (operator mode) or KEDA polls (keda mode)."
+    )
+    keda: Keda | None = Field(None, description="KEDA's Prometheus scaler (mode keda).")
 
 
 # --- alerts ------------------------------------------------------------------------------

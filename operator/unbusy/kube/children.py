@@ -20,6 +20,7 @@ CHILD_KINDS = [
     ("v1", "Service"),
     ("policy/v1", "PodDisruptionBudget"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("keda.sh/v1alpha1", "ScaledObject"),
     ("networking.k8s.io/v1", "Ingress"),
     ("gateway.networking.k8s.io/v1", "HTTPRoute"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),

@@ -6,7 +6,18 @@ from typing import Any
 
 from unbusy.api import InferenceService
 from unbusy.gpu.request import gpu_request
-from unbusy.render import alerts, dashboard, deployment, disruption, hpa, model_config, monitors, routing, service
+from unbusy.render import (
+    alerts,
+    dashboard,
+    deployment,
+    disruption,
+    hpa,
+    keda,
+    model_config,
+    monitors,
+    routing,
+    service,
+)
 from unbusy.render.context import RenderContext
 
 __all__ = ["RenderContext", "render_all"]
@@ -22,6 +33,7 @@ def render_all(isvc: InferenceService, ctx: RenderContext | None = None) -> list
         *service.render(isvc),
         *disruption.render(isvc),
         *hpa.render(isvc),
+        *keda.render(isvc, ctx, gpu),
         *routing.render(isvc, ctx),
         *monitors.render(isvc),
         *alerts.render(isvc, gpu),

@@ -38,11 +38,11 @@ def split_replicas(total: int, variants: list[Variant], bounds: list[tuple[int, 
 
 
 def desired_replicas(isvc: InferenceService, ctx: RenderContext) -> dict[str, int | None]:
-    """Replicas to write into each Deployment; None leaves them to an HPA."""
+    """Replicas to write into each Deployment; None leaves them to an HPA (KEDA's too)."""
     variants = isvc.spec.effective_variants()
     bounds = [replica_bounds(isvc, v) for v in variants]
     mode = isvc.spec.autoscaling.mode
-    if mode == "hpa":
+    if mode in ("hpa", "keda"):
         return {v.name: None for v in variants}
     if mode == "operator":
         return {v.name: ctx.replicas.get(v.name, low) for v, (low, _) in zip(variants, bounds, strict=True)}

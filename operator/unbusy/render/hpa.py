@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from unbusy.api import InferenceService
-from unbusy.api.spec import ScalingRules
+from unbusy.api.spec import Autoscaling, ScalingRules
 from unbusy.render import meta
 from unbusy.render.context import replica_bounds
 
@@ -27,6 +27,15 @@ def _rules(rules: ScalingRules, select: str) -> dict[str, Any]:
             {"type": "Pods", "value": rules.max_pods_per_step, "periodSeconds": rules.period_seconds},
             {"type": "Percent", "value": rules.max_percent_per_step, "periodSeconds": rules.period_seconds},
         ],
+    }
+
+
+def behavior(scaling: Autoscaling) -> dict[str, Any]:
+    """The HPA's behaviour: fast up (Max of the two policies), slow down (Min of them); KEDA's
+    ScaledObjects pass the same to the HPA they make."""
+    return {
+        "scaleUp": _rules(scaling.behavior.scale_up, "Max"),
+        "scaleDown": _rules(scaling.behavior.scale_down, "Min"),
     }
 
 
@@ -80,11 +89,7 @@ def render(isvc: InferenceService) -> list[dict[str, Any]]:
             "minReplicas": max(low, 1),
             "maxReplicas": high,
             "metrics": _metrics(isvc, variant.name),
-            # Fast up (Max of the two policies), slow down (Min of them).
-            "behavior": {
-                "scaleUp": _rules(scaling.behavior.scale_up, "Max"),
-                "scaleDown": _rules(scaling.behavior.scale_down, "Min"),
-            },
+            "behavior": behavior(scaling),
         }
         manifests.append(
             {
