@@ -443,7 +443,8 @@ def test_operator_works_with_only_the_charts_rbac(testbed: Testbed, namespace: s
             process.wait(10)
     text = log.read_text()
     assert "forbidden" not in text.lower(), [line for line in text.splitlines() if "orbidden" in line][:5]
-    kinds = "deployments,services,configmaps,pdb,hpa,ingresses,httproutes,servicemonitors,podmonitors,prometheusrules"
+    kinds = "deployments,services,configmaps,pdb,hpa,scaledobjects,ingresses,httproutes,servicemonitors,podmonitors,"
+    kinds += "prometheusrules"
     children = testbed.kubectl_json("get", kinds, "-n", namespace)["items"]
     assert {c["kind"] for c in children} == {
         "Deployment",
@@ -451,6 +452,7 @@ def test_operator_works_with_only_the_charts_rbac(testbed: Testbed, namespace: s
         "ConfigMap",
         "PodDisruptionBudget",
         "HorizontalPodAutoscaler",
+        "ScaledObject",
         "Ingress",
         "HTTPRoute",
         "ServiceMonitor",

@@ -1,5 +1,5 @@
 """The operator against a real API server: CRD and CEL rules, reconcile, status, pruning,
-garbage collection, idempotence, the scale subresource, MIG capacity and restarts."""
+garbage collection, idempotence, the scale subresource, MIG capacity, restarts and KEDA mode."""
 
 from __future__ import annotations
 
@@ -13,10 +13,13 @@ import pytest
 from operator_process import OperatorProcess
 
 from polling import eventually
+from unbusy.api import load
 from unbusy.controller.handlers import configure
 from unbusy.controller.reconcile import reconcile
+from unbusy.kube.children import contains
 from unbusy.kube.client import connect
 from unbusy.kube.status import get_inference_service
+from unbusy.render import render_all
 
 pytestmark = pytest.mark.integration
 
@@ -455,3 +458,36 @@ def test_operator_mode_without_prometheus_holds_replicas_and_says_why(testbed, o
     assert scaling["reason"] == "MetricsUnavailable" and "--prometheus-url" in scaling["message"]
     deployment = testbed.kubectl_json("get", "deployment", "held-main", "-n", namespace)
     assert deployment["spec"]["replicas"] == 2
+
+
+# --- autoscaling mode keda ----------------------------------------------------------------
+
+
+def test_keda_mode_creates_a_scaled_object_keda_accepts(testbed, operator, namespace):
+    """The ScaledObject the operator applies is kept whole by KEDA's own CRD (which the testbed
+    installs from KEDA's Go module): nothing pruned, the Deployment's replicas left to KEDA."""
+    autoscaling = {
+        "mode": "keda",
+        "minReplicas": 1,
+        "maxReplicas": 4,
+        "targets": {"queueDepthPerReplica": 16, "capacityUtilizationPercent": 80},
+        "capacity": {"rpsPerReplica": 500},
+        "onMetricsMissing": "minReplicas",
+        "keda": {"serverAddress": "http://prometheus-operated.monitoring.svc:9090"},
+    }
+    isvc = manifest("scaled", autoscaling=autoscaling, routing={"host": "scaled.example.com"})
+    testbed.apply(isvc, namespace)
+    [scaled] = eventually(lambda: testbed.kubectl_json("get", "scaledobjects.keda.sh", "-n", namespace)["items"])
+
+    isvc["metadata"]["namespace"] = namespace
+    [rendered] = [m for m in render_all(load(isvc)) if m["kind"] == "ScaledObject"]
+    assert scaled["metadata"]["name"] == rendered["metadata"]["name"] == "scaled-main"
+    assert scaled["metadata"]["ownerReferences"][0]["kind"] == "InferenceService"
+    assert contains(scaled["spec"], rendered["spec"]), (scaled["spec"], rendered["spec"])
+    spec = scaled["spec"]
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (1, 4)
+    assert spec["fallback"] == {"failureThreshold": 3, "replicas": 1, "behavior": "static"}
+    assert [(t["name"], t["metadata"]["threshold"]) for t in spec["triggers"]] == [("queue", "16"), ("demand", "400")]
+    deployment = testbed.kubectl_json("get", "deployment", "scaled-main", "-n", namespace, "--show-managed-fields")
+    [applied] = [f for f in deployment["metadata"]["managedFields"] if f["manager"] == "unbusy"]
+    assert "f:replicas" not in applied["fieldsV1"]["f:spec"]  # KEDA's HPA owns them
