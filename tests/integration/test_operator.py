@@ -184,6 +184,16 @@ CEL_CASES = {
         "spec.variants: Invalid value",
         "no variant name may end in -canary",
     ),
+    "keda-without-prometheus": (
+        {"autoscaling": {"mode": "keda", "targets": {"capacityUtilizationPercent": 0}}},
+        "spec.autoscaling.keda: Invalid value",
+        "required with mode keda: the Prometheus address KEDA reads",
+    ),
+    "keda-without-capacity": (
+        {"autoscaling": {"mode": "keda", "keda": {"serverAddress": "http://prometheus:9090"}}},
+        "spec.autoscaling.capacity.rpsPerReplica: Invalid value",
+        "required with mode keda and targets.capacityUtilizationPercent above 0",
+    ),
 }
 
 
