@@ -13,6 +13,9 @@ fleet receives the very same requests (checked below). The policies (sim/baselin
 - hpa-cpu: an HPA on CPU at 70% with the HPA's defaults, CPU modelled from served throughput;
 - keda-queue: KEDA's Prometheus scaler on the pending-request sum as an AverageValue of the
   spec's queueDepthPerReplica, polled every 30 s, with the HPA defaults KEDA's HPA gets;
+- reactive-floor: knows the load of the present, exactly and at once, and orders what it needs
+  (replicas still take the start-up to serve): the fewest rejections any policy that reacts
+  rather than predicts can reach; what it rejects is out of reach without a forecast;
 - oracle: knows the trace and orders the replicas the load `startup` seconds ahead needs, at
   the spec's gpuUtilizationPercent of capacity (80% without one): the GPU-hours floor.
 """
@@ -76,16 +79,18 @@ def contenders(config: SimConfig, trace: Trace) -> dict[str, tuple[SimConfig, Po
         weight=config.weight,
         capacity_rps=capacity,
         utilisation=gpu_target / 100 if gpu_target else ORACLE_UTILISATION,
-        startup_s=config.startup_s,
+        lookahead_s=config.startup_s,
         interval_s=HPA_SYNC_S,
     )
     shedding = {"unbusy+fallback": (config, decide)} if config.fallback else {}
+    oracle_config = replace(alone, policy=spec.model_copy(update={"interval_seconds": HPA_SYNC_S}))
     return {
         "unbusy": (alone, decide),
         **shedding,
         "hpa-cpu": (replace(alone, policy=hpa.autoscaling), hpa),
         "keda-queue": (replace(alone, policy=keda.autoscaling), keda),
-        "oracle": (replace(alone, policy=spec.model_copy(update={"interval_seconds": HPA_SYNC_S})), oracle),
+        "reactive-floor": (oracle_config, replace(oracle, lookahead_s=0)),
+        "oracle": (oracle_config, oracle),
     }
 
 

@@ -21,7 +21,14 @@ def test_smoke_run_prints_every_policy_with_finite_figures():
         check=True,
     )
     rows = json.loads(done.stdout)
-    assert [row["policy"] for row in rows] == ["unbusy", "unbusy+fallback", "hpa-cpu", "keda-queue", "oracle"]
+    assert [row["policy"] for row in rows] == [
+        "unbusy",
+        "unbusy+fallback",
+        "hpa-cpu",
+        "keda-queue",
+        "reactive-floor",
+        "oracle",
+    ]
     for row in rows:
         assert set(row) == KEYS
         assert row["trace"] == "smoke-step"

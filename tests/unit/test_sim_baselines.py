@@ -108,7 +108,7 @@ def test_keda_reads_the_metric_every_30_s_and_acts_on_it_at_every_sync():
 
 
 def oracle(rps, startup_s=60.0) -> Oracle:
-    return Oracle(Trace("t", tuple(rps)), weight=1.0, capacity_rps=CAPACITY, utilisation=0.8, startup_s=startup_s)
+    return Oracle(Trace("t", tuple(rps)), weight=1.0, capacity_rps=CAPACITY, utilisation=0.8, lookahead_s=startup_s)
 
 
 def test_oracle_orders_replicas_a_startup_ahead_of_the_load():

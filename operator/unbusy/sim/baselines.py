@@ -126,18 +126,22 @@ class KedaQueue:
 class Oracle:
     """Knows the trace: at `now`, the replicas the coming load needs, sized at `utilisation` of capacity.
 
-    Replicas ordered now are ready `startup_s` later and the next decision comes `interval_s`
-    later, so it holds the most that any second in [now, now + startup_s + interval_s] needs:
-    ready in time for every rise, and never removing a replica that a second before the next
-    decision needs. Its GPU-hours are the floor for serving the trace without rejections
-    (under the simulator's model, at that utilisation, with the same bounds and start-up).
+    Replicas ordered now are ready a start-up later and the next decision comes `interval_s`
+    later, so with `lookahead_s` = the start-up it holds the most that any second in
+    [now, now + start-up + interval_s] needs: ready in time for every rise, and never removing
+    a replica that a second before the next decision needs. Its GPU-hours are the floor for
+    serving the trace without rejections (under the simulator's model, at that utilisation,
+    with the same bounds and start-up).
+
+    With `lookahead_s` 0 it knows only the load of the present, at once and exactly: the floor
+    of what any policy that reacts (and does not predict) can reach with that start-up.
     """
 
     trace: Trace
     weight: float  # the simulated variant's share of the trace
     capacity_rps: float  # of one replica
     utilisation: float  # 0..1 of capacity to plan for
-    startup_s: float
+    lookahead_s: float
     interval_s: float = HPA_SYNC_S
 
     def needed(self, second: int) -> int:
@@ -148,10 +152,10 @@ class Oracle:
         self, obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state: PolicyState, now: float
     ) -> Decision:
         start = int(now)
-        end = min(int(now + self.startup_s + self.interval_s), len(self.trace.rps) - 1)
+        end = min(int(now + self.lookahead_s + self.interval_s), len(self.trace.rps) - 1)
         want = max(self.needed(s) for s in range(start, max(start, end) + 1))
         low, high = bounds
         replicas = min(max(want, low), high)
-        horizon = now + self.startup_s + self.interval_s
+        horizon = now + self.lookahead_s + self.interval_s
         reason = f"oracle: the load until {horizon:g}s needs {want}: {obs.current} -> {replicas}"
         return Decision(replicas, reason, {}, True, state)
