@@ -39,14 +39,13 @@ from unbusy.api import KIND, load  # noqa: E402
 from unbusy.sim.baselines import HPA_SYNC_S, HpaCpu, KedaQueue, Oracle  # noqa: E402
 from unbusy.sim.config import SimConfig, from_spec  # noqa: E402
 from unbusy.sim.engine import Policy, simulate  # noqa: E402
-from unbusy.sim.model import DEFAULT_PROFILE, from_service, load_profile, profile_names  # noqa: E402
+from unbusy.sim.model import DEFAULT_FALLBACK_PROFILE, DEFAULT_PROFILE, from_service, load_profile, profile_names  # noqa: E402
 from unbusy.sim.stats import SimResult  # noqa: E402
 from unbusy.sim.traces import SHAPES, Trace, builtin, parse_csv  # noqa: E402
 
 DEFAULT_MANIFEST = ROOT / "examples" / "demand-operator.yaml"
 BASE_LOAD = 0.5  # built-in shapes start at this share of the starting fleet's capacity (as `unbusy simulate`)
 ORACLE_UTILISATION = 0.8  # without a GPU target in the spec
-FALLBACK_PROFILE = "h100-resnet18"  # the smaller model measured beside ResNet-50
 
 
 def smoke_trace(base: float) -> Trace:
@@ -153,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         "--model", default=DEFAULT_PROFILE, help=f"serving profile ({', '.join(profile_names())}) or a calibrate file"
     )
     parser.add_argument(
-        "--fallback-model", default=FALLBACK_PROFILE, help="serving profile of spec.fallback's variant (if declared)"
+        "--fallback-model",
+        default=DEFAULT_FALLBACK_PROFILE,
+        help="serving profile of spec.fallback's variant (if declared)",
     )
     parser.add_argument("--startup-seconds", type=float, default=60.0, help="image pull + model load per replica")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the arrivals")

@@ -14,7 +14,7 @@ from unbusy.api import KIND, SpecError, load
 from unbusy.sim import calibration, plot
 from unbusy.sim.config import from_spec
 from unbusy.sim.engine import simulate as run_simulation
-from unbusy.sim.model import DEFAULT_PROFILE, from_service, load_profile, profile_names
+from unbusy.sim.model import DEFAULT_FALLBACK_PROFILE, DEFAULT_PROFILE, from_service, load_profile, profile_names
 from unbusy.sim.stats import SimResult
 from unbusy.sim.traces import SHAPES, Trace, builtin, parse_csv
 
@@ -41,6 +41,12 @@ def add_parser(subparsers: argparse._SubParsersAction, usage_error: type[Excepti
         "--model",
         help=f"serving profile: a measured one ({', '.join(profile_names())}) or a file from `unbusy calibrate`; "
         f"default: the spec's model.serving, else {DEFAULT_PROFILE}",
+    )
+    command.add_argument(
+        "--fallback-model",
+        default=DEFAULT_FALLBACK_PROFILE,
+        help="serving profile of spec.fallback's variant, which takes the traffic shed to it "
+        f"(default {DEFAULT_FALLBACK_PROFILE})",
     )
     command.add_argument("--no-scaling", action="store_true", help="keep the starting replicas (a baseline)")
     command.add_argument("--seed", type=int, default=0, help="random seed of the arrivals")
@@ -89,10 +95,11 @@ def _report(name: str, trace: Trace, policy: str, slo_s: float, result: SimResul
 
     rows = [
         ("rejected", show(figures["rejected_pct"], "%")),
+        ("sent to the fallback variant", show(figures["fallback_pct"], "%")),
         ("p50 latency", show(figures["p50_ms"], "ms")),
         ("p99 latency", show(figures["p99_ms"], "ms")),
         (f"minutes in SLO (p99 <= {slo_s * 1000:g} ms)", show(figures["slo_minutes_pct"], "%")),
-        ("GPU-hours", show(figures["gpu_hours"], "")),
+        ("GPU-hours (fallback's included)", show(figures["gpu_hours"], "")),
         ("scaling events", str(result.scaling_events)),
     ]
     header = f"{name}: trace {trace.name} ({trace.seconds} s), {policy}\n"
@@ -105,6 +112,13 @@ def _inference_service(path: str) -> dict[str, Any] | None:
     return next((d for d in documents if isinstance(d, dict) and d.get("kind") == KIND), None)
 
 
+def _profile(name_or_path: str, option: str, usage_error: type[Exception]):
+    try:
+        return load_profile(name_or_path)
+    except ValueError as error:  # neither a measured profile's name nor a readable serving block
+        raise usage_error(f"{option} {error}") from None
+
+
 def simulate(args: argparse.Namespace) -> str:
     UsageError = args.usage_error
     try:
@@ -115,21 +129,22 @@ def simulate(args: argparse.Namespace) -> str:
         raise UsageError(f"{args.filename}: not valid YAML: {error}") from None
     if document is None:
         raise UsageError(f"{args.filename}: no {KIND} in it")
+    serving = _profile(args.model, "--model", UsageError) if args.model else None
+    fallback = _profile(args.fallback_model, "--fallback-model", UsageError)
     try:
         isvc = load(document)
-        model = from_service(isvc, load_profile(args.model) if args.model else None)
+        model = from_service(isvc, serving)
         config = from_spec(
             isvc,
             scaling=not args.no_scaling,
             model=model,
+            fallback_serving=fallback,
             startup_s=args.startup_seconds,
             metrics_delay_s=args.metrics_delay_seconds,
             seed=args.seed,
         )
     except SpecError as error:
         raise UsageError("\n".join(f"{args.filename}: {problem}" for problem in error.problems)) from None
-    except ValueError as error:  # a profile that is neither named nor a readable serving block
-        raise UsageError(f"--model {error}") from None
     base = args.base_rps or BASE_LOAD * model.capacity_rps * config.initial_replicas / config.weight
     try:
         trace = _trace(args.trace, base)

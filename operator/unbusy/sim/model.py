@@ -29,6 +29,8 @@ from unbusy.api.spec import ModelConfig, Serving
 
 PROFILES = Path(__file__).parent / "profiles"
 DEFAULT_PROFILE = "h100-resnet50"
+# What a spec's fallback variant serves unless told: the smaller model measured beside ResNet-50.
+DEFAULT_FALLBACK_PROFILE = "h100-resnet18"
 
 
 def profile_names() -> list[str]:
