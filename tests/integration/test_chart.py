@@ -51,6 +51,7 @@ NAMESPACED_NEEDS = [
             "horizontalpodautoscalers.autoscaling",
             "scaledobjects.keda.sh",
             "ingresses.networking.k8s.io",
+            "networkpolicies.networking.k8s.io",
             "httproutes.gateway.networking.k8s.io",
             "servicemonitors.monitoring.coreos.com",
             "podmonitors.monitoring.coreos.com",
@@ -443,14 +444,15 @@ def test_operator_works_with_only_the_charts_rbac(testbed: Testbed, namespace: s
             process.wait(10)
     text = log.read_text()
     assert "forbidden" not in text.lower(), [line for line in text.splitlines() if "orbidden" in line][:5]
-    kinds = "deployments,services,configmaps,pdb,hpa,scaledobjects,ingresses,httproutes,servicemonitors,podmonitors,"
-    kinds += "prometheusrules"
+    kinds = "deployments,services,configmaps,pdb,networkpolicies,hpa,scaledobjects,ingresses,httproutes"
+    kinds += ",servicemonitors,podmonitors,prometheusrules"
     children = testbed.kubectl_json("get", kinds, "-n", namespace)["items"]
     assert {c["kind"] for c in children} == {
         "Deployment",
         "Service",
         "ConfigMap",
         "PodDisruptionBudget",
+        "NetworkPolicy",
         "HorizontalPodAutoscaler",
         "ScaledObject",
         "Ingress",

@@ -501,3 +501,32 @@ def test_keda_mode_creates_a_scaled_object_keda_accepts(testbed, operator, names
     deployment = testbed.kubectl_json("get", "deployment", "scaled-main", "-n", namespace, "--show-managed-fields")
     [applied] = [f for f in deployment["metadata"]["managedFields"] if f["manager"] == "unbusy"]
     assert "f:replicas" not in applied["fieldsV1"]["f:spec"]  # KEDA's HPA owns them
+
+
+# --- isolation ----------------------------------------------------------------------------
+
+
+def test_triton_pods_are_admitted_under_the_restricted_pod_security_level(testbed, operator, namespace):
+    """PodSecurity admission (on by default in the API server) enforces `restricted`: the pods of both
+    kinds of Deployment (repository config, and the operator's config loaded by a postStart hook) are
+    created, and the NetworkPolicy that fences Triton's ports is there."""
+    testbed.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+    managed = {"name": "resnet50", "repository": "s3://models/vision", "config": {"backend": "onnxruntime"}}
+    testbed.apply(manifest("plain"), namespace)
+    testbed.apply(manifest("managed", model=managed), namespace)
+    for name in ("plain", "managed"):
+        assert wait_ready(testbed, namespace, name)["readyReplicas"] == 1
+    refused = testbed.kubectl("get", "events", "-n", namespace, "--field-selector", "reason=FailedCreate").stdout
+    assert "violates PodSecurity" not in refused, refused
+    policy = testbed.kubectl_json("get", "networkpolicy", "managed", "-n", namespace)
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"serving.unbusy.dev/inferenceservice": "managed"}
+
+    # The same pod with what `restricted` forbids is refused: the level is really enforced here.
+    pod = testbed.kubectl_json("get", "pods", "-n", namespace, "-l", "serving.unbusy.dev/inferenceservice=plain")
+    spec = pod["items"][0]["spec"]
+    spec["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
+    privileged = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "escalates"}, "spec": spec}
+    result = testbed.kubectl(
+        "apply", "-n", namespace, "--dry-run=server", "-f", "-", input=json.dumps(privileged), check=False
+    )
+    assert result.returncode != 0 and "violates PodSecurity" in result.stderr, result.stderr

@@ -11,6 +11,7 @@ missing these tests skip, except in CI (CI=true), which must run everything.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -36,9 +37,12 @@ MARGIN_S = 180  # after `for` has elapsed, time for rates to settle
 MIG = {"gpu": {"migProfile": "1g.10gb", "product": "H100-80GB"}}
 # ingress-nginx in front: the busy-rate alert reads it.
 EDGE = {"routing": {"host": "resnet.example.com"}}
-# Label values that Go templates would run, not show: the rule must carry them literally.
+# Label values and a runbook URL that Go templates would run (or fail on), not show: the rule must
+# carry them literally. `{{ end }}` alone makes Prometheus reject the whole rule group.
 EXTRA_LABELS = {"team": "vision", "oncall": "ml-{{ $labels.pod }}"}
-SPECS = {"whole-gpu": EDGE, "mig": MIG | EDGE, "extra-labels": {"alerts": {"labels": EXTRA_LABELS}} | EDGE}
+HOSTILE_RUNBOOK = 'https://runbooks.example.com/{{ end }}/{{ "x" }}$labels\\'
+USER_TEXT = {"alerts": {"labels": EXTRA_LABELS, "runbookBaseUrl": HOSTILE_RUNBOOK}}
+SPECS = {"whole-gpu": EDGE, "mig": MIG | EDGE, "user-text": USER_TEXT | EDGE}
 
 
 @pytest.fixture(scope="session")
@@ -278,6 +282,8 @@ def seconds(duration: str) -> int:
 def expand(template: str, value: str, labels: dict[str, str]) -> str:
     """What Prometheus makes of our annotation templates for one alert instance."""
     template = template.replace(alerts.VALUE, value).replace(alerts.DURATION, value)
+    if template.startswith('{{ "'):  # alerts.template_literal: a Go string constant, shown as is
+        return json.loads(template.removeprefix("{{ ").removesuffix(" }}"))
     return re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels[m.group(1)], template)
 
 
@@ -328,7 +334,7 @@ def test_promtool_accepts_the_rules(promtool, tmp_path, case):
 def test_alert_fires_on_a_breach_and_only_then(promtool, tmp_path, case, alert):
     rule = prometheus_rule(SPECS[case])
     write_rules(tmp_path, rule)
-    extra = EXTRA_LABELS if case == "extra-labels" else {}
+    extra = EXTRA_LABELS if case == "user-text" else {}
     scenarios = SCENARIOS[alert](mig=case == "mig")
     assert any(s.value for s in scenarios) and any(s.value is None for s in scenarios)
     (tmp_path / "test.yaml").write_text(yaml.safe_dump(unit_tests(rule_of(rule, alert), scenarios, extra)))

@@ -70,7 +70,7 @@ operator/unbusy/controller). No wildcards, no Secrets.
   resources: [scaledobjects]
   verbs: [list, create, patch, delete]
 - apiGroups: [networking.k8s.io]
-  resources: [ingresses]
+  resources: [ingresses, networkpolicies]
   verbs: [list, create, patch, delete]
 - apiGroups: [gateway.networking.k8s.io]
   resources: [httproutes]

@@ -15,6 +15,7 @@ from unbusy.render import (
     keda,
     model_config,
     monitors,
+    network_policy,
     routing,
     service,
 )
@@ -32,6 +33,7 @@ def render_all(isvc: InferenceService, ctx: RenderContext | None = None) -> list
         *deployment.render(isvc, ctx, gpu),
         *service.render(isvc),
         *disruption.render(isvc),
+        *network_policy.render(isvc),
         *hpa.render(isvc),
         *keda.render(isvc, ctx, gpu),
         *routing.render(isvc, ctx),

@@ -180,7 +180,7 @@ def _busy_rate_alert(isvc: InferenceService, who: str) -> list[Alert]:
 
 
 def template_literal(value: str) -> str:
-    """A label value that Prometheus shows as written: it expands rule labels as Go templates,
+    """A label or annotation value that Prometheus shows as written: it expands both as Go templates,
     so a value containing '{{' would be run (or fail) instead; a quoted string is shown as is."""
     return "{{ " + json.dumps(value, ensure_ascii=False) + " }}" if "{{" in value else value
 
@@ -211,7 +211,8 @@ def rule(isvc: InferenceService, alert: Alert) -> dict[str, Any]:
         "annotations": {
             "summary": alert.summary,
             "description": alert.description,
-            "runbook_url": f"{isvc.spec.alerts.runbook_base_url.rstrip('/')}/{alert.name}",
+            # The base URL is the user's: Prometheus must show it, not run a '{{' in it as a template.
+            "runbook_url": template_literal(f"{isvc.spec.alerts.runbook_base_url.rstrip('/')}/{alert.name}"),
         },
     }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from unbusy.api import InferenceService, Variant
@@ -20,22 +21,55 @@ SPOT_TOLERATIONS = [
     {"key": "kubernetes.azure.com/scalesetpriority", "operator": "Equal", "value": "spot", "effect": "NoSchedule"},
 ]
 
+# Triton's APIs that change or reveal what it serves: loading and unloading models (arbitrary code
+# in a model repository), their configuration, shared-memory regions, trace and log settings.
+# Closed to the network: a request needs the header below with a key that never leaves the pod.
+RESTRICTED_APIS = ("model-repository", "model-config", "shared-memory", "trace", "logging")
+ADMIN_HEADER = "unbusy-admin-key"
+ADMIN_KEY_DIR = "/run/unbusy"
+ADMIN_KEY_FILE = f"{ADMIN_KEY_DIR}/admin-key"
+_RESTRICTION = f"{','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}=$key"
+# The container's entry point: draws a random key, leaves it where the postStart hook (in the same
+# container) reads it, and execs tritonserver with its admin APIs restricted to that key. A constant:
+# the rendered arguments follow as "$@", so no value from a spec is ever part of a shell script.
+START_TRITON = f"""set -eu
+key=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \\n')
+umask 077
+printf %s "$key" > {ADMIN_KEY_FILE}
+exec tritonserver --http-restricted-api={_RESTRICTION} --grpc-restricted-protocol={_RESTRICTION} "$@"
+"""
+
 # Loads the model with the operator-managed config through Triton's repository API, once the
 # server is live. A postStart hook holds the container out of Running (and so out of
-# readiness) until it returns; a failure restarts the container.
-LOAD_MODEL = """import json, time, urllib.request
-base = "http://127.0.0.1:%d/v2"
+# readiness) until it returns; a failure restarts the container. Its values arrive as JSON
+# literals, so none can end a string early.
+LOAD_MODEL = """import json, time, urllib.parse, urllib.request
+port, key_file, config_file, model, timeout, header = json.loads(%s)
+base = f"http://127.0.0.1:{port}/v2"
 for _ in range(600):
     try:
         urllib.request.urlopen(base + "/health/live", timeout=2)
         break
     except Exception:
         time.sleep(1)
-config = open("%s/%s").read()
+config = open(config_file).read()
 body = json.dumps({"parameters": {"config": config}}).encode()
-request = urllib.request.Request(base + "/repository/models/%s/load", body, {"Content-Type": "application/json"})
-urllib.request.urlopen(request, timeout=%d)
+headers = {"Content-Type": "application/json", header: open(key_file).read()}
+url = base + "/repository/models/" + urllib.parse.quote(model, safe="") + "/load"
+urllib.request.urlopen(urllib.request.Request(url, body, headers), timeout=timeout)
 """
+
+
+def load_model_script(isvc: InferenceService) -> str:
+    values = [
+        meta.HTTP_PORT,
+        ADMIN_KEY_FILE,
+        f"{CONFIG_MOUNT}/{CONFIG_JSON}",
+        isvc.spec.model.name,
+        isvc.spec.triton.startup_timeout_seconds,
+        ADMIN_HEADER,
+    ]
+    return LOAD_MODEL % repr(json.dumps(values))
 
 
 def _repository(isvc: InferenceService, variant: Variant) -> tuple[str, list[dict], list[dict]]:
@@ -90,7 +124,8 @@ def _container(isvc: InferenceService, variant: Variant, gpu: GpuRequest, reposi
     container: dict[str, Any] = {
         "name": "triton",
         "image": variant.image or triton.image,
-        "command": ["tritonserver"],
+        # $0 of the script names the process; the arguments are tritonserver's.
+        "command": ["/bin/sh", "-c", START_TRITON, "tritonserver"],
         "args": _args(isvc, variant, repository),
         "ports": [
             {"name": "http", "containerPort": meta.HTTP_PORT, "protocol": "TCP"},
@@ -110,18 +145,15 @@ def _container(isvc: InferenceService, variant: Variant, gpu: GpuRequest, reposi
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "volumeMounts": [*mounts, {"name": "shm", "mountPath": "/dev/shm"}],
+        "volumeMounts": [
+            *mounts,
+            {"name": "shm", "mountPath": "/dev/shm"},
+            {"name": "admin-key", "mountPath": ADMIN_KEY_DIR},
+        ],
     }
     if manages_config(isvc, variant):
         container["volumeMounts"].append({"name": "model-config", "mountPath": CONFIG_MOUNT, "readOnly": True})
-        script = LOAD_MODEL % (
-            meta.HTTP_PORT,
-            CONFIG_MOUNT,
-            CONFIG_JSON,
-            isvc.spec.model.name,
-            triton.startup_timeout_seconds,
-        )
-        container["lifecycle"] = {"postStart": {"exec": {"command": ["python3", "-c", script]}}}
+        container["lifecycle"] = {"postStart": {"exec": {"command": ["python3", "-c", load_model_script(isvc)]}}}
     return container
 
 
@@ -135,6 +167,7 @@ def _pod_spec(isvc: InferenceService, variant: Variant, gpu: GpuRequest) -> dict
     scheduling = isvc.spec.scheduling
     repository, volumes, mounts = _repository(isvc, variant)
     volumes.append({"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}})
+    volumes.append({"name": "admin-key", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}})
     if manages_config(isvc, variant):
         volumes.append({"name": "model-config", "configMap": {"name": config_map_name(isvc, variant.name)}})
     pod: dict[str, Any] = {
