@@ -4,6 +4,7 @@ for built-in kinds, and the CRDs' openAPIV3Schema for Prometheus Operator, Gatew
 from __future__ import annotations
 
 import functools
+import re
 import subprocess
 import sys
 import tempfile
@@ -11,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import kubernetes_validate
 import yaml
+from kubernetes_validate.utils import schema_contents
+from referencing import Registry, Resource
 
 from go_modules import pinned_versions
 
@@ -84,4 +86,16 @@ def validate(obj: dict[str, Any]) -> None:
         schema = crd_schemas()[key]
         jsonschema.validators.validator_for(schema)(schema).validate(obj)
     else:
-        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        builtin_validator(obj["apiVersion"], obj["kind"]).validate(obj)
+
+
+@functools.cache
+def builtin_validator(api_version: str, kind: str) -> jsonschema.protocols.Validator:
+    """kubernetes-validate's strict schema of a built-in kind, loaded once: its validate() reads the
+    schema and the shared definitions (megabytes of JSON) again on every call."""
+    directory = f"kubernetes-json-schema/v{KUBERNETES_VERSION}-local-strict"
+    group_version = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)  # as kubernetes-validate names files
+    schema = schema_contents(f"{directory}/{kind.lower()}-{group_version}.json", KUBERNETES_VERSION)
+    definitions = schema_contents(f"{directory}/_definitions.json", KUBERNETES_VERSION)
+    registry = Resource.from_contents(definitions) @ (Resource.from_contents(schema) @ Registry())
+    return jsonschema.validators.Draft202012Validator(schema, registry=registry)

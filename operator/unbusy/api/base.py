@@ -53,6 +53,8 @@ class ApiModel(BaseModel):
         populate_by_name=True,
         extra="forbid",
         frozen=True,
+        # JSON's types, as the API server checks them: no "yes" for true, no "5" for 5.
+        strict=True,
     )
     rules: ClassVar[tuple[Rule, ...]] = ()
 

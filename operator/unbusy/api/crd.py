@@ -105,6 +105,11 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         node = {**{k: v for k, v in node.items() if k != "const"}, "enum": [node["const"]]}
 
     out = {k: v for k, v in node.items() if k in _KEPT}
+    # pydantic's gt/lt are JSON Schema 2020's numeric bounds; OpenAPI v3.0 (the CRD's) marks the
+    # bound itself exclusive.
+    for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if exclusive in node:
+            out |= {bound: node[exclusive], exclusive: True}
     if node.get("type") == "object" or "properties" in node:
         out["type"] = "object"
         if "properties" in node:

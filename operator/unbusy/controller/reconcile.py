@@ -152,6 +152,9 @@ def _publish_fresh(
     try:
         isvc = isvc or shedding.view(rollout.view(load(body)))
         gpu = gpu_request(isvc.spec.gpu, isvc.spec.model.gpu_memory)
+        # Rendered too, for the problems only rendering finds (alert label names): a refresh must not
+        # replace the InvalidSpec that reconcile reported with a status of children never applied.
+        render_all(isvc)
     except SpecError:
         return  # reconcile reports invalid specs
     states = _states(api, isvc, ctx or RenderContext())

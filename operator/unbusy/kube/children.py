@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +97,20 @@ def reason(error: DynamicApiError) -> str:
         return str(error.reason)
 
 
+# Characters YAML does not allow raw (C1 controls, DEL, non-characters); JSON leaves them raw.
+_NOT_YAML_PRINTABLE = re.compile("[\x7f-\x84\x86-\x9f\ufffe\uffff]")
+
+
+def apply_patch(manifest: dict[str, Any]) -> bytes:
+    """The body of a server-side apply, which the API server reads as YAML: JSON that this YAML parser
+    takes whatever text the spec holds. The client's own JSON escapes a character beyond the BMP (an
+    emoji in a Triton arg) as a surrogate pair, which it refuses ("found invalid Unicode character
+    escape code"); so characters go as themselves, and those YAML forbids raw (DEL, C1 controls) as
+    escapes, which both read alike."""
+    text = json.dumps(manifest, ensure_ascii=False)
+    return _NOT_YAML_PRINTABLE.sub(lambda char: f"\\u{ord(char.group()):04x}", text).encode()
+
+
 class Children:
     """The children of one InferenceService, as the API server has them."""
 
@@ -134,7 +149,14 @@ class Children:
                 outcome.errors.append(f"{key} exists and is not owned by this InferenceService; left alone")
                 continue
             try:
-                self.api.server_side_apply(resource, body=desired, field_manager=FIELD_MANAGER, force_conflicts=True)
+                self.api.server_side_apply(
+                    resource,
+                    body=apply_patch(desired),
+                    name=desired["metadata"]["name"],
+                    namespace=desired["metadata"]["namespace"],
+                    field_manager=FIELD_MANAGER,
+                    force_conflicts=True,
+                )
                 outcome.applied.append(key)
             except DynamicApiError as error:
                 if error.status and error.status >= 500:
