@@ -13,7 +13,7 @@ import pytest
 from hypothesis import Phase, given, settings
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from test_operator import condition, crd, manifest, operator, wait_ready  # noqa: F401  (crd, operator: fixtures)
+from test_operator import condition, manifest, operator, wait_ready  # noqa: F401  (operator: a fixture)
 
 from fuzz_specs import API_CASES, Case, cases
 from polling import eventually
