@@ -39,7 +39,7 @@ image: $(IMAGE)
 test: install promtool image
 	$(BIN)/pytest tests
 
-unit: install
+unit: install promtool
 	$(BIN)/pytest tests/unit -q
 
 lint: install

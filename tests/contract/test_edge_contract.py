@@ -25,7 +25,7 @@ import yaml
 from builders import isvc
 
 from go_modules import ModuleSource, ModuleUnavailable, module_source, pinned_versions
-from missing import skip_or_fail
+from missing import require
 from unbusy import series
 from unbusy.render import routing
 from unbusy.render.edge import demand_queries
@@ -47,7 +47,7 @@ def fetch(module: str) -> ModuleSource:
     try:
         return module_source(module, version)
     except ModuleUnavailable as error:
-        skip_or_fail(f"cannot fetch {module}@{version}: {error}")
+        require(f"cannot fetch {module}@{version}: {error}")
 
 
 @pytest.fixture(scope="session")

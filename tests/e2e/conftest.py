@@ -3,8 +3,8 @@ a real Prometheus that the test can stop and start, the metrics emulator's pod l
 the operator started with --prometheus-url and watching one namespace only (so that it never
 touches another test's InferenceServices, nor theirs this one).
 
-Prometheus is Debian's `prometheus` package; where it is missing the tests skip, and with
-CI=true they fail instead, because CI must run everything.
+Prometheus is Debian's `prometheus` package (`make promtool` installs it); where it is
+missing the tests fail, saying so.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import kubernetes
 import pytest
 from operator_process import CRD, OperatorProcess, free_port
 
-from missing import skip_or_fail
+from missing import require
 from polling import eventually, stop, wait_until_serving
 from unbusy.api import load
 from unbusy.api.spec import DEFAULT_VARIANT
@@ -104,7 +104,7 @@ def prometheus_binary() -> str:
     binary = shutil.which("prometheus") or ("/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None)
     if binary is None:
         reason = "prometheus not installed (Debian package `prometheus`; `make promtool` installs it)"
-        skip_or_fail(reason)
+        require(reason)
     return binary
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from missing import skip_or_fail
+from missing import require
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = ROOT / "dist" / "unbusy.oci.tar"
@@ -29,7 +29,7 @@ TAG = "unbusy"
 @pytest.fixture(scope="module")
 def archive() -> Path:
     if not IMAGE.exists():
-        skip_or_fail(f"{IMAGE.relative_to(ROOT)} is not built: run `make image`")
+        require(f"{IMAGE.relative_to(ROOT)} is not built: run `make image`")
     return IMAGE
 
 
@@ -79,7 +79,7 @@ def test_configuration_is_the_dockerfiles(archive: Path) -> None:
 def bundle(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The image unpacked by umoci into a runtime bundle: config.json and rootfs/."""
     if not shutil.which("umoci") or not shutil.which("unshare"):
-        skip_or_fail("umoci and unshare (util-linux) are needed to unpack and run the image")
+        require("umoci and unshare (util-linux) are needed to unpack and run the image")
     work = tmp_path_factory.mktemp("image")
     with tarfile.open(archive) as tar:
         tar.extractall(work / "layout", filter="data")

@@ -6,9 +6,8 @@ helm of the same version among them) first on PATH, and tears it down at the end
 the session -- but only if this session started it. A testbed that was already running
 (say from `make testbed-up` in another terminal) is reused and left running.
 
-Where a prerequisite is genuinely missing on a developer's machine (no Go to build the
-control plane, no openssl/curl/flock) the tests are skipped; with CI=true
-they fail instead, because CI must run everything.
+Where a prerequisite is missing (no Go to build the control plane, no openssl/curl/flock)
+the tests fail, saying what to install: `make test` installs everything they need.
 
 Environment:
   TESTBED_KEEP=1   leave a testbed this session started running afterwards.
@@ -29,7 +28,7 @@ from pathlib import Path
 import pytest
 from operator_process import CRD
 
-from missing import skip_or_fail
+from missing import require
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TESTBED_DIR = REPO_ROOT / "testbed"
@@ -133,7 +132,7 @@ def testbed() -> Iterator[Testbed]:
     bin_dir = _bin_dir()
     missing = _missing_prerequisites(bin_dir)
     if missing:
-        skip_or_fail("testbed: missing " + ", ".join(missing))
+        require("testbed: missing " + ", ".join(missing))
 
     started_here = not _already_running()
     proc = _run_script("up.sh", timeout=UP_TIMEOUT_S)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from missing import skip_or_fail
+from missing import require
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "unbusy"
@@ -71,7 +71,7 @@ def test_dashboard_plots_metrics_the_operator_exports():
 def test_dashboard_queries_parse(tmp_path):
     promtool = shutil.which("promtool")
     if not promtool:
-        skip_or_fail("promtool not found: `make promtool` installs it (Debian package prometheus)")
+        require("promtool not found: `make promtool` installs it (Debian package prometheus)")
     script = _dashboard_script()
     queries = [t["expr"] for p in script.dashboard()["panels"] for t in p["targets"]]
     # Grafana fills in $__rate_interval; promtool needs a real range.

@@ -23,7 +23,7 @@ import pytest
 import yaml
 from builders import isvc
 
-from missing import skip_or_fail
+from missing import require
 from unbusy import series
 from unbusy.gpu.request import gpu_request
 from unbusy.render import alerts, dashboard
@@ -50,7 +50,7 @@ def promtool() -> str:
     path = shutil.which("promtool")
     if path:
         return path
-    skip_or_fail("promtool not found: `make promtool` installs it (Debian package prometheus)")
+    require("promtool not found: `make promtool` installs it (Debian package prometheus)")
 
 
 def run(promtool: str, *args: str, cwd: Path) -> None:
