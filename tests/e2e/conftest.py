@@ -233,9 +233,19 @@ class Loop:
             raise
         return deployment.spec.replicas or 0, deployment.status.ready_replicas or 0
 
+    def weights(self) -> dict[str, int]:
+        """{variant: weight} as ingress-nginx splits traffic by the live Ingresses (what the emulator follows)."""
+        return dict(self.emulator.list_weights())
+
     def status(self) -> dict:
         obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self.name)
         return obj.get("status", {})
+
+    def events(self, reason: str) -> list[str]:
+        """The messages of the InferenceService's Events with this reason."""
+        core = kubernetes.client.CoreV1Api(self.apps.api_client)
+        selector = f"involvedObject.name={self.name},reason={reason}"
+        return [e.message for e in core.list_namespaced_event(self.namespace, field_selector=selector).items]
 
     def condition(self, type_: str) -> dict:
         return next((c for c in self.status().get("conditions", []) if c["type"] == type_), {})

@@ -18,6 +18,7 @@ import time
 from typing import TYPE_CHECKING
 
 import pytest
+from builders import ON_KWOK, manifest
 
 if TYPE_CHECKING:
     from conftest import Loop  # the fixture's type; conftest is not importable at run time
@@ -31,16 +32,11 @@ REPLICAS = 2
 STEPS = [{"weight": 20, "pauseSeconds": 5}, {"weight": 50, "pauseSeconds": 10}, {"weight": 100, "pauseSeconds": 0}]
 
 
-def manifest(failure_limit: int) -> dict:
-    return {
-        "apiVersion": "serving.unbusy.dev/v1alpha1",
-        "kind": "InferenceService",
-        "metadata": {"name": NAME},
-        "spec": {
+def service(failure_limit: int) -> dict:
+    return manifest(
+        ON_KWOK
+        | {
             "model": {"name": "bert", "repository": "s3://models/nlp", "version": "1"},
-            "gpu": {"count": 1, "product": "H100-80GB"},
-            "triton": {"resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}}},
-            "scheduling": {"topologySpread": {"enabled": False}},
             "autoscaling": {"mode": "operator", "minReplicas": REPLICAS, "maxReplicas": 4, "intervalSeconds": 5},
             "routing": {"host": "bert.example.com"},
             "rollout": {
@@ -55,7 +51,8 @@ def manifest(failure_limit: int) -> dict:
                 }
             },
         },
-    }
+        name=NAME,
+    )
 
 
 class StableWatch:
@@ -96,7 +93,7 @@ def served_version(testbed, loop: Loop) -> str:
 def test_a_good_canary_is_promoted_through_every_step_and_resumes_after_a_restart(
     testbed, closed_loop, record_property
 ) -> None:
-    loop: Loop = closed_loop(manifest(failure_limit=2), RPS)
+    loop: Loop = closed_loop(service(failure_limit=2), RPS)
     loop.eventually(lambda: loop.replicas("main") == (REPLICAS, REPLICAS), 90)
     loop.eventually(lambda: loop.status().get("revisions"), 30)
     with StableWatch(loop) as stable:
@@ -144,7 +141,7 @@ def test_a_good_canary_is_promoted_through_every_step_and_resumes_after_a_restar
     ids=["p99", "errors"],
 )
 def test_a_bad_canary_is_rolled_back_within_two_intervals(testbed, closed_loop, record_property, fault, check):
-    loop: Loop = closed_loop(manifest(failure_limit=1), RPS)
+    loop: Loop = closed_loop(service(failure_limit=1), RPS)
     loop.eventually(lambda: loop.replicas("main") == (REPLICAS, REPLICAS), 90)
     loop.eventually(lambda: loop.status().get("revisions"), 30)
     loop.emulator.degrade("main-canary", **fault)

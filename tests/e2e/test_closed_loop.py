@@ -17,6 +17,7 @@ import time
 from typing import TYPE_CHECKING
 
 import pytest
+from builders import ON_KWOK, manifest
 
 if TYPE_CHECKING:
     from conftest import Loop  # the fixture's type; conftest is not importable at run time
@@ -31,17 +32,11 @@ INTERVAL_S = 5
 STABILISATION_S = 20
 
 
-def manifest() -> dict:
+def service() -> dict:
     rules = {"maxPercentPerStep": 100, "periodSeconds": 5}
-    return {
-        "apiVersion": "serving.unbusy.dev/v1alpha1",
-        "kind": "InferenceService",
-        "metadata": {"name": NAME},
-        "spec": {
-            "model": {"name": "resnet50", "repository": "s3://models/vision"},
-            "gpu": {"count": 1, "product": "H100-80GB"},
-            "triton": {"resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}}},
-            "scheduling": {"topologySpread": {"enabled": False}},
+    return manifest(
+        ON_KWOK
+        | {
             "autoscaling": {
                 "mode": "operator",
                 "minReplicas": 1,
@@ -55,11 +50,12 @@ def manifest() -> dict:
                 },
             },
         },
-    }
+        name=NAME,
+    )
 
 
 def test_scales_out_recovers_scales_in_and_holds_without_prometheus(closed_loop, record_property) -> None:
-    loop: Loop = closed_loop(manifest(), BASE_RPS)
+    loop: Loop = closed_loop(service(), BASE_RPS)
     eventually = loop.eventually
     measured: dict[str, float] = {}
 

@@ -13,11 +13,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-import kubernetes
 import pytest
-
-from unbusy.render.meta import INFERENCE_SERVICE, VARIANT
-from unbusy.render.routing import NGINX
+from builders import ON_KWOK, manifest, small_model
 
 if TYPE_CHECKING:
     from conftest import Loop
@@ -31,26 +28,17 @@ INTERVAL_S = 5
 RESTORE_S = 10
 
 
-def manifest() -> dict:
+def service() -> dict:
     rules = {"maxPercentPerStep": 100, "periodSeconds": 5}
-    return {
-        "apiVersion": "serving.unbusy.dev/v1alpha1",
-        "kind": "InferenceService",
-        "metadata": {"name": NAME},
-        "spec": {
+    return manifest(
+        ON_KWOK
+        | {
             "model": {
                 "name": "resnet50",
                 "repository": "s3://models/vision",
                 "config": {"maxBatchSize": 8, "dynamicBatching": {"maxQueueSize": 64}},
-                "serving": {
-                    "serviceTime": {"floorMs": 0, "baseMs": 5, "perItemMs": 1.5},
-                    "gpuUtilization": {"ceiling": 1, "exponent": 1},
-                    "readySeconds": 1,
-                },
+                "serving": small_model().serving.to_wire(),  # 470 rps a replica
             },
-            "gpu": {"count": 1, "product": "H100-80GB"},
-            "triton": {"resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}}},
-            "scheduling": {"topologySpread": {"enabled": False}},
             "variants": [
                 {"name": "main", "weight": 100, "maxReplicas": 3},
                 {"name": "small", "weight": 0, "minReplicas": 1, "maxReplicas": 1},
@@ -69,28 +57,12 @@ def manifest() -> dict:
                 },
             },
         },
-    }
-
-
-def canary_weight(loop: Loop) -> dict[str, int]:
-    """{variant: canary-weight} of the canary Ingresses the operator rendered now."""
-    api = kubernetes.client.NetworkingV1Api(loop.apps.api_client)
-    items = api.list_namespaced_ingress(loop.namespace, label_selector=f"{INFERENCE_SERVICE}={NAME}").items
-    return {
-        i.metadata.labels[VARIANT]: int(i.metadata.annotations[f"{NGINX}/canary-weight"])
-        for i in items
-        if (i.metadata.annotations or {}).get(f"{NGINX}/canary") == "true"
-    }
-
-
-def events(loop: Loop, reason: str) -> list[str]:
-    core = kubernetes.client.CoreV1Api(loop.apps.api_client)
-    selector = f"involvedObject.name={NAME},reason={reason}"
-    return [e.message for e in core.list_namespaced_event(loop.namespace, field_selector=selector).items]
+        name=NAME,
+    )
 
 
 def test_a_step_scales_out_from_edge_demand_sheds_to_the_fallback_and_restores(closed_loop, record_property):
-    loop: Loop = closed_loop(manifest(), BASE_RPS)
+    loop: Loop = closed_loop(service(), BASE_RPS)
     eventually = loop.eventually
 
     def note(key: str, value: float) -> None:
@@ -99,17 +71,17 @@ def test_a_step_scales_out_from_edge_demand_sheds_to_the_fallback_and_restores(c
 
     eventually(lambda: loop.replicas("main") == (1, 1) and loop.replicas("small") == (1, 1), 90)
     eventually(lambda: loop.condition("ScalingActive").get("status") == "True", 60)
-    assert canary_weight(loop) == {} and loop.status().get("shedding", []) == []
+    assert loop.weights() == {"main": 100} and loop.status().get("shedding", []) == []
 
     # The step: the edge counts every request, 503s included; main scales out on that demand and,
     # while its replicas cannot serve it, weight moves to the fallback's canary Ingress.
     step = time.monotonic()
     loop.emulator.set_rate(STEP_RPS)
-    shed = eventually(lambda: (w := canary_weight(loop)).get("small", 0) > 0 and w, 60)
+    shed = eventually(lambda: (w := loop.weights()).get("small", 0) > 0 and w, 60)
     note("shed_s", time.monotonic() - step)
     status = loop.status()
     assert status["shedding"][0]["variant"] == "main" and status["fallback"].endswith("main->small"), status
-    assert any("of traffic on small" in m for m in events(loop, "Shed")), events(loop, "Shed")
+    assert any("of traffic on small" in m for m in loop.events("Shed")), loop.events("Shed")
     eventually(lambda: loop.replicas("main") == (3, 3), 60)
     last = loop.status()["lastScaling"]
     assert last["demandSource"] == "nginx" and last["reason"].startswith("demand "), last
@@ -119,13 +91,13 @@ def test_a_step_scales_out_from_edge_demand_sheds_to_the_fallback_and_restores(c
     # has seen the whole step, the step is served.
     eventually(lambda: loop.emulator.rejected_fraction(10) < 0.02, 90)
     note("served_s", time.monotonic() - step)
-    assert 0 < canary_weight(loop).get("small", 0) <= 50, shed
+    assert 0 < loop.weights().get("small", 0) <= 50, shed
 
     # The load drops: main's ready replicas cover it, and restoreSeconds later the weight is back.
     drop = time.monotonic()
     loop.emulator.set_rate(BASE_RPS)
-    eventually(lambda: canary_weight(loop) == {} and loop.status().get("shedding", []) == [], RESTORE_S + 120)
+    eventually(lambda: loop.weights() == {"main": 100} and loop.status().get("shedding", []) == [], RESTORE_S + 120)
     restored = time.monotonic() - drop
     note("restored_s", restored)
     assert restored >= RESTORE_S - INTERVAL_S  # hysteresis: not at the first tick that saw it covered
-    assert any(" -> 0% of traffic on small" in m for m in events(loop, "Restored")), events(loop, "Restored")
+    assert any(" -> 0% of traffic on small" in m for m in loop.events("Restored")), loop.events("Restored")

@@ -20,6 +20,13 @@ BASE_SPEC: dict[str, Any] = {
 }
 
 
+# Replicas for the testbed's kwok nodes: requests that fit many to a node, no zone spread (no zones).
+ON_KWOK: dict[str, Any] = {
+    "triton": {"resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}}},
+    "scheduling": {"topologySpread": {"enabled": False}},
+}
+
+
 def manifest(spec: dict[str, Any] | None = None, name: str = "resnet", namespace: str = "ml") -> dict[str, Any]:
     """An InferenceService manifest: BASE_SPEC with `spec` merged over it section by section."""
     merged = copy.deepcopy(BASE_SPEC)

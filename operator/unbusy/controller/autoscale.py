@@ -13,7 +13,6 @@ from unbusy.api import InferenceService, SpecError, load
 from unbusy.api.status import ScalingDecision
 from unbusy.controller import rollout, shedding
 from unbusy.controller.metrics import METRIC_READ_FAILURES, SCALING_DECISIONS
-from unbusy.controller.reconcile import now
 from unbusy.gpu.request import gpu_request
 from unbusy.kube import observe
 from unbusy.kube.client import CountingClient
@@ -24,6 +23,7 @@ from unbusy.scaling.policy import Decision, Observation, PolicyState, decide
 from unbusy.scaling.promql import Queries, variant_queries
 from unbusy.scaling.source import PrometheusSource, SourceError
 from unbusy.sim.model import from_service
+from unbusy.timestamps import now
 from unbusy.traffic.rollout import holds_stable_replicas
 
 log = logging.getLogger("unbusy")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.dynamic.exceptions import ConflictError
@@ -21,14 +20,11 @@ from unbusy.render import RenderContext, render_all
 from unbusy.render.context import desired_replicas, weight
 from unbusy.render.meta import HTTP_PORT, selector_string, variant_name
 from unbusy.render.routing import url
+from unbusy.timestamps import now
 from unbusy.triton import readiness
 
 log = logging.getLogger("unbusy")
 CONFLICT_ATTEMPTS = 5  # status writes of one InferenceService that may lose a race in a row
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _owner(body: dict[str, Any]) -> children.Owner:

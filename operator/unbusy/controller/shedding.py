@@ -18,23 +18,19 @@ from unbusy.health import VariantState
 from unbusy.kube.client import CountingClient
 from unbusy.kube.status import event, publish_status
 from unbusy.scaling.policy import Observation
+from unbusy.timestamps import parse, stamp
 from unbusy.traffic import shedding
 
 log = logging.getLogger("unbusy")
 Q = TypeVar("Q")  # what the caller keeps beside each observation (its queries)
 
 
-def _epoch(stamp: str) -> float:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-
-
-def _stamp(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def moved(isvc: InferenceService) -> tuple[shedding.Moved, ...]:
     status = isvc.status
-    return tuple(shedding.Moved(s.variant, s.percent, _epoch(s.needed_at)) for s in (status.shedding if status else []))
+    return tuple(
+        shedding.Moved(s.variant, s.percent, parse(s.needed_at).timestamp())
+        for s in (status.shedding if status else [])
+    )
 
 
 def view(isvc: InferenceService) -> InferenceService:
@@ -99,7 +95,10 @@ def step(
         return None
     status = {
         "shedding": [
-            Shed(variant=m.variant, percent=m.percent, needed_at=_stamp(m.needed_at)).to_wire() for m in plan.moved
+            Shed(
+                variant=m.variant, percent=m.percent, needed_at=stamp(datetime.fromtimestamp(m.needed_at, UTC))
+            ).to_wire()
+            for m in plan.moved
         ],
         "fallback": summary(planned, plan.moved),
     }

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.dynamic.exceptions import NotFoundError
 
+from unbusy import timestamps
 from unbusy.api import API_VERSION, KIND
 from unbusy.kube.client import CountingClient
 
@@ -63,7 +63,7 @@ def publish_status(
 
 def event(api: CountingClient, involved: dict[str, Any], kind: str, reason: str, message: str) -> None:
     """A core/v1 Event on the InferenceService (`kubectl describe` shows it)."""
-    now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    now = timestamps.now()
     meta = involved["metadata"]
     events = api.resources.get(api_version="v1", kind="Event")
     body = {

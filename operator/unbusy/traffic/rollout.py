@@ -21,6 +21,7 @@ from datetime import datetime
 from unbusy.api import InferenceService, Variant
 from unbusy.api.spec import CanaryStrategy
 from unbusy.api.status import Revision, RevisionTemplate, RolloutState
+from unbusy.timestamps import parse, stamp
 from unbusy.traffic.analysis import Verdict
 
 REVISIONS_KEPT = 3
@@ -39,12 +40,8 @@ def template(isvc: InferenceService, variant: Variant) -> RevisionTemplate:
     )
 
 
-def stamp(now: datetime) -> str:
-    return now.isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def _since(state: RolloutState, now: datetime) -> float:
-    started = datetime.fromisoformat(state.step_started_at.replace("Z", "+00:00"))
+    started = parse(state.step_started_at)
     return (now - started).total_seconds()
 
 
