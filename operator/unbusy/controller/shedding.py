@@ -38,14 +38,11 @@ def view(isvc: InferenceService) -> InferenceService:
     return shedding.with_moves(isvc, moved(isvc))
 
 
-def blocked(isvc: InferenceService) -> str | None:
-    """Why no weight may move now, if so: ingress-nginx has one canary Ingress, and a running
-    canary rollout holds it."""
+def canary_ingress_taken(isvc: InferenceService) -> bool:
+    """ingress-nginx has one canary Ingress: while a canary rollout holds it, no weight may move."""
     fallback, routing = isvc.spec.fallback, isvc.spec.routing
     weighted = [v for v in isvc.spec.effective_variants() if v.weight > 0 and v.name != fallback.variant]
-    if routing is not None and routing.provider == "nginx" and len(weighted) > 1:
-        return "held: a canary rollout holds ingress-nginx's one canary Ingress"
-    return None
+    return routing is not None and routing.provider == "nginx" and len(weighted) > 1
 
 
 def at_planned_weights(
@@ -71,11 +68,14 @@ def step(
     demand_rps: float | None,
     at: float,
 ) -> dict[str, Any] | None:
-    """Decide the moves for one tick, write them to the status with an Event when they change.
-    `planned` is the service before shedding; returns the object as written when the routes
-    must change (the caller reconciles it), else None."""
+    """Decide the moves for one tick and write them to the status (when they last were needed
+    too: the restore clock must survive the next tick and a restart), with an Event when the
+    weights change. `planned` is the service before shedding; returns the object as written
+    when the routes must change (the caller reconciles it), else None."""
     fallback = planned.spec.fallback
     previous = moved(planned)
+    if canary_ingress_taken(planned):
+        return None  # the moves stay as they are until the rollout ends
     loads = [
         shedding.Load(
             v.name,
@@ -85,14 +85,11 @@ def step(
         )
         for v in planned.spec.effective_variants()
     ]
-    why_not = blocked(planned)
-    plan = shedding.Plan(previous, {}, why_not) if why_not else shedding.plan(loads, fallback, demand_rps, previous, at)
+    plan = shedding.plan(loads, fallback, demand_rps, previous, at)
     for load in loads:
         if load.name != fallback.variant:
             percent = next((m.percent for m in plan.moved if m.variant == load.name), 0)
             FALLBACK_WEIGHT.labels(planned.metadata.namespace, planned.metadata.name, load.name).set(percent)
-    if [(m.variant, m.percent) for m in plan.moved] == [(m.variant, m.percent) for m in previous]:
-        return None
     status = {
         "shedding": [
             Shed(
@@ -103,6 +100,8 @@ def step(
         "fallback": summary(planned, plan.moved),
     }
     written = publish_status(api, body, status, guarded=True)
+    if [(m.variant, m.percent) for m in plan.moved] == [(m.variant, m.percent) for m in previous]:
+        return None  # the same weights: the routes stay
     before, after = sum(m.percent for m in previous), plan.percent
     reason = "Shed" if after > before else "Restored"
     message = f"{before}% -> {after}% of traffic on {fallback.variant}: {plan.reason}"
