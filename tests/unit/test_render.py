@@ -211,3 +211,10 @@ def test_canary_pins_its_model_version():
 def test_impossible_gpu_request_is_a_spec_error():
     with pytest.raises(SpecError, match="spec.gpu.migProfile: '5g.50gb' is not a MIG profile of A100-80GB"):
         render_all(isvc({"gpu": {"migProfile": "5g.50gb", "product": "A100-80GB"}}))
+
+
+def test_every_example_names_its_own_inference_service():
+    """`make demo` and the chart's RBAC test apply all examples in one namespace: a shared name
+    would make one example an update of another."""
+    names = [doc["metadata"]["name"] for _, doc in example_documents()]
+    assert len(names) == len(set(names)), sorted(names)
