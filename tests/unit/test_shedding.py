@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from builders import isvc
 
-from unbusy.api.spec import Fallback
+from unbusy.api.spec import Autoscaling, Fallback
+from unbusy.api.status import InferenceServiceStatus
 from unbusy.sim.config import SimConfig, SimFallback
 from unbusy.sim.engine import simulate
 from unbusy.sim.model import from_config, load_profile
 from unbusy.sim.traces import Trace
-from unbusy.traffic.shedding import Load, Moved, plan
+from unbusy.traffic.shedding import Load, Moved, canary_ingress_taken, plan, recorded, routed, to_status
 
 SPEC = Fallback(variant="small", rps_per_replica=2000, max_percent=50, restore_seconds=60)
 
@@ -93,8 +95,6 @@ def test_a_fallback_that_lost_its_replicas_gives_the_weight_back_at_once():
 def test_in_the_simulator_a_step_sheds_to_the_fallback_instead_of_refusing_and_comes_back():
     model = from_config(None, load_profile("h100-resnet50"))
     small = from_config(None, load_profile("h100-resnet18"))
-    from unbusy.api.spec import Autoscaling
-
     base = SimConfig(
         model=model,
         policy=Autoscaling(min_replicas=2, max_replicas=20),
@@ -109,3 +109,20 @@ def test_in_the_simulator_a_step_sheds_to_the_fallback_instead_of_refusing_and_c
     assert shed.rejected_pct < alone.rejected_pct / 2, (shed.rejected_pct, alone.rejected_pct)
     assert max(m.shed for m in shed.minutes[2:7]) > 0  # during the step
     assert [m.shed for m in shed.minutes[-3:]] == [0, 0, 0]  # and no longer once capacity caught up
+
+
+def test_the_moves_round_trip_through_the_status_and_shift_the_routed_weights():
+    spec = {
+        "variants": [{"name": "main", "weight": 100}, {"name": "small", "weight": 0}],
+        "fallback": {"variant": "small", "rpsPerReplica": 2000},
+        "routing": {"host": "svc.example.com"},
+    }
+    service = isvc(spec)
+    moves = (Moved("main", 24, 1_764_000_000.0),)
+    status = to_status(service, moves)
+    assert status["fallback"] == "24% main->small"
+    assert status["shedding"] == [{"variant": "main", "percent": 24, "neededAt": "2025-11-24T16:00:00Z"}]
+    recorded_service = service.model_copy(update={"status": InferenceServiceStatus.model_validate(status)})
+    assert recorded(recorded_service) == moves
+    assert {v.name: v.weight for v in routed(recorded_service).spec.effective_variants()} == {"main": 76, "small": 24}
+    assert not canary_ingress_taken(service)

@@ -11,7 +11,7 @@ from typing import Any
 from unbusy import health
 from unbusy.api import InferenceService, SpecError, load
 from unbusy.api.status import ScalingDecision
-from unbusy.controller import rollout, shedding
+from unbusy.controller import fallback, rollout
 from unbusy.controller.metrics import METRIC_READ_FAILURES, SCALING_DECISIONS
 from unbusy.gpu.request import gpu_request
 from unbusy.kube import observe
@@ -24,6 +24,7 @@ from unbusy.scaling.promql import Queries, variant_queries
 from unbusy.scaling.source import PrometheusSource, SourceError
 from unbusy.sim.model import from_service
 from unbusy.timestamps import now
+from unbusy.traffic import shedding
 from unbusy.traffic.rollout import holds_stable_replicas
 
 log = logging.getLogger("unbusy")
@@ -65,7 +66,7 @@ def tick(
     """Decide and write replicas for every variant, and the weight shed to the fallback."""
     try:
         planned = rollout.view(load(body))  # a running canary is scaled like any variant
-        isvc = shedding.view(planned)  # the weights the routes carry now
+        isvc = shedding.routed(planned)  # the weights the routes carry now
     except SpecError:
         return Tick(30.0)  # reconcile reports the spec; nothing to scale until it is fixed
     rollouts = {s.variant: s for s in (isvc.status.rollouts if isvc.status else [])}
@@ -119,7 +120,8 @@ def tick(
     capacities = {n: d.metrics["capacity_rps"] for n, d in decisions.items() if d.metrics.get("capacity_rps")}
     demands = [o.demand for _, o in observed.values()]
     total = None if None in demands else sum(d.rps for d in demands)
-    reroute = shedding.step(api, body, planned, live, capacities, total, time.time())
+    ready = {n: s.ready for n, s in live.items()}
+    reroute = fallback.step(api, body, planned, ready, capacities, total, time.time())
     return Tick(interval, reroute)
 
 

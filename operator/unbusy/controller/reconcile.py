@@ -10,7 +10,7 @@ from kubernetes.dynamic.exceptions import ConflictError
 
 from unbusy import health
 from unbusy.api import API_VERSION, KIND, InferenceService, SpecError, load
-from unbusy.controller import rollout, shedding
+from unbusy.controller import rollout
 from unbusy.controller.metrics import CHILDREN_APPLIED, CHILDREN_PRUNED, RECONCILES
 from unbusy.gpu.request import gpu_request
 from unbusy.kube import children, observe
@@ -21,6 +21,7 @@ from unbusy.render.context import desired_replicas, weight
 from unbusy.render.meta import HTTP_PORT, selector_string, variant_name
 from unbusy.render.routing import url
 from unbusy.timestamps import now
+from unbusy.traffic.shedding import routed
 from unbusy.triton import readiness
 
 log = logging.getLogger("unbusy")
@@ -74,7 +75,7 @@ def _result(outcome: children.Outcome) -> str:
 def _reconcile(api: CountingClient, body: dict[str, Any]) -> children.Outcome | None:
     try:
         body, isvc = rollout.begin(api, body, load(body))
-        isvc = shedding.view(rollout.view(isvc))
+        isvc = routed(rollout.view(isvc))
         live_replicas = RenderContext()
         if isvc.spec.autoscaling.mode == "operator":
             # Keep what the scaling loop chose; render falls back to minReplicas for new variants.
@@ -146,7 +147,7 @@ def _publish_fresh(
     probe_models: bool,
 ) -> None:
     try:
-        isvc = isvc or shedding.view(rollout.view(load(body)))
+        isvc = isvc or routed(rollout.view(load(body)))
         gpu = gpu_request(isvc.spec.gpu, isvc.spec.model.gpu_memory)
         # Rendered too, for the problems only rendering finds (alert label names): a refresh must not
         # replace the InvalidSpec that reconcile reported with a status of children never applied.

@@ -15,14 +15,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from unbusy.api import InferenceService
 from unbusy.api.spec import Fallback
+from unbusy.api.status import Shed
 from unbusy.scaling.demand import Demand
+from unbusy.scaling.policy import Observation
+from unbusy.timestamps import parse, stamp
 
 # A share of demand that is a whole number of percent up to float error must not round up.
 _EPSILON = 1e-9
+Q = TypeVar("Q")  # what a caller keeps beside each observation (its queries)
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,63 @@ def weights(spec_weights: Mapping[str, int], fallback: str, moved: Sequence[Move
     shifted = {name: w - taken.get(name, 0) for name, w in spec_weights.items()}
     shifted[fallback] = shifted.get(fallback, 0) + sum(taken.values())
     return shifted
+
+
+def recorded(isvc: InferenceService) -> tuple[Moved, ...]:
+    """The moves the status holds (status.shedding)."""
+    status = isvc.status
+    return tuple(
+        Moved(s.variant, s.percent, parse(s.needed_at).timestamp()) for s in (status.shedding if status else [])
+    )
+
+
+def to_status(isvc: InferenceService, moved: Sequence[Moved]) -> dict[str, Any]:
+    """status.shedding and, for kubectl get, status.fallback (`30% main->small`, or empty)."""
+    return {
+        "shedding": [
+            Shed(
+                variant=m.variant, percent=m.percent, needed_at=stamp(datetime.fromtimestamp(m.needed_at, UTC))
+            ).to_wire()
+            for m in moved
+        ],
+        "fallback": ", ".join(f"{m.percent}% {m.variant}->{isvc.spec.fallback.variant}" for m in moved),
+    }
+
+
+def routed(isvc: InferenceService) -> InferenceService:
+    """The InferenceService with the weight its status says is on the fallback: what the routes carry."""
+    return with_moves(isvc, recorded(isvc))
+
+
+def canary_ingress_taken(isvc: InferenceService) -> bool:
+    """ingress-nginx has one canary Ingress: while a canary rollout holds it, no weight may move."""
+    fallback, routing = isvc.spec.fallback, isvc.spec.routing
+    weighted = [v for v in isvc.spec.effective_variants() if v.weight > 0 and v.name != fallback.variant]
+    return routing is not None and routing.provider == "nginx" and len(weighted) > 1
+
+
+def loads(planned: InferenceService, ready: Mapping[str, int], capacities: Mapping[str, float]) -> list[Load]:
+    """Each variant of the service as planned (before shedding) with its ready replicas; the fallback
+    at the spec's rpsPerReplica, the others at their learned capacity."""
+    fallback = planned.spec.fallback
+    return [
+        Load(
+            v.name,
+            v.weight,
+            ready.get(v.name, 0),
+            fallback.rps_per_replica if v.name == fallback.variant else capacities.get(v.name, 0.0),
+        )
+        for v in planned.spec.effective_variants()
+    ]
+
+
+def at_planned_weights(
+    observed: Mapping[str, tuple[Q, Observation]], planned: InferenceService
+) -> dict[str, tuple[Q, Observation]]:
+    """Each variant's observation with its demand as it would be at the weights planned before shedding."""
+    weights = {v.name: v.weight for v in planned.spec.effective_variants()}
+    demands = spread({n: o.demand for n, (_, o) in observed.items()}, weights)
+    return {n: (q, replace(o, demand=demands[n])) for n, (q, o) in observed.items()}
 
 
 def with_moves(isvc: InferenceService, moved: Sequence[Moved]) -> InferenceService:
