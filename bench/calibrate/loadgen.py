@@ -16,6 +16,7 @@ to each, and each sends back one record per request: (scheduled s, lag s, status
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import multiprocessing as mp
 import random
@@ -102,7 +103,15 @@ def _worker(url: str, inbox: mp.connection.Connection) -> None:
             while (message := await asyncio.to_thread(inbox.recv)) is not None:
                 kind, args = message
                 step = _open if kind == "open" else _closed
-                inbox.send(await step(session, url, *args))
+                # No garbage collection during a step: a full collection over the step's
+                # thousands of in-flight tasks stops this event loop for tens of ms, and the
+                # answers waiting meanwhile would read as the server's latency.
+                gc.disable()
+                records = await step(session, url, *args)
+                inbox.send(records)
+                del records
+                gc.enable()
+                gc.collect()
 
     asyncio.run(serve())
 
