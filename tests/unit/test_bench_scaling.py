@@ -17,7 +17,7 @@ def test_smoke_run_prints_every_policy_with_finite_figures():
         [sys.executable, str(ROOT / "bench" / "scaling.py"), "--smoke", "--json"],
         capture_output=True,
         text=True,
-        timeout=10,
+        timeout=60,
         check=True,
     )
     rows = json.loads(done.stdout)

@@ -3,9 +3,10 @@
 Each model's profile is fitted on half of its measured offered rates (and the closed loop);
 the other half is replayed through the simulator and compared with the measurement. The
 bounds are the issue's (served rate within 15%, rejected % within 15% or 2 points, GPU
-utilisation within 0.08) except p99: stalls of the serving process set it, and their
-measured effect moves by a quarter between runs of the same step, so each held-out p99 must
-be within 35% and most within 15% (README, "How close the simulator comes").
+utilisation within 0.08) except p99, which stalls of the serving process and Poisson bursts
+set: the measured low-load p99 of ResNet-50 moves between 21 and 28 ms from one rate to the
+next, so each held-out p99 must be within 30% and five of the seven within 15% (README,
+"How close the simulator comes").
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from unbusy.sim import calibration
 from unbusy.sim.model import PROFILES, from_config, load_profile
 
 DATA = Path(__file__).resolve().parents[2] / "bench" / "data"
-# The issue's two shapes, swept at 14 rates each; ResNet-18 (the fallback variant's model) was
-# swept at 11 to save device time: its profile is checked, its spread is too thin to validate.
+# The issue's two shapes. ResNet-18 (the fallback variant's model) is profiled but not held to
+# the bounds: its server stalled for 30-50 ms at some rates and not at the next (503s at 0.7x,
+# none at 0.8x), which no steady model replays.
 MODELS = ("resnet50", "bert-base")
 PROFILED = (*MODELS, "resnet18")
 
@@ -29,13 +31,17 @@ PROFILED = (*MODELS, "resnet18")
 @functools.cache
 def fitted(model: str):
     sweep = calibration.read_sweep(DATA / f"h100-{model}-rates.csv")
-    serving = calibration.rounded(calibration.fit(sweep))
-    return sweep, serving, calibration.check(sweep, serving)
+    return sweep, calibration.rounded(calibration.fit(sweep))
+
+
+@functools.cache
+def checked(model: str):
+    return calibration.check(*fitted(model))
 
 
 @pytest.mark.parametrize("model", PROFILED)
 def test_the_named_profile_is_what_calibrate_fits_from_the_committed_data(model):
-    _, serving, _ = fitted(model)
+    _, serving = fitted(model)
     committed = yaml.safe_load((PROFILES / f"h100-{model}.yaml").read_text())["serving"]
     assert committed == serving.model_dump(by_alias=True)
     assert load_profile(f"h100-{model}") == serving
@@ -43,7 +49,7 @@ def test_the_named_profile_is_what_calibrate_fits_from_the_committed_data(model)
 
 @pytest.mark.parametrize("model", MODELS)
 def test_fit_and_check_use_different_rates(model):
-    sweep, _, _ = fitted(model)
+    sweep, _ = fitted(model)
     fit = {r.offered_rps for r in sweep.fit_half}
     check = {r.offered_rps for r in sweep.check_half}
     assert not fit & check and len(check) >= 7 and len(fit) >= 7
@@ -52,21 +58,20 @@ def test_fit_and_check_use_different_rates(model):
 
 @pytest.mark.parametrize("model", MODELS)
 def test_held_out_rates_replay_within_bounds(model):
-    _, _, checked = fitted(model)
     p99_errors = []
-    for row, replayed in checked:
+    for row, replayed in checked(model):
         where = f"{model} at {row.offered_rps:.0f} rps"
         assert replayed.served_rps == pytest.approx(row.served_rps, rel=0.15), where
         assert abs(replayed.rejected_pct - row.rejected_pct) <= max(2.0, 0.15 * row.rejected_pct), where
         assert abs(replayed.gpu_util - row.gpu_util) <= 0.08, where
         p99_errors.append(abs(replayed.p99_ms / row.p99_ms - 1))
-        assert p99_errors[-1] <= 0.35, f"{where}: p99 {replayed.p99_ms:.1f} ms simulated, {row.p99_ms:.1f} measured"
-    assert sum(e <= 0.15 for e in p99_errors) >= 3, f"{model}: p99 within 15% at too few rates: {p99_errors}"
+        assert p99_errors[-1] <= 0.30, f"{where}: p99 {replayed.p99_ms:.1f} ms simulated, {row.p99_ms:.1f} measured"
+    assert sum(e <= 0.15 for e in p99_errors) >= 5, f"{model}: p99 within 15% at too few rates: {p99_errors}"
 
 
 @pytest.mark.parametrize("model", MODELS)
 def test_saturated_replica_serves_what_the_real_one_did_and_reads_its_gpu_ceiling(model):
-    sweep, serving, _ = fitted(model)
+    sweep, serving = fitted(model)
     replica = from_config(sweep.config, serving)
     overloaded = [r for r in sweep.open if r.rejected_pct > 20]
     measured = sum(r.served_rps for r in overloaded) / len(overloaded)

@@ -218,11 +218,22 @@ def test_figures_carry_the_keys_ci_gates_on():
 
 
 def test_a_slow_replica_with_a_short_queue_rejects_what_it_cannot_serve():
-    model = ServiceModel(saturated_batch=8, max_queue=1, serving=serving(base_ms=500))  # 8 per 512 ms: 15.6/s
+    # 8 per 512 ms: 15.6/s, with room in the queue for one batch (a queue shorter than the
+    # batch caps the batch, as in Triton: test_a_queue_shorter_than_the_batch_caps_the_batch).
+    model = ServiceModel(saturated_batch=8, max_queue=8, serving=serving(base_ms=500))
     cfg = dataclasses.replace(config(scaling=False), initial_replicas=1, model=model)
     result = simulate(cfg, Trace("x", (50.0,) * 60))
     assert result.rejected_pct == pytest.approx(100 * (1 - model.capacity_rps / 50), abs=3)
     assert not result.minutes[0].within_slo
+
+
+def test_a_queue_shorter_than_the_batch_caps_the_batch():
+    # Triton batches only what its queue holds: with room for one request, one at a time.
+    model = ServiceModel(saturated_batch=8, max_queue=1, serving=serving(base_ms=500))
+    cfg = dataclasses.replace(config(scaling=False), initial_replicas=1, model=model)
+    result = simulate(cfg, Trace("x", (50.0,) * 60))
+    one_at_a_time = 1 / model.service_s(1)
+    assert result.rejected_pct == pytest.approx(100 * (1 - one_at_a_time / 50), abs=3)
 
 
 # --- unbusy simulate -------------------------------------------------------------------------

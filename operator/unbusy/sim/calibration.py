@@ -26,6 +26,7 @@ from pathlib import Path
 
 from unbusy.api.spec import DynamicBatching, GpuUtilizationCurve, ModelConfig, Pauses, ServiceTime, Serving
 from unbusy.scaling.policy import line
+from unbusy.sim.batcher import steady_state
 from unbusy.sim.config import SimConfig
 from unbusy.sim.engine import simulate
 from unbusy.sim.model import ServiceModel, from_config
@@ -33,8 +34,10 @@ from unbusy.sim.traces import Trace
 
 # Replays of one offered rate: long enough for a steady p99, short enough to fit in seconds.
 REPLAY_SECONDS = 60
-PAUSE_MS = (5, 10, 15, 20, 30, 45, 60, 80, 100, 130)
-PAUSES_PER_SECOND = (0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+PAUSE_MS = (5, 10, 15, 20, 30, 45, 60, 80)
+PAUSES_PER_SECOND = (0.25, 0.5, 1.0, 2.0, 4.0, 6.0)
+# Requests per batcher run in the search for the stalls (the profile's own runs take more).
+FIT_REQUESTS = 5_000
 # In the fit of the stalls, a miss of this many points of rejected % weighs as much as p99 100% off.
 REJECTED_POINTS = 10.0
 
@@ -230,13 +233,16 @@ def fit(sweep: Sweep) -> Serving:
             }
         )
 
+    # Stalls show below capacity: in p99, and in the 503s of bursts the batcher could not absorb.
+    below = [row for row in sweep.fit_half if row.offered_rps < from_config(sweep.config, shape).capacity_rps]
+
     def error(pauses: Pauses) -> float:
-        model = from_config(sweep.config, stalled(pauses))
+        batcher = from_config(sweep.config, stalled(pauses)).batcher
         total = 0.0
-        for row in sweep.fit_half:
-            replayed = replay(model, row.offered_rps)
-            total += (replayed.p99_ms / row.p99_ms - 1) ** 2
-            total += ((replayed.rejected_pct - row.rejected_pct) / REJECTED_POINTS) ** 2
+        for row in below:
+            state = steady_state(batcher, row.offered_rps, requests=FIT_REQUESTS)
+            total += (1000 * state.p99_s / row.p99_ms - 1) ** 2
+            total += ((100 * state.rejected - row.rejected_pct) / REJECTED_POINTS) ** 2
         return total
 
     candidates = [Pauses()] + [

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from unbusy.api.spec import Autoscaling
 from unbusy.scaling.demand import Demand
 from unbusy.scaling.policy import Decision, Observation, PolicyState, ReplicaSample, decide
+from unbusy.sim.batcher import SHARES
 from unbusy.sim.config import SimConfig
 from unbusy.sim.model import ServiceModel
 from unbusy.sim.stats import Histogram, Minute, SimResult
@@ -38,8 +39,8 @@ TICK_S = 1.0
 # Points at which a block of requests served together is measured: their latencies spread
 # linearly between the first and the last, and four points capture that spread well enough.
 _POINTS = 4
-# Points at which the wait for the batch in progress (uniform over its time) is measured.
-_RESIDUALS = 4
+# Points at which a request's place within its batch is measured.
+_ALIGNMENTS = 4
 
 # What drives the replica count: policy.decide, or anything with its signature (bench/ plugs in
 # baselines). It is called every config.policy.interval_seconds with config.policy and bounds.
@@ -123,17 +124,17 @@ class Simulation:
         model = model or self.model
         backlog = replica.backlog
         rate = arrivals / TICK_S
+        # Nothing carried over: the batcher's steady state at this rate, which a bounded queue
+        # reaches within a fraction of a second even past capacity. An unbounded queue past
+        # capacity only grows: that is the fluid queue below.
+        if backlog < 1 and rate > 0 and (model.max_queue or rate < model.capacity_rps):
+            return self._serve_steady(replica, model, rate, minute)
         pauses = model.serving.pauses
         stalls = pauses.per_second * TICK_S  # expected stalls in the tick
         pause_s = pauses.ms / 1000
         paused = min(TICK_S, stalls * pause_s)
-        # A backlog is drained in full batches; otherwise the batch is what the arrival rate forms
-        # in the time the replica is not stalled (after a stall it catches up in larger batches).
-        batch = (
-            model.saturated_batch
-            if backlog >= 1 or paused >= TICK_S
-            else model.batch_at(rate * TICK_S / (TICK_S - paused))
-        )
+        # With a queue to drain, or more arrivals than capacity, batches run full, back to back.
+        batch = model.saturated_batch
         service = model.service_s(batch)
         throughput = batch / service
         served_total = min(backlog + arrivals, throughput * (TICK_S - paused))
@@ -144,7 +145,7 @@ class Simulation:
         rejected = min(arrivals, overflow)
         if arrivals - rejected > 0:
             replica.queue.append([now, now + TICK_S, arrivals - rejected])
-        waits = self._waits(batch, service, rate, paused, pause_s, model.max_queue_delay_s)
+        waits = self._waits(service, paused, pause_s)
         position, left = 0.0, served_total
         while left > 1e-9 and replica.queue:
             first, last, count = replica.queue[0]
@@ -154,7 +155,7 @@ class Simulation:
                 arrival = first + (last - first) * item / count
                 queued = max(0.0, now + (position + item) / throughput - arrival)
                 for wait, share in waits:
-                    self._record(queued + wait + service, taken / _POINTS * share, minute)
+                    self._record(max(0.0, queued + wait) + service, taken / _POINTS * share, minute)
                 replica.waited_s += queued * taken / _POINTS
             position, left = position + taken, left - taken
             if taken >= count - 1e-9:
@@ -169,24 +170,40 @@ class Simulation:
         replica.least_pending = min(replica.least_pending, replica.pending)
         return rejected
 
-    @staticmethod
-    def _waits(batch: float, service: float, rate: float, paused: float, pause_s: float, max_delay_s: float) -> list:
-        """(wait before a request's batch starts, share of requests) beyond its place in the queue.
+    def _serve_steady(self, replica: Replica, model: ServiceModel, rate: float, minute: _Minute) -> float:
+        """A tick with nothing queued: latencies and 503s are the batcher's at this rate."""
+        state = model.steady(rate)
+        arrivals = rate * TICK_S
+        # Past capacity what is served stays put and the rest is refused; below, the refused share.
+        overloaded = rate > model.capacity_rps
+        served = min(arrivals, state.served_rps * TICK_S) if overloaded else arrivals * (1 - state.rejected)
+        rejected = arrivals - served
+        for latency, share in zip(state.latencies_s, SHARES, strict=True):
+            self._record(latency, served * share, minute)
+        batch = model.batch_at(rate)
+        busy = served / batch * model.service_s(batch)
+        replica.waited_s += state.mean_wait_s * served
+        replica.busy_s += busy
+        replica.arrived += arrivals
+        replica.served += served
+        replica.pending = batch * busy / TICK_S
+        replica.least_pending = min(replica.least_pending, replica.pending)
+        return rejected
 
-        A request that arrives while a batch runs waits for the rest of it (uniform over the
-        batch's time) and joins the next; one that finds the replica idle waits for its batch to
-        form (at most max_queue_delay). Those arriving during a stall also wait out the rest of it.
+    @staticmethod
+    def _waits(service: float, paused: float, pause_s: float) -> list[tuple[float, float]]:
+        """(wait beyond a request's place in the queue, share of requests).
+
+        The requests ahead of one in its own batch run with it, not before it: it waits its
+        place in the queue less a uniform fraction of a batch's time. Those that arrive during
+        a stall also wait out the rest of it.
         """
-        busy = min(1.0, rate * service / batch) if batch else 0.0
-        forming = min(max_delay_s, (batch - 1) / rate) / 2 if rate > 0 else 0.0
-        waits = [(service * (k + 0.5) / _RESIDUALS, busy / _RESIDUALS) for k in range(_RESIDUALS)]
-        if busy < 1:
-            waits.append((forming, 1 - busy))
+        aligned = [(-service * (k + 0.5) / _ALIGNMENTS, 1 / _ALIGNMENTS) for k in range(_ALIGNMENTS)]
         stalled = paused / TICK_S
         if stalled <= 0:
-            return waits
-        return [(w, share * (1 - stalled)) for w, share in waits] + [
-            (w + pause_s * k, share * stalled / 2) for w, share in waits for k in (0.25, 0.75)
+            return aligned
+        return [(w, share * (1 - stalled)) for w, share in aligned] + [
+            (w + pause_s * k, share * stalled / 2) for w, share in aligned for k in (0.25, 0.75)
         ]
 
     # --- metrics and scaling -------------------------------------------------------------

@@ -19,6 +19,7 @@ Named profiles, each fitted from committed measurements, live in sim/profiles/.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import yaml
 
 from unbusy.api import InferenceService
 from unbusy.api.spec import ModelConfig, Serving
+from unbusy.sim.batcher import Batcher, SteadyState, at_level, level
 
 PROFILES = Path(__file__).parent / "profiles"
 DEFAULT_PROFILE = "h100-resnet50"
@@ -88,6 +90,25 @@ class ServiceModel:
             return float(self.saturated_batch)
         steady = max(rate * time.floor_ms / 1000, rate * time.base_ms / 1000 / (1 - rate * per_item))
         return min(float(self.saturated_batch), max(1.0, steady, rate * self.max_queue_delay_s))
+
+    @functools.cached_property
+    def batcher(self) -> Batcher:
+        time, pauses = self.serving.service_time, self.serving.pauses
+        return Batcher(
+            saturated_batch=self.saturated_batch,
+            max_queue_delay_s=self.max_queue_delay_s,
+            max_queue=self.max_queue,
+            floor_s=time.floor_ms / 1000,
+            base_s=time.base_ms / 1000,
+            per_item_s=time.per_item_ms / 1000,
+            stalls_per_second=pauses.per_second,
+            stall_s=pauses.ms / 1000,
+        )
+
+    def steady(self, rate: float) -> SteadyState:
+        """Latencies and 503s of a replica under Poisson arrivals near `rate` (its load level)."""
+        capacity = self.capacity_rps
+        return at_level(self.batcher, capacity, level(rate, capacity))
 
     def gpu_reading(self, served_rps: float) -> float:
         """GPU utilisation (0-1) NVML/DCGM reads while the replica serves `served_rps`."""
