@@ -186,7 +186,9 @@ class Simulation:
         replica.busy_s += busy
         replica.arrived += arrivals
         replica.served += served
-        replica.pending = batch * busy / TICK_S
+        # What Triton's pending count reads: requests waiting for a batch (Little's law), which
+        # sits near the queue limit past capacity (50-56 of 64 measured).
+        replica.pending = served / TICK_S * state.mean_wait_s
         replica.least_pending = min(replica.least_pending, replica.pending)
         return rejected
 
