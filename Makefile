@@ -55,12 +55,13 @@ crds: install
 	charts/sync-crds.sh
 	$(BIN)/python charts/dashboard.py
 
-# The testbed, the operator against it and the examples applied (see README).
-demo: install
+# The testbed, the examples applied, and a load step played through the operator, Prometheus and
+# the metrics emulator (see README). matplotlib (the `plot` extra) draws its PNG.
+demo: install promtool
+	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet -e '.[plot]'
 	testbed/demo.sh
 
 demo-down:
 	testbed/demo.sh down
-	testbed/down.sh
 
 include testbed/testbed.mk

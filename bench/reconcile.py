@@ -23,11 +23,12 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "operator"), str(ROOT / "tests"), str(ROOT / "tests" / "integration")]
+sys.path[:0] = [str(ROOT / "operator"), str(ROOT / "tests"), str(ROOT / "tests" / "unit")]
 
-from operator_process import CRD, OperatorProcess  # noqa: E402
+from builders import CRD  # noqa: E402
 
 from unbusy.api import load  # noqa: E402
+from unbusy.demo.processes import OperatorProcess  # noqa: E402
 from unbusy.render import render_all  # noqa: E402
 
 # testbed/up.sh honours TESTBED_STATE_DIR (and TESTBED_*_PORT): a second testbed beside the first.

@@ -1,49 +1,99 @@
 #!/usr/bin/env bash
-# `make demo`: the testbed up, the CRD installed, the operator running against it, the
-# examples applied; then show what the operator made of them. Stop with `make demo-down`.
+# `make demo`: the testbed up, the CRD installed, examples/fallback-step.yaml applied, and `unbusy
+# demo` playing an 8x load step through it: the operator, a Prometheus of its own and
+# the metrics emulator (the load generator drives it) on free ports of 127.0.0.1. It follows the
+# player's output until the summary is out, then leaves everything running for a look around.
+#
+# Usage: demo.sh [--short]   play (--short: a 2-minute step, for the test)
+#        demo.sh down        stop all the demo started: the player (and with it the operator,
+#                            Prometheus, the emulator), and the testbed if the demo brought it up
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
+cd "$REPO_ROOT"
 
-STATE=.testbed
-PID_FILE=$STATE/pids/operator.pid
-LOG=$STATE/logs/operator.log
-export KUBECONFIG=$PWD/$STATE/kubeconfig
+DEMO_DIR="$STATE_DIR/demo"
+PIDS="$DEMO_DIR/pids"
+LOG="$DEMO_DIR/demo.log"
+EXAMPLE=examples/fallback-step.yaml
+STARTED_TESTBED="$STATE_DIR/demo-started-testbed" # present: the demo brought the testbed up, and takes it down
 
-stop_operator() {
-  if [[ -f $PID_FILE ]] && kill -0 "$(cat "$PID_FILE")" 2>/dev/null; then
-    kill "$(cat "$PID_FILE")" && sleep 1
-  fi
-  rm -f "$PID_FILE"
+# The pid in a pid file if that process is alive and one of ours (its command line names this state
+# directory): pids get reused, and we must never signal a process we did not start.
+demo_pid() {
+  local f="$PIDS/$1.pid" pid
+  [[ -f "$f" ]] || return 1
+  pid="$(cat "$f")"
+  [[ -n "$pid" ]] && alive "$pid" && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "$STATE_DIR" && echo "$pid"
 }
 
-start_operator() {
-  mkdir -p "$(dirname "$PID_FILE")" "$(dirname "$LOG")"
-  nohup .venv/bin/unbusy run --kubeconfig "$KUBECONFIG" >"$LOG" 2>&1 &
-  echo $! >"$PID_FILE"
-  for _ in $(seq 60); do
-    curl -fsS http://127.0.0.1:8081/healthz >/dev/null 2>&1 && return 0
-    sleep 0.5
+# SIGTERM, then SIGKILL after $2 seconds.
+stop_pid() {
+  local pid=$1 grace=$2 i
+  kill "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < grace * 10; i++)); do
+    alive "$pid" || return 0
+    sleep 0.1
   done
-  echo "the operator did not become healthy; see $LOG" >&2
-  return 1
+  kill -9 "$pid" 2>/dev/null || true
+}
+
+stop_demo() {
+  local pid name
+  if pid="$(demo_pid player)"; then
+    if [[ ! -f "$STARTED_TESTBED" ]] && kube get --raw /readyz >/dev/null 2>&1; then
+      # The testbed stays: delete what the demo applied while its operator still runs (it takes
+      # its finalizers off).
+      kube delete -f "$EXAMPLE" --ignore-not-found --wait --timeout=60s >/dev/null 2>&1 || true
+    fi
+    stop_pid "$pid" 40 # it stops the operator, Prometheus and the emulator
+  fi
+  # Should the player have died without stopping them.
+  for name in operator prometheus; do
+    if pid="$(demo_pid "$name")"; then stop_pid "$pid" 20; fi
+  done
+  rm -f "$PIDS"/*.pid
 }
 
 if [[ ${1:-} == down ]]; then
-  stop_operator
+  stop_demo
+  if [[ -f "$STARTED_TESTBED" ]]; then
+    "$TESTBED_SRC/down.sh"
+    rm -f "$STARTED_TESTBED"
+  fi
   exit 0
 fi
 
-testbed/up.sh >/dev/null
-kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
-kubectl wait --for condition=Established crd/inferenceservices.serving.unbusy.dev --timeout 60s >/dev/null
-stop_operator
-start_operator
-kubectl apply -f examples/
-echo "waiting for the InferenceServices to become Ready ..."
-kubectl wait --for condition=Ready infsvc --all --timeout 120s >/dev/null || true
+stop_demo # a demo still running from before
+rm -rf "$DEMO_DIR" # its logs, Prometheus's data and summary
+mkdir -p "$PIDS"
+if ! "$TESTBED_SRC/status.sh" >/dev/null 2>&1; then
+  touch "$STARTED_TESTBED"
+fi
+"$TESTBED_SRC/up.sh" >/dev/null
+export KUBECONFIG="$KUBECONFIG_PATH" PATH="$BIN_DIR:$PATH" # kubectl of the testbed's version
+kube apply --server-side --force-conflicts -f crds/ >/dev/null
+kube wait --for condition=Established crd/inferenceservices.serving.unbusy.dev --timeout 60s >/dev/null
+# Only the demo's own example: with all of examples/ the testbed's 16 fake H100s run out.
+kube apply -f "$EXAMPLE"
+
+# Its own session: a Ctrl-C of `make demo` stops following it, not the demo.
+setsid .venv/bin/unbusy demo -f "$EXAMPLE" --kubeconfig "$KUBECONFIG_PATH" --workdir "$DEMO_DIR" "$@" \
+  </dev/null >"$LOG" 2>&1 &
+echo $! >"$PIDS/player.pid"
+tail -n +1 -f "$LOG" &
+follower=$!
+trap 'kill $follower 2>/dev/null || true' EXIT
+while [[ ! -f "$DEMO_DIR/done" ]] && alive "$(cat "$PIDS/player.pid")"; do sleep 1; done
+sleep 0.5
+if [[ ! -f "$DEMO_DIR/done" ]]; then
+  echo "the demo stopped before its summary; see $LOG and $DEMO_DIR/operator.log" >&2
+  exit 1
+fi
 echo
-kubectl get infsvc -o wide
+kube get infsvc -o wide
 echo
-kubectl get deployments,services,ingresses,httproutes,horizontalpodautoscalers,poddisruptionbudgets,servicemonitors,podmonitors,prometheusrules -l app.kubernetes.io/managed-by=unbusy
+kube get deployments,services,ingresses,httproutes,horizontalpodautoscalers,poddisruptionbudgets,servicemonitors,podmonitors,prometheusrules -l app.kubernetes.io/managed-by=unbusy
 echo
-echo "KUBECONFIG=$KUBECONFIG   operator log: $LOG   stop: make demo-down"
+echo "still running at the base rate: export KUBECONFIG=$KUBECONFIG_PATH; kubectl get infsvc -o wide -w"
+echo "logs in $DEMO_DIR; stop everything: make demo-down"

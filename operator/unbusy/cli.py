@@ -98,6 +98,25 @@ def run(args: argparse.Namespace) -> str:
     return ""
 
 
+def demo(args: argparse.Namespace) -> str:
+    """The closed loop and a load step through it, until SIGTERM (unbusy.demo.player)."""
+    from unbusy.demo import player
+
+    documents = list(_documents(args.filename))
+    if not documents:
+        raise UsageError(f"{args.filename}: no {KIND} in it")
+    document = documents[0]
+    document.setdefault("metadata", {}).setdefault("namespace", "default")
+    try:
+        isvc = load(document)
+        player.run(Path(args.kubeconfig), isvc, Path(args.workdir), args.short)
+    except SpecError as error:
+        raise UsageError("\n".join(f"{args.filename}: {problem}" for problem in error.problems)) from None
+    except ValueError as error:
+        raise UsageError(f"{args.filename}: {error}") from None
+    return ""
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="unbusy", description="Keep Triton model serving out of 'server busy'.")
     root.add_argument("--version", action="version", version=f"unbusy {importlib.metadata.version('unbusy')}")
@@ -137,6 +156,16 @@ def parser() -> argparse.ArgumentParser:
     crd_cmd = commands.add_parser("crd", help="print the InferenceService CustomResourceDefinition")
     crd_cmd.set_defaults(run=crd)
     add_simulate_parser(commands, UsageError)
+    demo_cmd = commands.add_parser(
+        "demo",
+        help="play a load step through the operator, a Prometheus and the metrics emulator on a testbed "
+        "(make demo); runs until SIGTERM",
+    )
+    demo_cmd.add_argument("-f", "--filename", required=True, help="manifest of an InferenceService with a fallback")
+    demo_cmd.add_argument("--kubeconfig", required=True, help="the testbed's kubeconfig")
+    demo_cmd.add_argument("--workdir", required=True, help="where logs, Prometheus's data and the summary go")
+    demo_cmd.add_argument("--short", action="store_true", help="a short step (2 minutes), for the test")
+    demo_cmd.set_defaults(run=demo)
     return root
 
 

@@ -11,27 +11,21 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import shutil
-import subprocess
 import sys
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import kubernetes
 import pytest
-from operator_process import CRD, OperatorProcess, free_port
+from builders import CRD
 
 from missing import require
-from polling import eventually, stop, wait_until_serving
+from polling import eventually
 from unbusy.api import load
 from unbusy.api.spec import DEFAULT_VARIANT
-from unbusy.render.meta import INFERENCE_SERVICE, VARIANT
-from unbusy.render.routing import NGINX
-from unbusy.sim.emulator import Emulator, PodLister, WeightLister
-from unbusy.sim.model import from_service
+from unbusy.demo import processes
+from unbusy.demo.loop import ClosedLoop
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "serving.unbusy.dev", "v1alpha1", "inferenceservices"
@@ -56,77 +50,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: closed loop with the testbed, a real Prometheus and the emulator")
 
 
-# --- Prometheus ------------------------------------------------------------------------------
-
-
-class Prometheus:
-    """A Prometheus of our own on 127.0.0.1, scraping `targets` every second; stop() and start()
-    keep its port and data, as a restarted Prometheus in a cluster would."""
-
-    def __init__(self, binary: str, workdir: Path, targets: list[str]):
-        self.binary, self.workdir = binary, workdir
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-        self.config = workdir / "prometheus.yml"
-        self.config.write_text(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
-            "scrape_configs:\n  - job_name: emulator\n    honor_labels: true\n"
-            f"    static_configs:\n      - targets: [{', '.join(repr(t) for t in targets)}]\n"
-        )
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 60) -> Prometheus:
-        command = [
-            self.binary,
-            f"--config.file={self.config}",
-            f"--storage.tsdb.path={self.workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-            "--storage.tsdb.retention.time=1h",
-            "--log.level=warn",
-        ]
-        with (self.workdir / "prometheus.log").open("a") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        wait_until_serving(self.process, f"{self.url}/-/ready", "prometheus", self.log_tail, timeout)
-        return self
-
-    def stop(self) -> None:
-        stop(self.process, grace=20)
-
-    def log_tail(self) -> str:
-        return (self.workdir / "prometheus.log").read_text()[-2000:]
-
-
 @pytest.fixture(scope="session")
 def prometheus_binary() -> str:
-    binary = shutil.which("prometheus") or ("/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None)
+    binary = processes.prometheus_binary()
     if binary is None:
-        reason = "prometheus not installed (Debian package `prometheus`; `make promtool` installs it)"
-        require(reason)
+        require(processes.PROMETHEUS_MISSING)
     return binary
 
 
 # --- the operator and the API server -----------------------------------------------------------
-
-
-class ClosedLoopOperator(OperatorProcess):
-    """`unbusy run` with --prometheus-url, watching one namespace."""
-
-    def __init__(self, kubeconfig: Path, log: Path, prometheus_url: str, namespace: str):
-        super().__init__(kubeconfig, log)
-        self.prometheus_url, self.namespace = prometheus_url, namespace
-
-    def start(self) -> ClosedLoopOperator:
-        command = [sys.executable, "-m", "unbusy.cli", "run", "--kubeconfig", str(self.kubeconfig)]
-        command += ["--prometheus-url", self.prometheus_url, "--namespace", self.namespace]
-        command += ["--metrics-port", str(self.metrics_port), "--health-port", str(self.health_port)]
-        env = dict(os.environ, PYTHONPATH=str(ROOT / "operator"))
-        with self.log.open("a") as out:
-            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        self._wait_healthy()
-        return self
 
 
 def _check_node_leases(kubeconfig: Path) -> None:
@@ -150,59 +82,13 @@ def crd(testbed) -> None:
     testbed.wait("--for", "condition=Established", "crd/inferenceservices.serving.unbusy.dev")
 
 
-def pod_lister(kubeconfig: Path, namespace: str, inference_service: str) -> PodLister:
-    """{pod: (variant, ready)} of an InferenceService's live pods, read from the API server."""
-    api = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(kubeconfig)))
-
-    def ready(pod) -> bool:
-        return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or ())
-
-    def pods() -> dict[str, tuple[str, bool]]:
-        selected = f"{INFERENCE_SERVICE}={inference_service}"
-        items = api.list_namespaced_pod(namespace, label_selector=selected, _request_timeout=5).items
-        return {
-            p.metadata.name: (p.metadata.labels.get(VARIANT, ""), ready(p))
-            for p in items
-            if p.metadata.deletion_timestamp is None
-        }
-
-    return pods
-
-
-def ingress_weights(kubeconfig: Path, namespace: str, inference_service: str) -> WeightLister:
-    """{variant: weight} as ingress-nginx splits traffic by the live Ingresses the operator rendered:
-    the canary Ingress's variant takes its canary-weight, the primary's the rest."""
-    api = kubernetes.client.NetworkingV1Api(kubernetes.config.new_client_from_config(str(kubeconfig)))
-
-    def weights() -> dict[str, int]:
-        selected = f"{INFERENCE_SERVICE}={inference_service}"
-        items = api.list_namespaced_ingress(namespace, label_selector=selected, _request_timeout=5).items
-        canary = {
-            i.metadata.labels[VARIANT]: int(i.metadata.annotations[f"{NGINX}/canary-weight"])
-            for i in items
-            if (i.metadata.annotations or {}).get(f"{NGINX}/canary") == "true"
-        }
-        primary = {
-            i.metadata.labels[VARIANT]: 100 - sum(canary.values())
-            for i in items
-            if i.metadata.labels[VARIANT] not in canary
-        }
-        return primary | canary
-
-    return weights
-
-
-@dataclass
-class Loop:
+class Loop(ClosedLoop):
     """One InferenceService in the closed loop, and what a test reads and drives of it."""
 
-    namespace: str
-    name: str
-    emulator: Emulator
-    prometheus: Prometheus
-    operator: ClosedLoopOperator
-    apps: kubernetes.client.AppsV1Api
-    custom: kubernetes.client.CustomObjectsApi
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        client = kubernetes.config.new_client_from_config(str(self.kubeconfig))
+        self.apps, self.custom = kubernetes.client.AppsV1Api(client), kubernetes.client.CustomObjectsApi(client)
 
     def eventually(self, check: Callable[[], object], timeout: float) -> object:
         return eventually(check, timeout, describe=self.describe)
@@ -260,28 +146,9 @@ def closed_loop(testbed, crd, namespace, prometheus_binary, tmp_path) -> Iterato
 
     def start(manifest: dict, rps: float) -> Loop:
         body = {**manifest, "metadata": {**manifest["metadata"], "namespace": namespace}}
-        isvc = load(body)
-        name = isvc.metadata.name
-        routed = isvc.spec.routing is not None and isvc.spec.routing.provider == "nginx"
-        emulator = Emulator(
-            pod_lister(testbed.kubeconfig, namespace, name),
-            namespace=namespace,
-            inference_service=name,
-            model=isvc.spec.model.name,
-            service=from_service(isvc),
-            rps=rps,
-            # Behind ingress-nginx, traffic follows the Ingresses' weights, and the edge is counted.
-            isvc=isvc if routed else None,
-            weights=ingress_weights(testbed.kubeconfig, namespace, name) if routed else None,
-        ).start()
-        prometheus = Prometheus(prometheus_binary, tmp_path, [emulator.address])
-        operator = ClosedLoopOperator(testbed.kubeconfig, tmp_path / "operator.log", prometheus.url, namespace)
-        client = kubernetes.config.new_client_from_config(str(testbed.kubeconfig))
-        apps, custom = kubernetes.client.AppsV1Api(client), kubernetes.client.CustomObjectsApi(client)
-        loop = Loop(namespace, name, emulator, prometheus, operator, apps, custom)
+        loop = Loop(testbed.kubeconfig, load(body), rps, tmp_path, prometheus_binary)
         started.append(loop)
-        prometheus.start()
-        operator.start()
+        loop.start()
         testbed.apply(body)
         return loop
 
@@ -289,7 +156,5 @@ def closed_loop(testbed, crd, namespace, prometheus_binary, tmp_path) -> Iterato
     for loop in started:
         # While the operator still runs, so that it takes its finalizer off.
         testbed.kubectl("delete", "infsvc", loop.name, "-n", namespace, "--timeout=30s", check=False, timeout=45)
-        loop.operator.stop()
-        loop.prometheus.stop()
-        loop.emulator.stop()
+        loop.stop()
         print(f"logs of {loop.name}: {tmp_path}")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from operator_process import CRD
+from builders import CRD
 
 from missing import require
 

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 import jsonschema
 import pytest
 import yaml
-from operator_process import free_port
 
 from schemas import validate
+from unbusy.demo.processes import free_port
 
 if TYPE_CHECKING:
     from conftest import Testbed

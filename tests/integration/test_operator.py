@@ -10,12 +10,12 @@ from collections.abc import Iterator
 
 import kopf
 import pytest
-from operator_process import OperatorProcess
 
 from polling import eventually
 from unbusy.api import load
 from unbusy.controller.handlers import configure
 from unbusy.controller.reconcile import reconcile
+from unbusy.demo.processes import OperatorProcess
 from unbusy.kube.children import contains
 from unbusy.kube.client import connect
 from unbusy.kube.status import get_inference_service

@@ -14,6 +14,7 @@ from unbusy.sim.model import ServiceModel
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+CRD = ROOT / "crds" / "serving.unbusy.dev_inferenceservices.yaml"
 BASE_SPEC: dict[str, Any] = {
     "model": {"name": "resnet50", "repository": "s3://models/vision"},
     "gpu": {"count": 1, "product": "H100-80GB"},

@@ -7,6 +7,7 @@ from typing import Any
 from unbusy.health import VariantState
 from unbusy.kube.client import CountingClient
 from unbusy.render.meta import INFERENCE_SERVICE, VARIANT, children_selector, label_selector
+from unbusy.render.routing import NGINX
 
 
 def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
@@ -80,6 +81,38 @@ def pod_readiness(api: CountingClient, namespace: str, name: str, variant: str) 
         for p in _pods(api, namespace, name, variant)
         if not p["metadata"].get("deletionTimestamp")
     }
+
+
+def live_pods(api: CountingClient, namespace: str, name: str) -> dict[str, tuple[str, bool]]:
+    """Every live (not terminating) pod of an InferenceService -> (its variant, whether it is Ready)."""
+    pods = api.resources.get(api_version="v1", kind="Pod")
+    items = api.get(pods, namespace=namespace, label_selector=label_selector({INFERENCE_SERVICE: name}))
+    return {
+        p["metadata"]["name"]: (
+            p["metadata"]["labels"].get(VARIANT, ""),
+            _condition(p, "Ready").get("status") == "True",
+        )
+        for p in items.to_dict()["items"]
+        if not p["metadata"].get("deletionTimestamp")
+    }
+
+
+def nginx_weights(api: CountingClient, namespace: str, name: str) -> dict[str, int]:
+    """{variant: weight} as ingress-nginx splits traffic by the live Ingresses: the canary Ingress's
+    variant takes its canary-weight, the primary's the rest."""
+    ingresses = api.resources.get(api_version="networking.k8s.io/v1", kind="Ingress")
+    items = api.get(ingresses, namespace=namespace, label_selector=children_selector(name)).to_dict()["items"]
+    canary = {
+        i["metadata"]["labels"][VARIANT]: int(i["metadata"]["annotations"][f"{NGINX}/canary-weight"])
+        for i in items
+        if (i["metadata"].get("annotations") or {}).get(f"{NGINX}/canary") == "true"
+    }
+    primary = {
+        i["metadata"]["labels"][VARIANT]: 100 - sum(canary.values())
+        for i in items
+        if i["metadata"]["labels"][VARIANT] not in canary
+    }
+    return primary | canary
 
 
 def scale_deployment(api: CountingClient, namespace: str, name: str, replicas: int) -> None:

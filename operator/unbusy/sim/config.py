@@ -54,13 +54,20 @@ def _gpus(isvc: InferenceService) -> float:
     return profile.compute_slices / _MIG_SLICES_PER_GPU
 
 
+def fallback_model(isvc: InferenceService, serving: Serving) -> ServiceModel:
+    """What spec.fallback's variant serves: its model configuration with the smaller model's `serving`."""
+    variant = next(v for v in isvc.spec.effective_variants() if v.name == isvc.spec.fallback.variant)
+    return from_config(variant.config or isvc.spec.model.config, serving)
+
+
 def _fallback(isvc: InferenceService, serving: Serving | None) -> SimFallback | None:
     spec = isvc.spec.fallback
     if spec is None or serving is None:
         return None
     variant = next(v for v in isvc.spec.effective_variants() if v.name == spec.variant)
-    model = from_config(variant.config or isvc.spec.model.config, serving)
-    return SimFallback(spec=spec, model=model, replicas=max(1, replica_bounds(isvc, variant)[0]))
+    return SimFallback(
+        spec=spec, model=fallback_model(isvc, serving), replicas=max(1, replica_bounds(isvc, variant)[0])
+    )
 
 
 def from_spec(

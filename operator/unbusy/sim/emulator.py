@@ -27,7 +27,7 @@ from unbusy import series
 from unbusy.api import InferenceService
 from unbusy.render import meta, routing
 from unbusy.render.context import RenderContext
-from unbusy.sim.live import TICK_S, Fault, LiveFleet
+from unbusy.sim.live import TICK_S, Fault, LiveFleet, Tally
 from unbusy.sim.model import ServiceModel
 
 log = logging.getLogger("unbusy.emulator")
@@ -84,10 +84,11 @@ class Emulator:
         seed: int = 0,
         isvc: InferenceService | None = None,
         weights: WeightLister | None = None,
+        variant_services: Mapping[str, ServiceModel] | None = None,
     ) -> None:
         self.list_pods, self.list_weights = pods, weights
         self.namespace, self.inference_service, self.model, self.version = namespace, inference_service, model, version
-        self.fleet = LiveFleet(service, seed=seed)
+        self.fleet = LiveFleet(service, seed=seed, variant_models=variant_services)
         self.rps = rps
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -154,6 +155,16 @@ class Emulator:
         """Requests refused (queue full or no ready pod) over the last `window_s` seconds."""
         with self._lock:
             return self.fleet.rejected_fraction(window_s)
+
+    def take_tally(self) -> Tally:
+        """The requests that arrived, were refused and answered (with their latencies) since the last call."""
+        with self._lock:
+            return self.fleet.take_tally()
+
+    def weights(self) -> dict[str, int] | None:
+        """{variant: weight} as the routes split traffic at the last tick (None without routes)."""
+        with self._lock:
+            return dict(self._weights) if self._weights is not None else None
 
     def tick(self) -> None:
         """One second of load on the pods the API server lists now (the last known on a failed read)."""

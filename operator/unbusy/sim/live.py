@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from unbusy.sim import engine
 from unbusy.sim.config import SimConfig
 from unbusy.sim.model import ServiceModel
+from unbusy.sim.stats import Histogram
 from unbusy.sim.traces import Trace
 
 TICK_S = engine.TICK_S
@@ -43,6 +44,10 @@ class _Latencies:
 
     def next_tick(self) -> None:
         self._recent.append([])
+
+    def this_tick(self) -> list[tuple[float, float]]:
+        """(ms, requests) of the requests answered in the current tick."""
+        return self._recent[-1]
 
     def quantile(self, q: float) -> float | None:
         """The latency (ms) that a share q of the recent requests stayed within; None without requests."""
@@ -101,16 +106,35 @@ class Pod:
         return self.record.latency.ms * 1000
 
 
-class LiveFleet:
-    """Replicas that follow the pods they are told about; requests arrive at `rps`, Poisson."""
+@dataclass
+class Tally:
+    """What happened to the requests over some ticks: as a load generator in front would count them."""
 
-    def __init__(self, model: ServiceModel, seed: int = 0, history_s: int = 600) -> None:
+    arrived: float = 0.0
+    rejected: float = 0.0  # refused: queue full, or no ready replica
+    answered: dict[str, float] = field(default_factory=dict)  # variant -> requests its replicas answered
+    latency: Histogram = field(default_factory=Histogram)  # of the answered requests, ms
+
+
+class LiveFleet:
+    """Replicas that follow the pods they are told about; requests arrive at `rps`, Poisson.
+    A variant in `variant_models` serves as that model (a fallback's smaller one), the others as `model`."""
+
+    def __init__(
+        self,
+        model: ServiceModel,
+        seed: int = 0,
+        history_s: int = 600,
+        variant_models: Mapping[str, ServiceModel] | None = None,
+    ) -> None:
         config = SimConfig(model=model, policy=None, bounds=(0, 0), initial_replicas=0, slo_s=math.inf, seed=seed)
         self._sim = engine.Simulation(config, Trace("live", ()))
+        self.variant_models = dict(variant_models or {})
         self.pods: dict[str, Pod] = {}
         self.now = 0.0
         self.history: deque[tuple[float, float]] = deque(maxlen=history_s)  # (arrived, rejected) per tick
         self.faults: dict[str, Fault] = {}  # variant -> what makes its replicas bad
+        self.tally = Tally()  # since the last take_tally()
 
     @staticmethod
     def _routed(
@@ -136,18 +160,30 @@ class LiveFleet:
         ready = [self.pods[name] for name, (_, ok) in sorted(pods.items()) if ok]
         arrivals = engine.poisson(self._sim.rng, rps * TICK_S)
         shares, rejected = self._routed(float(arrivals), ready, weights)
+        tally = self.tally
         for pod, share in shares:
             fault = self.faults.get(pod.variant, Fault())
+            model = self.variant_models.get(pod.variant, self._sim.model)
             served = pod.replica.served
             pod.record.latency.next_tick()
             pod.record.latency.extra_ms = fault.latency_ms
-            refused = self._sim.serve(pod.replica, self.now, share, pod.record)
+            refused = self._sim.serve(pod.replica, self.now, share, pod.record, model)
             pod.rejected += refused
             pod.failed += (pod.replica.served - served) * fault.error_fraction
-            pod.gpu_busy = self._sim.model.gpu_reading((pod.replica.served - served) / TICK_S)
+            pod.gpu_busy = model.gpu_reading((pod.replica.served - served) / TICK_S)
             rejected += refused
+            tally.answered[pod.variant] = tally.answered.get(pod.variant, 0.0) + pod.replica.served - served
+            for ms, count in pod.record.latency.this_tick():
+                tally.latency.add(ms, count)
+        tally.arrived += arrivals
+        tally.rejected += rejected
         self.history.append((float(arrivals), rejected))
         self.now += TICK_S
+
+    def take_tally(self) -> Tally:
+        """What happened since the last call; counting starts afresh."""
+        tally, self.tally = self.tally, Tally()
+        return tally
 
     def rejected_fraction(self, window_s: int = 30) -> float:
         """Requests refused over the last `window_s` seconds, as a fraction of those that arrived."""

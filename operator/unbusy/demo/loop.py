@@ -1,0 +1,75 @@
+"""One InferenceService in a closed loop on a cluster of kwok pods: the metrics emulator serving
+Triton's, the DCGM exporter's and (behind ingress-nginx) the edge's metrics for its live pods,
+a Prometheus scraping the emulator, and the operator reading that Prometheus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from unbusy.api import InferenceService
+from unbusy.api.spec import Serving
+from unbusy.demo.processes import OperatorProcess, Prometheus
+from unbusy.kube.client import connect
+from unbusy.kube.observe import live_pods, nginx_weights
+from unbusy.sim.config import fallback_model
+from unbusy.sim.emulator import Emulator
+from unbusy.sim.model import from_service
+
+
+def emulator_for(
+    kubeconfig: Path,
+    isvc: InferenceService,
+    rps: float,
+    service: Serving | None = None,
+    fallback: Serving | None = None,
+) -> Emulator:
+    """The emulator for `isvc`'s live pods at `rps`, serving as `service` (else the spec's own profile).
+    With routing.provider nginx, load follows the live Ingresses' weights and the edge is counted.
+    With spec.fallback and `fallback`, the fallback variant's replicas serve as that smaller model."""
+    api = connect(str(kubeconfig))  # the emulator's own: it reads from its ticking thread
+    namespace, name = isvc.metadata.namespace, isvc.metadata.name
+    routed = isvc.spec.routing is not None and isvc.spec.routing.provider == "nginx"
+    smaller = fallback_model(isvc, fallback) if fallback else None
+    return Emulator(
+        lambda: live_pods(api, namespace, name),
+        namespace=namespace,
+        inference_service=name,
+        model=isvc.spec.model.name,
+        service=from_service(isvc),
+        rps=rps,
+        isvc=isvc if routed else None,
+        weights=(lambda: nginx_weights(api, namespace, name)) if routed else None,
+        variant_services={isvc.spec.fallback.variant: smaller} if smaller else None,
+    )
+
+
+class ClosedLoop:
+    """The emulator, Prometheus and the operator (watching `isvc`'s namespace only) for one InferenceService.
+    start() starts them in that order; stop() stops them in reverse. Logs and data go to `workdir`."""
+
+    def __init__(
+        self,
+        kubeconfig: Path,
+        isvc: InferenceService,
+        rps: float,
+        workdir: Path,
+        prometheus_binary: str,
+        fallback: Serving | None = None,
+    ):
+        self.kubeconfig, self.workdir = kubeconfig, workdir
+        self.namespace, self.name = isvc.metadata.namespace, isvc.metadata.name
+        self.emulator = emulator_for(kubeconfig, isvc, rps, fallback=fallback)
+        self.prometheus = Prometheus(prometheus_binary, workdir, [self.emulator.address])
+        namespaced = ("--prometheus-url", self.prometheus.url, "--namespace", self.namespace)
+        self.operator = OperatorProcess(kubeconfig, workdir / "operator.log", *namespaced)
+
+    def start(self) -> ClosedLoop:
+        self.emulator.start()
+        self.prometheus.start()
+        self.operator.start()
+        return self
+
+    def stop(self) -> None:
+        self.operator.stop()
+        self.prometheus.stop()
+        self.emulator.stop()

@@ -1,0 +1,194 @@
+"""The demo's load step and what it records, summarised (pure: no clock, no cluster).
+
+The player (demo/player.py) takes one Sample a second: what the load generator saw happen to
+its requests (offered, answered by each variant, refused with a 503) and what the cluster
+showed (the main variant's replicas, the fallback's route weight, the last scaling decision).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+from unbusy.sim.stats import Histogram
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    seconds: int
+    rps: float
+
+
+def load_step(base_rps: float, factor: float, seconds: tuple[int, int, int]) -> tuple[Phase, ...]:
+    """Low, `factor` times higher, low again; `seconds` long each."""
+    before, step, after = seconds
+    return (Phase("before", before, base_rps), Phase("step", step, base_rps * factor), Phase("after", after, base_rps))
+
+
+@dataclass(frozen=True)
+class Sample:
+    second: int  # since the load step began
+    phase: str
+    offered: float  # requests that arrived in this second
+    answered: float  # by the main variant's replicas
+    fallback_answered: float  # by the fallback variant's replicas
+    rejected: float  # refused with a 503 (queue full, or no ready replica)
+    desired: int  # the main variant's replicas, as its Deployment asks
+    ready: int
+    fallback_weight: int  # percent of traffic the routes send to the fallback variant
+    last_scaling: str  # status.lastScaling: "<from> -> <to>: <reason>", or ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    second: int  # when the player first saw it
+    text: str
+
+
+@dataclass(frozen=True)
+class Summary:
+    phases: tuple[Phase, ...]
+    variant: str
+    fallback: str
+    max_replicas: int
+    requests: float
+    answered: float
+    fallback_answered: float
+    rejected: float
+    rejected_by_phase: dict[str, float]
+    p99_ms: dict[str, float | None]  # of the answered requests, per phase and "all"
+    replicas: tuple[int, int, int]  # ready at the start, at most, at the end
+    weight_max: int
+    weight_end: int
+    shed_from: int | None  # second the fallback first took weight
+    restored_at: int | None  # second its weight was back to 0 for good, after it took some
+    decisions: tuple[Decision, ...] = field(default=())
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @property
+    def queued(self) -> float:
+        """Requests still queued at the end (arrived, neither answered nor refused yet)."""
+        return self.requests - self.answered - self.fallback_answered - self.rejected
+
+
+def summarize(
+    samples: Sequence[Sample],
+    latencies: Mapping[str, Histogram],
+    phases: Sequence[Phase],
+    variant: str,
+    fallback: str,
+    max_replicas: int,
+) -> Summary:
+    """The samples of one playback, with the answered requests' latencies per phase."""
+    everything = Histogram()
+    for histogram in latencies.values():
+        everything.merge(histogram)
+    p99 = {phase.name: latencies[phase.name].quantile(0.99) if phase.name in latencies else None for phase in phases}
+    p99["all"] = everything.quantile(0.99)
+    weights = [s.fallback_weight for s in samples]
+    shed = [s.second for s in samples if s.fallback_weight > 0]
+    restored = next((s.second for s in samples if shed and s.second > shed[-1]), None)
+    decisions, seen = [], ""
+    for s in samples:
+        if s.last_scaling and s.last_scaling != seen:
+            decisions.append(Decision(s.second, s.last_scaling))
+        seen = s.last_scaling or seen
+    return Summary(
+        phases=tuple(phases),
+        variant=variant,
+        fallback=fallback,
+        max_replicas=max_replicas,
+        requests=sum(s.offered for s in samples),
+        answered=sum(s.answered for s in samples),
+        fallback_answered=sum(s.fallback_answered for s in samples),
+        rejected=sum(s.rejected for s in samples),
+        rejected_by_phase={p.name: sum(s.rejected for s in samples if s.phase == p.name) for p in phases},
+        p99_ms=p99,
+        replicas=(samples[0].ready, max(s.ready for s in samples), samples[-1].ready) if samples else (0, 0, 0),
+        weight_max=max(weights, default=0),
+        weight_end=weights[-1] if weights else 0,
+        shed_from=shed[0] if shed else None,
+        restored_at=restored,
+        decisions=tuple(decisions),
+    )
+
+
+def _n(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def _share(part: float, whole: float) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "-"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} ms"
+
+
+def _at(second: int | None, phases: Sequence[Phase]) -> str:
+    """`41 s into the step` for a second since the playback began."""
+    if second is None:
+        return "never"
+    start = 0
+    for phase in phases:
+        if second < start + phase.seconds:
+            return f"{second - start} s into '{phase.name}'"
+        start += phase.seconds
+    return f"{second} s"
+
+
+def report(summary: Summary) -> str:
+    """The summary as the demo prints it."""
+    s, phases = summary, summary.phases
+    shape = " -> ".join(f"{_n(p.rps)} rps for {p.seconds} s" for p in phases)
+    start, most, end = s.replicas
+    answered = s.answered + s.fallback_answered
+    lines = [
+        f"load step: {shape}",
+        f"  requests            {_n(s.requests)}",
+        f"  answered            {_n(answered)} ({_share(answered, s.requests)}):"
+        f" {s.variant} {_n(s.answered)}, {s.fallback} (fallback) {_n(s.fallback_answered)}",
+        f"  503s                {_n(s.rejected)} ({_share(s.rejected, s.requests)}): "
+        + ", ".join(f"{name} {_n(count)}" for name, count in s.rejected_by_phase.items()),
+        "  p99 (answered)      " + ", ".join(f"{name} {_ms(ms)}" for name, ms in s.p99_ms.items()),
+        f"  {s.variant} replicas       ready {start} -> {most} (maxReplicas {s.max_replicas}) -> {end}",
+        f"  weight on {s.fallback:<9} 0% -> {s.weight_max}% (from {_at(s.shed_from, phases)}) -> {s.weight_end}%"
+        + (f" (from {_at(s.restored_at, phases)})" if s.restored_at is not None else ""),
+    ]
+    if s.decisions:
+        lines.append("  scaling decisions seen (status.lastScaling):")
+        lines += [f"    {_at(d.second, phases):<22} {d.text}" for d in s.decisions]
+    return "\n".join(lines) + "\n"
+
+
+def table(samples: Sequence[Sample], every: int, variant: str, fallback: str) -> str:
+    """Replicas and traffic over time, one row per `every` seconds of a phase (rates are the row's means,
+    replicas and weight as at its last second)."""
+    header = (
+        f"{'time':>6}  {'phase':<6} {'offered/s':>9} {'answered/s':>10} {'503/s':>6}"
+        f"  {variant + ' ready/desired':>18}  {fallback + ' weight':>12}"
+    )
+    rows = [header]
+    spans: list[list[Sample]] = []
+    for sample in samples:
+        if not spans or sample.phase != spans[-1][0].phase or len(spans[-1]) == every:
+            spans.append([])
+        spans[-1].append(sample)
+    for span in spans:
+        last = span[-1]
+        offered, rejected = (sum(getattr(s, of) for s in span) / len(span) for of in ("offered", "rejected"))
+        answered = sum(s.answered + s.fallback_answered for s in span) / len(span)
+        rows.append(
+            f"{span[0].second:>5}s  {span[0].phase:<6} {_n(offered):>9} {_n(answered):>10} {_n(rejected):>6}"
+            f"  {f'{last.ready}/{last.desired}':>18}  {f'{last.fallback_weight}%':>12}"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def rows_every(seconds: int, rows: int = 16) -> int:
+    """A row span that shows `seconds` in about `rows` rows, in whole 5 s."""
+    return max(5, 5 * math.ceil(seconds / rows / 5))
