@@ -1,4 +1,4 @@
-"""`unbusy render` and `unbusy crd` as a user runs them."""
+"""`unbusy render`, `unbusy crd` and `unbusy demo` as a user runs them."""
 
 from __future__ import annotations
 
@@ -52,3 +52,14 @@ def test_version_is_the_distributions():
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     result = unbusy("--version")
     assert (result.returncode, result.stdout) == (0, f"unbusy {version}\n")
+
+
+def test_demo_of_a_service_without_a_fallback_names_the_field(tmp_path):
+    kubeconfig = tmp_path / "kubeconfig"  # never read: the spec is refused first
+    result = unbusy(
+        "demo", "-f", "-", "--kubeconfig", str(kubeconfig), "--workdir", str(tmp_path), stdin=yaml.safe_dump(manifest())
+    )
+    assert (result.returncode, result.stderr) == (
+        1,
+        "error: -: spec.fallback: the demo plays shedding to a fallback variant; declare one\n",
+    )

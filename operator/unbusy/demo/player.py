@@ -47,11 +47,10 @@ class Roles:
 
 
 def roles(isvc: InferenceService) -> Roles:
-    """The variant the step scales and the fallback it sheds to; raises ValueError naming the field."""
+    """The variant the step scales and the fallback it sheds to (a fallback implies mode operator);
+    raises ValueError naming the field."""
     if isvc.spec.fallback is None:
         raise ValueError("spec.fallback: the demo plays shedding to a fallback variant; declare one")
-    if isvc.spec.autoscaling.mode != "operator":
-        raise ValueError(f"spec.autoscaling.mode: the demo needs operator, not {isvc.spec.autoscaling.mode}")
     fallback = isvc.spec.fallback.variant
     main = max((v for v in isvc.spec.effective_variants() if v.name != fallback), key=lambda v: v.weight)
     return Roles(main.name, fallback, main.weight, replica_bounds(isvc, main)[1])

@@ -172,9 +172,11 @@ class LiveFleet:
             pod.failed += (pod.replica.served - served) * fault.error_fraction
             pod.gpu_busy = model.gpu_reading((pod.replica.served - served) / TICK_S)
             rejected += refused
-            tally.answered[pod.variant] = tally.answered.get(pod.variant, 0.0) + pod.replica.served - served
+            # Counted as they leave the queue with their latency: the engine's `served` of a tick can
+            # include requests it refused in a stall that tick.
             for ms, count in pod.record.latency.this_tick():
                 tally.latency.add(ms, count)
+                tally.answered[pod.variant] = tally.answered.get(pod.variant, 0.0) + count
         tally.arrived += arrivals
         tally.rejected += rejected
         self.history.append((float(arrivals), rejected))
