@@ -154,13 +154,13 @@ def test_the_table_has_a_row_per_span_of_a_phase():
 
 def test_the_plot_is_a_png(tmp_path: Path):
     path = tmp_path / "demo.png"
-    plot.write_png(SAMPLES, PHASES, Roles("main", "small", 100, 3), "a step", path)
+    plot.write_png(SAMPLES, PHASES, Roles("main", "small", 100, 1, 3), "a step", path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_the_demo_example_plays_main_and_sheds_to_small():
     [document] = yaml.safe_load_all(EXAMPLE.read_text())
-    assert roles(load(document)) == Roles("main", "small", 100, 3)
+    assert roles(load(document)) == Roles("main", "small", 100, 1, 3)
 
 
 def test_a_service_without_a_fallback_cannot_be_played():

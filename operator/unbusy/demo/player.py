@@ -35,7 +35,9 @@ STEP_FACTOR = 8
 # capacity and restoreSeconds pass before the weight comes back: about 70 s here.
 FULL_S = (30, 120, 120)
 SHORT_S = (5, 40, 100)
-READY_TIMEOUT_S = 180
+READY_TIMEOUT_S = 240
+# Steady this long before the step: past the start's transients (pods turning ready under load).
+SETTLE_S = 10
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class Roles:
     variant: str  # the main variant: the heaviest that is not the fallback
     fallback: str
     weight: int
+    min_replicas: int
     max_replicas: int
 
 
@@ -53,7 +56,7 @@ def roles(isvc: InferenceService) -> Roles:
         raise ValueError("spec.fallback: the demo plays shedding to a fallback variant; declare one")
     fallback = isvc.spec.fallback.variant
     main = max((v for v in isvc.spec.effective_variants() if v.name != fallback), key=lambda v: v.weight)
-    return Roles(main.name, fallback, main.weight, replica_bounds(isvc, main)[1])
+    return Roles(main.name, fallback, main.weight, *replica_bounds(isvc, main))
 
 
 class Player:
@@ -63,8 +66,7 @@ class Player:
         binary = prometheus_binary()
         if binary is None:
             raise ValueError(PROMETHEUS_MISSING)
-        main = next(v for v in isvc.spec.effective_variants() if v.name == self.roles.variant)
-        base = BASE_LOAD * from_service(isvc).capacity_rps * max(1, replica_bounds(isvc, main)[0])
+        base = BASE_LOAD * from_service(isvc).capacity_rps * max(1, self.roles.min_replicas)
         self.phases = playback.load_step(round(base, -1), STEP_FACTOR, SHORT_S if short else FULL_S)
         fallback = load_profile(DEFAULT_FALLBACK_PROFILE)  # what `unbusy simulate` assumes the fallback serves
         self.loop = ClosedLoop(kubeconfig, isvc, self.phases[0].rps, workdir, binary, fallback=fallback)
@@ -87,20 +89,34 @@ class Player:
         last = status.get("lastScaling")
         return f"{last['variant']} {last['fromReplicas']} -> {last['toReplicas']}: {last['reason']}" if last else ""
 
-    def _serving(self) -> bool:
-        conditions = {c["type"]: c["status"] for c in self._status().get("conditions", [])}
-        return conditions.get("Ready") == "True" and conditions.get("ScalingActive") == "True"
+    def _unsteady(self) -> str | None:
+        """What is not yet as the step should find it, or None."""
+        status = self._status()
+        conditions = {c["type"]: c["status"] for c in status.get("conditions", [])}
+        for condition in ("Ready", "ScalingActive"):
+            if conditions.get(condition) != "True":
+                return f"{condition}=True"
+        low = self.roles.min_replicas
+        if self._replicas() != (low, low):
+            return f"{self.roles.variant} at its {low} minReplicas, all ready"
+        if status.get("shedding"):
+            return f"no weight on {self.roles.fallback}"
+        return None
 
-    # --- the playback ---------------------------------------------------------------------------
-
-    def wait_until_serving(self) -> None:
+    def wait_until_steady(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
-        while not self._serving():
-            if time.monotonic() > deadline:
+        steady_since, shown = None, None
+        while steady_since is None or time.monotonic() - steady_since < SETTLE_S:
+            waiting = self._unsteady()
+            if waiting is not None and time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"{self.isvc.metadata.name}: not Ready with ScalingActive in {READY_TIMEOUT_S} s; "
+                    f"{self.isvc.metadata.name}: not {waiting} in {READY_TIMEOUT_S} s; "
                     f"see {self.workdir / 'operator.log'}"
                 )
+            if waiting != shown and waiting is not None:
+                print(f"waiting for {waiting} ...", flush=True)
+            shown = waiting
+            steady_since = None if waiting else steady_since or time.monotonic()
             time.sleep(1)
 
     def play(self) -> tuple[list[playback.Sample], dict[str, Histogram]]:
@@ -189,8 +205,7 @@ def run(kubeconfig: Path, isvc: InferenceService, workdir: Path, short: bool) ->
         (pids / "prometheus.pid").write_text(f"{player.loop.prometheus.process.pid}\n")
         (pids / "operator.pid").write_text(f"{player.loop.operator.process.pid}\n")
         print(f"prometheus {player.loop.prometheus.url}, emulator http://{player.loop.emulator.address}/metrics")
-        print(f"waiting for {isvc.metadata.name} to be Ready with ScalingActive ...", flush=True)
-        player.wait_until_serving()
+        player.wait_until_steady()
         namespace = isvc.metadata.namespace
         print(
             f"\nwatch it from another terminal:\n  export KUBECONFIG={kubeconfig}\n"
