@@ -112,6 +112,11 @@ def test_the_summary_adds_up_the_samples():
     )
 
 
+def test_a_decision_from_before_the_playback_is_not_one_of_its_own():
+    summary = playback.summarize(SAMPLES, latencies(), PHASES, "main", "small", 3, decided_before="main 1 -> 3: q")
+    assert [d.text for d in summary.decisions] == ["main 3 -> 1: d"]
+
+
 def test_weight_still_on_the_fallback_at_the_end_is_not_restored():
     summary = playback.summarize(SAMPLES[:7], latencies(), PHASES, "main", "small", 3)
     assert (summary.weight_end, summary.restored_at) == (25, None)

@@ -82,8 +82,10 @@ def summarize(
     variant: str,
     fallback: str,
     max_replicas: int,
+    decided_before: str = "",
 ) -> Summary:
-    """The samples of one playback, with the answered requests' latencies per phase."""
+    """The samples of one playback, with the answered requests' latencies per phase; `decided_before`
+    is the last scaling decision as the playback began (not one of its own)."""
     everything = Histogram()
     for histogram in latencies.values():
         everything.merge(histogram)
@@ -92,7 +94,7 @@ def summarize(
     weights = [s.fallback_weight for s in samples]
     shed = [s.second for s in samples if s.fallback_weight > 0]
     restored = next((s.second for s in samples if shed and s.second > shed[-1]), None)
-    decisions, seen = [], ""
+    decisions, seen = [], decided_before
     for s in samples:
         if s.last_scaling and s.last_scaling != seen:
             decisions.append(Decision(s.second, s.last_scaling))

@@ -71,6 +71,7 @@ class Player:
         fallback = load_profile(DEFAULT_FALLBACK_PROFILE)  # what `unbusy simulate` assumes the fallback serves
         self.loop = ClosedLoop(kubeconfig, isvc, self.phases[0].rps, workdir, binary, fallback=fallback)
         self.api: CountingClient = connect(str(kubeconfig))
+        self.decided_before = ""  # status.lastScaling as the playback begins
 
     # --- the cluster, as kubectl shows it -----------------------------------------------------
 
@@ -125,6 +126,7 @@ class Player:
         schedule = [(phase, second) for phase in self.phases for second in range(phase.seconds)]
         emulator = self.loop.emulator
         emulator.take_tally()  # count from the step's start
+        self.decided_before = self._decision(self._status())
         start = time.monotonic()
         printed = ("", 0)
         for index, (phase, second) in enumerate(schedule):
@@ -167,7 +169,13 @@ class Player:
 
     def write(self, samples: list[playback.Sample], latencies: dict[str, Histogram]) -> str:
         summary = playback.summarize(
-            samples, latencies, self.phases, self.roles.variant, self.roles.fallback, self.roles.max_replicas
+            samples,
+            latencies,
+            self.phases,
+            self.roles.variant,
+            self.roles.fallback,
+            self.roles.max_replicas,
+            self.decided_before,
         )
         every = playback.rows_every(len(samples))
         text = playback.report(summary) + "\n" + playback.table(samples, every, self.roles.variant, self.roles.fallback)
