@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import pytest
 from builders import manifest, small_model
-from conftest import Prometheus
 
 from polling import eventually
 from unbusy.api import InferenceService, load
+from unbusy.demo.processes import Prometheus
 from unbusy.gpu.request import gpu_request
 from unbusy.scaling.promql import variant_queries
 from unbusy.scaling.source import PrometheusSource, SourceError
