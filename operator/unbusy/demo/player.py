@@ -29,14 +29,16 @@ from unbusy.sim import plot as plotting
 from unbusy.sim.cli import BASE_LOAD
 from unbusy.sim.model import DEFAULT_FALLBACK_PROFILE, from_service, load_profile
 from unbusy.sim.stats import Histogram
+from unbusy.timestamps import parse
 
 STEP_FACTOR = 8
 # Before, step, after. After the step, the demand's 60 s rate window must fall below the replicas'
 # capacity and restoreSeconds pass before the weight comes back: about 70 s here.
 FULL_S = (30, 120, 120)
-SHORT_S = (5, 40, 100)
+SHORT_S = (5, 35, 75)
 READY_TIMEOUT_S = 240
-# Steady this long before the step: past the start's transients (pods turning ready under load).
+# Steady this long before the step (replicas ready, no decision, no weight shed): past the start's
+# transients, such as a replica of start-up headroom while the demand's rate window fills.
 SETTLE_S = 10
 
 
@@ -97,9 +99,12 @@ class Player:
         for condition in ("Ready", "ScalingActive"):
             if conditions.get(condition) != "True":
                 return f"{condition}=True"
-        low = self.roles.min_replicas
-        if self._replicas() != (low, low):
-            return f"{self.roles.variant} at its {low} minReplicas, all ready"
+        desired, ready = self._replicas()
+        if ready != desired:
+            return f"{self.roles.variant}'s {desired} replicas ready"
+        last = status.get("lastScaling")
+        if last and time.time() - parse(last["time"]).timestamp() < SETTLE_S:
+            return f"no scaling decision for {SETTLE_S} s"
         if status.get("shedding"):
             return f"no weight on {self.roles.fallback}"
         return None
