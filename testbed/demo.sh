@@ -77,9 +77,11 @@ kube wait --for condition=Established crd/inferenceservices.serving.unbusy.dev -
 # Only the demo's own example: with all of examples/ the testbed's 16 fake H100s run out.
 kube apply -f "$EXAMPLE"
 
-# Its own session: a Ctrl-C of `make demo` stops following it, not the demo.
+# Its own session: a Ctrl-C of `make demo` stops following it, not the demo. The log exists before
+# the follower opens it.
+: >"$LOG"
 setsid .venv/bin/unbusy demo -f "$EXAMPLE" --kubeconfig "$KUBECONFIG_PATH" --workdir "$DEMO_DIR" "$@" \
-  </dev/null >"$LOG" 2>&1 &
+  </dev/null >>"$LOG" 2>&1 &
 echo $! >"$PIDS/player.pid"
 tail -n +1 -f "$LOG" &
 follower=$!
