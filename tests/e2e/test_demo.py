@@ -105,9 +105,11 @@ def test_the_demo_plays_a_step_through_the_fallback_and_demo_down_stops_everythi
     assert before["seconds"] <= summary["shed_from"] < before["seconds"] + step["seconds"], out
     assert summary["restored_at"] > before["seconds"] + step["seconds"], out
     assert summary["fallback_answered"] > 0
-    # 503s come with the step only, while the replicas and the routes catch up.
+    # 503s come with the step only, while the replicas and the routes catch up: by its last 5 s
+    # main at maxReplicas and the fallback answer it.
     assert summary["rejected_by_phase"]["before"] == 0 and summary["rejected_by_phase"]["after"] == 0, out
-    assert summary["rejected"] < 0.2 * summary["requests"], out
+    late = [r for r in rows if r["phase"] == "step"][-5:]
+    assert sum(float(r["rejected"]) for r in late) < 0.01 * sum(float(r["offered"]) for r in late), late
     assert summary["p99_ms"]["all"] > 0
     assert (demo_dir / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for line in ("load step:", f"weight on {fallback}", "scaling decisions seen", f"{main} ready/desired"):

@@ -35,7 +35,7 @@ STEP_FACTOR = 8
 # Before, step, after. After the step, the demand's 60 s rate window must fall below the replicas'
 # capacity and restoreSeconds pass before the weight comes back: about 70 s here.
 FULL_S = (30, 120, 120)
-SHORT_S = (5, 35, 75)
+SHORT_S = (5, 40, 75)
 READY_TIMEOUT_S = 240
 # Steady this long before the step (replicas ready, no decision, no weight shed): past the start's
 # transients, such as a replica of start-up headroom while the demand's rate window fills.
