@@ -9,7 +9,6 @@ missing the tests fail, saying so.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -24,6 +23,7 @@ import kubernetes
 import pytest
 from operator_process import CRD, OperatorProcess, free_port
 
+from integration_fixtures import integration_conftest
 from missing import require
 from polling import eventually, stop, wait_until_serving
 from unbusy.api import load
@@ -37,17 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "serving.unbusy.dev", "v1alpha1", "inferenceservices"
 
 
-def _load_integration_fixtures():
-    """tests/integration/conftest.py by path: two conftest modules cannot both be `conftest`."""
-    path = ROOT / "tests" / "integration" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("unbusy_integration_conftest", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-_integration = _load_integration_fixtures()
+_integration = integration_conftest()
 testbed = _integration.testbed
 namespace = _integration.namespace
 
