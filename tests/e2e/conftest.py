@@ -23,6 +23,7 @@ import kubernetes
 import pytest
 from operator_process import CRD, OperatorProcess, free_port
 
+from chart_rules import operator_rule_groups, rule_file
 from integration_fixtures import integration_conftest
 from missing import require
 from polling import eventually, stop, wait_until_serving
@@ -50,19 +51,25 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 class Prometheus:
-    """A Prometheus of our own on 127.0.0.1, scraping `targets` every second; stop() and start()
-    keep its port and data, as a restarted Prometheus in a cluster would."""
+    """A Prometheus of our own on 127.0.0.1, scraping `targets` every second (as `job`, keeping their
+    labels) and evaluating `rules` (a rule file's text) every second; stop() and start() keep its
+    port and data, as a restarted Prometheus in a cluster would."""
 
-    def __init__(self, binary: str, workdir: Path, targets: list[str]):
+    def __init__(self, binary: str, workdir: Path, targets: list[str], job: str = "emulator", rules: str = ""):
         self.binary, self.workdir = binary, workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.process: subprocess.Popen | None = None
         self.config = workdir / "prometheus.yml"
-        self.config.write_text(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
-            "scrape_configs:\n  - job_name: emulator\n    honor_labels: true\n"
+        config = "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
+        if rules:
+            (workdir / "rules.yaml").write_text(rules)
+            config += f"rule_files: [{str(workdir / 'rules.yaml')!r}]\n"
+        config += (
+            f"scrape_configs:\n  - job_name: {job}\n    honor_labels: true\n"
             f"    static_configs:\n      - targets: [{', '.join(repr(t) for t in targets)}]\n"
         )
+        self.config.write_text(config)
 
     @property
     def url(self) -> str:
@@ -84,6 +91,11 @@ class Prometheus:
 
     def stop(self) -> None:
         stop(self.process, grace=20)
+
+    def firing(self) -> list[str]:
+        """Names of the alerts firing now (not those pending)."""
+        answer = json.loads(urllib.request.urlopen(f"{self.url}/api/v1/alerts", timeout=3).read())
+        return [a["labels"]["alertname"] for a in answer["data"]["alerts"] if a["state"] == "firing"]
 
     def log_tail(self) -> str:
         return (self.workdir / "prometheus.log").read_text()[-2000:]
@@ -283,3 +295,22 @@ def closed_loop(testbed, crd, namespace, prometheus_binary, tmp_path) -> Iterato
         loop.prometheus.stop()
         loop.emulator.stop()
         print(f"logs of {loop.name}: {tmp_path}")
+
+
+@pytest.fixture
+def operator_monitoring(testbed, prometheus_binary, tmp_path) -> Iterator[Callable[..., Prometheus]]:
+    """operator_monitoring(loop, *settings): a second Prometheus, the one that watches the operator:
+    it scrapes the loop's operator and evaluates the chart's PrometheusRule for it, rendered by
+    helm with metrics.prometheusRule.KEY=VALUE `settings`."""
+    started: list[Prometheus] = []
+
+    def start(loop: Loop, *settings: str) -> Prometheus:
+        rules = rule_file(operator_rule_groups(testbed.helm, *settings))
+        target = [f"127.0.0.1:{loop.operator.metrics_port}"]
+        prometheus = Prometheus(prometheus_binary, tmp_path / "monitoring", target, job="unbusy", rules=rules)
+        started.append(prometheus)
+        return prometheus.start()
+
+    yield start
+    for prometheus in started:
+        prometheus.stop()
