@@ -4,7 +4,8 @@ SIGKILLed at a seeded moment of the reconcile, and the checks that it converged 
 Shared by tests/chaos (3 trials in `make test`) and bench/chaos.py (20 trials). A trial:
 
 1. snapshot the UIDs of every child (and ReplicaSet) of the fleet;
-2. apply the next spec to every InferenceService at once (create, scale, add a variant, back);
+2. apply the next spec to every InferenceService at once (create, scale, add a variant, back;
+   every tenth is scaled to zero on purpose throughout);
 3. SIGKILL the operator once a seeded number of those reconciles is done (so the kill lands
    mid-reconcile, never before or after it), snapshot the UIDs again, restart the operator
    (or, in place of the kill, restart the API server or etcd and leave the operator be);
@@ -223,7 +224,11 @@ class Fleet:
         self.trials = 0
 
     def manifests(self, spec: dict[str, Any]) -> list[dict[str, Any]]:
-        return [inference_service(f"m{i:04d}", self.cluster.namespace, spec) for i in range(self.count)]
+        """Every tenth one scaled to zero on purpose: it must read Ready (ScaledToZero) all the same."""
+        return [
+            inference_service(f"m{i:04d}", self.cluster.namespace, spec | ({"replicas": 0} if i % 10 == 9 else {}))
+            for i in range(self.count)
+        ]
 
     def step(self) -> tuple[str, dict[str, Any]]:
         """create first, then scale, add-variant, remove-variant, scale, ... (the fleet never goes away)."""
