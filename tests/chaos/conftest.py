@@ -15,12 +15,18 @@ from integration_fixtures import integration_conftest
 
 _integration = integration_conftest()
 testbed = _integration.testbed
-namespace = _integration.namespace
 crd = _integration.crd
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "chaos: kills and restarts the operator and the testbed's components")
+
+
+@pytest.fixture
+def namespace(testbed, request) -> Iterator[str]:
+    """A fresh namespace per test, not waiting for its pods at the end: they hold GPUs of the chaos
+    nodes only, which no other test uses (a fleet's 200 took 90 s to go)."""
+    yield from _integration.fresh_namespace(testbed, request, free_gpus=False)
 
 
 @pytest.fixture(scope="session")
