@@ -22,7 +22,7 @@ def test_operator_recovers_from_control_plane_restarts_on_its_own(testbed, fleet
     pid = operator.process.pid
     fleet = Fleet(Cluster.connect(testbed.kubeconfig, namespace), SERVICES, SEED)
     for component in ("kube-apiserver", "etcd"):
-        result = fleet.trial(operator, fault=lambda c=component: restart(c), converge_timeout=120)
+        result = fleet.trial(operator, fault=lambda c=component: restart(c), converge_timeout=300)
         print(f"{component:<14} restarted: {result.line()}")
         assert result.problems == [], component
     assert operator.process.poll() is None and operator.process.pid == pid  # never restarted

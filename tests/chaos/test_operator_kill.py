@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 SERVICES = 200
 TRIALS = 3
 SEED = 11
-CONVERGE_S = 120  # after the restart; seen: up to 60 s on 2 shared cores
+CONVERGE_S = 300  # after the restart; seen: 13-105 s on 2 cores shared with three other testbeds
 
 
 def test_operator_killed_mid_reconcile_converges_exactly(testbed, fleet_nodes, namespace, operators):
