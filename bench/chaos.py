@@ -53,13 +53,20 @@ def main() -> int:
     subprocess.run([str(ROOT / "testbed" / "up.sh")], check=True, stdout=subprocess.DEVNULL)
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
     kubectl("apply", "-f", "-", stdin=node_manifests(kwok_nodes(FLEET_NODES, gpus=1000)))
-    kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=600s")
-    kubectl("create", "namespace", NAMESPACE)
+    kubectl("apply", "-f", "-", stdin=kubectl("create", "namespace", NAMESPACE, "--dry-run=client", "-o", "yaml"))
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "operator.log"
-        operator = OperatorProcess(KUBECONFIG, log, "--namespace", NAMESPACE)
+        operator = OperatorProcess(KUBECONFIG, log, "--namespace", NAMESPACE).start()
+
+        def delete_fleet() -> None:
+            """While an operator runs, so that it takes kopf's finalizer off each one."""
+            if operator.process.poll() is not None:
+                operator.start()
+            kubectl("delete", "infsvc", "--all", "-n", NAMESPACE, f"--timeout={int(args.timeout)}s")
+
+        delete_fleet()  # what an interrupted run left
         fleet = Fleet(Cluster.connect(KUBECONFIG, NAMESPACE), args.count, args.seed)
         started = time.monotonic()
         try:
@@ -68,9 +75,8 @@ def main() -> int:
                 results.append(result)
                 print(f"trial {number:>2}: {result.line()}", flush=True)
             pool_full = log.read_text().count("Connection pool is full")
-            # While the operator runs, so that it takes kopf's finalizer off each of them.
-            kubectl("delete", "infsvc", "--all", "-n", NAMESPACE, f"--timeout={int(args.timeout)}s")
         finally:
+            delete_fleet()
             operator.stop()
     kubectl("delete", "namespace", NAMESPACE, "--wait=false")
 
