@@ -61,10 +61,12 @@ def main() -> int:
         operator = OperatorProcess(KUBECONFIG, log, "--namespace", NAMESPACE).start()
 
         def delete_fleet() -> None:
-            """While an operator runs, so that it takes kopf's finalizer off each one."""
+            """While an operator runs, so that it takes kopf's finalizer off each one; in the foreground, so
+            that their children are gone too (a next fleet's snapshot must not count them as its own)."""
             if operator.process.poll() is not None:
                 operator.start()
-            kubectl("delete", "infsvc", "--all", "-n", NAMESPACE, f"--timeout={int(args.timeout)}s")
+            timeout = f"--timeout={int(args.timeout)}s"
+            kubectl("delete", "infsvc", "--all", "-n", NAMESPACE, "--cascade=foreground", timeout)
 
         delete_fleet()  # what an interrupted run left
         fleet = Fleet(Cluster.connect(KUBECONFIG, NAMESPACE), args.count, args.seed)
