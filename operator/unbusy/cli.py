@@ -91,7 +91,10 @@ def run(args: argparse.Namespace) -> str:
             **({"peering_name": args.peering, "priority": args.priority} if args.peering else {}),
             liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz",
             memo=kopf.Memo(
-                kubeconfig=args.kubeconfig, prometheus_url=args.prometheus_url, probe_models=args.probe_models
+                kubeconfig=args.kubeconfig,
+                prometheus_url=args.prometheus_url,
+                probe_models=args.probe_models,
+                peering_lifetime=args.peering_lifetime,
             ),
         )
     )
@@ -145,6 +148,13 @@ def parser() -> argparse.ArgumentParser:
     )
     run_cmd.add_argument("--peering", help="kopf peering name: replicas with the same name elect one active")
     run_cmd.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
+    run_cmd.add_argument(
+        "--peering-lifetime",
+        type=int,
+        default=60,
+        help="seconds a replica's peering record stays valid; a standby takes over from an active replica "
+        "that died without a goodbye (SIGKILL, lost node) within this plus a few seconds",
+    )
     run_cmd.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port")
     run_cmd.add_argument("--health-port", type=int, default=8081, help="liveness endpoint port (/healthz)")
     run_cmd.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")

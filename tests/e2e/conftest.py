@@ -9,9 +9,7 @@ missing the tests fail, saying so.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +18,8 @@ import kubernetes
 import pytest
 from builders import CRD
 
+from chart_rules import operator_rule_groups, rule_file
+from integration_fixtures import integration_conftest
 from missing import require
 from polling import eventually
 from unbusy.api import load
@@ -31,17 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "serving.unbusy.dev", "v1alpha1", "inferenceservices"
 
 
-def _load_integration_fixtures():
-    """tests/integration/conftest.py by path: two conftest modules cannot both be `conftest`."""
-    path = ROOT / "tests" / "integration" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("unbusy_integration_conftest", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-_integration = _load_integration_fixtures()
+_integration = integration_conftest()
 testbed = _integration.testbed
 namespace = _integration.namespace
 
@@ -158,3 +148,22 @@ def closed_loop(testbed, crd, namespace, prometheus_binary, tmp_path) -> Iterato
         testbed.kubectl("delete", "infsvc", loop.name, "-n", namespace, "--timeout=30s", check=False, timeout=45)
         loop.stop()
         print(f"logs of {loop.name}: {tmp_path}")
+
+
+@pytest.fixture
+def operator_monitoring(testbed, prometheus_binary, tmp_path) -> Iterator[Callable[..., processes.Prometheus]]:
+    """operator_monitoring(loop, *settings): a second Prometheus, the one that watches the operator:
+    it scrapes the loop's operator and evaluates the chart's PrometheusRule for it, rendered by
+    helm with metrics.prometheusRule.KEY=VALUE `settings`."""
+    started: list[processes.Prometheus] = []
+
+    def start(loop: Loop, *settings: str) -> processes.Prometheus:
+        rules = rule_file(operator_rule_groups(testbed.helm, *settings))
+        target = [f"127.0.0.1:{loop.operator.metrics_port}"]
+        prometheus = processes.Prometheus(prometheus_binary, tmp_path / "monitoring", target, job="unbusy", rules=rules)
+        started.append(prometheus)
+        return prometheus.start()
+
+    yield start
+    for prometheus in started:
+        prometheus.stop()

@@ -159,10 +159,9 @@ def testbed() -> Iterator[Testbed]:
                 _run_script("down.sh", timeout=120)
 
 
-@pytest.fixture
-def namespace(testbed: Testbed, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace per test. Afterwards its pods are deleted and waited for, so the
-    next test finds every fake GPU free again; the namespace itself goes away in the
+def fresh_namespace(testbed: Testbed, request: pytest.FixtureRequest, free_gpus: bool = True) -> Iterator[str]:
+    """A namespace named after the test. Afterwards, with `free_gpus`, its pods are deleted and waited
+    for, so the next test finds every fake GPU free again; the namespace itself goes away in the
     background (the namespace controller takes ~5 s, which tests need not wait for)."""
     slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
     name = f"t-{slug}-{secrets.token_hex(3)}"
@@ -173,7 +172,14 @@ def namespace(testbed: Testbed, request: pytest.FixtureRequest) -> Iterator[str]
         # Terminating first: the namespace then admits no new pods, so no ReplicaSet
         # can replace the pods deleted next.
         testbed.kubectl("delete", "namespace", name, "--wait=false", check=False)
-        testbed.kubectl("delete", "pods", "--all", "-n", name, "--wait=true", "--timeout=60s", check=False)
+        if free_gpus:
+            testbed.kubectl("delete", "pods", "--all", "-n", name, "--wait=true", "--timeout=60s", check=False)
+
+
+@pytest.fixture
+def namespace(testbed: Testbed, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace per test, its pods gone (their GPUs free) when the test is done."""
+    yield from fresh_namespace(testbed, request)
 
 
 @pytest.fixture(scope="session")

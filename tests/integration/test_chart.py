@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import pytest
+import test_promtool
 import yaml
 
+from chart_rules import operator_rule_groups, rule_file
 from schemas import validate
 from unbusy.demo.processes import free_port
 
@@ -35,7 +37,11 @@ EXAMPLES = ROOT / "examples"
 CHART = ROOT / "charts" / "unbusy"
 RELEASE = "unbusy"
 KUBE_VERSION = "1.37.0"
-EVERYTHING_ON = ["--set", "metrics.serviceMonitor.enabled=true", "--set", "dashboard.enabled=true"]
+EVERYTHING_ON = [
+    *("--set", "metrics.serviceMonitor.enabled=true"),
+    *("--set", "metrics.prometheusRule.enabled=true"),
+    *("--set", "dashboard.enabled=true"),
+]
 
 # (verb, resource, subresource): what the operator does in a namespace it watches.
 NAMESPACED_NEEDS = [
@@ -187,7 +193,7 @@ def test_template_output_is_schema_valid(testbed: Testbed, values: list[str]):
     kinds = sorted({d["kind"] for d in docs})
     assert {"CustomResourceDefinition", "Deployment", "ServiceAccount", "ClusterRole", "Service"} <= set(kinds)
     if values:
-        assert {"ServiceMonitor", "ConfigMap"} <= set(kinds)
+        assert {"ServiceMonitor", "PrometheusRule", "ConfigMap"} <= set(kinds)
 
 
 def test_operator_pod_is_locked_down(testbed: Testbed):
@@ -463,3 +469,48 @@ def test_operator_works_with_only_the_charts_rbac(testbed: Testbed, namespace: s
     }
     events = testbed.kubectl_json("get", "events", "-n", namespace, "--field-selector", "reason=Reconciled")
     assert events["items"], "no Reconciled event: the operator could not post events"
+
+
+# --- the operator's own alert rule, through promtool ---------------------------------------------
+
+FAILURES = "unbusy_metric_read_failures_total"
+promtool = test_promtool.promtool  # the fixture
+
+
+@pytest.mark.parametrize(
+    ("case", "failures", "fires"),
+    [
+        # One operator-mode service, a failed read per 30 s tick (2 a minute) all the time: held for good.
+        ("every read fails", "0+2x40", True),
+        # Prometheus came back after 5 minutes: the failures stop growing.
+        ("a short outage", "0+2x5 10x35", False),
+        ("no failures", "0x40", False),
+        # The operator restarted (its counter starts again) while Prometheus stayed away.
+        ("failing across a restart", "0+2x10 0+2x30", True),
+    ],
+)
+def test_operator_alert_fires_while_prometheus_cannot_be_read(testbed, promtool, tmp_path, case, failures, fires):
+    groups = operator_rule_groups(testbed.helm)
+    (rule,) = groups[0]["rules"]
+    (tmp_path / "rules.yaml").write_text(rule_file(groups))
+    test_promtool.run(promtool, "check", "rules", "rules.yaml", cwd=tmp_path)
+    labels = {"namespace": "unbusy-system", "job": "unbusy"}
+    series = FAILURES + "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+    annotations = {k: v.replace("{{ $value | humanize }}", "2") for k, v in rule["annotations"].items()}
+    fired = [{"exp_labels": labels | {"severity": "warning"}, "exp_annotations": annotations}] if fires else []
+    test = {
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": series, "values": failures}],
+                "alert_rule_test": [
+                    {"eval_time": "9m", "alertname": rule["alert"], "exp_alerts": []},  # still pending
+                    {"eval_time": "30m", "alertname": rule["alert"], "exp_alerts": fired},
+                ],
+            }
+        ],
+    }
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(test))
+    test_promtool.run(promtool, "test", "rules", "test.yaml", cwd=tmp_path)

@@ -101,6 +101,7 @@ operator/unbusy/controller). No wildcards, no Secrets.
 {{/* The operator's command-line flags. */}}
 {{- define "unbusy.args" -}}
 - --peering={{ required "peering.name is required" .Values.peering.name }}
+- --peering-lifetime={{ .Values.peering.lifetimeSeconds }}
 {{- range .Values.watchNamespaces }}
 - --namespace={{ . }}
 {{- end }}

@@ -25,6 +25,8 @@ log = logging.getLogger("unbusy")
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.posting.enabled = False  # our own Events say what happened; kopf's would double them
     settings.execution.max_workers = 16
+    # A replica that dies without a goodbye blocks its standby until its record expires: the takeover bound.
+    settings.peering.lifetime = memo.get("peering_lifetime", settings.peering.lifetime)
     # Every worker thread may be in an API call at once: one pooled connection each.
     memo.api = connect(memo.get("kubeconfig"), pool_size=settings.execution.max_workers)
     url = memo.get("prometheus_url")

@@ -3,6 +3,7 @@ runs it (`unbusy run`) and a Prometheus of our own (Debian's `prometheus` binary
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -100,19 +101,25 @@ class OperatorProcess:
 
 
 class Prometheus:
-    """A Prometheus of our own on 127.0.0.1, scraping `targets` every second; stop() and start()
-    keep its port and data, as a restarted Prometheus in a cluster would."""
+    """A Prometheus of our own on 127.0.0.1, scraping `targets` every second (as `job`, keeping their
+    labels) and evaluating `rules` (a rule file's text) every second; stop() and start() keep its
+    port and data, as a restarted Prometheus in a cluster would."""
 
-    def __init__(self, binary: str, workdir: Path, targets: list[str]):
+    def __init__(self, binary: str, workdir: Path, targets: list[str], job: str = "emulator", rules: str = ""):
         self.binary, self.workdir = binary, workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.process: subprocess.Popen | None = None
         self.config = workdir / "prometheus.yml"
-        self.config.write_text(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
-            "scrape_configs:\n  - job_name: emulator\n    honor_labels: true\n"
+        config = "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
+        if rules:
+            (workdir / "rules.yaml").write_text(rules)
+            config += f"rule_files: [{str(workdir / 'rules.yaml')!r}]\n"
+        config += (
+            f"scrape_configs:\n  - job_name: {job}\n    honor_labels: true\n"
             f"    static_configs:\n      - targets: [{', '.join(repr(t) for t in targets)}]\n"
         )
+        self.config.write_text(config)
 
     @property
     def url(self) -> str:
@@ -134,6 +141,11 @@ class Prometheus:
 
     def stop(self) -> None:
         stop(self.process, grace=20)
+
+    def firing(self) -> list[str]:
+        """Names of the alerts firing now (not those pending)."""
+        answer = json.loads(urllib.request.urlopen(f"{self.url}/api/v1/alerts", timeout=3).read())
+        return [a["labels"]["alertname"] for a in answer["data"]["alerts"] if a["state"] == "firing"]
 
     def log_tail(self) -> str:
         return (self.workdir / "prometheus.log").read_text()[-2000:]
