@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 from builders import ON_KWOK, manifest
-from conftest import Prometheus
 
 if TYPE_CHECKING:
-    from conftest import Loop, Prometheus  # the fixtures' types; conftest is not importable at run time
+    from conftest import Loop  # the fixtures' types; conftest is not importable at run time
+
+    from unbusy.demo.processes import Prometheus
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
