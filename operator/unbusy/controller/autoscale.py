@@ -9,16 +9,19 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from kubernetes.dynamic.exceptions import ConflictError
+
 from unbusy import health
 from unbusy.api import InferenceService, SpecError, load
 from unbusy.api.status import ScalingDecision
 from unbusy.controller import fallback, rollout
 from unbusy.controller.metrics import METRIC_READ_FAILURES, SCALING_DECISIONS
+from unbusy.controller.reconcile import CONFLICT_ATTEMPTS
 from unbusy.gpu.request import gpu_request
 from unbusy.health import VariantState
 from unbusy.kube import observe
 from unbusy.kube.client import CountingClient
-from unbusy.kube.status import event, publish_status
+from unbusy.kube.status import event, get_inference_service, publish_status
 from unbusy.render.context import RenderContext, replica_bounds, weight
 from unbusy.render.edge import demand_queries
 from unbusy.render.meta import variant_name
@@ -141,7 +144,7 @@ def tick(api: CountingClient, seen: Look, answers: Answers | None, states: dict[
                 capacity=f"{capacity:,.0f} rps/replica" if (capacity := decision.metrics.get("capacity_rps")) else None,
                 overload_measurable=read.demand.measurable,
             )
-    _publish(api, body, decisions, last)
+    body = _publish(api, body, decisions, last)
     interval = float(isvc.spec.autoscaling.interval_seconds)
     if isvc.spec.fallback is None or not decisions:
         return Tick(interval)
@@ -155,14 +158,26 @@ def tick(api: CountingClient, seen: Look, answers: Answers | None, states: dict[
 
 def _publish(
     api: CountingClient, body: dict[str, Any], decisions: dict[str, Decision], last: ScalingDecision | None
-) -> None:
+) -> dict[str, Any]:
+    """Write the ScalingActive condition (and lastScaling) into the status; returns the object as
+    it now is. Only while the object is as read: kopf's body may lag a status that a reconcile
+    just wrote, and conditions merged into a stale copy would put its older Ready back."""
     if not decisions:
-        return
-    generation = body["metadata"].get("generation")
-    fresh = [health.scaling_condition(decisions)]
-    status: dict[str, Any] = {
-        "conditions": health.merged_wire_conditions(body.get("status") or {}, fresh, now(), generation)
-    }
-    if last is not None:
-        status["lastScaling"] = last.to_wire()
-    publish_status(api, body, status)
+        return body
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    for attempt in range(CONFLICT_ATTEMPTS):
+        generation = body["metadata"].get("generation")
+        fresh = [health.scaling_condition(decisions)]
+        status: dict[str, Any] = {
+            "conditions": health.merged_wire_conditions(body.get("status") or {}, fresh, now(), generation)
+        }
+        if last is not None:
+            status["lastScaling"] = last.to_wire()
+        try:
+            return publish_status(api, body, status, guarded=True) or body
+        except ConflictError:
+            current = get_inference_service(api, namespace, name)
+            if current is None or attempt == CONFLICT_ATTEMPTS - 1:
+                raise
+            body = current
+    return body

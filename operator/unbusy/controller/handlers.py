@@ -26,8 +26,8 @@ log = logging.getLogger("unbusy")
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.posting.enabled = False  # our own Events say what happened; kopf's would double them
     settings.execution.max_workers = 16
-    # Every worker thread may be in an API call at once: one pooled connection each.
-    memo.api = connect(memo.get("kubeconfig"), pool_size=settings.execution.max_workers)
+    # Every worker thread and the scaling loop's may be in an API call at once: one pooled connection each.
+    memo.api = connect(memo.get("kubeconfig"), pool_size=settings.execution.max_workers + 1)
     url = memo.get("prometheus_url")
     memo.prometheus = PrometheusSource(url) if url else None
     memo.scaler = Scaler(memo.api, memo.prometheus)
