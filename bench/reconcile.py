@@ -25,18 +25,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections import Counter
 from pathlib import Path
 
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "operator"), str(ROOT / "tests"), str(ROOT / "tests" / "integration")]
 
 from operator_process import CRD, OperatorProcess  # noqa: E402
 
+from fleet_measure import api_writes, cpu_seconds, described, peak_rss_mib, queries_answered  # noqa: E402
 from prometheus_process import Prometheus  # noqa: E402
 from unbusy.api import load  # noqa: E402
 from unbusy.render import render_all  # noqa: E402
@@ -46,9 +44,6 @@ KUBECONFIG = Path(os.environ.get("TESTBED_STATE_DIR", ROOT / ".testbed")) / "kub
 BENCH_NODES = 4  # fake nodes with room for a thousand GPU pods, for both sides alike
 INTERVAL_S = 15  # the scaling interval of every InferenceService (the spec's default)
 RESYNC_S = 60  # the operator's status resync (unbusy run's default)
-# What others write while nothing changes: kwok's node heartbeats, the components' leader leases.
-OTHERS = {"leases", "nodes"}
-WRITE_VERBS = {"POST", "PUT", "PATCH", "DELETE", "DELETECOLLECTION", "APPLY"}
 
 
 def kubectl(*args: str, stdin: str | None = None) -> str:
@@ -106,6 +101,10 @@ def until(check, timeout: float) -> float:
     raise SystemExit(f"not done within {timeout}s")
 
 
+def apiserver_metrics() -> str:
+    return kubectl("get", "--raw", "/metrics")
+
+
 def ready_count(namespace: str) -> int:
     items = json.loads(kubectl("get", "infsvc", "-n", namespace, "-o", "json"))["items"]
     return sum(
@@ -117,47 +116,6 @@ def ready_count(namespace: str) -> int:
 def available_count(namespace: str) -> int:
     items = json.loads(kubectl("get", "deployments", "-n", namespace, "-o", "json"))["items"]
     return sum((d.get("status", {}).get("availableReplicas") or 0) >= 1 for d in items)
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU the process has used (/proc/PID/stat, fields 14 and 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
-    """The samples of one counter in Prometheus' text format, with their labels."""
-    return [
-        (s.labels, s.value) for family in text_string_to_metric_families(text) for s in family.samples if s.name == name
-    ]
-
-
-def api_writes() -> Counter[str]:
-    """Write requests the API server has answered so far, by resource/verb, others' excluded."""
-    counted: Counter[str] = Counter()
-    for labels, value in samples(kubectl("get", "--raw", "/metrics"), "apiserver_request_total"):
-        if labels.get("verb") in WRITE_VERBS and labels.get("resource") not in OTHERS:
-            key = "/".join(filter(None, [labels.get("resource"), labels.get("subresource")]))
-            counted[f"{key} {labels['verb']}"] += int(value)
-    return counted
-
-
-def queries_answered(prometheus: Prometheus) -> float:
-    text = urllib.request.urlopen(f"{prometheus.url}/metrics", timeout=5).read().decode()
-    return sum(
-        v for labels, v in samples(text, "prometheus_http_requests_total") if labels["handler"] == "/api/v1/query"
-    )
-
-
-def described(writes: Counter[str]) -> str:
-    return ", ".join(f"{k}: {v}" for k, v in sorted(writes.items()) if v) or "none"
 
 
 def main() -> None:
@@ -213,20 +171,20 @@ def main() -> None:
             # At rest: every scaling tick and status resync has nothing to change.
             time.sleep(INTERVAL_S)
             pid = operator.process.pid
-            cpu, queries, writes = cpu_seconds(pid), queries_answered(prometheus), api_writes()
+            cpu, queries, writes = cpu_seconds(pid), queries_answered(prometheus.url), api_writes(apiserver_metrics)
             time.sleep(args.steady_seconds)
             steady_cpu = (cpu_seconds(pid) - cpu) / args.steady_seconds
-            per_interval = (queries_answered(prometheus) - queries) / (args.steady_seconds / INTERVAL_S)
-            steady_writes = api_writes() - writes
+            per_interval = (queries_answered(prometheus.url) - queries) / (args.steady_seconds / INTERVAL_S)
+            steady_writes = api_writes(apiserver_metrics) - writes
             rss = peak_rss_mib(pid)
 
             # A restart resumes every object, then a whole status resync and scaling ticks follow.
             operator.stop()
-            writes = api_writes()
+            writes = api_writes(apiserver_metrics)
             operator.start()
             until(lambda: operator.metric("unbusy_reconcile_duration_seconds_count") >= n, args.timeout)
             time.sleep(RESYNC_S)
-            resync_writes = api_writes() - writes
+            resync_writes = api_writes(apiserver_metrics) - writes
             # While the operator runs, so that it takes kopf's finalizer off each of them.
             kubectl("delete", "infsvc", "--all", "-n", "bench-operator", f"--timeout={int(args.timeout)}s")
         finally:

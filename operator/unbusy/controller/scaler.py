@@ -73,7 +73,7 @@ class Scaler:
 
     def tick(self, due: dict[Key, Member], at: float) -> None:
         try:
-            children = observe.fleet(self.api, {namespace for namespace, _ in due})
+            children = observe.fleet(self.api, due)
         except (DynamicApiError, HTTPError) as error:
             log.warning("scaling tick: listing %d InferenceServices' children failed: %s", len(due), error)
             return  # each is due again at the next second

@@ -154,17 +154,24 @@ class Fleet:
         return {p.name: p.ready for p in self.pods.get((namespace, name, variant), []) if not p.deleting}
 
 
-def fleet(api: CountingClient, namespaces: Iterable[str]) -> Fleet:
-    """Every InferenceService's Deployments and pods in these namespaces."""
+# Up to this many InferenceServices of a namespace are listed by name (a set-based selector);
+# more, and the namespace's are listed whole: one page costs less than a URL of a thousand names.
+BY_NAME = 100
+
+
+def fleet(api: CountingClient, names: Iterable[tuple[str, str]]) -> Fleet:
+    """The Deployments and pods of these InferenceServices (namespace, name)."""
     deployments: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
     pods: dict[tuple[str, str, str], list[Pod]] = defaultdict(list)
-    ours = label_selector({MANAGED_BY: OPERATOR})
-    for namespace in sorted(set(namespaces)):
-        for d in _items(api, "apps/v1", "Deployment", namespace, ours):
-            labels = d["metadata"].get("labels") or {}
-            if INFERENCE_SERVICE in labels:
-                deployments[namespace, labels[INFERENCE_SERVICE]][labels.get(VARIANT)] = _trimmed(d)
-        for p in _items(api, "v1", "Pod", namespace, f"{INFERENCE_SERVICE},{VARIANT}"):
+    by_namespace: dict[str, set[str]] = defaultdict(set)
+    for namespace, name in names:
+        by_namespace[namespace].add(name)
+    for namespace, wanted in sorted(by_namespace.items()):
+        which = f"{INFERENCE_SERVICE} in ({','.join(sorted(wanted))})" if len(wanted) <= BY_NAME else INFERENCE_SERVICE
+        for d in _items(api, "apps/v1", "Deployment", namespace, f"{MANAGED_BY}={OPERATOR},{which}"):
+            labels = d["metadata"]["labels"]
+            deployments[namespace, labels[INFERENCE_SERVICE]][labels.get(VARIANT)] = _trimmed(d)
+        for p in _items(api, "v1", "Pod", namespace, f"{which},{VARIANT}"):
             labels = p["metadata"]["labels"]
             pods[namespace, labels[INFERENCE_SERVICE], labels[VARIANT]].append(_pod(p))
     return Fleet(dict(deployments), dict(pods))
