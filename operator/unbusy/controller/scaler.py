@@ -1,5 +1,5 @@
 """The operator-mode scaling loop of a whole fleet, in one thread: each tick lists the due
-InferenceServices' Deployments and pods once per namespace, reads Prometheus once per query
+InferenceServices' Deployments and pods (kube/observe.py's fleet), reads Prometheus once per query
 (scaling/fleet.py) and runs each one's tick (autoscale.py). kopf keeps a daemon per
 InferenceService in operator mode (handlers.py), which joins it here and leaves when kopf stops
 it (the mode changed, the object went, or a peer with a higher priority took over)."""
