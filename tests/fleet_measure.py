@@ -38,13 +38,14 @@ def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
 
 
 def api_writes(metrics: Callable[[], str]) -> Counter[str]:
-    """Write requests the API server has answered so far, by resource/verb, others' excluded;
-    `metrics` returns the API server's /metrics."""
+    """Write requests the API server has answered so far, by resource/verb and status code (a
+    409 is a write refused for a stale resourceVersion), others' excluded; `metrics` returns the
+    API server's /metrics."""
     counted: Counter[str] = Counter()
     for labels, value in samples(metrics(), "apiserver_request_total"):
         if labels.get("verb") in WRITE_VERBS and labels.get("resource") not in OTHERS:
             key = "/".join(filter(None, [labels.get("resource"), labels.get("subresource")]))
-            counted[f"{key} {labels['verb']}"] += int(value)
+            counted[f"{key} {labels['verb']} {labels.get('code')}"] += int(value)
     return counted
 
 
