@@ -16,8 +16,9 @@ from builders import manifest, small_model
 from polling import eventually
 from unbusy.api import InferenceService, load
 from unbusy.demo.processes import Prometheus
-from unbusy.gpu.request import gpu_request
-from unbusy.scaling.promql import variant_queries
+from unbusy.render.edge import DemandQueries, demand_queries
+from unbusy.scaling import fleet
+from unbusy.scaling.fleet import VariantRead
 from unbusy.scaling.source import PrometheusSource, SourceError
 from unbusy.sim.emulator import Emulator
 
@@ -51,11 +52,16 @@ def test_the_loop_reads_each_variants_demand_with_its_503s(prometheus_binary, tm
     try:
         prometheus.start()
         source = PrometheusSource(prometheus.url)
-        gpu = gpu_request(service.spec.gpu, service.spec.model.gpu_memory)
         shares = {v.name: v.weight / 100 for v in service.spec.effective_variants()}
 
+        def queries(of: InferenceService, variant: str) -> DemandQueries:
+            return demand_queries(of, variant, shares[variant], WINDOW_S)
+
         def demand(variant: str, of: InferenceService = service):
-            return source.demand(variant_queries(of, variant, gpu, shares[variant], WINDOW_S).demand)
+            """As the scaling loop reads it: the fleet's grouped queries, this variant's rows."""
+            read = VariantRead("ml", of.spec.model.name, False, {}, queries(of, variant))
+            plan = fleet.plan([read], WINDOW_S)
+            return fleet.Answers(plan, source.read(plan.queries)).demand(read)
 
         def settled():
             # A full window of scrapes, so that the rate is the load's and not the first seconds'.
@@ -69,6 +75,10 @@ def test_the_loop_reads_each_variants_demand_with_its_503s(prometheus_binary, tm
             # Poisson arrivals over a 10 s window: within 15% of the offered rate.
             assert offered * 0.85 < got.rps < offered * 1.15, (variant, got)
             assert 0.2 * got.rps < got.rejected_rps < 0.6 * got.rps, (variant, got)
+            # The variant's own queries (the alerts' and KEDA's) read the same, from the same scrapes.
+            own = queries(service, variant)
+            assert source.value(own.requests) == pytest.approx(got.rps, rel=0.05), variant
+            assert source.value(own.rejected) == pytest.approx(got.rejected_rps, rel=0.05), variant
         assert demand("fallback") is None  # no series at all: no demand read, not 0
 
         # A user's template that Prometheus cannot parse: the loop says which field to fix.

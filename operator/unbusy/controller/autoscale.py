@@ -1,5 +1,6 @@
-"""One tick of the operator's scaling loop for one InferenceService: Prometheus -> policy ->
-Deployment scale subresource -> status and events. The decisions are scaling/policy.py's."""
+"""One tick of the operator's scaling loop for one InferenceService: what the fleet's read of
+the cluster and of Prometheus (controller/scaler.py) says of it -> policy -> Deployment scale
+subresource -> status and events. The decisions are scaling/policy.py's."""
 
 from __future__ import annotations
 
@@ -8,26 +9,31 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from kubernetes.dynamic.exceptions import ConflictError
+
 from unbusy import health
 from unbusy.api import InferenceService, SpecError, load
 from unbusy.api.status import ScalingDecision
 from unbusy.controller import fallback, rollout
 from unbusy.controller.metrics import METRIC_READ_FAILURES, SCALING_DECISIONS
+from unbusy.controller.reconcile import CONFLICT_ATTEMPTS
 from unbusy.gpu.request import gpu_request
+from unbusy.health import VariantState
 from unbusy.kube import observe
 from unbusy.kube.client import CountingClient
-from unbusy.kube.status import event, publish_status
+from unbusy.kube.status import event, get_inference_service, publish_status
 from unbusy.render.context import RenderContext, replica_bounds, weight
+from unbusy.render.edge import demand_queries
 from unbusy.render.meta import variant_name
+from unbusy.scaling.fleet import Answers, SourceError, VariantRead
 from unbusy.scaling.policy import Decision, Observation, PolicyState, decide
-from unbusy.scaling.promql import Queries, variant_queries
-from unbusy.scaling.source import PrometheusSource, SourceError
 from unbusy.sim.model import from_service
 from unbusy.timestamps import now
 from unbusy.traffic import shedding
 from unbusy.traffic.rollout import holds_stable_replicas
 
 log = logging.getLogger("unbusy")
+WINDOW_S = 60  # the rate window of the scaling queries
 NO_PROMETHEUS = "no Prometheus to read: start the operator with --prometheus-url (or UNBUSY_PROMETHEUS_URL)"
 
 
@@ -40,18 +46,53 @@ def _spec_capacity(isvc: InferenceService) -> tuple[float | None, float]:
     return (from_service(isvc).capacity_rps if isvc.spec.model.serving else None), saturated
 
 
-def _observation(
-    source: PrometheusSource | None, queries: Queries, current: int, pods: dict[str, bool], isvc: InferenceService
-) -> Observation:
-    if source is None:
+def _observation(answers: Answers | None, read: VariantRead, current: int, isvc: InferenceService) -> Observation:
+    if answers is None:
         return Observation(current, None, error=NO_PROMETHEUS)
     hint, saturated = _spec_capacity(isvc)
     try:
-        samples, demand = source.samples(queries, pods), source.demand(queries.demand)
+        samples, demand = answers.samples(read), answers.demand(read)
         return Observation(current, samples, demand=demand, capacity_hint=hint, saturated_pending=saturated)
     except SourceError as error:
         METRIC_READ_FAILURES.inc()
         return Observation(current, None, error=str(error))
+
+
+@dataclass(frozen=True)
+class Look:
+    """One InferenceService as a fleet tick finds it, before Prometheus is read."""
+
+    body: dict[str, Any]
+    planned: InferenceService  # a running canary is scaled like any variant
+    isvc: InferenceService  # the weights the routes carry now
+    live: dict[str, VariantState]
+    reads: dict[str, VariantRead]  # of each variant whose Deployment exists (reconcile creates it first)
+
+
+def look(body: dict[str, Any], children: observe.Fleet) -> Look | None:
+    """What the tick must read of this InferenceService; None while its spec is invalid
+    (reconcile reports it; nothing to scale until it is fixed)."""
+    try:
+        planned = rollout.view(load(body))
+        isvc = shedding.routed(planned)
+    except SpecError:
+        return None
+    namespace, name = isvc.metadata.namespace, isvc.metadata.name
+    routed = {v.name: weight(v, RenderContext()) for v in isvc.spec.effective_variants()}
+    live = {s.name: s for s in children.variant_states(namespace, name, routed, {})}
+    mig = gpu_request(isvc.spec.gpu, isvc.spec.model.gpu_memory).mig_profile is not None
+    reads = {
+        variant: VariantRead(
+            namespace,
+            isvc.spec.model.name,
+            mig,
+            children.pod_readiness(namespace, name, variant),
+            demand_queries(isvc, variant, share=routed[variant] / 100, window_seconds=WINDOW_S),
+        )
+        for variant, state in live.items()
+        if state.exists
+    }
+    return Look(body, planned, isvc, live, reads)
 
 
 @dataclass(frozen=True)
@@ -60,28 +101,18 @@ class Tick:
     reroute: dict[str, Any] | None = None  # the object as written when the routes' weights moved
 
 
-def tick(
-    api: CountingClient, source: PrometheusSource | None, body: dict[str, Any], states: dict[str, PolicyState]
-) -> Tick:
+INVALID = Tick(30.0)  # an invalid spec is looked at again after this long
+
+
+def tick(api: CountingClient, seen: Look, answers: Answers | None, states: dict[str, PolicyState]) -> Tick:
     """Decide and write replicas for every variant, and the weight shed to the fallback."""
-    try:
-        planned = rollout.view(load(body))  # a running canary is scaled like any variant
-        isvc = shedding.routed(planned)  # the weights the routes carry now
-    except SpecError:
-        return Tick(30.0)  # reconcile reports the spec; nothing to scale until it is fixed
+    body, planned, isvc, live = seen.body, seen.planned, seen.isvc, seen.live
     rollouts = {s.variant: s for s in (isvc.status.rollouts if isvc.status else [])}
     namespace, name = isvc.metadata.namespace, isvc.metadata.name
-    routed = {v.name: weight(v, RenderContext()) for v in isvc.spec.effective_variants()}
-    live = {s.name: s for s in observe.variant_states(api, namespace, name, routed, {})}
-    gpu = gpu_request(isvc.spec.gpu, isvc.spec.model.gpu_memory)
-    observed: dict[str, tuple[Queries, Observation]] = {}
-    for variant in isvc.spec.effective_variants():
-        state = live.get(variant.name)
-        if state is None or not state.exists:
-            continue  # reconcile creates it first
-        pods = observe.pod_readiness(api, namespace, name, variant.name)
-        queries = variant_queries(isvc, variant.name, gpu, share=routed[variant.name] / 100)
-        observed[variant.name] = (queries, _observation(source, queries, state.desired, pods, isvc))
+    observed = {
+        variant: (read, _observation(answers, read, live[variant].desired, isvc))
+        for variant, read in seen.reads.items()
+    }
     if isvc.spec.fallback is not None:
         observed = shedding.at_planned_weights(observed, planned)
     decisions: dict[str, Decision] = {}
@@ -89,7 +120,7 @@ def tick(
     for variant in isvc.spec.effective_variants():
         if variant.name not in observed:
             continue
-        state, (queries, observation) = live[variant.name], observed[variant.name]
+        state, (read, observation) = live[variant.name], observed[variant.name]
         bounds = replica_bounds(isvc, variant)
         previous = states.get(variant.name, PolicyState())
         decision = decide(observation, isvc.spec.autoscaling, bounds, previous, time.time())
@@ -109,11 +140,11 @@ def tick(
                 from_replicas=state.desired,
                 to_replicas=decision.replicas,
                 reason=decision.reason,
-                demand_source=queries.demand.source,
+                demand_source=read.demand.source,
                 capacity=f"{capacity:,.0f} rps/replica" if (capacity := decision.metrics.get("capacity_rps")) else None,
-                overload_measurable=queries.demand.measurable,
+                overload_measurable=read.demand.measurable,
             )
-    _publish(api, body, decisions, last)
+    body = _publish(api, body, decisions, last)
     interval = float(isvc.spec.autoscaling.interval_seconds)
     if isvc.spec.fallback is None or not decisions:
         return Tick(interval)
@@ -127,14 +158,26 @@ def tick(
 
 def _publish(
     api: CountingClient, body: dict[str, Any], decisions: dict[str, Decision], last: ScalingDecision | None
-) -> None:
+) -> dict[str, Any]:
+    """Write the ScalingActive condition (and lastScaling) into the status; returns the object as
+    it now is. Only while the object is as read: kopf's body may lag a status that a reconcile
+    just wrote, and conditions merged into a stale copy would put its older Ready back."""
     if not decisions:
-        return
-    generation = body["metadata"].get("generation")
-    fresh = [health.scaling_condition(decisions)]
-    status: dict[str, Any] = {
-        "conditions": health.merged_wire_conditions(body.get("status") or {}, fresh, now(), generation)
-    }
-    if last is not None:
-        status["lastScaling"] = last.to_wire()
-    publish_status(api, body, status)
+        return body
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    for attempt in range(CONFLICT_ATTEMPTS):
+        generation = body["metadata"].get("generation")
+        fresh = [health.scaling_condition(decisions)]
+        status: dict[str, Any] = {
+            "conditions": health.merged_wire_conditions(body.get("status") or {}, fresh, now(), generation)
+        }
+        if last is not None:
+            status["lastScaling"] = last.to_wire()
+        try:
+            return publish_status(api, body, status, guarded=True) or body
+        except ConflictError:
+            current = get_inference_service(api, namespace, name)
+            if current is None or attempt == CONFLICT_ATTEMPTS - 1:
+                raise
+            body = current
+    return body

@@ -11,7 +11,8 @@ from kubernetes.dynamic.exceptions import DynamicApiError
 from urllib3.exceptions import HTTPError
 
 from unbusy.api import GROUP, PLURAL, VERSION
-from unbusy.controller import autoscale, reconcile, rollout
+from unbusy.controller import reconcile, rollout
+from unbusy.controller.scaler import Scaler
 from unbusy.kube.client import connect
 from unbusy.kube.status import get_inference_service
 from unbusy.render.meta import INFERENCE_SERVICE, MANAGED_BY, OPERATOR
@@ -27,13 +28,20 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.execution.max_workers = 16
     # A replica that dies without a goodbye blocks its standby until its record expires: the takeover bound.
     settings.peering.lifetime = memo.get("peering_lifetime", settings.peering.lifetime)
-    # Every worker thread may be in an API call at once: one pooled connection each.
-    memo.api = connect(memo.get("kubeconfig"), pool_size=settings.execution.max_workers)
+    # Every worker thread and the scaling loop's may be in an API call at once: one pooled connection each.
+    memo.api = connect(memo.get("kubeconfig"), pool_size=settings.execution.max_workers + 1)
     url = memo.get("prometheus_url")
     memo.prometheus = PrometheusSource(url) if url else None
+    memo.scaler = Scaler(memo.api, memo.prometheus)
+    memo.scaler.start()
     # Per-object memos are shallow copies of this one, so this dict is shared by all handlers:
     # a Deployment event keeps its parent's last reconcile errors in the Degraded condition.
     memo.reconcile_errors = {}
+
+
+@kopf.on.cleanup()
+def stop_scaling(memo: kopf.Memo, **_: Any) -> None:
+    memo.scaler.stop()
 
 
 def _guarded(work, *args: Any, **kwargs: Any) -> Any:
@@ -84,22 +92,16 @@ def _operator_mode(spec: kopf.Spec, **_: Any) -> bool:
 
 
 @kopf.daemon(*RESOURCE, when=_operator_mode, cancellation_timeout=10)
-def scale_inference_service(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
-    """The scaling loop: one tick per spec.autoscaling.intervalSeconds while in operator mode; it
-    scales every variant and moves weight to and from spec.fallback's variant."""
-    states: dict = {}  # the policy's memory per variant: stabilisation windows, step periods
-    while not stopped:
-        try:
-            done = autoscale.tick(memo.api, memo.prometheus, dict(body), states)
-            interval = done.interval
-            if done.reroute is not None:  # weight moved to or from the fallback: the routes follow now
-                reconcile.reconcile(memo.api, done.reroute)
-        except (DynamicApiError, HTTPError) as error:
-            log.warning(
-                "%s/%s: scaling tick failed: %s", body["metadata"]["namespace"], body["metadata"]["name"], error
-            )
-            interval = 10.0
-        stopped.wait(interval)
+async def scale_inference_service(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
+    """In operator mode an InferenceService belongs to the fleet's scaling loop (scaler.py): one
+    tick per spec.autoscaling.intervalSeconds scales every variant and moves weight to and from
+    spec.fallback's variant. A coroutine that waits, not a thread per InferenceService."""
+    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    memo.scaler.join(key, body)
+    try:
+        await stopped.wait()
+    finally:
+        memo.scaler.leave(key)
 
 
 def _canary_strategy(spec: kopf.Spec, **_: Any) -> bool:

@@ -1,46 +1,86 @@
-"""Read what the cluster shows about an InferenceService's replicas."""
+"""Read what the cluster shows about InferenceServices' replicas: one at a time (reconcile and
+status), or a whole fleet's at once (the scaling loop: two paged lists per namespace, not two
+per InferenceService)."""
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from unbusy.health import VariantState
 from unbusy.kube.client import CountingClient
-from unbusy.render.meta import INFERENCE_SERVICE, VARIANT, children_selector, label_selector
+from unbusy.render.meta import INFERENCE_SERVICE, MANAGED_BY, OPERATOR, VARIANT, children_selector, label_selector
 from unbusy.render.routing import NGINX
+
+PAGE = 250  # objects per list request: a fleet's pods are read a page at a time, never all at once
+
+
+def _plain(_: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """The API's JSON as plain dicts: no ResourceInstance wrapping of every field."""
+    return data
 
 
 def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
     return next((c for c in obj.get("status", {}).get("conditions") or [] if c["type"] == type_), {})
 
 
-def _unschedulable(pods: list[dict[str, Any]]) -> tuple[int, str | None]:
-    """How many replicas the scheduler could not place, and its message for one of them."""
-    stuck = [
-        _condition(p, "PodScheduled")
-        for p in pods
-        if _condition(p, "PodScheduled").get("reason") == "Unschedulable" and not p["metadata"].get("deletionTimestamp")
-    ]
-    return len(stuck), (stuck[0].get("message") if stuck else None)
+@dataclass(frozen=True)
+class Pod:
+    """What the operator needs of one replica."""
+
+    name: str
+    ready: bool  # passes its readiness probe
+    deleting: bool
+    unschedulable: str | None  # the scheduler's message while it cannot place a pending pod
 
 
-def _pods(
-    api: CountingClient, namespace: str, name: str, variant: str, field_selector: str | None = None
-) -> list[dict[str, Any]]:
-    pods = api.resources.get(api_version="v1", kind="Pod")
+def _pod(pod: dict[str, Any]) -> Pod:
+    scheduled = _condition(pod, "PodScheduled")
+    pending = pod.get("status", {}).get("phase") == "Pending" and scheduled.get("reason") == "Unschedulable"
+    return Pod(
+        name=pod["metadata"]["name"],
+        ready=_condition(pod, "Ready").get("status") == "True",
+        deleting=bool(pod["metadata"].get("deletionTimestamp")),
+        unschedulable=(scheduled.get("message") or "") if pending else None,
+    )
+
+
+def _items(
+    api: CountingClient, api_version: str, kind: str, namespace: str, selector: str, field_selector: str | None = None
+) -> Iterator[dict[str, Any]]:
+    resource = api.resources.get(api_version=api_version, kind=kind)
+    token = None
+    while True:
+        page = api.get(
+            resource,
+            namespace=namespace,
+            label_selector=selector,
+            field_selector=field_selector,
+            limit=PAGE,
+            _continue=token,
+            serializer=_plain,
+        )
+        yield from page["items"]
+        token = page["metadata"].get("continue")
+        if not token:
+            return
+
+
+def _pods(api: CountingClient, namespace: str, name: str, variant: str, field_selector: str | None = None) -> list[Pod]:
     selected = label_selector({INFERENCE_SERVICE: name, VARIANT: variant})
-    return api.get(pods, namespace=namespace, label_selector=selected, field_selector=field_selector).to_dict()["items"]
+    return [_pod(p) for p in _items(api, "v1", "Pod", namespace, selected, field_selector)]
 
 
-def variant_states(
-    api: CountingClient, namespace: str, name: str, weights: dict[str, int], rendered: dict[str, int | None]
+def states_of(
+    live: dict[str, dict[str, Any]],
+    pending: Callable[[str], list[Pod]],
+    weights: dict[str, int],
+    rendered: dict[str, int | None],
 ) -> list[VariantState]:
-    """One VariantState per variant, in the spec's order."""
-    deployments = api.resources.get(api_version="apps/v1", kind="Deployment")
-    live = {
-        d["metadata"]["labels"].get(VARIANT): d
-        for d in api.get(deployments, namespace=namespace, label_selector=children_selector(name)).to_dict()["items"]
-    }
+    """One VariantState per variant, in the spec's order, from its live Deployment (variant ->
+    Deployment) and, while it lacks ready replicas, its pending pods."""
     states = []
     for variant, weight in weights.items():
         deployment = live.get(variant)
@@ -50,9 +90,9 @@ def variant_states(
         spec, status = deployment["spec"], deployment.get("status") or {}
         desired = spec.get("replicas", 1)
         ready = status.get("readyReplicas") or 0
-        pending, message = 0, None
-        if ready < desired:
-            pending, message = _unschedulable(_pods(api, namespace, name, variant, "status.phase=Pending"))
+        stuck = (
+            [p for p in pending(variant) if p.unschedulable is not None and not p.deleting] if ready < desired else []
+        )
         progress = _condition(deployment, "Progressing")
         failure = _condition(deployment, "ReplicaFailure")
         states.append(
@@ -67,20 +107,75 @@ def variant_states(
                 rolled_out=(status.get("observedGeneration") or 0) >= deployment["metadata"].get("generation", 0),
                 stalled=progress.get("message") if progress.get("reason") == "ProgressDeadlineExceeded" else None,
                 replica_failure=failure.get("message") if failure.get("status") == "True" else None,
-                unschedulable=message,
-                pending=pending,
+                unschedulable=stuck[0].unschedulable if stuck else None,
+                pending=len(stuck),
             )
         )
     return states
 
 
-def pod_readiness(api: CountingClient, namespace: str, name: str, variant: str) -> dict[str, bool]:
-    """Live (not terminating) pods of one variant -> whether each passes its readiness probe."""
-    return {
-        p["metadata"]["name"]: _condition(p, "Ready").get("status") == "True"
-        for p in _pods(api, namespace, name, variant)
-        if not p["metadata"].get("deletionTimestamp")
+def variant_states(
+    api: CountingClient, namespace: str, name: str, weights: dict[str, int], rendered: dict[str, int | None]
+) -> list[VariantState]:
+    """One VariantState per variant of one InferenceService, in the spec's order."""
+    live = {
+        d["metadata"]["labels"].get(VARIANT): d
+        for d in _items(api, "apps/v1", "Deployment", namespace, children_selector(name))
     }
+    return states_of(
+        live, lambda variant: _pods(api, namespace, name, variant, "status.phase=Pending"), weights, rendered
+    )
+
+
+def _trimmed(deployment: dict[str, Any]) -> dict[str, Any]:
+    """What states_of reads of a Deployment: a fleet's are kept without their pod templates."""
+    meta = deployment["metadata"]
+    return {
+        "metadata": {"labels": meta.get("labels") or {}, "generation": meta.get("generation", 0)},
+        "spec": {"replicas": deployment["spec"].get("replicas", 1)},
+        "status": deployment.get("status") or {},
+    }
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """The Deployments and pods of every InferenceService of some namespaces, as listed at once."""
+
+    deployments: dict[tuple[str, str], dict[str, dict[str, Any]]]  # (namespace, name) -> variant -> Deployment
+    pods: dict[tuple[str, str, str], list[Pod]]  # (namespace, name, variant) -> its pods
+
+    def variant_states(
+        self, namespace: str, name: str, weights: dict[str, int], rendered: dict[str, int | None]
+    ) -> list[VariantState]:
+        live = self.deployments.get((namespace, name), {})
+        return states_of(live, lambda variant: self.pods.get((namespace, name, variant), []), weights, rendered)
+
+    def pod_readiness(self, namespace: str, name: str, variant: str) -> dict[str, bool]:
+        """Live (not terminating) pods of one variant -> whether each passes its readiness probe."""
+        return {p.name: p.ready for p in self.pods.get((namespace, name, variant), []) if not p.deleting}
+
+
+# Up to this many InferenceServices of a namespace are listed by name (a set-based selector);
+# more, and the namespace's are listed whole: one page costs less than a URL of a thousand names.
+BY_NAME = 100
+
+
+def fleet(api: CountingClient, names: Iterable[tuple[str, str]]) -> Fleet:
+    """The Deployments and pods of these InferenceServices (namespace, name)."""
+    deployments: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
+    pods: dict[tuple[str, str, str], list[Pod]] = defaultdict(list)
+    by_namespace: dict[str, set[str]] = defaultdict(set)
+    for namespace, name in names:
+        by_namespace[namespace].add(name)
+    for namespace, wanted in sorted(by_namespace.items()):
+        which = f"{INFERENCE_SERVICE} in ({','.join(sorted(wanted))})" if len(wanted) <= BY_NAME else INFERENCE_SERVICE
+        for d in _items(api, "apps/v1", "Deployment", namespace, f"{MANAGED_BY}={OPERATOR},{which}"):
+            labels = d["metadata"]["labels"]
+            deployments[namespace, labels[INFERENCE_SERVICE]][labels.get(VARIANT)] = _trimmed(d)
+        for p in _items(api, "v1", "Pod", namespace, f"{which},{VARIANT}"):
+            labels = p["metadata"]["labels"]
+            pods[namespace, labels[INFERENCE_SERVICE], labels[VARIANT]].append(_pod(p))
+    return Fleet(dict(deployments), dict(pods))
 
 
 def live_pods(api: CountingClient, namespace: str, name: str) -> dict[str, tuple[str, bool]]:

@@ -31,7 +31,6 @@ one sum, so each query is empty, not 0, when none of its series exists yet.
 from __future__ import annotations
 
 import string
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from unbusy import series
@@ -40,49 +39,83 @@ from unbusy.render import meta, routing
 
 
 @dataclass(frozen=True)
+class Counter:
+    """The series of one counter that make up part of a variant's demand: `fixed` matchers are the
+    same for every variant, `labels` are this variant's own (label, value) equalities. A variant's
+    counters never share a series, so their rates add up."""
+
+    metric: str
+    labels: tuple[tuple[str, str], ...]
+    fixed: tuple[str, ...] = ()
+
+    def selector(self) -> str:
+        return series.selector(*(series.matcher(k, v) for k, v in self.labels), *self.fixed)
+
+
+@dataclass(frozen=True)
+class Counters:
+    """A demand query as data: the summed rate of `counters`, times `share`. The scaling loop reads
+    a whole fleet's with one query per counter (scaling/fleet.py), grouped by their labels."""
+
+    counters: tuple[Counter, ...]
+    share: float = 1.0
+
+    def query(self, window: str) -> str:
+        """The variant's own query: every counter's rate, `or`-ed into one sum (empty, not 0, while
+        none of the series exists)."""
+        summed = "sum(" + " or ".join(f"rate({c.metric}{c.selector()}[{window}])" for c in self.counters) + ")"
+        return summed if self.share == 1.0 else f"{summed} * {self.share:.6g}"
+
+
+@dataclass(frozen=True)
 class DemandQueries:
     source: str  # nginx | envoy-gateway | istio | promql | triton
     measurable: bool  # the source sees refused requests: demand beyond capacity is visible
     requests: str  # requests per second offered to the variant, refused ones included
     rejected: str | None  # of which refused with HTTP 503; None: the source has no query for them
+    # The two as data, for every source but a user's PromQL (which only runs as written).
+    requests_counters: Counters | None = None
+    rejected_counters: Counters | None = None
 
 
-def _sum_of_rates(selected: Sequence[tuple[str, str]], window: str) -> str:
-    """The summed rate of every (metric, selector): disjoint series, so `or` is their union."""
-    return "sum(" + " or ".join(f"rate({metric}{selector}[{window}])" for metric, selector in selected) + ")"
+def _queries(source: str, measurable: bool, requests: Counters, rejected: Counters, window: str) -> DemandQueries:
+    return DemandQueries(source, measurable, requests.query(window), rejected.query(window), requests, rejected)
 
 
-def _nginx(isvc: InferenceService, variant: str, window: str, *extra: str) -> str:
+def _nginx(isvc: InferenceService, variant: str, *extra: tuple[str, str]) -> Counters:
     namespace = isvc.metadata.namespace
     namespace_labels = (
-        (series.matcher(series.EXPORTED_NAMESPACE, namespace),),  # scraped without honorLabels
-        (series.matcher(series.NAMESPACE, namespace), series.matcher(series.EXPORTED_NAMESPACE, "")),  # with
+        ((series.EXPORTED_NAMESPACE, namespace),),  # scraped without honorLabels
+        ((series.NAMESPACE, namespace), (series.EXPORTED_NAMESPACE, "")),  # with
     )
-    service = series.matcher(series.NGINX_SERVICE, meta.variant_name(isvc, variant))
+    service = (series.NGINX_SERVICE, meta.variant_name(isvc, variant))
     routes = (
-        (service, series.matcher(series.NGINX_CANARY, "")),  # behind the primary Ingress
-        (series.matcher(series.NGINX_CANARY, routing.nginx_upstream(isvc, variant)),),  # taken by the canary
+        (service, (series.NGINX_CANARY, "")),  # behind the primary Ingress
+        ((series.NGINX_CANARY, routing.nginx_upstream(isvc, variant)),),  # taken by the canary
     )
-    ingress = series.matcher(series.NGINX_INGRESS, routing.route_name(isvc))
-    selectors = [series.selector(*where, ingress, *route, *extra) for where in namespace_labels for route in routes]
-    return _sum_of_rates([(series.NGINX_REQUESTS, s) for s in selectors], window)
+    ingress = (series.NGINX_INGRESS, routing.route_name(isvc))
+    return Counters(
+        tuple(
+            Counter(series.NGINX_REQUESTS, (*where, ingress, *route, *extra))
+            for where in namespace_labels
+            for route in routes
+        )
+    )
 
 
-def _envoy_gateway(isvc: InferenceService, share: float, window: str, *extra: str) -> str:
+def _envoy_gateway(isvc: InferenceService, share: float, *extra: tuple[str, str]) -> Counters:
     route = routing.envoy_gateway_cluster(isvc.metadata.namespace, routing.route_name(isvc))
-    cluster = series.matcher(series.ENVOY_CLUSTER, route)
-    rule = _sum_of_rates([(series.ENVOY_UPSTREAM_RESPONSES, series.selector(cluster, *extra))], window)
-    return f"{rule} * {share:.6g}"
+    return Counters((Counter(series.ENVOY_UPSTREAM_RESPONSES, ((series.ENVOY_CLUSTER, route), *extra)),), share)
 
 
-def _istio(isvc: InferenceService, variant: str, window: str, *extra: str) -> str:
-    where = series.selector(
-        series.matcher(series.ISTIO_REPORTER, series.names_regex(series.ISTIO_CLIENT_REPORTERS), "=~"),
-        series.matcher(series.ISTIO_SERVICE_NAMESPACE, isvc.metadata.namespace),
-        series.matcher(series.ISTIO_SERVICE, meta.variant_name(isvc, variant)),
+def _istio(isvc: InferenceService, variant: str, *extra: tuple[str, str]) -> Counters:
+    reporters = series.matcher(series.ISTIO_REPORTER, series.names_regex(series.ISTIO_CLIENT_REPORTERS), "=~")
+    labels = (
+        (series.ISTIO_SERVICE_NAMESPACE, isvc.metadata.namespace),
+        (series.ISTIO_SERVICE, meta.variant_name(isvc, variant)),
         *extra,
     )
-    return _sum_of_rates([(series.ISTIO_REQUESTS, where)], window)
+    return Counters((Counter(series.ISTIO_REQUESTS, labels, (reporters,)),))
 
 
 def _template(template: str, isvc: InferenceService, variant: str, window: str) -> str:
@@ -100,14 +133,15 @@ def _template(template: str, isvc: InferenceService, variant: str, window: str) 
 
 def _triton(isvc: InferenceService, variant: str, window: str) -> DemandQueries:
     scope = meta.series_scope(isvc, variant)
-    model = series.matcher(series.MODEL, isvc.spec.model.name)
-    refused = (series.REQUEST_FAILURE, scope.triton(model, series.matcher(series.REASON, series.REJECTED)))
-    return DemandQueries(
-        source="triton",
-        measurable=False,
-        requests=_sum_of_rates([(series.REQUEST_SUCCESS, scope.triton(model)), refused], window),
-        rejected=_sum_of_rates([refused], window),
+    labels = (
+        (series.NAMESPACE, scope.namespace),
+        (series.INFERENCE_SERVICE, scope.inference_service),
+        (series.VARIANT, variant),
+        (series.MODEL, isvc.spec.model.name),
     )
+    refused = Counter(series.REQUEST_FAILURE, labels, (series.matcher(series.REASON, series.REJECTED),))
+    requests = Counters((Counter(series.REQUEST_SUCCESS, labels), refused))
+    return _queries("triton", False, requests, Counters((refused,)), window)
 
 
 def demand_queries(isvc: InferenceService, variant: str, share: float, window_seconds: int) -> DemandQueries:
@@ -118,18 +152,17 @@ def demand_queries(isvc: InferenceService, variant: str, share: float, window_se
     window = f"{window_seconds}s"
     source = isvc.spec.demand_source()
     if source == "nginx":
-        refused = series.matcher(series.NGINX_STATUS, series.BUSY_STATUS)
-        requests, rejected = _nginx(isvc, variant, window), _nginx(isvc, variant, window, refused)
-    elif source == "envoy-gateway":
-        refused = series.matcher(series.ENVOY_CODE_CLASS, series.ENVOY_SERVER_ERRORS)
-        requests, rejected = _envoy_gateway(isvc, share, window), _envoy_gateway(isvc, share, window, refused)
-    elif source == "istio":
-        refused = series.matcher(series.ISTIO_RESPONSE_CODE, series.BUSY_STATUS)
-        requests, rejected = _istio(isvc, variant, window), _istio(isvc, variant, window, refused)
-    elif source == "promql":
+        refused = (series.NGINX_STATUS, series.BUSY_STATUS)
+        return _queries(source, True, _nginx(isvc, variant), _nginx(isvc, variant, refused), window)
+    if source == "envoy-gateway":
+        refused = (series.ENVOY_CODE_CLASS, series.ENVOY_SERVER_ERRORS)
+        return _queries(source, True, _envoy_gateway(isvc, share), _envoy_gateway(isvc, share, refused), window)
+    if source == "istio":
+        refused = (series.ISTIO_RESPONSE_CODE, series.BUSY_STATUS)
+        return _queries(source, True, _istio(isvc, variant), _istio(isvc, variant, refused), window)
+    if source == "promql":
         demand = isvc.spec.autoscaling.demand
         requests = _template(demand.query, isvc, variant, window)
         rejected = demand.rejected_query and _template(demand.rejected_query, isvc, variant, window)
-    else:
-        return _triton(isvc, variant, window)
-    return DemandQueries(source, True, requests, rejected)
+        return DemandQueries(source, True, requests, rejected)
+    return _triton(isvc, variant, window)

@@ -9,6 +9,7 @@ requests included, is read at the edge (render/edge.py).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from unbusy import series
@@ -30,29 +31,76 @@ class Queries:
     demand: DemandQueries  # offered load of the variant, refused requests included where the edge is read
 
 
-def queries(scope: series.Scope, model: str, mig: bool, demand: DemandQueries, window_seconds: int = 60) -> Queries:
-    """The queries of one scope (one variant) and model; `window_seconds` is the rate window."""
+@dataclass(frozen=True)
+class PerPod:
+    """Per-pod inputs of the policy, each query grouped `by` the labels that name a pod."""
+
+    pending: str
+    gpu_utilization: str  # percent
+    request_rate: str
+    queue_time_ms: str
+    served_rate: str
+    least_pending: str
+
+
+def per_pod(triton: str, requests: str, dcgm: str, mig: bool, by: str, dcgm_by: str, window: str) -> PerPod:
+    """The per-pod queries over Triton series `triton` (and `requests`: its answered and failed
+    counters), DCGM series `dcgm`, grouped `by` (DCGM's by `dcgm_by`), rates over `window`."""
+    waited = f"sum by ({by}) (rate({series.QUEUE_DURATION_US}{triton}{window}))"
+    # `> 0` drops idle pods instead of dividing by zero into NaN.
+    answered = f"(sum by ({by}) (rate({series.REQUEST_SUCCESS}{triton}{window})) > 0)"
+    return PerPod(
+        pending=f"sum by ({by}) ({series.PENDING_REQUESTS}{triton})",
+        gpu_utilization=f"avg by ({dcgm_by}) ({series.gpu_utilization_percent(dcgm, mig)})",
+        request_rate=f"sum by ({by}) (rate({requests}{window}))",
+        queue_time_ms=f"{waited} / {answered} / 1000",
+        served_rate=f"sum by ({by}) (rate({series.REQUEST_SUCCESS}{triton}{window}))",
+        least_pending=f"sum by ({by}) (min_over_time({series.PENDING_REQUESTS}{triton}{window}))",
+    )
+
+
+def _window(window_seconds: int) -> str:
     if window_seconds < 1:
         raise ValueError(f"window_seconds must be at least 1, not {window_seconds}")
-    window = f"[{window_seconds}s]"
+    return f"[{window_seconds}s]"
+
+
+# Answered and failed requests: both counters, selected by name.
+_REQUESTS = series.matcher("__name__", series.names_regex([series.REQUEST_SUCCESS, series.REQUEST_FAILURE]), "=~")
+
+
+def queries(scope: series.Scope, model: str, mig: bool, demand: DemandQueries, window_seconds: int = 60) -> Queries:
+    """The queries of one scope (one variant) and model; `window_seconds` is the rate window."""
+    window = _window(window_seconds)
     triton = scope.triton(series.matcher(series.MODEL, model))
-    requests = scope.triton(
-        series.matcher("__name__", series.names_regex([series.REQUEST_SUCCESS, series.REQUEST_FAILURE]), "=~"),
-        series.matcher(series.MODEL, model),
-    )
-    waited = f"sum by ({series.POD}) (rate({series.QUEUE_DURATION_US}{triton}{window}))"
-    # `> 0` drops idle pods instead of dividing by zero into NaN.
-    answered = f"(sum by ({series.POD}) (rate({series.REQUEST_SUCCESS}{triton}{window})) > 0)"
+    requests = scope.triton(_REQUESTS, series.matcher(series.MODEL, model))
+    pods = per_pod(triton, requests, scope.dcgm(), mig, series.POD, series.POD, window)
     return Queries(
         pending_total=f"sum({series.PENDING_REQUESTS}{triton})",
-        pending_per_pod=f"sum by ({series.POD}) ({series.PENDING_REQUESTS}{triton})",
-        gpu_utilization_per_pod=f"avg by ({series.POD}) ({series.gpu_utilization_percent(scope.dcgm(), mig)})",
-        request_rate_per_pod=f"sum by ({series.POD}) (rate({requests}{window}))",
-        queue_time_ms_per_pod=f"{waited} / {answered} / 1000",
-        served_rate_per_pod=f"sum by ({series.POD}) (rate({series.REQUEST_SUCCESS}{triton}{window}))",
-        least_pending_per_pod=f"sum by ({series.POD}) (min_over_time({series.PENDING_REQUESTS}{triton}{window}))",
+        pending_per_pod=pods.pending,
+        gpu_utilization_per_pod=pods.gpu_utilization,
+        request_rate_per_pod=pods.request_rate,
+        queue_time_ms_per_pod=pods.queue_time_ms,
+        served_rate_per_pod=pods.served_rate,
+        least_pending_per_pod=pods.least_pending,
         demand=demand,
     )
+
+
+# A fleet's per-pod series, grouped so that each row names its pod (pod names are unique within
+# a namespace) and, for Triton's, the model it serves.
+FLEET_TRITON_BY = (series.NAMESPACE, series.POD, series.MODEL)
+FLEET_DCGM_BY = (series.NAMESPACE, series.POD)
+
+
+def fleet_per_pod(namespaces: Iterable[str], mig: bool, window_seconds: int = 60) -> PerPod:
+    """The per-pod queries of every InferenceService in `namespaces` at once: Triton's series of
+    any InferenceService (its `inferenceservice` target label set), every GPU's there."""
+    where = series.matcher(series.NAMESPACE, series.names_regex(namespaces), "=~")
+    managed = series.matcher(series.INFERENCE_SERVICE, "", "!=")
+    triton, requests = series.selector(where, managed), series.selector(_REQUESTS, where, managed)
+    by, dcgm_by = ", ".join(FLEET_TRITON_BY), ", ".join(FLEET_DCGM_BY)
+    return per_pod(triton, requests, series.selector(where), mig, by, dcgm_by, _window(window_seconds))
 
 
 def variant_queries(

@@ -16,11 +16,13 @@ import contextlib
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import gevent
-import tritonclient.http as httpclient
-from tritonclient.utils import InferenceServerException
+if TYPE_CHECKING:
+    import tritonclient.http as httpclient
+
+# tritonclient (with gevent and numpy) is imported on first use, not with this module: the
+# operator asks Triton only with --probe-models, and the import alone costs ~38 MiB of memory.
 
 DEFAULT_TIMEOUT_S = 5.0
 
@@ -105,6 +107,9 @@ def _split_url(url: str) -> tuple[str, bool]:
 
 
 def _describe(exc: BaseException) -> str:
+    import gevent
+    from tritonclient.utils import InferenceServerException
+
     if isinstance(exc, InferenceServerException):
         status = f" (HTTP {exc.status()})" if exc.status() else ""
         return f"{exc.message()}{status}"
@@ -122,6 +127,9 @@ def _ask(
     url: str, timeout_s: float, question: Callable[[httpclient.InferenceServerClient], T]
 ) -> tuple[T | None, str | None]:
     """(the answer to `question`, None), or (None, a one-line reason why there is none)."""
+    import gevent
+    import tritonclient.http as httpclient
+
     address, ssl = _split_url(url)
     client = None
     try:
@@ -139,6 +147,8 @@ def _ask(
 
 def _is_transport(exc: BaseException) -> bool:
     """No HTTP answer at all (refused, timed out, unresolvable), as opposed to an error Triton sent."""
+    import gevent
+
     return isinstance(exc, OSError | gevent.Timeout)
 
 

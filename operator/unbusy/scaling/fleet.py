@@ -1,0 +1,176 @@
+"""One read of Prometheus for a whole fleet's scaling tick: each query runs once, grouped by the
+labels that say whose series a row is, and each variant picks its rows out of the answers.
+
+Per-pod inputs are grouped by namespace, pod and model (DCGM's by namespace and pod): a variant
+takes the rows of its live pods, as its own `by (pod)` query would have returned them. Demand
+from an edge is a sum of counters (render/edge.py's Counter): one query per counter metric and
+fixed matchers, grouped by every label any variant's counter names; a variant sums the rows its
+counters match. A user's own demand PromQL (source promql) cannot be grouped and runs as
+written, once per variant. Pure: the answers come in as rows, from scaling/source.py.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+
+from unbusy import series
+from unbusy.render.edge import Counters, DemandQueries
+from unbusy.scaling.demand import Demand
+from unbusy.scaling.policy import ReplicaSample
+from unbusy.scaling.promql import FLEET_DCGM_BY, FLEET_TRITON_BY, PerPod, fleet_per_pod
+
+Labels = Mapping[str, str]
+Rows = list[tuple[Labels, float]]
+
+
+class SourceError(Exception):
+    """Prometheus could not be read; the policy holds and says why."""
+
+
+@dataclass(frozen=True)
+class VariantRead:
+    """What one variant needs from the fleet's read."""
+
+    namespace: str
+    model: str
+    mig: bool  # its GPUs are MIG slices: GR engine activity, not GPU utilisation
+    pods: Mapping[str, bool]  # its live pods -> ready
+    demand: DemandQueries
+
+
+def _counter_query(metric: str, fixed: tuple[str, ...], by: Iterable[str], window_seconds: int) -> str:
+    selected = series.selector(*fixed) if fixed else ""
+    return f"sum by ({', '.join(sorted(by))}) (rate({metric}{selected}[{window_seconds}s]))"
+
+
+def _counters(demand: DemandQueries) -> tuple[Counters, ...]:
+    return tuple(c for c in (demand.requests_counters, demand.rejected_counters) if c is not None)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The queries of one fleet tick, each once."""
+
+    per_pod: dict[bool, PerPod]  # mig -> the per-pod queries of every namespace read
+    counters: dict[tuple[str, tuple[str, ...]], str]  # (metric, fixed matchers) -> grouped query
+    own: tuple[str, ...]  # queries that run as written (a user's demand PromQL)
+
+    @property
+    def queries(self) -> tuple[str, ...]:
+        pods = (getattr(p, f.name) for p in self.per_pod.values() for f in fields(PerPod))
+        return tuple(dict.fromkeys([*pods, *self.counters.values(), *self.own]))
+
+
+def plan(reads: Iterable[VariantRead], window_seconds: int = 60) -> Plan:
+    """The queries for these variants' reads; `window_seconds` is the rate window, the one their
+    DemandQueries were built with."""
+    reads = list(reads)
+    namespaces = sorted({r.namespace for r in reads})
+    per_pod = {mig: fleet_per_pod(namespaces, mig, window_seconds) for mig in sorted({r.mig for r in reads})}
+    labels: dict[tuple[str, tuple[str, ...]], set[str]] = {}
+    own: list[str] = []
+    for read in reads:
+        grouped = _counters(read.demand)
+        if not grouped:  # a user's PromQL
+            own += [q for q in (read.demand.requests, read.demand.rejected) if q]
+        for counter in (c for counters in grouped for c in counters.counters):
+            labels.setdefault((counter.metric, counter.fixed), set()).update(k for k, _ in counter.labels)
+    counters = {key: _counter_query(*key, by, window_seconds) for key, by in labels.items()}
+    return Plan(per_pod, counters, tuple(dict.fromkeys(own)))
+
+
+@dataclass
+class Answers:
+    """Prometheus's answer to each query of a plan (rows, or why there is none), indexed for the
+    look-ups of a thousand variants."""
+
+    plan: Plan
+    rows: Mapping[str, Rows | SourceError]
+    _indexes: dict[tuple[str, tuple[str, ...]], dict[tuple[str, ...], float]] = field(default_factory=dict)
+
+    def _rows(self, query: str) -> Rows:
+        answer = self.rows[query]
+        if isinstance(answer, SourceError):
+            raise answer
+        return answer
+
+    def _index(self, query: str, keys: tuple[str, ...]) -> dict[tuple[str, ...], float]:
+        """Rows of `query` summed by the values of `keys` (absent labels read as "", as in PromQL)."""
+        if (query, keys) not in self._indexes:
+            index: dict[tuple[str, ...], float] = {}
+            for labels, value in self._rows(query):
+                at = tuple(labels.get(k, "") for k in keys)
+                index[at] = index.get(at, 0.0) + value
+            self._indexes[query, keys] = index
+        return self._indexes[query, keys]
+
+    def samples(self, read: VariantRead) -> tuple[ReplicaSample, ...]:
+        """One sample per live pod, as scaling/source.py's per-variant read returns them."""
+        queries = self.plan.per_pod[read.mig]
+
+        def per_pod(query: str, by: tuple[str, ...]) -> dict[str, float]:
+            index = self._index(query, by)
+            at = {series.NAMESPACE: read.namespace, series.MODEL: read.model}
+            found = {pod: index.get(tuple((at | {series.POD: pod})[k] for k in by)) for pod in read.pods}
+            return {pod: value for pod, value in found.items() if value is not None}
+
+        pending = per_pod(queries.pending, FLEET_TRITON_BY)
+        gpu = per_pod(queries.gpu_utilization, FLEET_DCGM_BY)
+        rate = per_pod(queries.request_rate, FLEET_TRITON_BY)
+        waited = per_pod(queries.queue_time_ms, FLEET_TRITON_BY)
+        served = per_pod(queries.served_rate, FLEET_TRITON_BY)
+        least = per_pod(queries.least_pending, FLEET_TRITON_BY)
+        return tuple(
+            ReplicaSample(
+                ready=ready,
+                queue_depth=pending.get(pod),
+                gpu_utilization=gpu.get(pod),
+                request_rate=rate.get(pod),
+                queue_time_ms=waited.get(pod),
+                served_rate=served.get(pod),
+                queue_depth_min=least.get(pod),
+            )
+            for pod, ready in sorted(read.pods.items())
+        )
+
+    def _sum(self, counters: Counters) -> float | None:
+        """The counters' summed rate, times their share; None where none of their series exists."""
+        values = []
+        for counter in counters.counters:
+            query = self.plan.counters[counter.metric, counter.fixed]
+            keys = tuple(k for k, _ in counter.labels)
+            values.append(self._index(query, keys).get(tuple(v for _, v in counter.labels)))
+        found = [v for v in values if v is not None]
+        return sum(found) * counters.share if found else None
+
+    def _own(self, query: str, field_name: str) -> float | None:
+        try:
+            values = [value for _, value in self._rows(query)]
+        except SourceError as error:  # the user's template: the error is theirs to fix, so it names the field
+            raise SourceError(f"spec.autoscaling.demand.{field_name}: {error}") from None
+        total = sum(values)
+        return None if not values or math.isnan(total) else total
+
+    def demand(self, read: VariantRead) -> Demand | None:
+        """The variant's offered load; None while there is no series of it (not 0: a proxy exports
+        a request counter only from its first request, and an unread edge is no idle one)."""
+        queries = read.demand
+        if queries.requests_counters is not None:
+            rps = self._sum(queries.requests_counters)
+            rejected = self._sum(queries.rejected_counters) if queries.rejected_counters and rps is not None else None
+        else:
+            rps = self._own(queries.requests, "query")
+            rejected = self._own(queries.rejected, "rejectedQuery") if queries.rejected and rps is not None else None
+        if rps is None:
+            return None
+        # Refused requests get a series of their own at the first refusal: until then there were none.
+        return Demand(rps=rps, rejected_rps=rejected or 0.0, source=queries.source, measurable=queries.measurable)
+
+
+def due(last: float | None, interval: float, now: float) -> bool:
+    """Whether an InferenceService ticked last at `last` (None: never) is due at `now`: its ticks
+    fall in wall-clock slots of `interval` seconds, so that every InferenceService of one interval
+    ticks in the same slot, and one read serves them all."""
+    return last is None or now // interval > last // interval

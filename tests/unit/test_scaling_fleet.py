@@ -1,0 +1,182 @@
+"""The fleet's read (scaling/fleet.py): one query per metric for any number of InferenceServices,
+each variant handed exactly its own rows; checked against the variants' own queries by promtool."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from builders import isvc
+from test_promtool import promtool, run, text  # noqa: F401  (promtool is a fixture)
+
+from unbusy import series
+from unbusy.render.edge import demand_queries
+from unbusy.scaling import fleet
+from unbusy.scaling.fleet import Answers, SourceError, VariantRead
+
+NGINX = {"routing": {"host": "resnet.example.com"}}
+TWO = {"variants": [{"name": "stable", "weight": 90}, {"name": "canary", "weight": 10}]}
+TEMPLATE = {"demand": {"source": "promql", "query": "sum(rate(my_requests{service=$service}[$window]))"}}
+PER_POD = 6  # pending, GPU, request rate, queue time, served rate, least pending
+
+
+def read(spec: dict, variant: str = "main", name: str = "resnet", namespace: str = "ml", **kw) -> VariantRead:
+    service = isvc(spec, name=name, namespace=namespace)
+    share = next(v.weight for v in service.spec.effective_variants() if v.name == variant) / 100
+    demand = demand_queries(service, variant, share, window_seconds=60)
+    return VariantRead(namespace, service.spec.model.name, kw.get("mig", False), kw.get("pods", {}), demand)
+
+
+def fleet_of(n: int) -> list[VariantRead]:
+    """n InferenceServices of two variants in three namespaces, half behind nginx, half without an edge."""
+    return [
+        read({**TWO, **(NGINX if i % 2 else {})}, variant, name=f"m{i}", namespace=f"team-{i % 3}")
+        for i in range(n)
+        for variant in ("stable", "canary")
+    ]
+
+
+def test_one_query_per_metric_whatever_the_fleets_size():
+    small, large = fleet.plan(fleet_of(2)).queries, fleet.plan(fleet_of(1000)).queries
+    # Triton's success and queue-full failure counters (no edge), nginx's request counter.
+    assert len(large) == PER_POD + 3
+    assert len(small) == len(large)
+    mig = fleet.plan([*fleet_of(4), read({"gpu": {"migProfile": "1g.10gb", "product": "H100-80GB"}}, mig=True)])
+    assert len(mig.queries) == PER_POD + 1 + 3  # MIG slices' GPU reading is GR engine activity
+
+
+def test_a_users_promql_runs_as_written_once_per_variant():
+    templated = [read({"autoscaling": TEMPLATE}, name=f"t{i}") for i in range(3)]
+    plan = fleet.plan([*fleet_of(10), *templated])
+    assert len(plan.queries) == PER_POD + 3 + 3
+    assert all(r.demand.requests in plan.queries for r in templated)
+
+
+def test_promtool_accepts_every_fleet_query(promtool, tmp_path):  # noqa: F811
+    gateway = {"host": "resnet.example.com", "provider": "gateway", "gateway": {"name": "edge"}}
+    reads = [*fleet_of(4)] + [
+        read({"routing": gateway, "autoscaling": {"demand": {"source": source}}}, name=source)
+        for source in ("istio", "envoy-gateway")
+    ]
+    queries = fleet.plan(reads).queries
+    rules = [{"record": f"unbusy:fleet:q{i}", "expr": q} for i, q in enumerate(queries)]
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": [{"name": "fleet", "rules": rules}]}))
+    run(promtool, "check", "rules", "rules.yaml", cwd=tmp_path)
+
+
+POD_A, POD_B = "resnet-main-7d9f8c6b5d-x2k4p", "resnet-main-7d9f8c6b5d-q8w7e"
+
+
+def triton_row(pod: str, value: float, namespace: str = "ml", model: str = "resnet50") -> tuple[dict, float]:
+    return {series.NAMESPACE: namespace, series.POD: pod, series.MODEL: model}, value
+
+
+def test_each_variant_gets_the_samples_of_its_own_pods():
+    ours = read({}, pods={POD_A: True, POD_B: False})
+    twin = read({}, namespace="other", pods={POD_A: True})  # the same pod name in another namespace
+    plan = fleet.plan([ours, twin])
+    q = plan.per_pod[False]
+    pending = [triton_row(POD_A, 12), triton_row(POD_B, 4), triton_row(POD_A, 99, namespace="other")]
+    pending += [triton_row(POD_A, 1000, model="another-model")]
+    gpu = [({series.NAMESPACE: "ml", series.POD: POD_A}, 75.0), ({series.NAMESPACE: "other", series.POD: POD_A}, 5.0)]
+    rows = {query: [] for query in plan.queries} | {q.pending: pending, q.gpu_utilization: gpu}
+    answers = Answers(plan, rows)
+    b, a = answers.samples(ours)  # in the order of their names
+    assert (a.ready, a.queue_depth, a.gpu_utilization, a.request_rate) == (True, 12, 75, None)
+    assert (b.ready, b.queue_depth, b.gpu_utilization) == (False, 4, None)
+    (only,) = answers.samples(twin)
+    assert (only.queue_depth, only.gpu_utilization) == (99, 5)
+
+
+def test_a_query_that_failed_fails_only_the_variants_that_need_it():
+    plain, templated = read({}, pods={POD_A: True}), read({"autoscaling": TEMPLATE}, name="t", pods={POD_A: True})
+    plan = fleet.plan([plain, templated])
+    refused = SourceError("Prometheus at http://p refused a query: bad_data")
+    answers = Answers(plan, {q: [] for q in plan.queries} | {templated.demand.requests: refused})
+    assert answers.demand(plain) is None  # no series: no demand read, not 0
+    with pytest.raises(SourceError, match=r"^spec\.autoscaling\.demand\.query: Prometheus at http://p refused"):
+        answers.demand(templated)
+    down = SourceError("Prometheus at http://p unreachable")
+    with pytest.raises(SourceError, match="unreachable"):
+        Answers(plan, dict.fromkeys(plan.queries, down)).samples(plain)
+
+
+def test_due_in_the_same_wall_clock_slot_as_every_service_of_its_interval():
+    assert fleet.due(None, 15, 1000.0)
+    assert not fleet.due(1001.0, 15, 1004.9)  # slot [990, 1005)
+    assert fleet.due(1001.0, 15, 1005.0)
+    assert fleet.due(1004.0, 15, 1005.5)  # joined late in a slot: due with the others at the next
+
+
+# --- demand: the fleet's grouped rows against each variant's own query, both by promtool ------
+
+EVAL_AT = "5m"
+
+
+def test_each_variant_reads_the_demand_its_own_query_reads(promtool, tmp_path):  # noqa: F811
+    """Series of several InferenceServices, as ingress-nginx and Triton label them, through the
+    fleet's grouped queries (promtool evaluates them; the rows it must return are checked too)
+    and through each variant's own query: the same numbers."""
+    ours = [read({**NGINX, **TWO}, v) for v in ("stable", "canary")]
+    theirs = read({**NGINX, **TWO}, "stable", namespace="other")
+    bare = read({}, "main", name="bare")  # no edge: Triton's counters
+    plan = fleet.plan([*ours, theirs, bare])
+
+    def nginx(namespace: str, service: str, canary: str, status: str, exported: str | None = None) -> str:
+        where = {"namespace": namespace} | ({"exported_namespace": exported} if exported else {})
+        labels = where | {"ingress": "resnet", "service": service, "canary": canary, "status": status}
+        return text(series.NGINX_REQUESTS, labels)
+
+    def triton(metric: str, **extra: str) -> str:
+        labels = {"namespace": "ml", "inferenceservice": "bare", "variant": "main", "pod": POD_A, "model": "resnet50"}
+        return text(metric, labels | extra)
+
+    per_second = {  # 15 s apart: "0+150x40" grows by 10 per second
+        nginx("ingress-nginx", "resnet-stable", "", "200", exported="ml"): 10,
+        nginx("ingress-nginx", "resnet-stable", "", "503", exported="ml"): 2,
+        nginx("ml", "resnet-stable", "ml-resnet-canary-http", "200"): 3,  # with honorLabels, via the canary
+        nginx("ingress-nginx", "resnet-stable", "", "200", exported="other"): 50,
+        triton(series.REQUEST_SUCCESS): 7,
+        triton(series.REQUEST_FAILURE, reason=series.REJECTED): 1,
+        triton(series.REQUEST_FAILURE, reason="OTHER"): 100,
+    }
+    given = [{"series": s, "values": f"0+{rps * 15:g}x40"} for s, rps in per_second.items()]
+    expected = {"ml/stable": (12, 2), "ml/canary": (3, 0), "other/stable": (50, 0), "ml/bare-main": (8, 1)}
+    variants = {"ml/stable": ours[0], "ml/canary": ours[1], "other/stable": theirs, "ml/bare-main": bare}
+    # The rows promtool must answer to the fleet's queries: what the variants are picked from.
+    nginx_row = {"ingress": "resnet", "namespace": "ingress-nginx", "service": "resnet-stable"}  # canary="": absent
+    bare_row = {"namespace": "ml", "inferenceservice": "bare", "variant": "main", "model": "resnet50"}
+    rows_by_metric = {
+        series.NGINX_REQUESTS: [
+            (nginx_row | {"exported_namespace": "ml", "status": "200"}, 10.0),
+            (nginx_row | {"exported_namespace": "ml", "status": "503"}, 2.0),
+            (nginx_row | {"namespace": "ml", "canary": "ml-resnet-canary-http", "status": "200"}, 3.0),
+            (nginx_row | {"exported_namespace": "other", "status": "200"}, 50.0),
+        ],
+        series.REQUEST_SUCCESS: [(bare_row, 7.0)],
+        series.REQUEST_FAILURE: [(bare_row, 1.0)],  # queue-full refusals only
+    }
+    rows = {q: rows_by_metric[metric] for (metric, _), q in plan.counters.items()}
+    assert len(rows) == 3
+    checks = [(q, [{"labels": text("", labels), "value": v} for labels, v in found]) for q, found in rows.items()]
+    for name, r in variants.items():
+        requests, rejected = expected[name]
+        checks.append((r.demand.requests, [{"labels": "{}", "value": requests}]))
+        checks.append((f"{r.demand.rejected} or vector(0)", [{"labels": "{}", "value": rejected}]))
+    tests = {
+        "rule_files": [],
+        "tests": [
+            {
+                "interval": "15s",
+                "input_series": given,
+                "promql_expr_test": [{"expr": e, "eval_time": EVAL_AT, "exp_samples": s} for e, s in checks],
+            }
+        ],
+    }
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(tests))
+    run(promtool, "test", "rules", "test.yaml", cwd=tmp_path)
+
+    # Those rows, picked per variant, read what each variant's own query reads.
+    answers = Answers(plan, {q: [] for q in plan.queries} | rows)
+    for name, r in variants.items():
+        got = answers.demand(r)
+        assert (got.rps, got.rejected_rps) == pytest.approx(expected[name]), name
