@@ -180,16 +180,12 @@ def fleet(api: CountingClient, names: Iterable[tuple[str, str]]) -> Fleet:
 
 def live_pods(api: CountingClient, namespace: str, name: str) -> dict[str, tuple[str, bool]]:
     """Every live (not terminating) pod of an InferenceService -> (its variant, whether it is Ready)."""
-    pods = api.resources.get(api_version="v1", kind="Pod")
-    items = api.get(pods, namespace=namespace, label_selector=label_selector({INFERENCE_SERVICE: name}))
-    return {
-        p["metadata"]["name"]: (
-            p["metadata"]["labels"].get(VARIANT, ""),
-            _condition(p, "Ready").get("status") == "True",
-        )
-        for p in items.to_dict()["items"]
-        if not p["metadata"].get("deletionTimestamp")
-    }
+    live = {}
+    for item in _items(api, "v1", "Pod", namespace, label_selector({INFERENCE_SERVICE: name})):
+        pod = _pod(item)
+        if not pod.deleting:
+            live[pod.name] = (item["metadata"]["labels"].get(VARIANT, ""), pod.ready)
+    return live
 
 
 def nginx_weights(api: CountingClient, namespace: str, name: str) -> dict[str, int]:

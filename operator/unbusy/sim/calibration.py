@@ -234,7 +234,7 @@ def fit(sweep: Sweep) -> Serving:
         )
 
     # Stalls show below capacity: in p99, and in the 503s of bursts the batcher could not absorb.
-    below = [row for row in sweep.fit_half if row.offered_rps < from_config(sweep.config, shape).capacity_rps]
+    below = [row for row in sweep.fit_half if row.offered_rps < capacity]
 
     def error(pauses: Pauses) -> float:
         batcher = from_config(sweep.config, stalled(pauses)).batcher

@@ -52,7 +52,7 @@ class Replica:
     ready_at: float
     queue: list[list[float]] = field(default_factory=list)  # FIFO of [first arrival, last arrival, count]
     draining: bool = False
-    pending: float = 0.0  # Triton's pending-request gauge: queued plus executing
+    pending: float = 0.0  # Triton's pending-request gauge
     least_pending: float = math.inf  # the gauge's least value since the last scrape
     # since the last scrape
     busy_s: float = 0.0
@@ -66,6 +66,14 @@ class Replica:
     @property
     def backlog(self) -> float:
         return sum(cohort[2] for cohort in self.queue)
+
+    def tally(self, arrivals: float, served: float, busy_s: float, pending: float) -> None:
+        """One tick's counts and gauge reading, for the next scrape."""
+        self.busy_s += busy_s
+        self.arrived += arrivals
+        self.served += served
+        self.pending = pending
+        self.least_pending = min(self.least_pending, pending)
 
 
 @dataclass
@@ -163,11 +171,7 @@ class Simulation:
             else:
                 replica.queue[0] = [first + (last - first) * taken / count, last, count - taken]
         busy = served_total / batch * service
-        replica.busy_s += busy
-        replica.arrived += arrivals
-        replica.served += served_total
-        replica.pending = replica.backlog + batch * busy / TICK_S
-        replica.least_pending = min(replica.least_pending, replica.pending)
+        replica.tally(arrivals, served_total, busy, replica.backlog + batch * busy / TICK_S)
         return rejected
 
     def _serve_steady(self, replica: Replica, model: ServiceModel, rate: float, minute: _Minute) -> float:
@@ -181,15 +185,10 @@ class Simulation:
         for latency, share in zip(state.latencies_s, SHARES, strict=True):
             self._record(latency, served * share, minute)
         batch = model.batch_at(rate)
-        busy = served / batch * model.service_s(batch)
         replica.waited_s += state.mean_wait_s * served
-        replica.busy_s += busy
-        replica.arrived += arrivals
-        replica.served += served
-        # What Triton's pending count reads: requests waiting for a batch (Little's law), which
-        # sits near the queue limit past capacity (50-56 of 64 measured).
-        replica.pending = served / TICK_S * state.mean_wait_s
-        replica.least_pending = min(replica.least_pending, replica.pending)
+        # Pending as Triton reads it: requests waiting for a batch (Little's law), which sits
+        # near the queue limit past capacity (50-56 of 64 measured).
+        replica.tally(arrivals, served, served / batch * model.service_s(batch), served / TICK_S * state.mean_wait_s)
         return rejected
 
     @staticmethod
