@@ -3,9 +3,10 @@
 The fleet simulator (engine.py) moves whole seconds of traffic as a fluid. Within a second,
 Poisson arrivals bunch up, and a batcher near its capacity builds short queues: those set p99
 from about 0.7x of capacity and the first 503s before the mean load reaches it (the real
-Triton rejected 2.2% of ResNet-50's requests at 1.0x, bench/data). So, below capacity, the
-engine takes a replica's latencies and rejections from this event simulation of the batcher at
-the replica's rate, following Triton's rules:
+Triton rejected 2.2% of ResNet-50's requests at 1.0x, bench/data). So, whenever a replica has
+no backlog carried over (with a bounded queue, past capacity too), the engine takes its
+latencies, rejections and pending count from this event simulation of the batcher at the
+replica's rate, following Triton's rules:
 
 - an idle instance starts a batch once the saturated batch is queued or the oldest request
   has waited max_queue_delay; a busy one takes the oldest queued requests as soon as it is free;
@@ -13,8 +14,8 @@ the replica's rate, following Triton's rules:
 - the serving process stalls now and then (Poisson, each stall pauses.ms long): no batch starts
   during a stall, and a batch that runs into one ends that much later.
 
-Results are cached per load level (a hundredth of capacity), so a long trace costs a few
-dozen of these runs per model.
+Results are cached per load level (a hundredth of capacity up to 1.2x, a twentieth beyond), so
+a long trace costs a few dozen of these runs per model.
 """
 
 from __future__ import annotations
