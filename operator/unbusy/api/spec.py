@@ -505,6 +505,14 @@ class Capacity(ApiModel):
         "capacity, scale out at once past the step limits and do not scale in for panicWindowSeconds.",
     )
     panic_window_seconds: int = Field(60, ge=0, le=3600, description="How long burst mode lasts after its trigger.")
+    burst_recurrence_seconds: int = Field(
+        600,
+        ge=0,
+        le=86400,
+        description="Bursts (demand jumping to panicThreshold x its least of the last intervals) that start "
+        "within this long of the previous one recur: between them the fleet keeps the replicas the largest "
+        "of them needs at full capacity, until the longest gap seen between them has passed; 0: off.",
+    )
 
 
 class Forecast(ApiModel):

@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from unbusy.api.spec import Autoscaling, ScalingRules
+from unbusy.scaling import bursts as recurring
 from unbusy.scaling import capacity as capacities
 from unbusy.scaling.demand import Demand
 
@@ -86,6 +87,7 @@ class PolicyState:
     capacity: float | None = None  # learned requests/s per replica (scaling/capacity.py)
     demands: tuple[tuple[float, float], ...] = ()  # (time, demand rps) for the growth rate
     panic_until: float = -math.inf  # burst mode lasts until then
+    bursts: recurring.Bursts = field(default_factory=recurring.Bursts)  # for the hold between recurring bursts
 
 
 @dataclass(frozen=True)
@@ -178,8 +180,25 @@ def _demand(
         f"demand {_fmt_rps(demand.rps)} rps ({where}) / capacity {_fmt_rps(capacity)} x {target:g}"
         f" -> {_ceil(needed)} replicas" + (f" (+{headroom} start-up headroom)" if headroom else "")
     )
-    wanted = _ceil(needed) + headroom
-    return _Desire(wanted, needed, text)
+    return _Desire(_ceil(needed) + headroom, needed + rising * policy.capacity.startup_seconds / per_replica, text)
+
+
+def _recurring(
+    bursts: recurring.Bursts, capacity: float | None, policy: Autoscaling, now: float, metrics: dict[str, float]
+) -> _Desire | None:
+    """The floor of recurring bursts (scaling/bursts.py): what their largest needs at full capacity."""
+    seconds = policy.capacity.burst_recurrence_seconds
+    on = seconds and capacity and policy.targets.capacity_utilization_percent  # part of the demand rule
+    held = recurring.hold(bursts, now, seconds) if on else None
+    if held is None:
+        return None
+    wanted = recurring.replicas(held, capacity)
+    metrics.update(burst_hold_replicas=wanted, burst_hold_until=held.until)
+    text = (
+        f"{held.bursts} bursts within {seconds}s of each other: holding {wanted} replicas for their peak "
+        f"{_fmt_rps(held.peak_rps)} rps at capacity {_fmt_rps(capacity)} for {held.until - now:.0f}s more"
+    )
+    return _Desire(wanted, held.peak_rps / capacity, text)
 
 
 def _informational(obs: Observation, metrics: dict[str, float]) -> float | None:
@@ -295,10 +314,15 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
     if obs.demand is not None:
         demands = tuple((t, d) for t, d in (*demands, (now, obs.demand.rps)) if t > now - window)
     by_demand = _demand(obs, policy, capacity, demands, metrics)
-    # Scale in only past the tolerance: a demand a little under the fleet's is no reason to move.
-    if by_demand is not None and by_demand.replicas < obs.current <= by_demand.demand / (1 - tolerance) + _EPSILON:
+    bursts = state.bursts
+    if obs.demand is not None:
+        bursts = recurring.observe(bursts, demands, now, policy.capacity.panic_threshold)
+    by_bursts = _recurring(bursts, capacity, policy, now, metrics)
+    # Move only past the tolerance, both ways (the HPA's rule): a demand a little off the fleet's is
+    # no reason to start or stop a replica.
+    if by_demand is not None and obs.current and abs(by_demand.demand / obs.current - 1) <= tolerance + _EPSILON:
         by_demand = _Desire(obs.current, by_demand.demand, by_demand.text + f" within {tolerance:.0%}")
-    found = [d for d in (by_demand, *wanted.values()) if d is not None]
+    found = [d for d in (by_demand, by_bursts, *wanted.values()) if d is not None]
     if not found:
         why = f"no samples of {', '.join(missing)}" if missing else "no demand, queue or GPU target set"
         return _hold(obs, policy, bounds, state, why)
@@ -364,6 +388,7 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
         capacity=capacity,
         demands=demands,
         panic_until=panic_until,
+        bursts=bursts,
     )
     reason = f"{best.text}: {obs.current} -> {final}" + "".join(f"; {note}" for note in notes)
     return Decision(final, reason, metrics, True, next_state)
