@@ -42,6 +42,9 @@ _EPSILON = 1e-9
 FORECAST_CAP = 4.0
 # A line needs at least this many points to be more than noise.
 FORECAST_MIN_POINTS = 3
+# The growth rate needs two points in each half of its window: a ramp from a young history (45 s
+# of samples at 15 s) is met a start-up ahead; a step still reads as none (one half is flat).
+GROWTH_MIN_POINTS = 4
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,7 @@ def _fmt_rps(value: float) -> str:
 def growth(points: tuple[tuple[float, float], ...]) -> float:
     """The demand's sustained growth in rps per second: the smaller least-squares slope of the
     window's two halves, 0 unless both rise. A step is no trend: one half of its window is flat."""
-    if len(points) < 2 * FORECAST_MIN_POINTS:
+    if len(points) < GROWTH_MIN_POINTS:
         return 0.0
     half = len(points) // 2
     return max(0.0, min(line(points[:half])[1], line(points[half:])[1]))
