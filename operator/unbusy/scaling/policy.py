@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from unbusy.api.spec import Autoscaling, ScalingRules
 from unbusy.scaling import bursts as recurring
 from unbusy.scaling import capacity as capacities
+from unbusy.scaling import seasonal as seasons
 from unbusy.scaling.demand import Demand
 
 # ceil() of a ratio that is an integer up to float error (24 / 8 * 1.0000000001) must not add a replica.
@@ -73,6 +74,7 @@ class Observation:
     demand: Demand | None = None  # offered load from the edge (or Triton's served rate); None: not read
     capacity_hint: float | None = None  # the spec's requests/s per replica (autoscaling.capacity or model.serving)
     saturated_pending: float = 16.0  # pending requests from which a replica serves at capacity (max_queue / 4)
+    seasonal_rps: float | None = None  # the most demand of the same time a period ago (autoscaling.seasonal)
 
     @property
     def ready(self) -> int:
@@ -100,6 +102,7 @@ class Decision:
     metrics: Mapping[str, float]
     scaling_active: bool
     state: PolicyState
+    floor: str | None = None  # seasonal | bursts: a floor, not the present demand, set the replicas
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,7 @@ class _Desire:
     replicas: int
     demand: float  # unrounded replicas at target: what the forecast scales
     text: str
+    floor: str | None = None  # the floor it is (seasonal, bursts), if it is one
 
 
 def _ceil(value: float) -> int:
@@ -201,7 +205,32 @@ def _recurring(
         f"{held.bursts} bursts within {seconds}s of each other: holding {wanted} replicas for their peak "
         f"{_fmt_rps(held.peak_rps)} rps at capacity {_fmt_rps(capacity)} for {held.until - now:.0f}s more"
     )
-    return _Desire(wanted, held.peak_rps / capacity, text)
+    return _Desire(wanted, held.peak_rps / capacity, text, "bursts")
+
+
+def _seasonal(
+    obs: Observation, policy: Autoscaling, capacity: float | None, metrics: dict[str, float]
+) -> _Desire | None:
+    """The floor of the demand one period ago (scaling/seasonal.py), at the capacity target."""
+    spec, target = policy.seasonal, policy.targets.capacity_utilization_percent / 100
+    if not spec.enabled or obs.seasonal_rps is None or not capacity or not target:
+        return None
+    wanted = seasons.replicas(obs.seasonal_rps, spec, capacity, target)
+    metrics["seasonal_rps"] = obs.seasonal_rps
+    text = (
+        f"seasonal floor: {_fmt_rps(obs.seasonal_rps)} rps {_fmt_duration(spec.period_seconds)} ago (the most of the "
+        f"next {_fmt_duration(spec.lead_seconds)}) x {spec.percent}% / capacity {_fmt_rps(capacity)} x {target:g}"
+        f" -> {wanted} replicas"
+    )
+    return _Desire(wanted, obs.seasonal_rps * spec.percent / 100 / (capacity * target), text, "seasonal")
+
+
+def _fmt_duration(seconds: int) -> str:
+    """86400 -> 1d, 900 -> 15m, 90 -> 90s: as a person (and PromQL) writes it."""
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def _informational(obs: Observation, metrics: dict[str, float]) -> float | None:
@@ -321,11 +350,12 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
     if obs.demand is not None:
         bursts = recurring.observe(bursts, demands, now, policy.capacity.panic_threshold)
     by_bursts = _recurring(bursts, capacity, policy, now, metrics)
+    by_season = _seasonal(obs, policy, capacity, metrics)
     # Move only past the tolerance, both ways (the HPA's rule): a demand a little off the fleet's is
     # no reason to start or stop a replica.
     if by_demand is not None and obs.current and abs(by_demand.demand / obs.current - 1) <= tolerance + _EPSILON:
         by_demand = _Desire(obs.current, by_demand.demand, by_demand.text + f" within {tolerance:.0%}")
-    found = [d for d in (by_demand, by_bursts, *wanted.values()) if d is not None]
+    found = [d for d in (by_demand, by_bursts, by_season, *wanted.values()) if d is not None]
     if not found:
         why = f"no samples of {', '.join(missing)}" if missing else "no demand, queue or GPU target set"
         return _hold(obs, policy, bounds, state, why)
@@ -394,4 +424,4 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
         bursts=bursts,
     )
     reason = f"{best.text}: {obs.current} -> {final}" + "".join(f"; {note}" for note in notes)
-    return Decision(final, reason, metrics, True, next_state)
+    return Decision(final, reason, metrics, True, next_state, best.floor)
