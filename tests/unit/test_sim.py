@@ -288,7 +288,10 @@ def _csv(tmp_path, text: str):
 @pytest.mark.parametrize(
     ("trace", "message"),
     [
-        ("ramp", "--trace ramp: neither a built-in shape \\(step, diurnal, flash, sawtooth, onoff, diurnal2d\\) nor a CSV file"),
+        (
+            "ramp",
+            "--trace ramp: neither a built-in shape \\(step, diurnal, flash, sawtooth, onoff, diurnal2d\\) nor a CSV file",
+        ),
         ("/x.csv", "neither"),
     ],
 )
