@@ -290,7 +290,8 @@ def _csv(tmp_path, text: str):
     [
         (
             "ramp",
-            "--trace ramp: neither a built-in shape \\(step, diurnal, flash, sawtooth, onoff, diurnal2d\\) nor a CSV file",
+            "--trace ramp: neither a built-in shape "
+            "\\(step, diurnal, flash, sawtooth, onoff, diurnal2d\\) nor a CSV file",
         ),
         ("/x.csv", "neither"),
     ],
