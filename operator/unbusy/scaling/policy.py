@@ -16,6 +16,8 @@ where it has one, so that a user who knows the HPA can predict Unbusy (SCALING-N
 3. forecast (when enabled): a least-squares line over the window of request rate, projected
    `horizon` ahead and capped at 4x the window's mean (AIBrix APA), scales the current demand
    by projected/now; it only ever raises the recommendation, so it never scales down.
+   Floors beside it: recurring bursts (scaling/bursts.py) and the seasonal floor
+   (scaling/seasonal.py), each a desire like the metrics'; Decision.floor names the one that won.
 4. stabilisation: the recommendation is no lower than the lowest of the scale-up window and no
    higher than the highest of the scale-down window (the HPA's stabilizeRecommendation).
 5. step limits per period: Pods and Percent policies from the rate of the period's start,
