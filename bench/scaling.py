@@ -18,6 +18,9 @@ fleet receives the very same requests (checked below). The policies (sim/baselin
   rather than predicts can reach; what it rejects is out of reach without a forecast;
 - oracle: knows the trace and orders the replicas the load `startup` seconds ahead needs, at
   the spec's gpuUtilizationPercent of capacity (80% without one): the GPU-hours floor.
+- unbusy+seasonal (on diurnal2d only, two compressed days): unbusy with autoscaling.seasonal on,
+  a 3600 s period (the shape's day) and a 120 s lead (two start-ups); a second table shows day 2
+  alone, where the floor sees day 1.
 """
 
 from __future__ import annotations
@@ -46,6 +49,10 @@ from unbusy.sim.traces import SHAPES, Trace, builtin, parse_csv  # noqa: E402
 DEFAULT_MANIFEST = ROOT / "examples" / "demand-operator.yaml"
 BASE_LOAD = 0.5  # built-in shapes start at this share of the starting fleet's capacity (as `unbusy simulate`)
 ORACLE_UTILISATION = 0.8  # without a GPU target in the spec
+# The shapes of several compressed days (3600 s each), and the seasonal floor run beside them.
+DAILY = {"diurnal2d"}
+DAY_S = 3600
+SEASONAL = {"enabled": True, "periodSeconds": DAY_S, "leadSeconds": 120}
 
 
 def smoke_trace(base: float) -> Trace:
@@ -82,6 +89,9 @@ def contenders(config: SimConfig, trace: Trace) -> dict[str, tuple[SimConfig, Po
         interval_s=HPA_SYNC_S,
     )
     shedding = {"unbusy+fallback": (config, decide)} if config.fallback else {}
+    if trace.name in DAILY:
+        floored = spec.model_copy(update={"seasonal": type(spec.seasonal).model_validate(SEASONAL)})
+        shedding["unbusy+seasonal"] = (replace(alone, policy=floored), decide)
     oracle_config = replace(alone, policy=spec.model_copy(update={"interval_seconds": HPA_SYNC_S}))
     return {
         "unbusy": (alone, decide),
@@ -104,7 +114,23 @@ def rows(trace: Trace, results: dict[str, SimResult]) -> list[dict[str, Any]]:
     return [{"policy": name, "trace": trace.name, **result.figures()} for name, result in results.items()]
 
 
-def table(trace: Trace, config: SimConfig, results: dict[str, SimResult]) -> str:
+def from_minute(result: SimResult, first: int) -> SimResult:
+    """The figures of the minutes from `first` on (day 2 of a daily shape); p50/p99 left out."""
+    minutes = result.minutes[first:]
+    arrived = sum(m.load_rps * 60 for m in minutes)
+    return replace(
+        result,
+        rejected_pct=100 * sum(m.rejected for m in minutes) / arrived if arrived else 0.0,
+        fallback_pct=100 * sum(m.shed for m in minutes) / arrived if arrived else 0.0,
+        p50_ms=None,
+        p99_ms=None,
+        slo_minutes_pct=100 * sum(m.within_slo for m in minutes) / len(minutes) if minutes else 100.0,
+        gpu_hours=result.gpu_hours * sum(m.replicas for m in minutes) / sum(m.replicas for m in result.minutes),
+        minutes=minutes,
+    )
+
+
+def table(trace: Trace, config: SimConfig, results: dict[str, SimResult], title: str = "") -> str:
     oracle = results["oracle"]
 
     def show(value: float | None, fmt: str) -> str:
@@ -113,7 +139,7 @@ def table(trace: Trace, config: SimConfig, results: dict[str, SimResult]) -> str
     head = (
         f"trace {trace.name} ({trace.seconds} s), model {config.model.serving.measured.split(':')[0]} "
         f"({config.model.capacity_rps:.0f} rps/replica), SLO p99 <= {config.slo_s * 1000:g} ms, "
-        f"start-up {config.startup_s:g} s, bounds {config.bounds[0]}..{config.bounds[1]}\n"
+        f"start-up {config.startup_s:g} s, bounds {config.bounds[0]}..{config.bounds[1]}{title}\n"
     )
     header = ("policy", "rejected %", "to fallback %", "p99 ms", "SLO min %", "GPU-h", "GPU-h / oracle")
     lines = [header]
@@ -189,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
             every += rows(trace, results)
         else:
             print(table(trace, config, results))
+            if trace.name in DAILY:
+                day2 = {name: from_minute(r, DAY_S // 60) for name, r in results.items()}
+                print(table(trace, config, day2, title=", day 2 only"))
     if args.json:
         print(json.dumps(every, indent=1))
     return 0

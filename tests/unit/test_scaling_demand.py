@@ -46,6 +46,8 @@ def test_sustained_growth_adds_start_up_headroom_a_step_does_not():
     step = tuple((15.0 * i, 1000.0 if i < 4 else 4000.0) for i in range(8))
     assert growth(ramp) == pytest.approx(10)
     assert growth(step) == 0
+    assert growth(ramp[:4]) == pytest.approx(10)  # a young history: two samples a half
+    assert growth(ramp[:3]) == 0 and growth(step[2:6]) == 0
     state = PolicyState(demands=ramp[:-1])
     decision = run(fleet(2, ramp[-1][1]), state=state, now=ramp[-1][0], targets=EDGE)
     # 2050 / 800 = 2.6 -> 3; + 10 rps/s x 60 s / 800 -> 3.3 -> 4

@@ -3,6 +3,8 @@ each variant handed exactly its own rows; checked against the variants' own quer
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import yaml
 from builders import isvc
@@ -57,6 +59,8 @@ def test_promtool_accepts_every_fleet_query(promtool, tmp_path):  # noqa: F811
         read({"routing": gateway, "autoscaling": {"demand": {"source": source}}}, name=source)
         for source in ("istio", "envoy-gateway")
     ]
+    templated = {"autoscaling": TEMPLATE | SEASONAL["autoscaling"]}
+    reads += [seasonal_read({**NGINX, **SEASONAL}, name="s"), seasonal_read(templated, name="t")]
     queries = fleet.plan(reads).queries
     rules = [{"record": f"unbusy:fleet:q{i}", "expr": q} for i, q in enumerate(queries)]
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": [{"name": "fleet", "rules": rules}]}))
@@ -180,3 +184,56 @@ def test_each_variant_reads_the_demand_its_own_query_reads(promtool, tmp_path): 
     for name, r in variants.items():
         got = answers.demand(r)
         assert (got.rps, got.rejected_rps) == pytest.approx(expected[name]), name
+
+
+# --- the seasonal floor: the same counters a period ago, one query each for the whole fleet ---
+
+SEASONAL = {"autoscaling": {"seasonal": {"enabled": True, "periodSeconds": 86400, "leadSeconds": 900}}}
+
+
+def seasonal_read(spec: dict, variant: str = "main", **kw) -> VariantRead:
+    found = read(spec, variant, **kw)
+    service = isvc(spec, name=kw.get("name", "resnet"), namespace=kw.get("namespace", "ml"))
+    return dataclasses.replace(found, seasonal=service.spec.autoscaling.seasonal)
+
+
+def test_the_seasonal_floor_adds_one_query_per_demand_counter_whatever_the_fleets_size():
+    def of(n: int) -> list[VariantRead]:
+        plain = fleet_of(n)
+        floored = [seasonal_read({**SEASONAL, **(NGINX if i % 2 else {})}, name=f"s{i}") for i in range(n)]
+        return plain + floored
+
+    small, large = fleet.plan(of(2)).queries, fleet.plan(of(500)).queries
+    assert len(large) == len(small) == PER_POD + 3 + 3  # nginx's, Triton's two, each a period ago
+    templated = seasonal_read({"autoscaling": TEMPLATE | SEASONAL["autoscaling"]}, name="t")
+    assert len(fleet.plan([templated]).queries) == PER_POD + 2  # the user's query, and it a period ago
+
+
+def test_each_variant_reads_the_most_demand_of_the_lead_a_day_ago(promtool, tmp_path):  # noqa: F811
+    """A day of ingress-nginx series with a burst 60-75 minutes in: a day later, the floor at 50
+    minutes sees the burst coming within its 15-minute lead; at 30 minutes it does not yet."""
+    ours = seasonal_read({**NGINX, **SEASONAL})
+    plan = fleet.plan([ours])
+    (query,) = plan.past.values()
+    labels = {"exported_namespace": "ml", "namespace": "ingress-nginx", "ingress": "resnet", "service": "resnet-main"}
+    per_minute = "0+600x60 36000+2400x15 72000+600x1500"  # 10 rps, 40 rps for 15 min, 10 rps
+    given = [{"series": text(series.NGINX_REQUESTS, labels | {"status": "200"}), "values": per_minute}]
+    row = text("", labels)
+    checks = [("1d50m", query, 40), ("1d30m", query, 10)]
+    tests = {
+        "rule_files": [],
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": given,
+                "promql_expr_test": [
+                    {"expr": e, "eval_time": at, "exp_samples": [{"labels": row, "value": v}]} for at, e, v in checks
+                ],
+            }
+        ],
+    }
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(tests))
+    run(promtool, "test", "rules", "test.yaml", cwd=tmp_path)
+    answers = Answers(plan, {q: [] for q in plan.queries} | {query: [(labels, 40.0)]})
+    assert answers.seasonal(ours) == pytest.approx(40)
+    assert answers.seasonal(read(NGINX)) is None  # off

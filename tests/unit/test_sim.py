@@ -68,10 +68,10 @@ def test_builtin_shapes():
     assert max(builtin("diurnal", 10).rps) == pytest.approx(40) and builtin("diurnal", 10).rps[0] == 10
     assert max(builtin("flash", 10).rps) == 80 and builtin("flash", 10).rps[0] == 10
     with pytest.raises(
-        ValueError, match="unknown trace shape 'ramp'; use one of step, diurnal, flash, sawtooth, onoff"
+        ValueError, match="unknown trace shape 'ramp'; use one of step, diurnal, flash, sawtooth, onoff, diurnal2d"
     ):
         builtin("ramp", 10)
-    assert set(SHAPES) == {"step", "diurnal", "flash", "sawtooth", "onoff"}
+    assert set(SHAPES) == {"step", "diurnal", "flash", "sawtooth", "onoff", "diurnal2d"}
 
 
 # --- the serving model -----------------------------------------------------------------------
@@ -288,7 +288,11 @@ def _csv(tmp_path, text: str):
 @pytest.mark.parametrize(
     ("trace", "message"),
     [
-        ("ramp", "--trace ramp: neither a built-in shape \\(step, diurnal, flash, sawtooth, onoff\\) nor a CSV file"),
+        (
+            "ramp",
+            "--trace ramp: neither a built-in shape "
+            "\\(step, diurnal, flash, sawtooth, onoff, diurnal2d\\) nor a CSV file",
+        ),
         ("/x.csv", "neither"),
     ],
 )

@@ -505,6 +505,14 @@ class Capacity(ApiModel):
         "capacity, scale out at once past the step limits and do not scale in for panicWindowSeconds.",
     )
     panic_window_seconds: int = Field(60, ge=0, le=3600, description="How long burst mode lasts after its trigger.")
+    burst_recurrence_seconds: int = Field(
+        600,
+        ge=0,
+        le=86400,
+        description="Bursts (demand jumping to panicThreshold x its least of the last intervals) that start "
+        "within this long of the previous one recur: between them the fleet keeps the replicas the largest "
+        "of them needs at full capacity, until the longest gap seen between them has passed; 0: off.",
+    )
 
 
 class Forecast(ApiModel):
@@ -513,6 +521,38 @@ class Forecast(ApiModel):
         120, ge=15, le=3600, description="How far ahead to project; at least the model's load time."
     )
     window_seconds: int = Field(600, ge=60, le=86400, description="History the trend is fitted over.")
+
+
+class Seasonal(ApiModel):
+    """A floor from the demand one period ago: a daily (or weekly) peak is met before it arrives."""
+
+    rules: ClassVar = (
+        Rule(
+            "self.leadSeconds < self.periodSeconds",
+            "must be shorter than periodSeconds",
+            lambda s: s.lead_seconds < s.period_seconds,
+            ".leadSeconds",
+        ),
+    )
+
+    enabled: bool = Field(
+        False,
+        description="Hold at least the replicas that the most demand of the same time one period ago, "
+        "over the next leadSeconds, needs at the capacity target (Prometheus must keep that much history).",
+    )
+    period_seconds: int = Field(
+        86400, ge=600, le=2419200, description="How far back the same time is: 86400 a day, 604800 a week."
+    )
+    lead_seconds: int = Field(
+        900,
+        ge=60,
+        le=86400,
+        description="How far ahead of the same time the floor looks: a peak of a period ago is met this long "
+        "before it comes back; at least the start-up.",
+    )
+    percent: int = Field(
+        100, ge=1, le=200, description="Share of that past demand the floor holds: below 100 trusts the past less."
+    )
 
 
 # Values a spec.autoscaling.demand.query template may use; each becomes a quoted PromQL string
@@ -639,6 +679,9 @@ class Autoscaling(ApiModel):
         "hold", description="When metrics are missing: keep the last good count, or go to minReplicas."
     )
     forecast: Forecast = Field(default_factory=Forecast, description="Predictive scale-out.")
+    seasonal: Seasonal = Field(
+        default_factory=Seasonal, description="A floor from the demand of the same time yesterday or last week."
+    )
     capacity: Capacity = Field(default_factory=Capacity, description="Capacity per replica and burst mode.")
     demand: DemandMetric = Field(
         default_factory=DemandMetric, description="Where each variant's offered load is read, refused requests too."

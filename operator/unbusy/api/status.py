@@ -53,6 +53,12 @@ class ScalingDecision(ApiModel):
         description="False where demand is Triton's served rate: requests refused for a full queue are "
         "counted nowhere, so demand beyond capacity is not seen (read it at the edge: autoscaling.demand).",
     )
+    floor: Literal["seasonal", "bursts"] | None = Field(
+        None,
+        description="Set when a floor, not the present demand, set the replicas: seasonal (the demand of the "
+        "same time a period ago, autoscaling.seasonal) or bursts (recurring bursts, "
+        "autoscaling.capacity.burstRecurrenceSeconds).",
+    )
 
 
 class RevisionTemplate(ApiModel):

@@ -51,8 +51,10 @@ def _observation(answers: Answers | None, read: VariantRead, current: int, isvc:
         return Observation(current, None, error=NO_PROMETHEUS)
     hint, saturated = _spec_capacity(isvc)
     try:
-        samples, demand = answers.samples(read), answers.demand(read)
-        return Observation(current, samples, demand=demand, capacity_hint=hint, saturated_pending=saturated)
+        samples, demand, past = answers.samples(read), answers.demand(read), answers.seasonal(read)
+        return Observation(
+            current, samples, demand=demand, capacity_hint=hint, saturated_pending=saturated, seasonal_rps=past
+        )
     except SourceError as error:
         METRIC_READ_FAILURES.inc()
         return Observation(current, None, error=str(error))
@@ -88,6 +90,7 @@ def look(body: dict[str, Any], children: observe.Fleet) -> Look | None:
             mig,
             children.pod_readiness(namespace, name, variant),
             demand_queries(isvc, variant, share=routed[variant] / 100, window_seconds=WINDOW_S),
+            isvc.spec.autoscaling.seasonal if isvc.spec.autoscaling.seasonal.enabled else None,
         )
         for variant, state in live.items()
         if state.exists
@@ -143,6 +146,7 @@ def tick(api: CountingClient, seen: Look, answers: Answers | None, states: dict[
                 demand_source=read.demand.source,
                 capacity=f"{capacity:,.0f} rps/replica" if (capacity := decision.metrics.get("capacity_rps")) else None,
                 overload_measurable=read.demand.measurable,
+                floor=decision.floor,
             )
     body = _publish(api, body, decisions, last)
     interval = float(isvc.spec.autoscaling.interval_seconds)

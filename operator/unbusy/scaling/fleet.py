@@ -6,7 +6,11 @@ takes the rows of its live pods, as its own `by (pod)` query would have returned
 from an edge is a sum of counters (render/edge.py's Counter): one query per counter metric and
 fixed matchers, grouped by every label any variant's counter names; a variant sums the rows its
 counters match. A user's own demand PromQL (source promql) cannot be grouped and runs as
-written, once per variant. Pure: the answers come in as rows, from scaling/source.py.
+written, once per variant. The seasonal floor (autoscaling.seasonal) reads the same counters a
+period ago, one query per counter and (period, lead) in use: the most of the grouped rate over
+the lead, `offset` so that it ends where the same time a period ago plus the lead does. A
+variant sums its rows' maxima: at most the max of their sum, an upper bound where its counters
+peaked at different times. Pure: the answers come in as rows, from scaling/source.py.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 
 from unbusy import series
+from unbusy.api.spec import Seasonal
 from unbusy.render.edge import Counters, DemandQueries
 from unbusy.scaling.demand import Demand
 from unbusy.scaling.policy import ReplicaSample
@@ -38,11 +43,22 @@ class VariantRead:
     mig: bool  # its GPUs are MIG slices: GR engine activity, not GPU utilisation
     pods: Mapping[str, bool]  # its live pods -> ready
     demand: DemandQueries
+    seasonal: Seasonal | None = None  # autoscaling.seasonal when enabled
 
 
 def _counter_query(metric: str, fixed: tuple[str, ...], by: Iterable[str], window_seconds: int) -> str:
     selected = series.selector(*fixed) if fixed else ""
     return f"sum by ({', '.join(sorted(by))}) (rate({metric}{selected}[{window_seconds}s]))"
+
+
+def _past(query: str, seasonal: Seasonal, window_seconds: int) -> str:
+    """The most of `query` over the lead, a period ago: [now - period, now - period + lead]."""
+    lead, offset = seasonal.lead_seconds, seasonal.period_seconds - seasonal.lead_seconds
+    return f"max_over_time(({query})[{lead}s:{window_seconds}s] offset {offset}s)"
+
+
+def _season(seasonal: Seasonal) -> tuple[int, int]:
+    return seasonal.period_seconds, seasonal.lead_seconds
 
 
 def _counters(demand: DemandQueries) -> tuple[Counters, ...]:
@@ -56,11 +72,14 @@ class Plan:
     per_pod: dict[bool, PerPod]  # mig -> the per-pod queries of every namespace read
     counters: dict[tuple[str, tuple[str, ...]], str]  # (metric, fixed matchers) -> grouped query
     own: tuple[str, ...]  # queries that run as written (a user's demand PromQL)
+    # (metric, fixed matchers, period, lead) -> the grouped query of the seasonal floor
+    past: dict[tuple[str, tuple[str, ...], int, int], str] = field(default_factory=dict)
+    window_seconds: int = 60
 
     @property
     def queries(self) -> tuple[str, ...]:
         pods = (getattr(p, f.name) for p in self.per_pod.values() for f in fields(PerPod))
-        return tuple(dict.fromkeys([*pods, *self.counters.values(), *self.own]))
+        return tuple(dict.fromkeys([*pods, *self.counters.values(), *self.own, *self.past.values()]))
 
 
 def plan(reads: Iterable[VariantRead], window_seconds: int = 60) -> Plan:
@@ -70,15 +89,30 @@ def plan(reads: Iterable[VariantRead], window_seconds: int = 60) -> Plan:
     namespaces = sorted({r.namespace for r in reads})
     per_pod = {mig: fleet_per_pod(namespaces, mig, window_seconds) for mig in sorted({r.mig for r in reads})}
     labels: dict[tuple[str, tuple[str, ...]], set[str]] = {}
+    past: dict[tuple[str, tuple[str, ...], int, int], set[str]] = {}
     own: list[str] = []
     for read in reads:
         grouped = _counters(read.demand)
         if not grouped:  # a user's PromQL
             own += [q for q in (read.demand.requests, read.demand.rejected) if q]
+            if read.seasonal is not None:
+                own.append(_past(read.demand.requests, read.seasonal, window_seconds))
         for counter in (c for counters in grouped for c in counters.counters):
             labels.setdefault((counter.metric, counter.fixed), set()).update(k for k, _ in counter.labels)
+        if read.seasonal is not None and read.demand.requests_counters is not None:
+            for counter in read.demand.requests_counters.counters:
+                key = (counter.metric, counter.fixed, *_season(read.seasonal))
+                past.setdefault(key, set()).update(k for k, _ in counter.labels)
     counters = {key: _counter_query(*key, by, window_seconds) for key, by in labels.items()}
-    return Plan(per_pod, counters, tuple(dict.fromkeys(own)))
+    seasonal = {
+        (metric, fixed, period, lead): _past(
+            _counter_query(metric, fixed, by, window_seconds),
+            Seasonal(enabled=True, period_seconds=period, lead_seconds=lead),
+            window_seconds,
+        )
+        for (metric, fixed, period, lead), by in past.items()
+    }
+    return Plan(per_pod, counters, tuple(dict.fromkeys(own)), seasonal, window_seconds)
 
 
 @dataclass
@@ -135,11 +169,13 @@ class Answers:
             for pod, ready in sorted(read.pods.items())
         )
 
-    def _sum(self, counters: Counters) -> float | None:
-        """The counters' summed rate, times their share; None where none of their series exists."""
+    def _sum(self, counters: Counters, season: tuple[int, int] | None = None) -> float | None:
+        """The counters' summed rate (a period ago with `season`), times their share; None where
+        none of their series exists."""
         values = []
         for counter in counters.counters:
-            query = self.plan.counters[counter.metric, counter.fixed]
+            key = (counter.metric, counter.fixed)
+            query = self.plan.past[*key, *season] if season else self.plan.counters[key]
             keys = tuple(k for k, _ in counter.labels)
             values.append(self._index(query, keys).get(tuple(v for _, v in counter.labels)))
         found = [v for v in values if v is not None]
@@ -152,6 +188,16 @@ class Answers:
             raise SourceError(f"spec.autoscaling.demand.{field_name}: {error}") from None
         total = sum(values)
         return None if not values or math.isnan(total) else total
+
+    def seasonal(self, read: VariantRead) -> float | None:
+        """The most demand of the same time a period ago over the lead (autoscaling.seasonal); None
+        where it is off or Prometheus holds no series of it then (a young variant, short retention)."""
+        if read.seasonal is None:
+            return None
+        counters = read.demand.requests_counters
+        if counters is not None:
+            return self._sum(counters, _season(read.seasonal))
+        return self._own(_past(read.demand.requests, read.seasonal, self.plan.window_seconds), "query")
 
     def demand(self, read: VariantRead) -> Demand | None:
         """The variant's offered load; None while there is no series of it (not 0: a proxy exports

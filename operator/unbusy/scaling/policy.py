@@ -16,6 +16,8 @@ where it has one, so that a user who knows the HPA can predict Unbusy (SCALING-N
 3. forecast (when enabled): a least-squares line over the window of request rate, projected
    `horizon` ahead and capped at 4x the window's mean (AIBrix APA), scales the current demand
    by projected/now; it only ever raises the recommendation, so it never scales down.
+   Floors beside it: recurring bursts (scaling/bursts.py) and the seasonal floor
+   (scaling/seasonal.py), each a desire like the metrics'; Decision.floor names the one that won.
 4. stabilisation: the recommendation is no lower than the lowest of the scale-up window and no
    higher than the highest of the scale-down window (the HPA's stabilizeRecommendation).
 5. step limits per period: Pods and Percent policies from the rate of the period's start,
@@ -28,10 +30,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from unbusy.api.spec import Autoscaling, ScalingRules
+from unbusy.scaling import bursts as recurring
 from unbusy.scaling import capacity as capacities
+from unbusy.scaling import seasonal as seasons
 from unbusy.scaling.demand import Demand
 
 # ceil() of a ratio that is an integer up to float error (24 / 8 * 1.0000000001) must not add a replica.
@@ -41,6 +45,9 @@ _EPSILON = 1e-9
 FORECAST_CAP = 4.0
 # A line needs at least this many points to be more than noise.
 FORECAST_MIN_POINTS = 3
+# The growth rate needs two points in each half of its window: a ramp from a young history (45 s
+# of samples at 15 s) is met a start-up ahead; a step still reads as none (one half is flat).
+GROWTH_MIN_POINTS = 4
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,7 @@ class Observation:
     demand: Demand | None = None  # offered load from the edge (or Triton's served rate); None: not read
     capacity_hint: float | None = None  # the spec's requests/s per replica (autoscaling.capacity or model.serving)
     saturated_pending: float = 16.0  # pending requests from which a replica serves at capacity (max_queue / 4)
+    seasonal_rps: float | None = None  # the most demand of the same time a period ago (autoscaling.seasonal)
 
     @property
     def ready(self) -> int:
@@ -86,6 +94,7 @@ class PolicyState:
     capacity: float | None = None  # learned requests/s per replica (scaling/capacity.py)
     demands: tuple[tuple[float, float], ...] = ()  # (time, demand rps) for the growth rate
     panic_until: float = -math.inf  # burst mode lasts until then
+    bursts: recurring.Bursts = field(default_factory=recurring.Bursts)  # for the hold between recurring bursts
 
 
 @dataclass(frozen=True)
@@ -95,6 +104,7 @@ class Decision:
     metrics: Mapping[str, float]
     scaling_active: bool
     state: PolicyState
+    floor: str | None = None  # seasonal | bursts: a floor, not the present demand, set the replicas
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,7 @@ class _Desire:
     replicas: int
     demand: float  # unrounded replicas at target: what the forecast scales
     text: str
+    floor: str | None = None  # the floor it is (seasonal, bursts), if it is one
 
 
 def _ceil(value: float) -> int:
@@ -154,7 +165,7 @@ def _fmt_rps(value: float) -> str:
 def growth(points: tuple[tuple[float, float], ...]) -> float:
     """The demand's sustained growth in rps per second: the smaller least-squares slope of the
     window's two halves, 0 unless both rise. A step is no trend: one half of its window is flat."""
-    if len(points) < 2 * FORECAST_MIN_POINTS:
+    if len(points) < GROWTH_MIN_POINTS:
         return 0.0
     half = len(points) // 2
     return max(0.0, min(line(points[:half])[1], line(points[half:])[1]))
@@ -178,8 +189,50 @@ def _demand(
         f"demand {_fmt_rps(demand.rps)} rps ({where}) / capacity {_fmt_rps(capacity)} x {target:g}"
         f" -> {_ceil(needed)} replicas" + (f" (+{headroom} start-up headroom)" if headroom else "")
     )
-    wanted = _ceil(needed) + headroom
-    return _Desire(wanted, needed, text)
+    return _Desire(_ceil(needed) + headroom, needed + rising * policy.capacity.startup_seconds / per_replica, text)
+
+
+def _recurring(
+    bursts: recurring.Bursts, capacity: float | None, policy: Autoscaling, now: float, metrics: dict[str, float]
+) -> _Desire | None:
+    """The floor of recurring bursts (scaling/bursts.py): what their largest needs at full capacity."""
+    seconds = policy.capacity.burst_recurrence_seconds
+    on = seconds and capacity and policy.targets.capacity_utilization_percent  # part of the demand rule
+    held = recurring.hold(bursts, now, seconds) if on else None
+    if held is None:
+        return None
+    wanted = recurring.replicas(held, capacity)
+    metrics.update(burst_hold_replicas=wanted, burst_hold_until=held.until)
+    text = (
+        f"{held.bursts} bursts within {seconds}s of each other: holding {wanted} replicas for their peak "
+        f"{_fmt_rps(held.peak_rps)} rps at capacity {_fmt_rps(capacity)} for {held.until - now:.0f}s more"
+    )
+    return _Desire(wanted, held.peak_rps / capacity, text, "bursts")
+
+
+def _seasonal(
+    obs: Observation, policy: Autoscaling, capacity: float | None, metrics: dict[str, float]
+) -> _Desire | None:
+    """The floor of the demand one period ago (scaling/seasonal.py), at the capacity target."""
+    spec, target = policy.seasonal, policy.targets.capacity_utilization_percent / 100
+    if not spec.enabled or obs.seasonal_rps is None or not capacity or not target:
+        return None
+    wanted = seasons.replicas(obs.seasonal_rps, spec, capacity, target)
+    metrics["seasonal_rps"] = obs.seasonal_rps
+    text = (
+        f"seasonal floor: {_fmt_rps(obs.seasonal_rps)} rps {_fmt_duration(spec.period_seconds)} ago (the most of the "
+        f"next {_fmt_duration(spec.lead_seconds)}) x {spec.percent}% / capacity {_fmt_rps(capacity)} x {target:g}"
+        f" -> {wanted} replicas"
+    )
+    return _Desire(wanted, obs.seasonal_rps * spec.percent / 100 / (capacity * target), text, "seasonal")
+
+
+def _fmt_duration(seconds: int) -> str:
+    """86400 -> 1d, 900 -> 15m, 90 -> 90s: as a person (and PromQL) writes it."""
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def _informational(obs: Observation, metrics: dict[str, float]) -> float | None:
@@ -295,10 +348,16 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
     if obs.demand is not None:
         demands = tuple((t, d) for t, d in (*demands, (now, obs.demand.rps)) if t > now - window)
     by_demand = _demand(obs, policy, capacity, demands, metrics)
-    # Scale in only past the tolerance: a demand a little under the fleet's is no reason to move.
-    if by_demand is not None and by_demand.replicas < obs.current <= by_demand.demand / (1 - tolerance) + _EPSILON:
+    bursts = state.bursts
+    if obs.demand is not None:
+        bursts = recurring.observe(bursts, demands, now, policy.capacity.panic_threshold)
+    by_bursts = _recurring(bursts, capacity, policy, now, metrics)
+    by_season = _seasonal(obs, policy, capacity, metrics)
+    # Move only past the tolerance, both ways (the HPA's rule): a demand a little off the fleet's is
+    # no reason to start or stop a replica.
+    if by_demand is not None and obs.current and abs(by_demand.demand / obs.current - 1) <= tolerance + _EPSILON:
         by_demand = _Desire(obs.current, by_demand.demand, by_demand.text + f" within {tolerance:.0%}")
-    found = [d for d in (by_demand, *wanted.values()) if d is not None]
+    found = [d for d in (by_demand, by_bursts, by_season, *wanted.values()) if d is not None]
     if not found:
         why = f"no samples of {', '.join(missing)}" if missing else "no demand, queue or GPU target set"
         return _hold(obs, policy, bounds, state, why)
@@ -364,6 +423,7 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
         capacity=capacity,
         demands=demands,
         panic_until=panic_until,
+        bursts=bursts,
     )
     reason = f"{best.text}: {obs.current} -> {final}" + "".join(f"; {note}" for note in notes)
-    return Decision(final, reason, metrics, True, next_state)
+    return Decision(final, reason, metrics, True, next_state, best.floor)

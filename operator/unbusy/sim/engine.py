@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from unbusy.api.spec import Autoscaling
+from unbusy.scaling import seasonal
 from unbusy.scaling.demand import Demand
 from unbusy.scaling.policy import Decision, Observation, PolicyState, ReplicaSample, decide
 from unbusy.sim.batcher import SHARES
@@ -240,12 +241,17 @@ class Simulation:
         config = self.config
         live = [r for r in self.replicas if not r.draining]
         samples, demand = self._visible(now)
+        floor = config.policy.seasonal
         observation = Observation(
             current=len(live),
             samples=samples,
             demand=demand,
             capacity_hint=self.model.capacity_rps,
             saturated_pending=max(1.0, self.model.max_queue / 4),
+            # What Prometheus's `offset` reads: the scrapes of a period ago.
+            seasonal_rps=seasonal.past_peak(((at, d.rps) for at, _, d in self.scrapes), now, floor)
+            if floor.enabled
+            else None,
         )
         decision = self.policy(observation, config.policy, config.bounds, self.state, now)
         self.state = decision.state

@@ -6,7 +6,10 @@ Built-in shapes are multiples of a base rate (the caller picks it, e.g. from rep
 - flash: base with three flash crowds of 8x base, 2 min each, ramping up in 5 s;
 - sawtooth: four 10-min ramps from base to 6x base, each dropping back at once;
 - onoff: bursty on-off: 4x base for on-periods and base for off-periods of random length
-  (exponential, 2 and 4 min on average; a fixed seed, so the trace is the same every run).
+  (exponential, 2 and 4 min on average; a fixed seed, so the trace is the same every run);
+- diurnal2d: two days, each compressed into an hour: base at night, a morning rush to 5x base
+  within a minute (faster than replicas start), a noon peak of 6x, an evening decline; the
+  second day is 10% busier. A seasonal floor with a 3600 s period sees day 1 on day 2.
 """
 
 from __future__ import annotations
@@ -59,12 +62,33 @@ def _onoff(base: float) -> list[float]:
     return rates[:3600]
 
 
+def _day(base: float) -> list[float]:
+    """One compressed day: night, a morning rush in 60 s, a noon peak, a gradual evening."""
+    day, rush, noon, evening, night = 3600, 900, 1800, 2700, 3300
+
+    def rate(t: int) -> float:
+        if t < rush:
+            return 1.0
+        if t < rush + 60:
+            return 1 + 4 * (t - rush) / 60
+        if t < evening:
+            return 5 + math.sin(math.pi * (t - rush) / (2 * (noon - rush))) ** 2  # 6x at noon
+        return max(1.0, 5 - 4 * (t - evening) / (night - evening))
+
+    return [base * rate(t) for t in range(day)]
+
+
+def _diurnal2d(base: float) -> list[float]:
+    return _day(base) + _day(1.1 * base)
+
+
 SHAPES: dict[str, Callable[[float], list[float]]] = {
     "step": _step,
     "diurnal": _diurnal,
     "flash": _flash,
     "sawtooth": _sawtooth,
     "onoff": _onoff,
+    "diurnal2d": _diurnal2d,
 }
 
 
