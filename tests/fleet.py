@@ -140,6 +140,21 @@ class Cluster:
     def services(self) -> list[dict[str, Any]]:
         return self.items(f"{GROUP}/{VERSION}", "InferenceService")
 
+    def release(self) -> int:
+        """Take the finalizers (kopf's) off every InferenceService, once no operator runs: the namespace
+        then goes at once, without one to wait for (deleting 200 through an operator took 45-65 s).
+        Returns how many were released."""
+        isvcs = self.resource(f"{GROUP}/{VERSION}", "InferenceService")
+        held = [s["metadata"]["name"] for s in self.services() if s["metadata"].get("finalizers")]
+        for name in held:
+            isvcs.patch(
+                name=name,
+                namespace=self.namespace,
+                body={"metadata": {"finalizers": None}},
+                content_type="application/merge-patch+json",
+            )
+        return len(held)
+
 
 def ready(isvc: dict[str, Any]) -> bool:
     """Ready for the spec as it is now (not a status left from an earlier generation)."""
