@@ -92,6 +92,7 @@ def run(args: argparse.Namespace) -> str:
             liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz",
             memo=kopf.Memo(
                 kubeconfig=args.kubeconfig,
+                namespaces=args.namespace or [],
                 prometheus_url=args.prometheus_url,
                 probe_models=args.probe_models,
                 peering_lifetime=args.peering_lifetime,

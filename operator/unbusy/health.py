@@ -31,6 +31,36 @@ class VariantState:
     replica_failure: str | None = None  # the ReplicaSet could not create pods (quota, admission ...)
     unschedulable: str | None = None  # the scheduler's message for a Pending replica
     pending: int = 0  # replicas the scheduler could not place
+    # Replicas bound to nodes that are gone or not Ready: (node, why) of each such node. Their pods
+    # may still read Ready until Kubernetes deletes them; `ready` does not count them.
+    lost: int = 0
+    lost_on: tuple[tuple[str, str], ...] = ()
+
+
+GONE = "gone"  # why a node's replicas are lost: the Node object was deleted
+NOT_READY = "NotReady"
+
+
+def node_trouble(node: Mapping[str, Any]) -> str | None:
+    """Why replicas bound to this Node cannot serve; None while it is Ready (or has not reported
+    yet: no replica is placed on a node before it is Ready)."""
+    ready = next((c for c in node.get("status", {}).get("conditions") or [] if c.get("type") == "Ready"), None)
+    return NOT_READY if ready is not None and ready.get("status") != "True" else None
+
+
+def explain_lost(s: VariantState) -> str:
+    """What the replicas on lost nodes wait for, e.g. `2 of 4 replicas of main on node n1, which is
+    gone; waiting for Kubernetes to reschedule them`."""
+    if len(s.lost_on) == 1:
+        ((node, why),) = s.lost_on
+        where = f"node {node}, which is {why}"
+    else:
+        where = "nodes " + ", ".join(f"{node} ({why})" for node, why in s.lost_on)
+    if all(why == GONE for _, why in s.lost_on):
+        waits = "waiting for Kubernetes to reschedule them"
+    else:
+        waits = "waiting for the node to be Ready again, or for Kubernetes to evict and reschedule them"
+    return f"{s.lost} of {s.desired} replicas of {s.name} on {where}; {waits}"
 
 
 def explain_unschedulable(message: str, gpu: GpuRequest | None) -> str:
@@ -60,7 +90,9 @@ def _scaled_to_zero(s: VariantState) -> bool:
 
 
 def _conditions(states: list[VariantState], errors: list[str], gpu: GpuRequest | None) -> list[tuple]:
-    problems = list(errors)
+    # Lost replicas lead: their pods may still read Ready, so nothing else would say why they do not serve.
+    lost = [explain_lost(s) for s in states if s.lost]
+    problems = lost + list(errors)
     idle = [s for s in states if _scaled_to_zero(s)]
     all_idle = bool(states) and len(idle) == len(states)
     for s in states:
@@ -81,7 +113,7 @@ def _conditions(states: list[VariantState], errors: list[str], gpu: GpuRequest |
     rolling = [s for s in states if s.exists and (not s.rolled_out or s.updated < s.desired)]
 
     if problems:
-        ready = _condition("Ready", False, "Degraded", problems[0])
+        ready = _condition("Ready", False, "ReplicasLost" if lost else "Degraded", problems[0])
     elif waiting:
         counts = ", ".join(f"{s.name} {s.ready}/{s.desired}" for s in waiting)
         ready = _condition("Ready", False, "ReplicasNotReady", f"waiting for ready replicas: {counts}")
@@ -102,7 +134,8 @@ def _conditions(states: list[VariantState], errors: list[str], gpu: GpuRequest |
             "cannot be created": "ReplicaFailure",
             "scaled to zero": "NoReplicasForTraffic",
         }
-        reason = next((r for words, r in kinds.items() if any(words in p for p in problems)), "ReconcileFailed")
+        found = next((r for words, r in kinds.items() if any(words in p for p in problems)), "ReconcileFailed")
+        reason = "ReplicasLost" if lost else found
         degraded = _condition("Degraded", True, reason, "; ".join(problems))
     else:
         degraded = _condition("Degraded", False, "AsExpected", "no problems seen")

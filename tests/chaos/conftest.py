@@ -4,12 +4,13 @@ never touches another test's InferenceServices, nor theirs this one)."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from fleet import FLEET_NODES, NODE_LABEL, kwok_nodes, node_manifests
+from fleet import FLEET_NODES, NODE_LABEL, Cluster, kwok_nodes, node_manifests
 from integration_fixtures import integration_conftest
 from unbusy.demo.processes import OperatorProcess
 
@@ -29,6 +30,12 @@ def namespace(testbed, request) -> Iterator[str]:
     yield from _integration.fresh_namespace(testbed, request, free_gpus=False)
 
 
+@pytest.fixture
+def other_namespace(testbed, request) -> Iterator[str]:
+    """A second one, for a test whose operator watches two (each part checks only its own)."""
+    yield from _integration.fresh_namespace(testbed, request, free_gpus=False)
+
+
 @pytest.fixture(scope="session")
 def fleet_nodes(testbed) -> Iterator[None]:
     """Two big kwok GPU nodes that only the fleet's pods select; gone again after the session."""
@@ -41,22 +48,23 @@ def fleet_nodes(testbed) -> Iterator[None]:
 @pytest.fixture
 def operators(testbed, crd, namespace, tmp_path) -> Iterator[Callable[..., OperatorProcess]]:
     """operators(*args): an operator (not started) watching the test's namespace, with more
-    `unbusy run` options; each one still running at the end deletes the namespace's
-    InferenceServices first, so that kopf's finalizers come off them."""
+    `unbusy run` options (another --namespace too). At the end they stop, and the InferenceServices
+    of the namespaces they watched lose kopf's finalizers, so that the namespaces (deleted in the
+    background) can go without an operator."""
     made: list[OperatorProcess] = []
+    watched = {namespace}
 
     def make(*args: str) -> OperatorProcess:
         log = tmp_path / f"operator-{len(made)}.log"
         operator = OperatorProcess(testbed.kubeconfig, log, "--namespace", namespace, *args)
         made.append(operator)
+        watched.update(value for option, value in itertools.pairwise(args) if option == "--namespace")
         return operator
 
     yield make
-    running = [o for o in made if o.process and o.process.poll() is None]
-    if running:
-        started = time.monotonic()
-        testbed.kubectl("delete", "infsvc", "--all", "-n", namespace, "--timeout=180s", check=False, timeout=200)
-        print(f"InferenceServices deleted in {time.monotonic() - started:.1f} s")
+    started = time.monotonic()
     for operator in made:
         operator.stop()
+    released = sum(Cluster.connect(testbed.kubeconfig, n).release() for n in watched)
+    print(f"operators stopped, {released} InferenceServices released in {time.monotonic() - started:.1f} s")
     print(f"operator logs: {tmp_path}")

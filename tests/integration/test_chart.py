@@ -71,7 +71,10 @@ NAMESPACED_NEEDS = [
     ("list", "pods", ""),
     *[(verb, resource, "") for resource in ("events", "events.events.k8s.io") for verb in ("create", "patch")],
 ]
-CLUSTER_NEEDS = [(verb, "customresourcedefinitions.apiextensions.k8s.io", "") for verb in ("get", "list", "watch")]
+CLUSTER_NEEDS = [
+    *[(verb, "customresourcedefinitions.apiextensions.k8s.io", "") for verb in ("get", "list", "watch")],
+    *[(verb, "nodes", "") for verb in ("list", "watch")],  # replicas on a lost node (controller/nodes.py)
+]
 # kopf lists and watches namespaces only when given some (never cluster-wide).
 NAMESPACE_SCAN = [("list", "namespaces", ""), ("watch", "namespaces", "")]
 

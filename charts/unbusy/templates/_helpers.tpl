@@ -91,11 +91,17 @@ operator/unbusy/controller). No wildcards, no Secrets.
   verbs: [create, patch]
 {{- end -}}
 
-{{/* kopf itself: it watches CRDs to find the resources it serves. */}}
+{{/*
+Cluster-wide in every mode: kopf watches CRDs to find the resources it serves; the operator
+watches Nodes, so that a status says at once when replicas sit on a node that is gone or not Ready.
+*/}}
 {{- define "unbusy.clusterRules" -}}
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
   verbs: [get, list, watch]
+- apiGroups: [""]
+  resources: [nodes]
+  verbs: [list, watch]
 {{- end -}}
 
 {{/* The operator's command-line flags. */}}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from typing import Any
 
 import kopf
@@ -11,8 +12,10 @@ from kubernetes.dynamic.exceptions import DynamicApiError
 from urllib3.exceptions import HTTPError
 
 from unbusy.api import GROUP, PLURAL, VERSION
-from unbusy.controller import reconcile, rollout
+from unbusy.controller import nodes, reconcile, rollout
 from unbusy.controller.scaler import Scaler
+from unbusy.health import GONE, node_trouble
+from unbusy.kube import observe
 from unbusy.kube.client import connect
 from unbusy.kube.status import get_inference_service
 from unbusy.render.meta import INFERENCE_SERVICE, MANAGED_BY, OPERATOR
@@ -73,6 +76,18 @@ def deployment_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     parent = _guarded(get_inference_service, memo.api, meta["namespace"], meta["labels"][INFERENCE_SERVICE])
     if parent is not None:
         _refresh(memo, parent)
+
+
+@kopf.on.event("", "v1", "nodes")
+def node_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A node lost (deleted, not Ready) or back: the status of every InferenceService with replicas
+    on it says so at once, not only once Kubernetes deletes their pods (a minute or more)."""
+    node = body["metadata"]["name"]
+    if nodes.LOST.note(node, GONE if type == "DELETED" else node_trouble(body), time.monotonic()):
+        for namespace, name in _guarded(observe.services_on_node, memo.api, node, memo.get("namespaces", [])):
+            parent = _guarded(get_inference_service, memo.api, namespace, name)
+            if parent is not None:
+                _refresh(memo, parent)
 
 
 def resync_status(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from kubernetes.dynamic.exceptions import ConflictError
 
 from unbusy import health
 from unbusy.api import API_VERSION, KIND, InferenceService, SpecError, load
-from unbusy.controller import rollout
+from unbusy.controller import nodes, rollout
 from unbusy.controller.metrics import CHILDREN_APPLIED, CHILDREN_PRUNED, RECONCILES
 from unbusy.gpu.request import gpu_request
 from unbusy.kube import children, observe
@@ -33,10 +34,12 @@ def _owner(body: dict[str, Any]) -> children.Owner:
     return children.Owner(API_VERSION, KIND, meta["name"], meta["namespace"], meta["uid"])
 
 
-def _states(api: CountingClient, isvc: InferenceService, ctx: RenderContext) -> list[health.VariantState]:
+def _states(
+    api: CountingClient, isvc: InferenceService, ctx: RenderContext, lost_nodes: Mapping[str, str] | None = None
+) -> list[health.VariantState]:
     weights = {v.name: weight(v, ctx) for v in isvc.spec.effective_variants()}
     rendered = desired_replicas(isvc, ctx)
-    return observe.variant_states(api, isvc.metadata.namespace, isvc.metadata.name, weights, rendered)
+    return observe.variant_states(api, isvc.metadata.namespace, isvc.metadata.name, weights, rendered, lost_nodes)
 
 
 def _invalid(api: CountingClient, body: dict[str, Any], problems: list[str]) -> None:
@@ -154,7 +157,7 @@ def _publish_fresh(
         render_all(isvc)
     except SpecError:
         return  # reconcile reports invalid specs
-    states = _states(api, isvc, ctx or RenderContext())
+    states = _states(api, isvc, ctx or RenderContext(), nodes.LOST.now(time.monotonic()))
     models = _model_readiness(isvc, states) if probe_models else None
     fresh = health.status(isvc, gpu, states, list(errors), url(isvc.spec.routing), selector_string(isvc), now(), models)
     # lastScaling belongs to the scaling loop: a copy from an older body must not overwrite it.

@@ -5,7 +5,7 @@ per InferenceService)."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ class Pod:
     ready: bool  # passes its readiness probe
     deleting: bool
     unschedulable: str | None  # the scheduler's message while it cannot place a pending pod
+    node: str | None  # the node it is bound to
 
 
 def _pod(pod: dict[str, Any]) -> Pod:
@@ -44,11 +45,17 @@ def _pod(pod: dict[str, Any]) -> Pod:
         ready=_condition(pod, "Ready").get("status") == "True",
         deleting=bool(pod["metadata"].get("deletionTimestamp")),
         unschedulable=(scheduled.get("message") or "") if pending else None,
+        node=pod.get("spec", {}).get("nodeName"),
     )
 
 
 def _items(
-    api: CountingClient, api_version: str, kind: str, namespace: str, selector: str, field_selector: str | None = None
+    api: CountingClient,
+    api_version: str,
+    kind: str,
+    namespace: str | None,
+    selector: str,
+    field_selector: str | None = None,
 ) -> Iterator[dict[str, Any]]:
     resource = api.resources.get(api_version=api_version, kind=kind)
     token = None
@@ -75,12 +82,15 @@ def _pods(api: CountingClient, namespace: str, name: str, variant: str, field_se
 
 def states_of(
     live: dict[str, dict[str, Any]],
-    pending: Callable[[str], list[Pod]],
+    pods: Callable[[str], list[Pod]],
     weights: dict[str, int],
     rendered: dict[str, int | None],
+    lost_nodes: Mapping[str, str] | None = None,
 ) -> list[VariantState]:
     """One VariantState per variant, in the spec's order, from its live Deployment (variant ->
-    Deployment) and, while it lacks ready replicas, its pending pods."""
+    Deployment) and its pods: those bound to `lost_nodes` (node -> why, see health.node_trouble;
+    `pods` must then give every pod) and, while it lacks ready replicas, the pending ones."""
+    lost_nodes = lost_nodes or {}
     states = []
     for variant, weight in weights.items():
         deployment = live.get(variant)
@@ -89,10 +99,9 @@ def states_of(
             continue
         spec, status = deployment["spec"], deployment.get("status") or {}
         desired = spec.get("replicas", 1)
-        ready = status.get("readyReplicas") or 0
-        stuck = (
-            [p for p in pending(variant) if p.unschedulable is not None and not p.deleting] if ready < desired else []
-        )
+        lost = [p for p in pods(variant) if p.node in lost_nodes and not p.deleting] if lost_nodes else []
+        ready = (status.get("readyReplicas") or 0) - sum(p.ready for p in lost)
+        stuck = [p for p in pods(variant) if p.unschedulable is not None and not p.deleting] if ready < desired else []
         progress = _condition(deployment, "Progressing")
         failure = _condition(deployment, "ReplicaFailure")
         states.append(
@@ -109,19 +118,33 @@ def states_of(
                 replica_failure=failure.get("message") if failure.get("status") == "True" else None,
                 unschedulable=stuck[0].unschedulable if stuck else None,
                 pending=len(stuck),
+                lost=len(lost),
+                lost_on=tuple(sorted({(p.node, lost_nodes[p.node]) for p in lost})),
             )
         )
     return states
 
 
 def variant_states(
-    api: CountingClient, namespace: str, name: str, weights: dict[str, int], rendered: dict[str, int | None]
+    api: CountingClient,
+    namespace: str,
+    name: str,
+    weights: dict[str, int],
+    rendered: dict[str, int | None],
+    lost_nodes: Mapping[str, str] | None = None,
 ) -> list[VariantState]:
-    """One VariantState per variant of one InferenceService, in the spec's order."""
+    """One VariantState per variant of one InferenceService, in the spec's order. Its pods are
+    listed whole (one list) only while some node is lost; else only a variant's pending ones, and
+    only while it lacks ready replicas."""
     live = {
         d["metadata"]["labels"].get(VARIANT): d
         for d in _items(api, "apps/v1", "Deployment", namespace, children_selector(name))
     }
+    if lost_nodes:
+        every: dict[str, list[Pod]] = defaultdict(list)
+        for p in _items(api, "v1", "Pod", namespace, label_selector({INFERENCE_SERVICE: name})):
+            every[p["metadata"]["labels"].get(VARIANT, "")].append(_pod(p))
+        return states_of(live, lambda variant: every.get(variant, []), weights, rendered, lost_nodes)
     return states_of(
         live, lambda variant: _pods(api, namespace, name, variant, "status.phase=Pending"), weights, rendered
     )
@@ -176,6 +199,17 @@ def fleet(api: CountingClient, names: Iterable[tuple[str, str]]) -> Fleet:
             labels = p["metadata"]["labels"]
             pods[namespace, labels[INFERENCE_SERVICE], labels[VARIANT]].append(_pod(p))
     return Fleet(dict(deployments), dict(pods))
+
+
+def services_on_node(api: CountingClient, node: str, namespaces: Iterable[str]) -> set[tuple[str, str]]:
+    """(namespace, name) of every InferenceService with a pod bound to `node`, in these namespaces
+    (every namespace when none are given)."""
+    selector = f"{MANAGED_BY}={OPERATOR},{INFERENCE_SERVICE}"
+    return {
+        (p["metadata"]["namespace"], p["metadata"]["labels"][INFERENCE_SERVICE])
+        for namespace in list(namespaces) or [None]
+        for p in _items(api, "v1", "Pod", namespace, selector, f"spec.nodeName={node}")
+    }
 
 
 def live_pods(api: CountingClient, namespace: str, name: str) -> dict[str, tuple[str, bool]]:
