@@ -258,6 +258,22 @@ class Fleet:
             for i in range(self.count)
         ]
 
+    def unready(self) -> str:
+        """What the InferenceServices not Ready say, and what their Deployments show (a few)."""
+        deployments = {d["metadata"]["name"]: d.get("status", {}) for d in self.cluster.items("apps/v1", "Deployment")}
+        lines = []
+        for isvc in [s for s in self.cluster.services() if not ready(s)][:5]:
+            name, status = isvc["metadata"]["name"], isvc.get("status") or {}
+            says = {c["type"]: f"{c['status']} {c['reason']}: {c['message']}" for c in status.get("conditions", [])}
+            shows = {
+                d: f"{s.get('readyReplicas', 0)}/{s.get('replicas', 0)}"
+                for d, s in deployments.items()
+                if d.startswith(f"{name}-")
+            }
+            generations = f"generation {isvc['metadata']['generation']}, observed {status.get('observedGeneration')}"
+            lines.append(f"{name} ({generations}): Ready {says.get('Ready')}; Deployments ready/replicas {shows}")
+        return "; not Ready: " + " | ".join(lines) if lines else ""
+
     def step(self) -> tuple[str, dict[str, Any]]:
         """create first, then scale, add-variant, remove-variant, scale, ... (the fleet never goes away)."""
         if self.trials == 0:
@@ -291,7 +307,7 @@ class Fleet:
         if fault is None:
             operator.start()
         recovered = time.monotonic()
-        wait_for(lambda: all(ready(s) for s in self.cluster.services()), converge_timeout, every=1)
+        wait_for(lambda: all(ready(s) for s in self.cluster.services()), converge_timeout, 1, self.unready)
         converged = time.monotonic() - recovered
         if fault is None:  # settled: the restarted operator has resumed every one (the next kill counts from here)
             wait_for(lambda: operator.metric(RECONCILES) >= self.count, converge_timeout, every=0.5)
@@ -301,13 +317,13 @@ class Fleet:
         return Result(name, int(done), self.count, len(at_fault), struck, converged, settled, problems)
 
 
-def wait_for(check: Callable[[], object], timeout: float, every: float) -> Any:
+def wait_for(check: Callable[[], object], timeout: float, every: float, describe: Callable[[], str] = str) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if value := check():
             return value
         time.sleep(every)
-    raise TimeoutError(f"not true within {timeout:.0f} s")
+    raise TimeoutError(f"not true within {timeout:.0f} s {describe()}".rstrip())
 
 
 def restart(component: str, down_seconds: float = 3) -> None:

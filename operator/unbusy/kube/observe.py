@@ -100,7 +100,7 @@ def states_of(
         spec, status = deployment["spec"], deployment.get("status") or {}
         desired = spec.get("replicas", 1)
         lost = [p for p in pods(variant) if p.node in lost_nodes and not p.deleting] if lost_nodes else []
-        ready = (status.get("readyReplicas") or 0) - sum(p.ready for p in lost)
+        ready = max(0, (status.get("readyReplicas") or 0) - sum(p.ready for p in lost))  # the pods may be newer
         stuck = [p for p in pods(variant) if p.unschedulable is not None and not p.deleting] if ready < desired else []
         progress = _condition(deployment, "Progressing")
         failure = _condition(deployment, "ReplicaFailure")
