@@ -333,7 +333,7 @@ def restart(component: str, down_seconds: float = 3) -> None:
     After etcd, kwok is restarted too. It stands in for the kubelets, and gives up on a pod whose
     status patch failed with the API server's 500 while etcd was down (kwok 0.8 retries refused
     connections, timeouts, 503 and 429 only), where a kubelet resyncs every pod each minute: such a
-    pod stayed unready for good (seen once: a trial's Deployment short of a ready replica for 300 s).
+    pod stayed unready for good (seen once in kwok's log: a pod of a trial that then timed out at 300 s).
     Restarted, kwok lists every pod and plays its stage again."""
     script = [str(TESTBED_DIR / "restart.sh"), component, "--down-seconds", str(down_seconds)]
     subprocess.run(script, check=True, timeout=180)
