@@ -25,7 +25,7 @@ SMALL_NODES = ["chaos-small-0", "chaos-small-1"]
 REPLACEMENT = "chaos-small-2"
 WHY = "replicas cannot be scheduled: no node has a free nvidia.com/gpu"
 # From the node's deletion until every service with replicas on it says so (Kubernetes deletes
-# those pods only 40-60 s later, which is all the status used to go by). Seen: 0.6-1.0 s.
+# those pods only 40-60 s later, which is all the status used to go by). Seen: 0.5-1.0 s.
 EXPLAINED_WITHIN_S = 5
 
 
