@@ -60,13 +60,20 @@ def _observation(answers: Answers | None, read: VariantRead, current: int, isvc:
         return Observation(current, None, error=str(error))
 
 
+def _views(body: dict[str, Any]) -> tuple[InferenceService, InferenceService]:
+    """The InferenceService as planned (a running canary is scaled like any variant) and with the
+    weights the routes carry now."""
+    planned = rollout.view(load(body))
+    return planned, shedding.routed(planned)
+
+
 @dataclass(frozen=True)
 class Look:
-    """One InferenceService as a fleet tick finds it, before Prometheus is read."""
+    """One InferenceService as a fleet tick finds it, before Prometheus is read. It keeps no
+    model: a tick holds the Looks of its whole fleet at once, and each model costs tens of KB,
+    so tick() loads them again, one InferenceService at a time."""
 
     body: dict[str, Any]
-    planned: InferenceService  # a running canary is scaled like any variant
-    isvc: InferenceService  # the weights the routes carry now
     live: dict[str, VariantState]
     reads: dict[str, VariantRead]  # of each variant whose Deployment exists (reconcile creates it first)
 
@@ -75,8 +82,7 @@ def look(body: dict[str, Any], children: observe.Fleet) -> Look | None:
     """What the tick must read of this InferenceService; None while its spec is invalid
     (reconcile reports it; nothing to scale until it is fixed)."""
     try:
-        planned = rollout.view(load(body))
-        isvc = shedding.routed(planned)
+        _, isvc = _views(body)
     except SpecError:
         return None
     namespace, name = isvc.metadata.namespace, isvc.metadata.name
@@ -95,7 +101,7 @@ def look(body: dict[str, Any], children: observe.Fleet) -> Look | None:
         for variant, state in live.items()
         if state.exists
     }
-    return Look(body, planned, isvc, live, reads)
+    return Look(body, live, reads)
 
 
 @dataclass(frozen=True)
@@ -109,7 +115,8 @@ INVALID = Tick(30.0)  # an invalid spec is looked at again after this long
 
 def tick(api: CountingClient, seen: Look, answers: Answers | None, states: dict[str, PolicyState]) -> Tick:
     """Decide and write replicas for every variant, and the weight shed to the fallback."""
-    body, planned, isvc, live = seen.body, seen.planned, seen.isvc, seen.live
+    body, live = seen.body, seen.live
+    planned, isvc = _views(body)
     rollouts = {s.variant: s for s in (isvc.status.rollouts if isvc.status else [])}
     namespace, name = isvc.metadata.namespace, isvc.metadata.name
     observed = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -127,25 +128,32 @@ def _canary_strategy(spec: kopf.Spec, **_: Any) -> bool:
 ANNOTATION_POLL_S = 1.0
 
 
+def _roll_out_once(memo: kopf.Memo, body: dict[str, Any]) -> None:
+    """One analysis (or the user's action); a rollout that moved is reconciled at once, so its
+    weights reach the routes."""
+    try:
+        moved = rollout.tick(memo.api, memo.prometheus, body)
+        if moved is not None:
+            reconcile.reconcile(memo.api, moved)
+    except (DynamicApiError, HTTPError) as error:  # a lost race included: the next tick reads again
+        meta = body["metadata"]
+        log.warning("%s/%s: rollout tick failed: %s", meta["namespace"], meta["name"], error)
+
+
 @kopf.daemon(*RESOURCE, when=_canary_strategy, cancellation_timeout=10)
-def roll_out_inference_service(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
+async def roll_out_inference_service(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
     """Canary rollouts: one analysis per spec.rollout.canary.analysisIntervalSeconds, and the
-    user's pause/resume/abort/promote/rollback annotations within a second. A rollout that moved
-    is reconciled at once, so its weights reach the routes."""
+    user's pause/resume/abort/promote/rollback annotations within a second. A coroutine that
+    borrows a thread only while an analysis runs, so a thousand canaries are not a thousand
+    threads."""
     since_analysis = 0.0
     while not stopped:
         annotations = body.get("metadata", {}).get("annotations") or {}
         interval = body.get("spec", {}).get("rollout", {}).get("canary", {}).get("analysisIntervalSeconds", 30)
         if since_analysis >= interval or rollout.ACTION in annotations or rollout.ROLLBACK in annotations:
             since_analysis = 0.0
-            try:
-                moved = rollout.tick(memo.api, memo.prometheus, dict(body))
-                if moved is not None:
-                    reconcile.reconcile(memo.api, moved)
-            except (DynamicApiError, HTTPError) as error:  # a lost race included: the next tick reads again
-                meta = body["metadata"]
-                log.warning("%s/%s: rollout tick failed: %s", meta["namespace"], meta["name"], error)
-        stopped.wait(ANNOTATION_POLL_S)
+            await asyncio.to_thread(_roll_out_once, memo, dict(body))
+        await stopped.wait(ANNOTATION_POLL_S)
         since_analysis += ANNOTATION_POLL_S
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 
-from unbusy.kube.client import CountingClient
+from unbusy.kube.client import CountingClient, plain
 from unbusy.render.meta import children_selector
 
 FIELD_MANAGER = "unbusy"
@@ -128,8 +128,10 @@ class Children:
             except ResourceNotFoundError:
                 continue  # an optional API (CRD) this cluster does not have
             self.served[(api_version, kind)] = resource
-            listing = self.api.get(resource, namespace=self.owner.namespace, label_selector=self.owner.selector)
-            for item in listing.to_dict()["items"]:
+            listing = self.api.get(
+                resource, namespace=self.owner.namespace, label_selector=self.owner.selector, serializer=plain
+            )
+            for item in listing["items"]:
                 # List items carry no apiVersion/kind of their own.
                 self.live[_key(kind, item["metadata"]["name"])] = {"apiVersion": api_version, "kind": kind, **item}
 
@@ -156,6 +158,7 @@ class Children:
                     namespace=desired["metadata"]["namespace"],
                     field_manager=FIELD_MANAGER,
                     force_conflicts=True,
+                    serializer=plain,
                 )
                 outcome.applied.append(key)
             except DynamicApiError as error:

@@ -10,16 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from unbusy.health import VariantState
-from unbusy.kube.client import CountingClient
+from unbusy.kube.client import CountingClient, plain
 from unbusy.render.meta import INFERENCE_SERVICE, MANAGED_BY, OPERATOR, VARIANT, children_selector, label_selector
 from unbusy.render.routing import NGINX
 
 PAGE = 250  # objects per list request: a fleet's pods are read a page at a time, never all at once
-
-
-def _plain(_: Any, data: dict[str, Any]) -> dict[str, Any]:
-    """The API's JSON as plain dicts: no ResourceInstance wrapping of every field."""
-    return data
 
 
 def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
@@ -67,7 +62,7 @@ def _items(
             field_selector=field_selector,
             limit=PAGE,
             _continue=token,
-            serializer=_plain,
+            serializer=plain,
         )
         yield from page["items"]
         token = page["metadata"].get("continue")
@@ -226,7 +221,7 @@ def nginx_weights(api: CountingClient, namespace: str, name: str) -> dict[str, i
     """{variant: weight} as ingress-nginx splits traffic by the live Ingresses: the canary Ingress's
     variant takes its canary-weight, the primary's the rest."""
     ingresses = api.resources.get(api_version="networking.k8s.io/v1", kind="Ingress")
-    items = api.get(ingresses, namespace=namespace, label_selector=children_selector(name)).to_dict()["items"]
+    items = api.get(ingresses, namespace=namespace, label_selector=children_selector(name), serializer=plain)["items"]
     canary = {
         i["metadata"]["labels"][VARIANT]: int(i["metadata"]["annotations"][f"{NGINX}/canary-weight"])
         for i in items
@@ -249,4 +244,5 @@ def scale_deployment(api: CountingClient, namespace: str, name: str, replicas: i
         namespace=namespace,
         body={"spec": {"replicas": replicas}},
         content_type="application/merge-patch+json",
+        serializer=plain,
     )

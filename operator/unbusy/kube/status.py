@@ -8,7 +8,7 @@ from kubernetes.dynamic.exceptions import NotFoundError
 
 from unbusy import timestamps
 from unbusy.api import API_VERSION, KIND
-from unbusy.kube.client import CountingClient
+from unbusy.kube.client import CountingClient, plain
 
 
 def patch_status(
@@ -26,7 +26,8 @@ def patch_status(
         namespace=namespace,
         body=body,
         content_type="application/merge-patch+json",
-    ).to_dict()
+        serializer=plain,
+    )
 
 
 def patch_inference_service(api: CountingClient, body: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -41,7 +42,8 @@ def patch_inference_service(api: CountingClient, body: dict[str, Any], patch: di
         namespace=meta["namespace"],
         body=patch,
         content_type="application/merge-patch+json",
-    ).to_dict()
+        serializer=plain,
+    )
 
 
 def publish_status(
@@ -85,12 +87,12 @@ def event(api: CountingClient, involved: dict[str, Any], kind: str, reason: str,
         "reportingComponent": "unbusy",
         "reportingInstance": "unbusy",
     }
-    api.create(events, body=body, namespace=meta["namespace"])
+    api.create(events, body=body, namespace=meta["namespace"], serializer=plain)
 
 
 def get_inference_service(api: CountingClient, namespace: str, name: str) -> dict[str, Any] | None:
     resource = api.resources.get(api_version=API_VERSION, kind=KIND)
     try:
-        return api.get(resource, name=name, namespace=namespace).to_dict()
+        return api.get(resource, name=name, namespace=namespace, serializer=plain)
     except NotFoundError:
         return None
