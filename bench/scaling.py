@@ -166,7 +166,12 @@ def table(trace: Trace, config: SimConfig, results: dict[str, SimResult], title:
     ]
     out = [line + " |" for line in out]
     out.insert(1, "|" + "|".join("-" * (w + 1) + ("-" if i == 0 else ":") for i, w in enumerate(widths)) + "|")
-    return head + "\n" + "\n".join(out) + "\n"
+    floor = results["reactive-floor"].first_episode_pct()
+    foot = (
+        f"\nThe reactive floor's first refusals in a row: {floor:.3f}% of the requests: out of reach for any "
+        f"policy that cannot see the load coming and starts at {config.initial_replicas} replicas.\n"
+    )
+    return head + "\n" + "\n".join(out) + "\n" + foot
 
 
 def main(argv: list[str] | None = None) -> int:

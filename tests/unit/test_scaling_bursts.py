@@ -33,7 +33,7 @@ def test_a_burst_is_counted_once_with_its_peak():
     assert seen.seen == ((15.0, 4200.0),)
 
 
-def test_bursts_within_the_recurrence_hold_the_largest_until_the_longest_gap_has_passed():
+def test_bursts_within_the_recurrence_hold_the_largest_while_the_next_would_still_recur():
     # bursts seen at 15, 315 and 510: gaps 300 and 195
     levels = [(t, LULL) for t in range(-60, 601, 15)]
     for start in (0, 300, 495):
@@ -41,10 +41,10 @@ def test_bursts_within_the_recurrence_hold_the_largest_until_the_longest_gap_has
     seen = feed(levels)
     assert [t for t, _ in seen.seen] == [15, 315, 510]
     held = bursts.hold(seen, now=600.0, recurrence=600)
-    assert held == bursts.Hold(peak_rps=BURST, until=810.0, bursts=3)
+    assert held == bursts.Hold(peak_rps=BURST, until=1110.0, bursts=3)  # the last burst + the recurrence
     assert bursts.replicas(held, capacity=1000.0) == 4  # at full capacity, not the target
-    assert bursts.hold(seen, now=811.0, recurrence=600) is None  # no burst came back: let go
-    assert bursts.hold(seen, now=600.0, recurrence=250).until == 705.0  # the run: the last two only
+    assert bursts.hold(seen, now=1111.0, recurrence=600) is None  # no burst came back: let go
+    assert bursts.hold(seen, now=600.0, recurrence=250) == bursts.Hold(BURST, 760.0, 2)  # the last two only
     assert bursts.hold(seen, now=600.0, recurrence=150) is None  # no two bursts close enough
     assert bursts.hold(bursts.Bursts(seen.seen[:1]), now=100.0, recurrence=600) is None  # a lone burst
 

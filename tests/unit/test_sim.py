@@ -323,3 +323,15 @@ def test_simulate_writes_a_png(tmp_path):  # matplotlib: the `plot` extra, part 
     png = tmp_path / "out.png"
     cli("-f", manifest_file(tmp_path), "--trace", str(_csv(tmp_path, "0,10\n120,10\n")), "--png", str(png))
     assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_first_episode_counts_the_first_minutes_in_a_row_with_refusals():
+    from unbusy.sim.stats import Minute, SimResult
+
+    def minute(i: int, rejected: float) -> Minute:
+        return Minute(i, load_rps=100.0, replicas=1, ready=1, p99_ms=None, rejected=rejected, shed=0, within_slo=True)
+
+    minutes = tuple(minute(i, r) for i, r in enumerate([0, 60, 120, 0, 600, 0]))
+    result = SimResult(1.0, None, None, 100.0, 1.0, 0, minutes)
+    assert result.first_episode_pct() == pytest.approx(100 * 180 / 36000)  # not the later 600
+    assert dataclasses.replace(result, minutes=minutes[:1]).first_episode_pct() == 0.0

@@ -511,7 +511,7 @@ class Capacity(ApiModel):
         le=86400,
         description="Bursts (demand jumping to panicThreshold x its least of the last intervals) that start "
         "within this long of the previous one recur: between them the fleet keeps the replicas the largest "
-        "of them needs at full capacity, until the longest gap seen between them has passed; 0: off.",
+        "of them needs at full capacity, until this long after the last of them began; 0: off.",
     )
 
 

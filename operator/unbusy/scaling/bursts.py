@@ -8,19 +8,18 @@ replicas are worth keeping between them, as KEDA's and the HPA's 300 s scale-dow
 them by luck. Here the hold is earned from the demand's own history: bursts that start within
 `recurrence` seconds of the previous one form a run; while a run lasts, the fleet keeps the
 replicas its largest burst needs at full capacity (the target's headroom is ordered when the
-burst comes back, and is ready a start-up later), until the longest gap seen in the run has
-passed since the last burst began. A lone burst (a step), or bursts further apart than
+burst comes back, and is ready a start-up later), until `recurrence` seconds have passed since
+the last burst began: as long as the next burst would still count as recurring. A lone burst (a step), or bursts further apart than
 `recurrence` (flash crowds an hour apart), hold nothing: there a held replica waits idle
 longer than the start-up it saves.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 
-# Bursts remembered: the hold lasts as long as the longest of their gaps.
+# Bursts remembered: the peak of the largest sets the hold.
 MEMORY = 8
 
 
@@ -72,8 +71,7 @@ def hold(bursts: Bursts, now: float, recurrence: float) -> Hold | None:
         run.insert(0, earlier)
     if len(run) < 2:
         return None
-    longest_gap = max(later[0] - earlier[0] for earlier, later in itertools.pairwise(run))
-    until = run[-1][0] + longest_gap
+    until = run[-1][0] + recurrence
     if now > until:
         return None
     return Hold(peak_rps=max(peak for _, peak in run), until=until, bursts=len(run))

@@ -61,6 +61,19 @@ class SimResult:
     minutes: tuple[Minute, ...]
     fallback_pct: float = 0.0  # of the requests, sent to the fallback variant (served by the smaller model)
 
+    def first_episode_pct(self) -> float:
+        """Of all requests, the share refused in the first minutes in a row with refusals: for the
+        reactive floor, what no policy that cannot see the future avoids (the first rise comes
+        before any replica ordered for it is ready)."""
+        arrived = sum(m.load_rps * 60 for m in self.minutes)
+        refused = 0.0
+        for minute in self.minutes:
+            if minute.rejected > 0:
+                refused += minute.rejected
+            elif refused:
+                break
+        return 100 * refused / arrived if arrived else 0.0
+
     def figures(self) -> dict[str, Any]:
         """The figures `unbusy simulate --json` prints, rounded for reading."""
 
