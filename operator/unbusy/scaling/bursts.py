@@ -9,9 +9,9 @@ them by luck. Here the hold is earned from the demand's own history: bursts that
 `recurrence` seconds of the previous one form a run; while a run lasts, the fleet keeps the
 replicas its largest burst needs at full capacity (the target's headroom is ordered when the
 burst comes back, and is ready a start-up later), until `recurrence` seconds have passed since
-the last burst began: as long as the next burst would still count as recurring. A lone burst (a step), or bursts further apart than
-`recurrence` (flash crowds an hour apart), hold nothing: there a held replica waits idle
-longer than the start-up it saves.
+the last burst began: as long as the next burst would still count as recurring. A lone burst
+(a step), or bursts further apart than `recurrence` (flash crowds an hour apart), hold nothing:
+there a held replica waits idle longer than the start-up it saves.
 """
 
 from __future__ import annotations
