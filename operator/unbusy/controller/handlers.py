@@ -14,6 +14,7 @@ from urllib3.exceptions import HTTPError
 
 from unbusy.api import GROUP, PLURAL, VERSION
 from unbusy.controller import nodes, reconcile, rollout
+from unbusy.controller.refresher import Refresher
 from unbusy.controller.scaler import Scaler
 from unbusy.health import GONE, node_trouble
 from unbusy.kube import observe
@@ -23,6 +24,7 @@ from unbusy.render.meta import INFERENCE_SERVICE, MANAGED_BY, OPERATOR
 from unbusy.scaling.source import PrometheusSource
 
 RESOURCE = (GROUP, VERSION, PLURAL)
+REFRESH_THREADS = 8  # status refreshes at once (refresher.py), beside kopf's reconciles
 log = logging.getLogger("unbusy")
 
 
@@ -32,12 +34,16 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.execution.max_workers = 16
     # A replica that dies without a goodbye blocks its standby until its record expires: the takeover bound.
     settings.peering.lifetime = memo.get("peering_lifetime", settings.peering.lifetime)
-    # Every worker thread and the scaling loop's may be in an API call at once: one pooled connection each.
-    memo.api = connect(memo.get("kubeconfig"), pool_size=settings.execution.max_workers + 1)
+    # Every worker thread, refresh thread and the scaling loop's may be in an API call at once:
+    # one pooled connection each.
+    pool = settings.execution.max_workers + REFRESH_THREADS + 1
+    memo.api = connect(memo.get("kubeconfig"), pool_size=pool)
     url = memo.get("prometheus_url")
     memo.prometheus = PrometheusSource(url) if url else None
     memo.scaler = Scaler(memo.api, memo.prometheus)
     memo.scaler.start()
+    memo.refresher = Refresher(lambda key: _refresh_by_key(memo, key), REFRESH_THREADS)
+    memo.refresher.start()
     # Per-object memos are shallow copies of this one, so this dict is shared by all handlers:
     # a Deployment event keeps its parent's last reconcile errors in the Degraded condition.
     memo.reconcile_errors = {}
@@ -46,6 +52,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 @kopf.on.cleanup()
 def stop_scaling(memo: kopf.Memo, **_: Any) -> None:
     memo.scaler.stop()
+    memo.refresher.stop()
 
 
 def _guarded(work, *args: Any, **kwargs: Any) -> Any:
@@ -64,19 +71,20 @@ def reconcile_inference_service(body: kopf.Body, memo: kopf.Memo, **_: Any) -> N
     memo.reconcile_errors[(body["metadata"]["namespace"], body["metadata"]["name"])] = outcome.errors if outcome else []
 
 
-def _refresh(memo: kopf.Memo, parent: dict[str, Any]) -> None:
-    key = (parent["metadata"]["namespace"], parent["metadata"]["name"])
-    errors = memo.reconcile_errors.get(key, [])
-    _guarded(reconcile.refresh_status, memo.api, parent, errors=errors, probe_models=memo.get("probe_models", False))
+def _refresh_by_key(memo: kopf.Memo, key: tuple[str, str]) -> None:
+    """Recompute one InferenceService's status from its children (refresher.py's threads), with
+    its last reconcile's errors kept in the Degraded condition."""
+    parent = get_inference_service(memo.api, *key)
+    if parent is not None:
+        errors = memo.reconcile_errors.get(key, [])
+        reconcile.refresh_status(memo.api, parent, errors=errors, probe_models=memo.get("probe_models", False))
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={MANAGED_BY: OPERATOR, INFERENCE_SERVICE: kopf.PRESENT})
-def deployment_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def deployment_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Keep the parent's status true as replicas come and go."""
     meta = body["metadata"]
-    parent = _guarded(get_inference_service, memo.api, meta["namespace"], meta["labels"][INFERENCE_SERVICE])
-    if parent is not None:
-        _refresh(memo, parent)
+    memo.refresher.ask((meta["namespace"], meta["labels"][INFERENCE_SERVICE]))
 
 
 @kopf.on.event("", "v1", "nodes")
@@ -85,16 +93,14 @@ def node_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -
     on it says so at once, not only once Kubernetes deletes their pods (a minute or more)."""
     node = body["metadata"]["name"]
     if nodes.LOST.note(node, GONE if type == "DELETED" else node_trouble(body), time.monotonic()):
-        for namespace, name in _guarded(observe.services_on_node, memo.api, node, memo.get("namespaces", [])):
-            parent = _guarded(get_inference_service, memo.api, namespace, name)
-            if parent is not None:
-                _refresh(memo, parent)
+        for key in _guarded(observe.services_on_node, memo.api, node, memo.get("namespaces", [])):
+            memo.refresher.ask(key)
 
 
-def resync_status(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def resync_status(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """The status follows the children even where no event comes: one the operator missed (killed,
     a failed call) or a write it lost. Writes nothing when nothing changed."""
-    _refresh(memo, dict(body))
+    memo.refresher.ask((body["metadata"]["namespace"], body["metadata"]["name"]))
 
 
 def resync_every(seconds: float) -> None:

@@ -126,9 +126,10 @@ def refresh_status(
     event and on every resync).
 
     `errors` are the last reconcile's problems, kept in the Degraded condition until fixed.
-    Refreshes of one InferenceService run at once (one per Deployment event): each writes only
-    while the object is as it read it, and after a conflict reads the object and its children
-    again, so no status from older reads lands after one from newer reads.
+    Refreshes of one InferenceService may run at once (a reconcile's and the refresh queue's,
+    controller/refresher.py): each writes only while the object is as it read it, and after a
+    conflict reads the object and its children again, so no status from older reads lands after
+    one from newer reads.
     """
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     for _ in range(CONFLICT_ATTEMPTS - 1):
