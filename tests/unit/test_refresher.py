@@ -1,14 +1,16 @@
 """The status refresh queue: many asks of one InferenceService become one refresh, never two of
-it at once, and an API error is retried."""
+it at once, and an API error is retried; a refresh never speaks for a generation not reconciled."""
 
 from __future__ import annotations
 
 import threading
 import time
 
+import pytest
+from builders import ON_KWOK, manifest
 from urllib3.exceptions import HTTPError
 
-from unbusy.controller import refresher
+from unbusy.controller import reconcile, refresher
 from unbusy.controller.refresher import Refresher
 
 
@@ -94,3 +96,30 @@ def test_a_bug_for_one_key_does_not_stop_the_others():
     queue.ask(("ns", "fine"))
     wait_for(lambda: done == [("ns", "fine")])
     queue.stop()
+
+
+class Reached(Exception):
+    """Raised by an API client the moment a refresh first uses it."""
+
+
+class Untouchable:
+    def __getattr__(self, name):
+        raise Reached(name)
+
+
+def body(generation: int, observed: int | None) -> dict:
+    service = manifest(ON_KWOK)
+    service["metadata"] |= {"generation": generation, "uid": "u"}
+    service["status"] = {} if observed is None else {"observedGeneration": observed}
+    return service
+
+
+def test_a_refresh_writes_only_for_a_generation_whose_reconcile_finished():
+    # Never reconciled, or its spec changed since: the reconcile under way (or cut off by an API
+    # server restart before its children were all applied) writes the next status, not the refresh.
+    reconcile.refresh_status(Untouchable(), body(1, None))
+    reconcile.refresh_status(Untouchable(), body(3, 2))
+    with pytest.raises(Reached):
+        reconcile.refresh_status(Untouchable(), body(2, 2))
+    with pytest.raises(Reached):
+        reconcile.refresh_status(Untouchable(), body(3, 2), reconciled=True)

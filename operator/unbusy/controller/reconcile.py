@@ -97,7 +97,7 @@ def _reconcile(api: CountingClient, body: dict[str, Any]) -> children.Outcome | 
     for problem in outcome.errors:
         log.warning("%s: %s", name, problem)
         event(api, body, "Warning", "ReconcileFailed", problem)
-    refresh_status(api, body, isvc, live_replicas, outcome.errors)
+    refresh_status(api, body, isvc, live_replicas, outcome.errors, reconciled=True)
     return outcome
 
 
@@ -121,25 +121,32 @@ def refresh_status(
     ctx: RenderContext | None = None,
     errors: tuple[str, ...] | list[str] = (),
     probe_models: bool = False,
+    reconciled: bool = False,
 ) -> None:
     """Recompute the status from the live Deployments and Pods (after a reconcile, on every child
     event and on every resync).
 
     `errors` are the last reconcile's problems, kept in the Degraded condition until fixed.
+    Only a reconcile (`reconciled`) moves observedGeneration on: a refresh writes only while the
+    status's observedGeneration is the spec's generation, so a generation whose children are not
+    all applied yet (a reconcile under way, or cut off by an API server restart) never reads Ready
+    because its Deployments happen to be (seen: 3 of 40 Ready with their Ingresses missing).
     Refreshes of one InferenceService may run at once (a reconcile's and the refresh queue's,
     controller/refresher.py): each writes only while the object is as it read it, and after a
     conflict reads the object and its children again, so no status from older reads lands after
     one from newer reads.
     """
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    last_reconciled = (body.get("status") or {}).get("observedGeneration")
+    generation = body["metadata"].get("generation") if reconciled else last_reconciled
     for _ in range(CONFLICT_ATTEMPTS - 1):
         try:
-            return _publish_fresh(api, body, isvc, ctx, errors, probe_models)
+            return _publish_fresh(api, body, isvc, ctx, errors, probe_models, generation)
         except ConflictError:
             body, isvc = get_inference_service(api, namespace, name), None
             if body is None:
                 return None
-    return _publish_fresh(api, body, isvc, ctx, errors, probe_models)  # a conflict again goes to the caller
+    return _publish_fresh(api, body, isvc, ctx, errors, probe_models, generation)  # a conflict again: the caller's
 
 
 def _publish_fresh(
@@ -149,7 +156,10 @@ def _publish_fresh(
     ctx: RenderContext | None,
     errors: tuple[str, ...] | list[str],
     probe_models: bool,
+    generation: int | None,
 ) -> None:
+    if body["metadata"].get("generation") != generation:
+        return  # the spec moved on: its reconcile writes the next status
     try:
         isvc = isvc or routed(rollout.view(load(body)))
         gpu = gpu_request(isvc.spec.gpu, isvc.spec.model.gpu_memory)
