@@ -509,9 +509,11 @@ class Capacity(ApiModel):
         600,
         ge=0,
         le=86400,
-        description="Bursts (demand jumping to panicThreshold x its least of the last intervals) that start "
-        "within this long of the previous one recur: between them the fleet keeps the replicas the largest "
-        "of them needs at full capacity, until this long after the last of them began; 0: off.",
+        description="Bursts (demand jumping to panicThreshold x its least of the last intervals, a burst shorter "
+        "than the rate window read from the edge's 503s) that start within this long of the previous one recur: "
+        "between them the fleet keeps the replicas the largest of them needs at full capacity, until this long "
+        "after the last of them began. A burst over within startupSeconds holds so alone (replicas ordered for it "
+        "come too late; only kept ones serve the next). 0: off.",
     )
 
 

@@ -56,7 +56,7 @@ class ScalingDecision(ApiModel):
     floor: Literal["seasonal", "bursts"] | None = Field(
         None,
         description="Set when a floor, not the present demand, set the replicas: seasonal (the demand of the "
-        "same time a period ago, autoscaling.seasonal) or bursts (recurring bursts, "
+        "same time a period ago, autoscaling.seasonal) or bursts (recurring bursts, or one over within the start-up, "
         "autoscaling.capacity.burstRecurrenceSeconds).",
     )
 

@@ -195,18 +195,20 @@ def _demand(
 def _recurring(
     bursts: recurring.Bursts, capacity: float | None, policy: Autoscaling, now: float, metrics: dict[str, float]
 ) -> _Desire | None:
-    """The floor of recurring bursts (scaling/bursts.py): what their largest needs at full capacity."""
+    """The floor of recurring bursts, or of a short one (scaling/bursts.py): what the largest needs at full capacity."""
     seconds = policy.capacity.burst_recurrence_seconds
     on = seconds and capacity and policy.targets.capacity_utilization_percent  # part of the demand rule
-    held = recurring.hold(bursts, now, seconds) if on else None
+    held = recurring.hold(bursts, now, seconds, policy.capacity.startup_seconds) if on else None
     if held is None:
         return None
     wanted = recurring.replicas(held, capacity)
     metrics.update(burst_hold_replicas=wanted, burst_hold_until=held.until)
-    text = (
-        f"{held.bursts} bursts within {seconds}s of each other: holding {wanted} replicas for their peak "
-        f"{_fmt_rps(held.peak_rps)} rps at capacity {_fmt_rps(capacity)} for {held.until - now:.0f}s more"
-    )
+    if held.bursts > 1:
+        what = f"{held.bursts} bursts within {seconds}s of each other: holding {wanted} replicas for their peak"
+    else:
+        startup = policy.capacity.startup_seconds
+        what = f"a burst over within the {startup}s start-up: holding {wanted} replicas for its peak"
+    text = f"{what} {_fmt_rps(held.peak_rps)} rps at capacity {_fmt_rps(capacity)} for {held.until - now:.0f}s more"
     return _Desire(wanted, held.peak_rps / capacity, text, "bursts")
 
 
@@ -350,7 +352,9 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
     by_demand = _demand(obs, policy, capacity, demands, metrics)
     bursts = state.bursts
     if obs.demand is not None:
-        bursts = recurring.observe(bursts, demands, now, policy.capacity.panic_threshold)
+        refused = obs.demand.rejected_rps if obs.demand.measurable else 0.0
+        serving = obs.ready * capacity if capacity else 0.0
+        bursts = recurring.observe(bursts, demands, now, policy.capacity.panic_threshold, refused, serving)
     by_bursts = _recurring(bursts, capacity, policy, now, metrics)
     by_season = _seasonal(obs, policy, capacity, metrics)
     # Move only past the tolerance, both ways (the HPA's rule): a demand a little off the fleet's is
