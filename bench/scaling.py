@@ -3,6 +3,8 @@
     .venv/bin/python bench/scaling.py                       # all built-in shapes, a table per trace
     .venv/bin/python bench/scaling.py --trace flash --json  # one shape (or a CSV of seconds,rps), as JSON
     .venv/bin/python bench/scaling.py --smoke --json        # a short step, for CI (a few seconds)
+    .venv/bin/python bench/scaling.py --trace step --scrape-seconds 5 --metrics-delay-seconds 3 --interval-seconds 5
+                                                            # the same with a faster metrics pipeline
 
 Per trace, the four policies drive four fleets in the simulator with the same spec (model,
 SLO, bounds, start-up), trace and seed; the engine's RNG draws only the arrivals, so every
@@ -189,6 +191,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--startup-seconds", type=float, default=60.0, help="image pull + model load per replica")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the arrivals")
+    parser.add_argument(
+        "--scrape-seconds", type=int, help="Prometheus scrape interval (default: the spec's monitoring.interval)"
+    )
+    parser.add_argument(
+        "--metrics-delay-seconds", type=int, default=10, help="from scrape to readable by the scaling loop"
+    )
+    parser.add_argument(
+        "--interval-seconds", type=int, help="Unbusy's evaluation tick (default: autoscaling.intervalSeconds)"
+    )
     parser.add_argument("--smoke", action="store_true", help="one short step trace (CI)")
     parser.add_argument("--json", action="store_true", help="print a list of objects, one per trace and policy")
     args = parser.parse_args(argv)
@@ -200,7 +211,12 @@ def main(argv: list[str] | None = None) -> int:
         model=from_service(isvc, load_profile(args.model)),
         startup_s=args.startup_seconds,
         seed=args.seed,
+        metrics_delay_s=args.metrics_delay_seconds,
     )
+    if args.scrape_seconds:
+        config = replace(config, scrape_interval_s=args.scrape_seconds)
+    if args.interval_seconds and config.policy is not None:
+        config = replace(config, policy=config.policy.model_copy(update={"interval_seconds": args.interval_seconds}))
     base = args.base_rps or BASE_LOAD * config.model.capacity_rps * config.initial_replicas / config.weight
     if args.smoke:
         traces = [smoke_trace(base)]
