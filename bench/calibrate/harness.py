@@ -13,6 +13,10 @@ library, aiohttp and, for NVML readings, nvidia-ml-py. For each model of the pre
 
 Each file starts with '#' lines: device, driver, versions, the model, its config.pbtxt, and the
 time from process start to model ready.
+
+A fraction given more than once in --fractions is measured again within the same server
+lifetime, each time its own row (`unbusy calibrate` takes the median of a rate's rows and keeps
+their p99 range): bench/data/h100-x3-* ran the 14 fractions ascending, descending, then shuffled.
 """
 
 from __future__ import annotations

@@ -6,7 +6,10 @@ bounds are the issue's (served rate within 15%, rejected % within 15% or 2 point
 utilisation within 0.08) except p99, which stalls of the serving process and Poisson bursts
 set: the measured low-load p99 of ResNet-50 moves between 21 and 28 ms from one rate to the
 next, so each held-out p99 must be within 30% and five of the seven within 15% (README,
-"How close the simulator comes").
+"How close the simulator comes"). The 15% everywhere was tried against the median of three
+runs of each rate in one server lifetime (bench/data/h100-x3-*) and does not hold: the three
+p99s of one rate spread by up to 55% of their median (ResNet-50 at 0.2x: 33.3, 36.9, 18.5 ms),
+more than the bound, so the profiles stay fitted from the single sweeps.
 """
 
 from __future__ import annotations
@@ -99,3 +102,41 @@ def test_a_csv_without_the_harness_header_is_refused(tmp_path):
     path.write_text("mode,served_rps\nopen,1\n")
     with pytest.raises(ValueError, match="no '# config.pbtxt:' line"):
         calibration.read_sweep(path)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_sweep_run_three_times_in_one_server_reads_as_one_step_per_rate(model):
+    # bench/data/h100-x3-*: the 14 fractions of capacity, ascending, descending, then shuffled.
+    sweep = calibration.read_sweep(DATA / f"h100-x3-{model}-rates.csv")
+    assert [r.concurrency for r in sweep.closed] == [8, 32, 64, 96]
+    assert len(sweep.open) == 14 and {r.repeats for r in sweep.open} == {3}
+    for step in sweep.open:
+        assert {s.offered_rps for s in step.segments} == {step.offered_rps}
+        for figure in ("served_rps", "rejected_pct", "p99_ms", "gpu_util", "avg_batch"):
+            assert getattr(step, figure) == sorted(getattr(s, figure) for s in step.segments)[1]
+        assert step.p99_range_ms == (min(s.p99_ms for s in step.segments), max(s.p99_ms for s in step.segments))
+
+
+def test_repeats_of_a_rate_combine_into_their_median_and_keep_their_spread(tmp_path):
+    columns = (
+        "mode,concurrency,offered_rps,served_rps,rejected_pct,p50_ms,p99_ms,gpu_util,avg_batch,"
+        "executions_per_s,compute_infer_us"
+    )
+    rows = [
+        "closed,8,,500,0,10,20,0.5,6,90,8000",
+        "closed,32,,900,0,30,40,0.8,18,50,18000",
+        "open,,100,99,0,12,30,0.2,1.5,70,8000",
+        "open,,200,198,0,13,20,0.3,2.0,95,8500",
+        "open,,100,101,0,12,22,,1.3,75,8100",
+        "open,,200,202,0,14,40,0.4,2.2,97,8700",
+        "open,,200,200,1,13,25,0.35,2.1,96,8600",
+    ]
+    path = tmp_path / "rates.csv"
+    path.write_text("# config.pbtxt: max_batch_size: 32\n" + columns + "\n" + "\n".join(rows) + "\n")
+    sweep = calibration.read_sweep(path)
+    assert [r.concurrency for r in sweep.closed] == [8, 32] and [r.repeats for r in sweep.closed] == [1, 1]
+    low, high = sweep.open
+    assert (low.offered_rps, low.repeats, low.served_rps, low.p99_ms, low.gpu_util) == (100, 2, 100, 26, 0.2)
+    assert low.p99_range_ms == (22, 30)
+    assert (high.repeats, high.served_rps, high.rejected_pct, high.p99_ms, high.compute_ms) == (3, 200, 0, 25, 8.6)
+    assert high.p99_range_ms == (20, 40)

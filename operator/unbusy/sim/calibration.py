@@ -2,8 +2,11 @@
 
 Input: a rates CSV written by bench/calibrate/harness.py: '#' lines (device, versions, the
 model's config.pbtxt, ready_s), then one row per closed-loop concurrency and per open-loop
-offered rate. The open-loop rates are split in two halves by rank (the 1st, 3rd, 5th ...
-lowest to fit, the others to validate), so a check against the held-out half is not the fit.
+offered rate. A rate measured more than once in the run (the harness given the sweep's
+fractions several times, `--fractions` repeated) counts as one step whose every figure is the
+median of its repeats; the repeats' lowest and highest p99 are kept beside it (`Row.segments`).
+The open-loop rates are split in two halves by rank (the 1st, 3rd, 5th ... lowest to fit, the
+others to validate), so a check against the held-out half is not the fit.
 
 What is fitted, each from the fit half and the closed loop:
 - t(b) = max(floor, base + per_item x b), from each row's batch size (Triton's
@@ -21,7 +24,8 @@ import io
 import itertools
 import math
 import re
-from dataclasses import dataclass
+import statistics
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from unbusy.api.spec import DynamicBatching, GpuUtilizationCurve, ModelConfig, Pauses, ServiceTime, Serving
@@ -56,6 +60,19 @@ class Row:
     avg_batch: float
     executions_per_s: float
     compute_ms: float  # Triton's compute_infer time of one execution (a batch)
+    concurrency: int | None = None  # requests in flight, in the closed loop
+    # The rows of the run this one is the median of, in the order they ran (empty: measured once).
+    segments: tuple[Row, ...] = ()
+
+    @property
+    def repeats(self) -> int:
+        return max(1, len(self.segments))
+
+    @property
+    def p99_range_ms(self) -> tuple[float, float]:
+        """The lowest and highest p99 of the repeats."""
+        p99s = [r.p99_ms for r in self.segments] or [self.p99_ms]
+        return min(p99s), max(p99s)
 
     @property
     def saturated(self) -> bool:
@@ -121,7 +138,7 @@ def read_sweep(path: str | Path) -> Sweep:
     def value(row: dict, key: str) -> float | None:
         return float(row[key]) if row.get(key) else None
 
-    rows = tuple(
+    measured = [
         Row(
             mode=row["mode"],
             offered_rps=value(row, "offered_rps"),
@@ -133,10 +150,28 @@ def read_sweep(path: str | Path) -> Sweep:
             avg_batch=float(row["avg_batch"]),
             executions_per_s=float(row["executions_per_s"]),
             compute_ms=float(row["compute_infer_us"]) / 1000,
+            concurrency=int(row["concurrency"]) if row.get("concurrency") else None,
         )
         for row in csv.DictReader(io.StringIO(body))
-    )
+    ]
+    steps: dict[tuple, list[Row]] = {}
+    for row in measured:
+        steps.setdefault((row.mode, row.concurrency, row.offered_rps), []).append(row)
+    rows = tuple(combined(repeats) for repeats in steps.values())
     return Sweep(str(path), header, _config(header["config.pbtxt"]), rows)
+
+
+def combined(repeats: list[Row]) -> Row:
+    """One step measured several times: the median of each figure, the repeats kept beside it."""
+    if len(repeats) == 1:
+        return repeats[0]
+    numbers = {}
+    for f in fields(Row):
+        if f.name in ("mode", "offered_rps", "concurrency", "segments"):
+            continue
+        values = [getattr(r, f.name) for r in repeats if getattr(r, f.name) is not None]
+        numbers[f.name] = statistics.median(values) if values else None
+    return replace(repeats[0], **numbers, segments=tuple(repeats))
 
 
 # --- the fit ---------------------------------------------------------------------------------

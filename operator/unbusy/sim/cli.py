@@ -69,11 +69,15 @@ def calibrate(args: argparse.Namespace) -> str:
     except (OSError, ValueError, KeyError) as error:
         raise args.usage_error(f"{args.csv}: {error}") from None
     block = yaml.safe_dump({"serving": serving.model_dump(by_alias=True)}, sort_keys=False, width=200)
-    lines = [f"# unbusy calibrate {args.csv}", "# held-out rates, measured / simulated:"]
+    runs = max((row.repeats for row in sweep.open), default=1)
+    median = f" (the median of {runs} runs of each rate)" if runs > 1 else ""
+    lines = [f"# unbusy calibrate {args.csv}", f"# held-out rates, measured{median} / simulated:"]
     for row, replayed in calibration.check(sweep, serving):
+        low, high = row.p99_range_ms
+        spread = f" ({low:.1f}-{high:.1f} in {row.repeats} runs)" if row.repeats > 1 else ""
         lines.append(
             f"#   {row.offered_rps:7.0f} rps: served {row.served_rps:.0f} / {replayed.served_rps:.0f}, "
-            f"503s {row.rejected_pct:.2f}% / {replayed.rejected_pct:.2f}%, p99 {row.p99_ms:.1f} / "
+            f"503s {row.rejected_pct:.2f}% / {replayed.rejected_pct:.2f}%, p99 {row.p99_ms:.1f}{spread} / "
             f"{replayed.p99_ms:.1f} ms, GPU {row.gpu_util:.2f} / {replayed.gpu_util:.2f}"
         )
     return "\n".join(lines) + "\n" + block
