@@ -66,14 +66,16 @@ def run(args: argparse.Namespace) -> str:
         # when it is first imported: set it before importing either.
         os.environ["KUBECONFIG"] = args.kubeconfig
     import asyncio
+    import getpass
     import logging
+    import socket
+    import time
 
     import kopf
     from prometheus_client import start_http_server
 
-    from unbusy.controller import handlers  # registers the handlers
-
-    handlers.resync_every(args.resync_seconds)
+    from unbusy.controller import handlers  # noqa: F401 (registers the handlers)
+    from unbusy.kube.peering import Peering
 
     kopf.configure(
         verbose=args.log_level == "debug",
@@ -83,12 +85,15 @@ def run(args: argparse.Namespace) -> str:
     if args.log_level != "debug":  # one line per change from us, not one per kopf handler call
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     start_http_server(args.metrics_port)
+    # Given to kopf rather than left to it, so the scaling loop knows its own peering record.
+    identity = os.environ.get("POD_ID") or f"{getpass.getuser()}@{socket.gethostname()}/{os.getpid()}/{time.time():.0f}"
+    peering = Peering(args.peering, tuple(args.namespace or ()), identity, args.priority) if args.peering else None
     asyncio.run(
         kopf.operator(
             clusterwide=not args.namespace,
             namespaces=args.namespace or [],
             standalone=not args.peering,
-            **({"peering_name": args.peering, "priority": args.priority} if args.peering else {}),
+            **({"peering_name": args.peering, "priority": args.priority, "identity": identity} if peering else {}),
             liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz",
             memo=kopf.Memo(
                 kubeconfig=args.kubeconfig,
@@ -96,6 +101,8 @@ def run(args: argparse.Namespace) -> str:
                 prometheus_url=args.prometheus_url,
                 probe_models=args.probe_models,
                 peering_lifetime=args.peering_lifetime,
+                peering=peering,
+                resync_seconds=args.resync_seconds,
             ),
         )
     )

@@ -13,7 +13,7 @@ import pytest
 
 from polling import eventually
 from unbusy.api import load
-from unbusy.controller.handlers import configure, stop_scaling
+from unbusy.controller.handlers import KOPF_THREADS, RECONCILE_THREADS, REFRESH_THREADS, configure, stop_threads
 from unbusy.controller.reconcile import reconcile
 from unbusy.demo.processes import OperatorProcess
 from unbusy.kube.children import contains
@@ -76,13 +76,13 @@ def children(testbed, namespace: str) -> dict[str, dict]:
 
 
 def test_every_worker_keeps_its_api_connection(testbed, caplog):
-    """kopf's workers and the scaling loop all in an API call at once: urllib3 keeps every
-    connection in its pool (with the kubernetes client's default of 5 per CPU it discarded the
-    surplus on 2 CPUs)."""
-    settings, memo = kopf.OperatorSettings(), kopf.Memo(kubeconfig=str(testbed.kubeconfig))
+    """kopf's threads, both work queues' and the scaling loop's all in an API call at once: urllib3
+    keeps every connection in its pool (with the kubernetes client's default of 5 per CPU it
+    discarded the surplus on 2 CPUs)."""
+    settings, memo = kopf.OperatorSettings(), kopf.Memo(kubeconfig=str(testbed.kubeconfig), resync_seconds=60)
     configure(settings=settings, memo=memo)
-    stop_scaling(memo=memo)  # its thread; its connection is the one more taken here
-    workers = settings.execution.max_workers + 1
+    stop_threads(memo=memo)  # their threads: the calls below take their connections
+    workers = KOPF_THREADS + RECONCILE_THREADS + REFRESH_THREADS + 1
     together = threading.Barrier(workers)
 
     def call() -> None:

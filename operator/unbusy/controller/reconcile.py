@@ -132,7 +132,7 @@ def refresh_status(
     all applied yet (a reconcile under way, or cut off by an API server restart) never reads Ready
     because its Deployments happen to be (seen: 3 of 40 Ready with their Ingresses missing).
     Refreshes of one InferenceService may run at once (a reconcile's and the refresh queue's,
-    controller/refresher.py): each writes only while the object is as it read it, and after a
+    controller/workqueue.py): each writes only while the object is as it read it, and after a
     conflict reads the object and its children again, so no status from older reads lands after
     one from newer reads.
     """

@@ -1,5 +1,6 @@
-"""The status refresh queue: many asks of one InferenceService become one refresh, never two of
-it at once, and an API error is retried; a refresh never speaks for a generation not reconciled."""
+"""The work queues of reconciles and refreshes: many asks of one InferenceService become one run,
+never two of it at once, an API error is retried, tracked keys are resynced; and a refresh never
+speaks for a generation not reconciled."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import pytest
 from builders import ON_KWOK, manifest
 from urllib3.exceptions import HTTPError
 
-from unbusy.controller import reconcile, refresher
-from unbusy.controller.refresher import Refresher
+from unbusy.controller import reconcile, workqueue
+from unbusy.controller.workqueue import WorkQueue
 
 
 def wait_for(check, timeout: float = 5.0) -> None:
@@ -29,7 +30,7 @@ def test_asks_while_waiting_become_one_refresh():
         gate.wait(5)
         done.append(key)
 
-    queue = Refresher(refresh, threads=1)
+    queue = WorkQueue(refresh, threads=1, what="test")
     queue.start()
     queue.ask(("ns", "first"))  # the one thread takes it and waits at the gate
     wait_for(lambda: queue.pending() == 0)
@@ -55,7 +56,7 @@ def test_one_key_is_never_refreshed_by_two_threads_at_once():
             running[0] -= 1
         done.append(key)
 
-    queue = Refresher(refresh, threads=4)
+    queue = WorkQueue(refresh, threads=4, what="test")
     queue.start()
     queue.ask(("ns", "a"))
     time.sleep(0.01)
@@ -66,7 +67,7 @@ def test_one_key_is_never_refreshed_by_two_threads_at_once():
 
 
 def test_an_api_error_is_retried(monkeypatch):
-    monkeypatch.setattr(refresher, "RETRY_S", 0.05)
+    monkeypatch.setattr(workqueue, "RETRY_S", 0.05)
     calls: list[float] = []
 
     def refresh(key):
@@ -74,7 +75,7 @@ def test_an_api_error_is_retried(monkeypatch):
         if len(calls) == 1:
             raise HTTPError("connection refused")
 
-    queue = Refresher(refresh, threads=1)
+    queue = WorkQueue(refresh, threads=1, what="test")
     queue.start()
     queue.ask(("ns", "a"))
     wait_for(lambda: len(calls) == 2)
@@ -90,7 +91,7 @@ def test_a_bug_for_one_key_does_not_stop_the_others():
             raise KeyError("status")
         done.append(key)
 
-    queue = Refresher(refresh, threads=1)
+    queue = WorkQueue(refresh, threads=1, what="test")
     queue.start()
     queue.ask(("ns", "broken"))
     queue.ask(("ns", "fine"))
@@ -123,3 +124,20 @@ def test_a_refresh_writes_only_for_a_generation_whose_reconcile_finished():
         reconcile.refresh_status(Untouchable(), body(2, 2))
     with pytest.raises(Reached):
         reconcile.refresh_status(Untouchable(), body(3, 2), reconciled=True)
+
+
+def test_tracked_keys_are_resynced_on_their_own_schedule_until_forgotten():
+    done: list[tuple[str, str]] = []
+    queue = WorkQueue(done.append, threads=2, what="test", resync_s=0.2)
+    queue.start()
+    queue.track(("ns", "a"))
+    queue.track(("ns", "b"))
+    queue.track(("ns", "a"))  # tracked already: the same schedule
+    time.sleep(1.1)
+    queue.forget(("ns", "b"))
+    after_forget = done.count(("ns", "b"))
+    time.sleep(0.6)
+    queue.stop()
+    # Each once per 0.2 s, the first within the first 0.2 s: 5 or 6 times in 1.1 s (4 on a busy machine).
+    assert 4 <= after_forget <= 6 and done.count(("ns", "a")) >= 6
+    assert done.count(("ns", "b")) == after_forget

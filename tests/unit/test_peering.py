@@ -1,0 +1,53 @@
+"""The fleet loops' view of kopf peering (they work only while this replica leads, by kopf's
+rule), and what they keep of a watch event's body."""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+from unbusy.controller.fleetloop import FleetLoop, pack
+from unbusy.kube.peering import leads
+
+NOW = datetime.datetime(2026, 11, 25, 12, 0, tzinfo=datetime.UTC)
+
+
+def record(priority: int, seconds_ago: float, lifetime: int = 60) -> dict:
+    seen = NOW - datetime.timedelta(seconds=seconds_ago)
+    return {"priority": priority, "lifetime": lifetime, "lastseen": seen.isoformat()}
+
+
+def test_a_live_peer_of_higher_or_equal_priority_takes_the_lead():
+    ours = {"me": record(10, 0)}
+    assert leads(ours | {"other": record(5, 1)}, "me", 10, NOW)
+    assert not leads(ours | {"other": record(100, 1)}, "me", 10, NOW)
+    assert not leads(ours | {"other": record(10, 1)}, "me", 10, NOW)  # kopf pauses both
+
+
+def test_a_peer_whose_record_expired_does_not_count():
+    assert leads({"other": record(100, 11, lifetime=10)}, "me", 10, NOW)
+    assert not leads({"other": record(100, 9, lifetime=10)}, "me", 10, NOW)
+    assert leads({}, "me", 0, NOW)
+
+
+def test_a_member_keeps_no_managed_fields_or_kopf_annotations():
+    annotations = {"kopf.zalando.org/last-handled-configuration": "{...}", "unbusy.dev/rollout": "pause"}
+    meta = {"name": "a", "namespace": "n", "managedFields": [{"manager": "kubectl"}], "annotations": annotations}
+    body = {"metadata": meta, "spec": {"replicas": 1}, "status": {"observedGeneration": 1}}
+    kept = json.loads(pack(body))
+    assert kept == {
+        "metadata": {"name": "a", "namespace": "n", "annotations": {"unbusy.dev/rollout": "pause"}},
+        "spec": {"replicas": 1},
+        "status": {"observedGeneration": 1},
+    }
+    assert "managedFields" in body["metadata"]  # the event's own body is left as it was
+
+
+def test_a_newer_body_keeps_the_loops_memory():
+    scaler = FleetLoop(api=None)
+    scaler.join(("n", "a"), pack({"metadata": {"resourceVersion": "1"}}))
+    member = scaler._members[("n", "a")]
+    member.memory["main"] = "remembered"
+    scaler.join(("n", "a"), pack({"metadata": {"resourceVersion": "2"}}))
+    assert scaler._members[("n", "a")] is member and json.loads(member.packed)["metadata"]["resourceVersion"] == "2"
+    assert member.memory == {"main": "remembered"}
