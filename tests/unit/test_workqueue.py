@@ -4,6 +4,7 @@ speaks for a generation not reconciled."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -66,21 +67,22 @@ def test_one_key_is_never_refreshed_by_two_threads_at_once():
     assert most[0] == 1
 
 
-def test_an_api_error_is_retried(monkeypatch):
+def test_an_api_error_is_retried_later_and_later(monkeypatch):
     monkeypatch.setattr(workqueue, "RETRY_S", 0.05)
     calls: list[float] = []
 
     def refresh(key):
         calls.append(time.monotonic())
-        if len(calls) == 1:
+        if len(calls) <= 3:
             raise HTTPError("connection refused")
 
     queue = WorkQueue(refresh, threads=1, what="test")
     queue.start()
     queue.ask(("ns", "a"))
-    wait_for(lambda: len(calls) == 2)
+    wait_for(lambda: len(calls) == 4)
     queue.stop()
-    assert calls[1] - calls[0] >= 0.05
+    gaps = [after - before for before, after in itertools.pairwise(calls)]
+    assert gaps[0] >= 0.05 and gaps[1] >= 0.1 and gaps[2] >= 0.2  # doubling after each failure in a row
 
 
 def test_a_bug_for_one_key_does_not_stop_the_others():

@@ -1,7 +1,9 @@
 """A work queue of InferenceService keys, as controller-runtime's: a few threads work off the
 keys that events put in, each key at most once however many events asked while it waited, never
-by two threads at once (asked again meanwhile, it runs once more after), and again RETRY_S after
-an API error. The operator keeps two: reconciles, and status refreshes.
+by two threads at once (asked again meanwhile, it runs once more after), and after an API error
+again, RETRY_S later, doubling with each failure in a row up to MAX_RETRY_S: a key that keeps
+failing (its namespace being deleted) does not take the threads from the others. The operator
+keeps two: reconciles, and status refreshes.
 
 kopf's per-object workers only drop a key in and return, and the work reads the object when its
 turn comes: in a creation storm, or when a restarted operator resumes a thousand at once, no
@@ -29,6 +31,7 @@ log = logging.getLogger("unbusy")
 Key = tuple[str, str]  # namespace, name
 
 RETRY_S = 5.0  # after an API error: the API server restarting, a lost connection
+MAX_RETRY_S = 300.0
 
 
 class WorkQueue:
@@ -38,6 +41,7 @@ class WorkQueue:
         self._resync_s = resync_s
         self._waiting: dict[Key, None] = {}  # in the order asked
         self._later: dict[Key, float] = {}  # to retry at (time.monotonic())
+        self._failures: dict[Key, int] = {}  # API errors in a row
         self._resync: dict[Key, float] = {}  # tracked keys -> their next resync (time.monotonic())
         self._due: list[tuple[float, Key]] = []  # heap of the same; an entry not in _resync is stale
         self._busy: set[Key] = set()
@@ -77,6 +81,7 @@ class WorkQueue:
         with self._changed:
             self._resync.pop(key, None)
             self._later.pop(key, None)
+            self._failures.pop(key, None)
             self._waiting.pop(key, None)
 
     def _schedule(self, key: Key, at: float) -> None:
@@ -108,22 +113,30 @@ class WorkQueue:
                 self._changed.wait(min(soonest, self._due[0][0] if self._due else soonest) - now)
             return None
 
-    def _done(self, key: Key, retry: bool) -> None:
+    def _failed(self, key: Key) -> float:
+        """Seconds until `key` is tried again after one more API error in a row."""
+        with self._changed:
+            self._failures[key] = failures = self._failures.get(key, 0) + 1
+            return min(RETRY_S * 2 ** (failures - 1), MAX_RETRY_S)
+
+    def _done(self, key: Key, retry_in: float | None) -> None:
         with self._changed:
             self._busy.discard(key)
-            if retry and key not in self._waiting:
-                self._later[key] = time.monotonic() + RETRY_S
+            if retry_in is None:
+                self._failures.pop(key, None)
+            elif key not in self._waiting:
+                self._later[key] = time.monotonic() + retry_in
             self._changed.notify_all()
 
     def _run(self) -> None:
         while (key := self._next()) is not None:
-            retry = False
+            retry_in = None
             try:
                 self._work(key)
             except (DynamicApiError, HTTPError) as error:
-                log.warning("%s/%s: %s failed, again in %.0fs: %s", *key, self._what, RETRY_S, error)
-                retry = True
+                retry_in = self._failed(key)
+                log.warning("%s/%s: %s failed, again in %.0fs: %s", *key, self._what, retry_in, error)
             except Exception:  # a bug for one InferenceService must not stop the others' work
                 log.exception("%s/%s: %s failed", *key, self._what)
             finally:
-                self._done(key, retry)
+                self._done(key, retry_in)
