@@ -44,7 +44,7 @@ def test_a_member_keeps_no_managed_fields_or_kopf_annotations():
 
 
 def test_a_newer_body_keeps_the_loops_memory():
-    scaler = FleetLoop(api=None)
+    scaler = FleetLoop(api=None, source=None)
     scaler.join(("n", "a"), pack({"metadata": {"resourceVersion": "1"}}))
     member = scaler._members[("n", "a")]
     member.memory["main"] = "remembered"

@@ -18,6 +18,7 @@ from typing import Any
 
 from unbusy.kube.client import CountingClient
 from unbusy.kube.peering import Peering, holds_lead
+from unbusy.scaling.source import PrometheusSource
 
 log = logging.getLogger("unbusy")
 Key = tuple[str, str]  # namespace, name
@@ -51,8 +52,8 @@ class FleetLoop:
 
     what = "loop"
 
-    def __init__(self, api: CountingClient, peering: Peering | None = None):
-        self.api, self.peering = api, peering
+    def __init__(self, api: CountingClient, source: PrometheusSource | None, peering: Peering | None = None):
+        self.api, self.source, self.peering = api, source, peering
         self._members: dict[Key, Member] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()

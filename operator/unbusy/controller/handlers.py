@@ -1,5 +1,5 @@
-"""kopf handlers. Each is glue: put a key in a work queue (workqueue.py), or tell the scaling
-loop (scaler.py) what the watch saw."""
+"""kopf handlers. Each is glue: put a key in a work queue (workqueue.py), or tell the fleet
+loops (scaler.py, rollouts.py) what the watch saw."""
 
 from __future__ import annotations
 

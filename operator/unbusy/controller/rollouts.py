@@ -13,9 +13,6 @@ from urllib3.exceptions import HTTPError
 
 from unbusy.controller import reconcile, rollout
 from unbusy.controller.fleetloop import FleetLoop, Key, Member, unpack
-from unbusy.kube.client import CountingClient
-from unbusy.kube.peering import Peering
-from unbusy.scaling.source import PrometheusSource
 
 log = logging.getLogger("unbusy")
 ANALYSED = "analysed"  # Member.memory: when the last analysis ran
@@ -23,10 +20,6 @@ ANALYSED = "analysed"  # Member.memory: when the last analysis ran
 
 class Rollouts(FleetLoop):
     what = "rollout tick"
-
-    def __init__(self, api: CountingClient, source: PrometheusSource | None, peering: Peering | None = None):
-        super().__init__(api, peering)
-        self.source = source
 
     def work(self, due: dict[Key, Member], at: float) -> None:
         for key, member in due.items():

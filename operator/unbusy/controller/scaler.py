@@ -14,20 +14,13 @@ from urllib3.exceptions import HTTPError
 from unbusy.controller import autoscale, reconcile
 from unbusy.controller.fleetloop import FleetLoop, Key, Member, unpack
 from unbusy.kube import observe
-from unbusy.kube.client import CountingClient
-from unbusy.kube.peering import Peering
 from unbusy.scaling import fleet
-from unbusy.scaling.source import PrometheusSource
 
 log = logging.getLogger("unbusy")
 
 
 class Scaler(FleetLoop):
     what = "scaling tick"
-
-    def __init__(self, api: CountingClient, source: PrometheusSource | None, peering: Peering | None = None):
-        super().__init__(api, peering)
-        self.source = source
 
     def due(self, member: Member, now: float) -> bool:
         return fleet.due(member.last, member.interval, now)

@@ -109,8 +109,8 @@ class WorkQueue:
                     del self._waiting[key]
                     self._busy.add(key)
                     return key
-                soonest = min(self._later.values(), default=now + 60)
-                self._changed.wait(min(soonest, self._due[0][0] if self._due else soonest) - now)
+                wakes = [*self._later.values(), *(at for at, _ in self._due[:1]), now + 60]
+                self._changed.wait(min(wakes) - now)
             return None
 
     def _failed(self, key: Key) -> float:
