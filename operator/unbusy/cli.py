@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> str:
     start_http_server(args.metrics_port)
     # Given to kopf rather than left to it, so the scaling loop knows its own peering record.
     identity = os.environ.get("POD_ID") or f"{getpass.getuser()}@{socket.gethostname()}/{os.getpid()}/{time.time():.0f}"
-    peering = Peering(args.peering, tuple(args.namespace or ()), identity, args.priority) if args.peering else None
+    peering = Peering(args.peering, not args.namespace, identity, args.priority) if args.peering else None
     asyncio.run(
         kopf.operator(
             clusterwide=not args.namespace,

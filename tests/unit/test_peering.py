@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import datetime
 import json
+from types import SimpleNamespace
+
+from urllib3.exceptions import HTTPError
 
 from unbusy.controller.fleetloop import FleetLoop, pack
-from unbusy.kube.peering import leads
+from unbusy.kube.peering import Peering, leads, led_namespaces
 
 NOW = datetime.datetime(2026, 11, 25, 12, 0, tzinfo=datetime.UTC)
 
@@ -28,6 +31,44 @@ def test_a_peer_whose_record_expired_does_not_count():
     assert leads({"other": record(100, 11, lifetime=10)}, "me", 10, NOW)
     assert not leads({"other": record(100, 9, lifetime=10)}, "me", 10, NOW)
     assert leads({}, "me", 0, NOW)
+
+
+class PeeringObjects:
+    """The API server as led_namespaces reads it: the peering objects' status by (kind, namespace)."""
+
+    def __init__(self, statuses: dict):
+        self.statuses = statuses
+        self.resources = SimpleNamespace(get=lambda api_version, kind: kind)
+
+    def get(self, kind, name, namespace, serializer):
+        if (kind, namespace) not in self.statuses:
+            raise HTTPError("not found")
+        return {"metadata": {"name": name}, "status": self.statuses[kind, namespace]}
+
+
+def fresh(priority: int) -> dict:
+    return {"priority": priority, "lifetime": 60, "lastseen": datetime.datetime.now(datetime.UTC).isoformat()}
+
+
+def test_a_namespaced_replica_leads_namespace_by_namespace_as_kopf_pauses_them():
+    # `--namespace 'team-*'` serves whatever matches: the loop asks for the namespaces it has members in.
+    api = PeeringObjects(
+        {
+            ("KopfPeering", "team-a"): {"me": fresh(10), "old": fresh(5)},
+            ("KopfPeering", "team-b"): {"me": fresh(10), "other": fresh(20)},
+        }
+    )
+    peering = Peering("unbusy", clusterwide=False, identity="me", priority=10)
+    assert led_namespaces(api, peering, {"team-a", "team-b", "team-c"}) == {"team-a"}  # team-c: no peering object
+
+
+def test_a_clusterwide_replica_leads_everywhere_or_nowhere():
+    peering = Peering("unbusy", clusterwide=True, identity="me", priority=10)
+    leading = PeeringObjects({("ClusterKopfPeering", None): {"me": fresh(10)}})
+    paused = PeeringObjects({("ClusterKopfPeering", None): {"me": fresh(10), "other": fresh(10)}})
+    assert led_namespaces(leading, peering, {"a", "b"}) == {"a", "b"}
+    assert led_namespaces(paused, peering, {"a", "b"}) == set()
+    assert led_namespaces(PeeringObjects({}), peering, {"a"}) == set()
 
 
 def test_a_member_keeps_no_managed_fields_or_kopf_annotations():

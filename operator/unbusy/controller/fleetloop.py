@@ -1,7 +1,8 @@
 """A loop of ours over a set of InferenceServices, in one thread: every watch event of one it
 concerns joins it with the latest body (handlers.py); it leaves when it no longer does or the
 object goes. The loop works on the members due each second, and under kopf peering only while
-this replica leads (kube/peering.py): kopf pauses its own handlers, a thread of ours asks.
+this replica leads in their namespace (kube/peering.py): kopf pauses its own handlers, a
+thread of ours asks.
 
 Bodies are kept as JSON and parsed again when due: kopf keeps no body of an object without a
 daemon or timer of its resource, and neither do we, parsed (an InferenceService takes 26 KB
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unbusy.kube.client import CountingClient
-from unbusy.kube.peering import Peering, holds_lead
+from unbusy.kube.peering import Peering, led_namespaces
 from unbusy.scaling.source import PrometheusSource
 
 log = logging.getLogger("unbusy")
@@ -89,7 +90,10 @@ class FleetLoop:
             started = time.time()
             with self._lock:
                 due = {k: m for k, m in self._members.items() if self.due(m, started)}
-            if due and (self.peering is None or holds_lead(self.api, self.peering)):
+            if due and self.peering is not None:
+                led = led_namespaces(self.api, self.peering, {namespace for namespace, _ in due})
+                due = {k: m for k, m in due.items() if k[0] in led}
+            if due:
                 try:
                     self.work(due, started)
                 except Exception:  # a bug must not end the loop of every InferenceService

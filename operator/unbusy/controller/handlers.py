@@ -74,13 +74,6 @@ def _guarded(work, *args: Any, **kwargs: Any) -> Any:
         raise kopf.TemporaryError(f"API server: {error}", delay=10) from error
 
 
-@kopf.on.resume(*RESOURCE)
-@kopf.on.create(*RESOURCE)
-@kopf.on.update(*RESOURCE, field="spec")
-async def reconcile_inference_service(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    memo.reconciler.ask((body["metadata"]["namespace"], body["metadata"]["name"]))
-
-
 def _reconcile_by_key(memo: kopf.Memo, key: tuple[str, str]) -> None:
     """Make one InferenceService's children match its spec (the reconcile queue's threads), as
     it is when its turn comes."""
@@ -116,7 +109,9 @@ def node_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -
     on it says so at once, not only once Kubernetes deletes their pods (a minute or more)."""
     node = body["metadata"]["name"]
     if nodes.LOST.note(node, GONE if type == "DELETED" else node_trouble(body), time.monotonic()):
-        for key in _guarded(observe.services_on_node, memo.api, node, memo.get("namespaces", [])):
+        # A namespaced operator lists where its InferenceServices are: `--namespace` may be a glob.
+        served = memo.refresher.namespaces() if memo.get("namespaces") else None
+        for key in _guarded(observe.services_on_node, memo.api, node, served):
             memo.refresher.ask(key)
 
 
@@ -128,16 +123,32 @@ def _canary_strategy(spec: Any) -> bool:
     return bool(spec.get("rollout", {}).get("canary"))
 
 
+def _spec_unreconciled(body: Any) -> bool:
+    """A generation (spec) no reconcile has answered yet: the API server moves `generation` on
+    with every change of the spec, and never for status or metadata."""
+    meta = body["metadata"]
+    return not meta.get("deletionTimestamp") and (body.get("status") or {}).get("observedGeneration") != meta.get(
+        "generation"
+    )
+
+
 @kopf.on.event(*RESOURCE)
 async def inference_service_seen(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Every InferenceService is resynced by the refresh queue; in operator mode it is scaled by
-    the fleet's scaling loop, under a canary strategy rolled out by the rollouts loop, each from
-    the body of its latest event: no kopf timer or daemon per object, so kopf keeps no body of
-    its own (fleetloop.py, workqueue.py)."""
+    """Level-triggered, as controller-runtime is: every InferenceService is reconciled when the
+    operator starts (kopf's listing, type None) and whenever its spec has a generation not yet
+    reconciled; resynced by the refresh queue; in operator mode scaled by the fleet's scaling
+    loop, under a canary strategy rolled out by the rollouts loop, each from the body of its
+    latest event. No kopf change handler (create/update/resume) and no timer or daemon: kopf
+    writes no annotation of its own to the object and keeps no body of it (fleetloop.py,
+    workqueue.py)."""
     key = (body["metadata"]["namespace"], body["metadata"]["name"])
     if type == "DELETED":
+        # Children carry owner references: the garbage collector removes them.
+        log.info("%s/%s: deleted; its children go with it", *key)
         _forget(memo, key)
         return
+    if type is None or _spec_unreconciled(body):
+        memo.reconciler.ask(key)
     memo.refresher.track(key)
     spec, packed = body.get("spec", {}), pack(body)
     for loop, concerned in ((memo.scaler, _operator_mode(spec)), (memo.rollouts, _canary_strategy(spec))):
@@ -153,10 +164,3 @@ def _forget(memo: kopf.Memo, key: tuple[str, str]) -> None:
     memo.scaler.leave(key)
     memo.rollouts.leave(key)
     memo.reconcile_errors.pop(key, None)
-
-
-# Optional: no finalizer, so deletion never waits for the operator.
-@kopf.on.delete(*RESOURCE, optional=True)
-def deleted(body: kopf.Body, **_: Any) -> None:
-    # Children carry owner references: the garbage collector removes them.
-    log.info("%s/%s: deleted; its children go with it", body["metadata"]["namespace"], body["metadata"]["name"])

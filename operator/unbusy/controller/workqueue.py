@@ -84,6 +84,11 @@ class WorkQueue:
             self._failures.pop(key, None)
             self._waiting.pop(key, None)
 
+    def namespaces(self) -> set[str]:
+        """The namespaces of the keys tracked."""
+        with self._changed:
+            return {namespace for namespace, _ in self._resync}
+
     def _schedule(self, key: Key, at: float) -> None:
         self._resync[key] = at
         heapq.heappush(self._due, (at, key))

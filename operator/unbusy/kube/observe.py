@@ -196,13 +196,13 @@ def fleet(api: CountingClient, names: Iterable[tuple[str, str]]) -> Fleet:
     return Fleet(dict(deployments), dict(pods))
 
 
-def services_on_node(api: CountingClient, node: str, namespaces: Iterable[str]) -> set[tuple[str, str]]:
+def services_on_node(api: CountingClient, node: str, namespaces: Iterable[str] | None) -> set[tuple[str, str]]:
     """(namespace, name) of every InferenceService with a pod bound to `node`, in these namespaces
-    (every namespace when none are given)."""
+    (None: in every namespace, listed at once)."""
     selector = f"{MANAGED_BY}={OPERATOR},{INFERENCE_SERVICE}"
     return {
         (p["metadata"]["namespace"], p["metadata"]["labels"][INFERENCE_SERVICE])
-        for namespace in list(namespaces) or [None]
+        for namespace in ([None] if namespaces is None else namespaces)
         for p in _items(api, "v1", "Pod", namespace, selector, f"spec.nodeName={node}")
     }
 

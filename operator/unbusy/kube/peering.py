@@ -1,12 +1,14 @@
 """Whether this replica leads under kopf peering, read from the peering objects by kopf's own
 rule (kopf/_core/engines/peering.py, process_peering_event): a replica pauses while any other
-live peer has a priority higher than or equal to its own. kopf pauses its handlers by that rule;
-the fleet's scaling loop, a thread of ours, asks here before each tick."""
+live peer has a priority higher than or equal to its own. kopf pauses its handlers by that rule,
+namespaced operators per namespace (one KopfPeering in each served namespace, whether named or
+matched by a glob); the fleet loops, threads of ours, ask here before each tick for the
+namespaces of the members due, so a glob needs no resolving here."""
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +24,7 @@ LIFETIME_S = 60  # kopf's default, for a record without one
 @dataclass(frozen=True)
 class Peering:
     name: str
-    namespaces: tuple[str, ...]  # the KopfPeering objects of these; () for the ClusterKopfPeering
+    clusterwide: bool  # one ClusterKopfPeering; else a KopfPeering in each namespace
     identity: str  # this replica's record in them (given to kopf, so both mean the same one)
     priority: int
 
@@ -41,17 +43,21 @@ def leads(records: Mapping[str, Any], identity: str, priority: int, now: datetim
     return True
 
 
-def holds_lead(api: CountingClient, peering: Peering) -> bool:
-    """False also while a peering object cannot be read: kopf pauses without one too, and what
+def led_namespaces(api: CountingClient, peering: Peering, namespaces: Iterable[str]) -> set[str]:
+    """Of `namespaces`, those this replica leads in: all or none under a ClusterKopfPeering. A
+    peering object that cannot be read leads nowhere: kopf pauses without one too, and what
     cannot be confirmed is not scaled."""
     now = datetime.datetime.now(datetime.UTC)
-    kinds = [("KopfPeering", namespace) for namespace in peering.namespaces] or [("ClusterKopfPeering", None)]
+    namespaces = set(namespaces)
+    if peering.clusterwide:
+        return namespaces if _leads_in(api, peering, "ClusterKopfPeering", None, now) else set()
+    return {namespace for namespace in namespaces if _leads_in(api, peering, "KopfPeering", namespace, now)}
+
+
+def _leads_in(api: CountingClient, peering: Peering, kind: str, namespace: str | None, now: datetime.datetime) -> bool:
     try:
-        for kind, namespace in kinds:
-            resource = api.resources.get(api_version=PEERING_API, kind=kind)
-            found = api.get(resource, name=peering.name, namespace=namespace, serializer=plain)
-            if not leads(found.get("status") or {}, peering.identity, peering.priority, now):
-                return False
+        resource = api.resources.get(api_version=PEERING_API, kind=kind)
+        found = api.get(resource, name=peering.name, namespace=namespace, serializer=plain)
     except (DynamicApiError, HTTPError):
         return False
-    return True
+    return leads(found.get("status") or {}, peering.identity, peering.priority, now)
