@@ -4,12 +4,11 @@ rule), and what they keep of a watch event's body."""
 from __future__ import annotations
 
 import datetime
-import json
 from types import SimpleNamespace
 
 from urllib3.exceptions import HTTPError
 
-from unbusy.controller.fleetloop import FleetLoop, pack
+from unbusy.controller.fleetloop import FleetLoop, Member, pack, unpack
 from unbusy.kube.peering import Peering, leads, led_namespaces
 
 NOW = datetime.datetime(2026, 11, 25, 12, 0, tzinfo=datetime.UTC)
@@ -75,7 +74,7 @@ def test_a_member_keeps_no_managed_fields_or_kopf_annotations():
     annotations = {"kopf.zalando.org/last-handled-configuration": "{...}", "unbusy.dev/rollout": "pause"}
     meta = {"name": "a", "namespace": "n", "managedFields": [{"manager": "kubectl"}], "annotations": annotations}
     body = {"metadata": meta, "spec": {"replicas": 1}, "status": {"observedGeneration": 1}}
-    kept = json.loads(pack(body))
+    kept = unpack(Member(pack(body)))
     assert kept == {
         "metadata": {"name": "a", "namespace": "n", "annotations": {"unbusy.dev/rollout": "pause"}},
         "spec": {"replicas": 1},
@@ -90,5 +89,5 @@ def test_a_newer_body_keeps_the_loops_memory():
     member = scaler._members[("n", "a")]
     member.memory["main"] = "remembered"
     scaler.join(("n", "a"), pack({"metadata": {"resourceVersion": "2"}}))
-    assert scaler._members[("n", "a")] is member and json.loads(member.packed)["metadata"]["resourceVersion"] == "2"
+    assert scaler._members[("n", "a")] is member and unpack(member)["metadata"]["resourceVersion"] == "2"
     assert member.memory == {"main": "remembered"}

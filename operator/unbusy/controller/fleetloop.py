@@ -4,9 +4,10 @@ object goes. The loop works on the members due each second, and under kopf peeri
 this replica leads in their namespace (kube/peering.py): kopf pauses its own handlers, a
 thread of ours asks.
 
-Bodies are kept as JSON and parsed again when due: kopf keeps no body of an object without a
-daemon or timer of its resource, and neither do we, parsed (an InferenceService takes 26 KB
-parsed with its spec's defaults filled in, 7 KB as JSON; measured)."""
+Bodies are kept as compressed JSON and parsed again when due: kopf keeps no body of an object
+without a daemon or timer of its resource, and neither do we, parsed (an InferenceService takes
+26 KB parsed with its spec's defaults filled in, 7 KB as JSON, 2 KB compressed; measured).
+Unpacking a thousand takes about 0.1 s of a tick."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import json
 import logging
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,24 +30,24 @@ KOPF_ANNOTATIONS = "kopf.zalando.org/"
 
 @dataclass
 class Member:
-    packed: str  # the latest body the watch has seen, pack()ed
+    packed: bytes  # the latest body the watch has seen, pack()ed
     last: float | None = None  # when the loop last worked on it
     interval: float = 1.0  # seconds after which it is due again
     memory: dict[str, Any] = field(default_factory=dict)  # what the loop remembers of it
 
 
-def pack(body: Any) -> str:
+def pack(body: Any) -> bytes:
     """A watch event's body as a member keeps it: all but managedFields and kopf's annotations
     (its last-handled spec), which no loop reads."""
     meta = dict(body["metadata"])
     meta.pop("managedFields", None)
     if annotations := meta.get("annotations"):
         meta["annotations"] = {k: v for k, v in annotations.items() if not k.startswith(KOPF_ANNOTATIONS)}
-    return json.dumps({**body, "metadata": meta}, separators=(",", ":"))
+    return zlib.compress(json.dumps({**body, "metadata": meta}, separators=(",", ":")).encode(), 1)
 
 
 def unpack(member: Member) -> dict[str, Any]:
-    return json.loads(member.packed)
+    return json.loads(zlib.decompress(member.packed))
 
 
 class FleetLoop:
@@ -60,7 +62,7 @@ class FleetLoop:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"unbusy-{self.what}", daemon=True)
 
-    def join(self, key: Key, packed: str) -> None:
+    def join(self, key: Key, packed: bytes) -> None:
         """Add `key`, or give it a newer body (the loop's memory of it kept)."""
         with self._lock:
             if member := self._members.get(key):
