@@ -106,8 +106,10 @@ def test_in_the_simulator_a_step_sheds_to_the_fallback_instead_of_refusing_and_c
     alone = simulate(base, trace)
     shed = simulate(replace(base, fallback=SimFallback(SPEC, small, replicas=1)), trace)
     assert shed.fallback_pct > 1
-    # About half the refusals avoided (11.5% -> 5.8% with the batcher-level model of both).
-    assert shed.rejected_pct < 0.6 * alone.rejected_pct, (shed.rejected_pct, alone.rejected_pct)
+    # Over a third of the refusals avoided: 12.7% -> 7.8% with the profiles fitted from the long
+    # ResNet-50 sweep and the ResNet-18 one (11.5% -> 5.8% with the earlier fits, whose ResNet-18
+    # served 8% more past capacity than the real one did).
+    assert shed.rejected_pct < 0.7 * alone.rejected_pct, (shed.rejected_pct, alone.rejected_pct)
     assert max(m.shed for m in shed.minutes[2:7]) > 0  # during the step
     assert [m.shed for m in shed.minutes[-3:]] == [0, 0, 0]  # and no longer once capacity caught up
 

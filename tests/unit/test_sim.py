@@ -13,8 +13,9 @@ from builders import isvc, manifest
 from unbusy.api.spec import GpuUtilizationCurve, Pauses, ServiceTime, Serving
 from unbusy.sim import cli as sim_cli
 from unbusy.sim import plot
+from unbusy.sim.batcher import SHARES, Batcher, steady_state
 from unbusy.sim.config import SimConfig, from_spec
-from unbusy.sim.engine import simulate
+from unbusy.sim.engine import Replica, Simulation, _Minute, simulate
 from unbusy.sim.model import DEFAULT_PROFILE, ServiceModel, from_config, from_service, load_profile
 from unbusy.sim.traces import SHAPES, Trace, builtin, parse_csv
 
@@ -103,6 +104,39 @@ def test_stalls_take_their_share_of_capacity_and_the_gpu_reading_follows_served_
     assert stalling.capacity_rps == pytest.approx(0.9 * still.capacity_rps)
     assert still.gpu_reading(still.capacity_rps / 4) == pytest.approx(0.4)
     assert still.gpu_reading(10 * still.capacity_rps) == pytest.approx(0.8)  # the ceiling, however far past
+
+
+def test_stalls_in_executions_lengthen_full_batches_by_their_share():
+    still = ServiceModel(saturated_batch=16, serving=serving())  # a full batch takes 5 + 1.5 x 16 = 29 ms
+    stalling = dataclasses.replace(
+        still, serving=still.serving.model_copy(update={"pauses": Pauses(per_execution=0.1, ms=30)})
+    )
+    assert stalling.capacity_rps == pytest.approx(16 / (0.029 + 0.1 * 0.030))
+    assert stalling.batcher.stalls_per_execution == 0.1 and stalling.batcher.stall_s == pytest.approx(0.030)
+
+
+def test_a_stalled_execution_ends_a_stall_later():
+    # One request a second: nearly each is a batch of its own, held for the batching window and
+    # served (the few that arrive within a batch time of another wait, up in the tail).
+    alone = Batcher(32, 0.002, 64, floor_s=0.0, base_s=0.005, per_item_s=0.001, stalls_per_second=0, stall_s=0.03)
+    every = dataclasses.replace(alone, stalls_per_execution=1.0)
+    calm, stalled = steady_state(alone, 1.0, requests=200), steady_state(every, 1.0, requests=200)
+    most = sum(share for share in SHARES[:7])  # the quantile bins up to 0.9
+    assert most == pytest.approx(0.9)
+    assert calm.latencies_s[:7] == pytest.approx([0.002 + 0.006] * 7)
+    assert stalled.latencies_s[:7] == pytest.approx([0.002 + 0.006 + 0.03] * 7)
+
+
+def test_a_backlogged_replica_stalls_in_its_share_of_executions():
+    model = ServiceModel(
+        saturated_batch=16,
+        max_queue=0,
+        serving=serving().model_copy(update={"pauses": Pauses(per_execution=0.1, ms=30)}),
+    )
+    sim = Simulation(dataclasses.replace(config(scaling=False), model=model), Trace("flat", (0.0,)))
+    replica = Replica(ready_at=0.0, queue=[[0.0, 1.0, 10_000.0]])
+    sim.serve(replica, 1.0, 0.0, _Minute())
+    assert replica.served == pytest.approx(16 / (0.029 + 0.1 * 0.030))  # a second of full batches
 
 
 def test_stalls_lengthen_the_tail_not_the_median():

@@ -104,7 +104,10 @@ class GpuUtilizationCurve(ApiModel):
 
 
 class Pauses(ApiModel):
-    per_second: float = Field(0, ge=0, le=100, description="How often a replica stalls (per second).")
+    per_second: float = Field(0, ge=0, le=100, description="How often a replica stalls (per second), busy or idle.")
+    per_execution: float = Field(
+        0, ge=0, le=1, description="Share of executions (batches) that stall, each ending that much later."
+    )
     ms: float = Field(0, ge=0, le=10_000, description="How long each stall lasts (ms).")
 
 

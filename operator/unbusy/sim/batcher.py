@@ -11,8 +11,11 @@ replica's rate, following Triton's rules:
 - an idle instance starts a batch once the saturated batch is queued or the oldest request
   has waited max_queue_delay; a busy one takes the oldest queued requests as soon as it is free;
 - a request that finds max_queue requests waiting is rejected;
-- the serving process stalls now and then (Poisson, each stall pauses.ms long): no batch starts
-  during a stall, and a batch that runs into one ends that much later.
+- the serving process stalls now and then, each stall pauses.ms long: at Poisson times
+  (pauses.per_second; no batch starts during such a stall, and a batch that runs into one ends
+  that much later), and in a share of its executions (pauses.per_execution: that batch ends that
+  much later), so that a replica running few, large batches stalls less often than one running
+  many small ones.
 
 Results are cached per load level (a hundredth of capacity up to 1.2x, a twentieth beyond), so
 a long trace costs a few dozen of these runs per model.
@@ -49,6 +52,7 @@ class Batcher:
     per_item_s: float
     stalls_per_second: float
     stall_s: float
+    stalls_per_execution: float = 0.0
 
     def service_s(self, batch: int) -> float:
         return max(self.floor_s, self.base_s + self.per_item_s * batch)
@@ -82,6 +86,8 @@ def steady_state(batcher: Batcher, rate: float, requests: int = REQUESTS, seed: 
     while batcher.stalls_per_second > 0 and t < 2 * span:
         t += rng.expovariate(batcher.stalls_per_second)
         stalls.append(t)
+    # Which executions stall: a generator of its own, so that the arrivals do not depend on it.
+    executions = random.Random(seed + 1) if batcher.stalls_per_execution > 0 else None
     limit = batcher.max_queue or len(arrivals)
     most = batcher.saturated_batch
     queue: list[float] = []  # admitted, not yet in a batch, oldest first (from `head`)
@@ -120,6 +126,8 @@ def steady_state(batcher: Batcher, rate: float, requests: int = REQUESTS, seed: 
         head += len(batch)
         end = start + batcher.service_s(len(batch))
         if stall < len(stalls) and start < stalls[stall] < end:
+            end += batcher.stall_s
+        if executions and executions.random() < batcher.stalls_per_execution:
             end += batcher.stall_s
         latencies.extend(end - arrived for arrived in batch)
         waited += sum(start - arrived for arrived in batch)

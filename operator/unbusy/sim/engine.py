@@ -139,14 +139,17 @@ class Simulation:
         if backlog < 1 and rate > 0 and (model.max_queue or rate < model.capacity_rps):
             return self._serve_steady(replica, model, rate, minute)
         pauses = model.serving.pauses
-        stalls = pauses.per_second * TICK_S  # expected stalls in the tick
         pause_s = pauses.ms / 1000
-        paused = min(TICK_S, stalls * pause_s)
-        # With a queue to drain, or more arrivals than capacity, batches run full, back to back.
+        timed = pauses.per_second * TICK_S  # expected stalls in the tick, at random times
+        # With a queue to drain, or more arrivals than capacity, batches run full, back to back,
+        # a share of them ending a stall later.
         batch = model.saturated_batch
         service = model.service_s(batch)
         throughput = batch / service
-        served_total = min(backlog + arrivals, throughput * (TICK_S - paused))
+        running = max(0.0, TICK_S - timed * pause_s)
+        served_total = min(backlog + arrivals, running * batch / (service + pauses.per_execution * pause_s))
+        stalls = timed + pauses.per_execution * served_total / batch
+        paused = min(TICK_S, stalls * pause_s)
         limit = model.max_queue or math.inf
         # What is still queued at the tick's end beyond the limit was refused; so was what piled
         # up during a stall beyond it, even if the replica caught up by the tick's end.

@@ -11,8 +11,9 @@ spec's model configuration. What a real Triton on an H100 showed (bench/data/h10
   batch runs form the next one, so batches grow with the rate until b = rate x t(b);
 - the GPU utilisation read by NVML/DCGM does not follow that duty cycle: it grows with the
   served fraction of capacity, as ceiling x fraction^exponent, and stops at a per-model
-  ceiling (0.88 for ResNet-50, 0.68 for the BERT encoder) however far the load goes past it;
-- every so often the serving process stalls for tens of ms (pauses): that sets p99 at low load.
+  ceiling (0.85 for ResNet-50, 0.64 for the BERT encoder) however far the load goes past it;
+- every so often the serving process stalls for tens of ms (pauses), at random times or in a
+  share of its executions: that sets p99 at low load and adds to it past capacity.
 
 Named profiles, each fitted from committed measurements, live in sim/profiles/.
 """
@@ -73,7 +74,8 @@ class ServiceModel:
         less the time its stalls take."""
         pauses = self.serving.pauses
         running = 1 - min(1.0, pauses.per_second * pauses.ms / 1000)
-        return self.saturated_batch / self.service_s(self.saturated_batch) * running
+        batch_s = self.service_s(self.saturated_batch) + pauses.per_execution * pauses.ms / 1000
+        return self.saturated_batch / batch_s * running
 
     def batch_at(self, rate: float) -> float:
         """The batch a replica forms at `rate` requests per second without a backlog.
@@ -103,6 +105,7 @@ class ServiceModel:
             per_item_s=time.per_item_ms / 1000,
             stalls_per_second=pauses.per_second,
             stall_s=pauses.ms / 1000,
+            stalls_per_execution=pauses.per_execution,
         )
 
     def steady(self, rate: float) -> SteadyState:
@@ -117,17 +120,26 @@ class ServiceModel:
         return curve.ceiling * fraction**curve.exponent
 
 
+def saturated_batch(config: ModelConfig | None) -> int:
+    """The batch a busy replica forms from a long queue under a spec's model configuration."""
+    config = config or ModelConfig()
+    max_batch = max(config.max_batch_size, 1)  # 0 turns batching off: one request at a time
+    batching = config.dynamic_batching
+    if batching is None:  # no dynamic batcher: requests run one by one
+        return 1
+    preferred = [size for size in batching.preferred_batch_sizes if size <= max_batch]
+    return max(preferred) if preferred else max_batch
+
+
 def from_config(config: ModelConfig | None, serving: Serving | None = None) -> ServiceModel:
     """The serving model of a spec's model configuration (Triton's defaults where it has none)."""
     serving = serving or _default()
     config = config or ModelConfig()
-    max_batch = max(config.max_batch_size, 1)  # 0 turns batching off: one request at a time
     batching = config.dynamic_batching
     if batching is None:  # no dynamic batcher: requests run one by one and queue without a limit
         return ServiceModel(1, 0.0, 0, serving)
-    preferred = [size for size in batching.preferred_batch_sizes if size <= max_batch]
     return ServiceModel(
-        saturated_batch=max(preferred) if preferred else max_batch,
+        saturated_batch=saturated_batch(config),
         max_queue_delay_s=batching.max_queue_delay_microseconds / 1e6,
         max_queue=batching.max_queue_size,
         serving=serving,
