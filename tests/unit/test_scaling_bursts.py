@@ -129,3 +129,18 @@ def test_the_policy_holds_between_recurring_bursts_and_says_so():
 def test_demand_within_the_tolerance_moves_nothing_either_way():
     assert run(fleet(5, 4100), targets=EDGE).replicas == 5  # wants 5.1: within 10%
     assert run(fleet(5, 4500), targets=EDGE).replicas == 6  # 5.6: past it
+
+
+def test_the_window_smooths_the_demand_not_the_hold_which_is_let_go_at_once():
+    down = {"stabilizationWindowSeconds": 120, "maxPodsPerStep": 1000, "maxPercentPerStep": 100}
+    spec = {"targets": EDGE, "behavior": {"scaleUp": FREE, "scaleDown": down}}
+    state, current, seen = PolicyState(), 2, {}
+    for now in range(0, 781, 15):  # one reading at 4,000 rps (at 60 s): a short burst, held until 660 s
+        decision = run(fleet(current, BURST if now == 60 else LULL), state=state, now=float(now), **spec)
+        state, current, seen[now] = decision.state, decision.replicas, decision
+    assert seen[60].replicas == 5  # 4,000 / 800
+    assert seen[165].replicas == 5 and "scale-down stabilised over 120s" in seen[165].reason  # the burst's demand
+    assert seen[180].replicas == 4 and seen[180].floor == "bursts"  # then the hold: 4,000 at full capacity
+    assert seen[660].replicas == 4
+    assert seen[675].replicas == 2 and "stabilised" not in seen[675].reason  # over: not waited out again
+    assert seen[675].reason.endswith("-> 2 replicas: 4 -> 2")

@@ -17,9 +17,11 @@ where it has one, so that a user who knows the HPA can predict Unbusy (SCALING-N
    `horizon` ahead and capped at 4x the window's mean (AIBrix APA), scales the current demand
    by projected/now; it only ever raises the recommendation, so it never scales down.
    Floors beside it: recurring bursts (scaling/bursts.py) and the seasonal floor
-   (scaling/seasonal.py), each a desire like the metrics'; Decision.floor names the one that won.
+   (scaling/seasonal.py); Decision.floor names the one that won.
 4. stabilisation: the recommendation is no lower than the lowest of the scale-up window and no
-   higher than the highest of the scale-down window (the HPA's stabilizeRecommendation).
+   higher than the highest of the scale-down window (the HPA's stabilizeRecommendation). The
+   windows keep the metrics' recommendations only; the floors apply after them, so a floor that
+   ends (a burst hold let go, a seasonal floor that falls) is not waited out a second time.
 5. step limits per period: Pods and Percent policies from the rate of the period's start,
    the larger change wins going up (selectPolicy Max), the smaller going down (Min), as
    render/hpa.py writes them for the HPA.
@@ -374,11 +376,16 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
     if rate is not None:
         rates = tuple((t, r) for t, r in (*rates, (now, rate)) if t > now - policy.forecast.window_seconds)
 
-    best = max(found, key=lambda d: d.replicas)
+    # The floors (recurring bursts, seasonal) stand beside the window, not in it: the scale-down
+    # window smooths what the metrics ask for, and a floor that ends (a hold let go after
+    # burstRecurrenceSeconds of quiet) is not a recommendation to wait out again.
+    floors = [d for d in (by_bursts, by_season) if d is not None]
+    floor = max(floors, key=lambda d: d.replicas, default=None)
+    best = max((d for d in found if d.floor is None), key=lambda d: d.replicas, default=floor)
     notes = []
     if missing and best.replicas < obs.current:
         # The HPA's rule: one metric unreadable and the rest say down -> do not scale down.
-        best = _Desire(obs.current, best.demand, best.text)
+        best = _Desire(obs.current, best.demand, best.text, best.floor)
         notes.append(f"not scaling down: no samples of {', '.join(missing)}")
     forecast, projected = _forecast(policy, rates, rate, max(d.demand for d in found), now)
     if projected is not None:
@@ -390,7 +397,9 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
     stabilised = _stabilise(raw, obs.current, state.recommendations, policy, now)
     if panicking and raw > obs.current:
         stabilised = raw  # burst mode: react to this interval's demand, not the window's
-    if stabilised > raw:
+    if floor is not None and floor.replicas >= stabilised and floor.replicas > raw:
+        best, stabilised = floor, floor.replicas
+    elif stabilised > raw:
         notes.append(f"scale-down stabilised over {policy.behavior.scale_down.stabilization_window_seconds}s")
     elif stabilised < raw:
         notes.append(f"scale-up stabilised over {policy.behavior.scale_up.stabilization_window_seconds}s")
