@@ -54,6 +54,15 @@ def test_sustained_growth_adds_start_up_headroom_a_step_does_not():
     assert decision.replicas == 4 and "(+1 start-up headroom)" in decision.reason
 
 
+def test_a_recovery_after_a_dip_is_no_growth():
+    # a 4,000 rps burst with one reading of a 15 s lull in its window: both halves rise, back to its level
+    dip = tuple((15.0 * i, d) for i, d in enumerate([2800.0, 4000.0, 4010.0, 4050.0, 1200.0, 4000.0, 4030.0, 4040.0]))
+    assert growth(dip) == 0
+    assert growth((*dip[:-1], (105.0, 4100.0))) > 0  # past the window's high: growth again
+    decision = run(fleet(6, 4040), state=PolicyState(demands=dip[:-1]), now=105.0, targets=EDGE)
+    assert decision.replicas == 6 and "headroom" not in decision.reason  # 5.05 within 10% of 6
+
+
 def test_burst_mode_passes_the_step_limit_and_holds_scale_in():
     limited = {"stabilizationWindowSeconds": 0, "maxPodsPerStep": 1, "maxPercentPerStep": 10, "periodSeconds": 60}
     behavior = {"scaleUp": limited, "scaleDown": FREE}

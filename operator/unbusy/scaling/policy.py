@@ -166,8 +166,10 @@ def _fmt_rps(value: float) -> str:
 
 def growth(points: tuple[tuple[float, float], ...]) -> float:
     """The demand's sustained growth in rps per second: the smaller least-squares slope of the
-    window's two halves, 0 unless both rise. A step is no trend: one half of its window is flat."""
-    if len(points) < GROWTH_MIN_POINTS:
+    window's two halves, 0 unless both rise. A step is no trend: one half of its window is flat.
+    Nor is a recovery: demand back below the window's high after a dip rose in both halves, but
+    to a level it already had; growth counts only while the latest reading is the window's high."""
+    if len(points) < GROWTH_MIN_POINTS or points[-1][1] < max(d for _, d in points):
         return 0.0
     half = len(points) // 2
     return max(0.0, min(line(points[:half])[1], line(points[half:])[1]))
