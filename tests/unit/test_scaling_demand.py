@@ -41,6 +41,18 @@ def test_scale_in_waits_beyond_the_tolerance():
     assert run(fleet(4, 1500), targets=EDGE).replicas == 2
 
 
+def test_a_scale_up_goes_to_the_fewest_replicas_the_tolerance_then_keeps():
+    decision = run(fleet(4, 4030), targets=EDGE)  # 5.04 replicas' worth: 5 hold it within 10%
+    assert decision.replicas == 5
+    assert decision.reason == (
+        "demand 4,030 rps (nginx, 503s included) / capacity 1,000 x 0.8 -> 6 replicas (5.04 within 10% of 5): 4 -> 5"
+    )
+    assert run(fleet(5, 4030), targets=EDGE).replicas == 5  # which 5 then keep
+    assert run(fleet(4, 4500), targets=EDGE).replicas == 6  # 5.6: past 10% of 5
+    burst = run(fleet(2, 4030), targets=EDGE)  # 4,030 >= 2 x the ready 2,000: burst mode takes the ceil
+    assert burst.replicas == 6 and "burst mode" in burst.reason
+
+
 def test_sustained_growth_adds_start_up_headroom_a_step_does_not():
     ramp = tuple((15.0 * i, 1000 + 150.0 * i) for i in range(8))  # +10 rps/s
     step = tuple((15.0 * i, 1000.0 if i < 4 else 4000.0) for i in range(8))

@@ -361,18 +361,26 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
         bursts = recurring.observe(bursts, demands, now, policy.capacity.panic_threshold, refused, serving)
     by_bursts = _recurring(bursts, capacity, policy, now, metrics)
     by_season = _seasonal(obs, policy, capacity, metrics)
-    # Move only past the tolerance, both ways (the HPA's rule): a demand a little off the fleet's is
-    # no reason to start or stop a replica.
-    if by_demand is not None and obs.current and abs(by_demand.demand / obs.current - 1) <= tolerance + _EPSILON:
-        by_demand = _Desire(obs.current, by_demand.demand, by_demand.text + f" within {tolerance:.0%}")
-    found = [d for d in (by_demand, by_bursts, by_season, *wanted.values()) if d is not None]
-    if not found:
-        why = f"no samples of {', '.join(missing)}" if missing else "no demand, queue or GPU target set"
-        return _hold(obs, policy, bounds, state, why)
     panic_until = state.panic_until
     if obs.demand is not None and capacity and obs.demand.rps >= policy.capacity.panic_threshold * obs.ready * capacity:
         panic_until = now + policy.capacity.panic_window_seconds
     panicking = now < panic_until
+    # Move only past the tolerance, both ways (the HPA's rule): a demand a little off the fleet's is
+    # no reason to start or stop a replica.
+    if by_demand is not None and obs.current and abs(by_demand.demand / obs.current - 1) <= tolerance + _EPSILON:
+        by_demand = _Desire(obs.current, by_demand.demand, by_demand.text + f" within {tolerance:.0%}")
+    elif by_demand is not None and by_demand.replicas > obs.current and not panicking:
+        # Up, outside burst mode, to the fewest replicas whose band holds the need: the count the
+        # rule above then keeps (5.04 replicas' worth stays at 5), where the ceil (6) is one it
+        # keeps only when reached from below.
+        least = _ceil(by_demand.demand / (1 + tolerance))
+        if least < by_demand.replicas:
+            text = f"{by_demand.text} ({_fmt(by_demand.demand)} within {tolerance:.0%} of {least})"
+            by_demand = _Desire(least, by_demand.demand, text)
+    found = [d for d in (by_demand, by_bursts, by_season, *wanted.values()) if d is not None]
+    if not found:
+        why = f"no samples of {', '.join(missing)}" if missing else "no demand, queue or GPU target set"
+        return _hold(obs, policy, bounds, state, why)
     rate = _informational(obs, metrics)
     rates = state.rates
     if rate is not None:
