@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-f", "--filename", type=Path, default=bench.DEFAULT_MANIFEST, help="InferenceService manifest")
     parser.add_argument("--trace", default="onoff", help=f"built-in shape ({', '.join(SHAPES)})")
     parser.add_argument("--model", default=DEFAULT_PROFILE, help="serving profile or a calibrate file")
+    parser.add_argument("--base-rps", type=float, help="base rate of the shape; default: half of the capacity")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the arrivals")
     parser.add_argument("--recurrence-seconds", type=int, help="burstRecurrenceSeconds (default: the spec's)")
     parser.add_argument("--smoke", action="store_true", help="bench/scaling.py's short step (CI)")
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.recurrence_seconds is not None and config.policy is not None:
         capacity = config.policy.capacity.model_copy(update={"burst_recurrence_seconds": args.recurrence_seconds})
         config = replace(config, policy=config.policy.model_copy(update={"capacity": capacity}))
-    base = bench.BASE_LOAD * config.model.capacity_rps * config.initial_replicas / config.weight
+    base = args.base_rps or bench.BASE_LOAD * config.model.capacity_rps * config.initial_replicas / config.weight
     trace = bench.smoke_trace(base) if args.smoke else builtin(args.trace, base)
     found = explain(config, trace)
     print(json.dumps(found, indent=1) if args.json else report(found, args.minutes))

@@ -103,6 +103,8 @@ def contenders(
     if trace.name in DAILY:
         floored = spec.model_copy(update={"seasonal": type(spec.seasonal).model_validate(SEASONAL)})
         shedding["unbusy+seasonal"] = (replace(alone, policy=floored), decide)
+        if config.fallback:
+            shedding["unbusy+seasonal+fallback"] = (replace(config, policy=floored), decide)
     for seconds in recurrences:
         other = spec.capacity.model_copy(update={"burst_recurrence_seconds": seconds})
         shedding[f"unbusy, recurrence {seconds} s"] = (
