@@ -171,13 +171,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-rps", type=float, help="base rate of the shape; default: half of the capacity")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the arrivals")
     parser.add_argument("--recurrence-seconds", type=int, help="burstRecurrenceSeconds (default: the spec's)")
+    parser.add_argument("--scrape-seconds", type=int, help="Prometheus scrape interval (default: the spec's)")
+    parser.add_argument("--metrics-delay-seconds", type=int, default=10, help="from scrape to readable")
+    parser.add_argument("--interval-seconds", type=int, help="Unbusy's tick (default: autoscaling.intervalSeconds)")
     parser.add_argument("--smoke", action="store_true", help="bench/scaling.py's short step (CI)")
     parser.add_argument("--minutes", action="store_true", help="also print each minute")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
     isvc = bench.read_service(args.filename)
-    config = from_spec(isvc, model=from_service(isvc, load_profile(args.model)), seed=args.seed)
+    config = from_spec(
+        isvc,
+        model=from_service(isvc, load_profile(args.model)),
+        seed=args.seed,
+        metrics_delay_s=args.metrics_delay_seconds,
+    )
+    if args.scrape_seconds:
+        config = replace(config, scrape_interval_s=args.scrape_seconds)
+    if args.interval_seconds and config.policy is not None:
+        config = replace(config, policy=config.policy.model_copy(update={"interval_seconds": args.interval_seconds}))
     if args.recurrence_seconds is not None and config.policy is not None:
         capacity = config.policy.capacity.model_copy(update={"burst_recurrence_seconds": args.recurrence_seconds})
         config = replace(config, policy=config.policy.model_copy(update={"capacity": capacity}))
