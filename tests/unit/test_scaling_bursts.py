@@ -28,6 +28,7 @@ def test_a_jump_to_twice_the_recent_least_is_a_burst_a_ramp_is_not():
     assert [b.start for b in feed([(0.0, LULL), (15.0, 1500.0), (30.0, 2100.0)]).seen] == [30.0]
     assert feed([(0.0, LULL), (15.0, 1500.0), (30.0, 1900.0)]).seen == ()
     assert feed([(30.0, BURST)]).seen == ()  # nothing before it to compare with
+    assert feed([(0.0, 0.0), (15.0, LULL), (30.0, BURST)]).seen == ()  # from no demand: traffic starting
 
 
 def test_a_burst_is_counted_once_with_its_peak_base_and_end():
