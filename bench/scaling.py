@@ -156,6 +156,17 @@ def from_minute(result: SimResult, first: int) -> SimResult:
     )
 
 
+def footer(floor: SimResult, initial_replicas: int) -> str:
+    """The reactive floor's first refusals: in requests, and in minutes outside the SLO."""
+    misses, minutes = floor.first_episode_misses(), len(floor.minutes)
+    return (
+        f"\nThe reactive floor's first refusals in a row: {floor.first_episode_pct():.3f}% of the requests, "
+        f"{misses} of its minutes refusing over {1 - SLO_SHARE:.0%}: out of reach for any policy that starts at "
+        f"{initial_replicas} replicas and adds none before it has seen load that needs them, which so has "
+        f"at most {100 * (minutes - misses) / minutes:.1f}% of the minutes within the SLO.\n"
+    )
+
+
 def table(trace: Trace, config: SimConfig, results: dict[str, SimResult], title: str = "") -> str:
     oracle = results["oracle"]
 
@@ -192,14 +203,7 @@ def table(trace: Trace, config: SimConfig, results: dict[str, SimResult], title:
     ]
     out = [line + " |" for line in out]
     out.insert(1, "|" + "|".join("-" * (w + 1) + ("-" if i == 0 else ":") for i, w in enumerate(widths)) + "|")
-    floor = results["reactive-floor"]
-    misses, minutes = floor.first_episode_misses(), len(floor.minutes)
-    foot = (
-        f"\nThe reactive floor's first refusals in a row: {floor.first_episode_pct():.3f}% of the requests, "
-        f"{misses} of its minutes refusing over {1 - SLO_SHARE:.0%}: out of reach for any policy that starts at "
-        f"{config.initial_replicas} replicas and adds none before it has seen load that needs them, which so has "
-        f"at most {100 * (minutes - misses) / minutes:.1f}% of the minutes within the SLO.\n"
-    )
+    foot = footer(results["reactive-floor"], config.initial_replicas)
     return head + "\n" + "\n".join(out) + "\n" + foot
 
 
