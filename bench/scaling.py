@@ -5,6 +5,8 @@
     .venv/bin/python bench/scaling.py --smoke --json        # a short step, for CI (a few seconds)
     .venv/bin/python bench/scaling.py --trace step --scrape-seconds 5 --metrics-delay-seconds 3 --interval-seconds 5
                                                             # the same with a faster metrics pipeline
+    .venv/bin/python bench/scaling.py --trace onoff --recurrence-seconds 300,480,900 --fixed-replicas 4,5
+                                                            # beside: other burstRecurrenceSeconds, fixed fleets
 
 Per trace, the four policies drive four fleets in the simulator with the same spec (model,
 SLO, bounds, start-up), trace and seed; the engine's RNG draws only the arrivals, so every
@@ -22,7 +24,10 @@ fleet receives the very same requests (checked below). The policies (sim/baselin
   the spec's gpuUtilizationPercent of capacity (80% without one): the GPU-hours floor.
 - unbusy+seasonal (on diurnal2d only, two compressed days): unbusy with autoscaling.seasonal on,
   a 3600 s period (the shape's day) and a 120 s lead (two start-ups); a second table shows day 2
-  alone, where the floor sees day 1.
+  alone, where the floor sees day 1. unbusy+seasonal+fallback: both.
+Under each table, the reactive floor's first minutes in a row with refusals: what no policy that
+starts at the same fleet and adds replicas only for load it has seen avoids, in requests and in
+minutes outside the SLO. bench/gpu_hours.py splits Unbusy's GPU-hours above the oracle by cause.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from unbusy.sim.baselines import HPA_SYNC_S, HpaCpu, KedaQueue, Oracle  # noqa: 
 from unbusy.sim.config import SimConfig, from_spec  # noqa: E402
 from unbusy.sim.engine import Policy, simulate  # noqa: E402
 from unbusy.sim.model import DEFAULT_FALLBACK_PROFILE, DEFAULT_PROFILE, from_service, load_profile, profile_names  # noqa: E402
-from unbusy.sim.stats import SimResult  # noqa: E402
+from unbusy.sim.stats import SLO_SHARE, SimResult  # noqa: E402
 from unbusy.sim.traces import SHAPES, Trace, builtin, parse_csv  # noqa: E402
 
 DEFAULT_MANIFEST = ROOT / "examples" / "demand-operator.yaml"
@@ -62,6 +67,10 @@ def smoke_trace(base: float) -> Trace:
     return Trace("smoke-step", (base,) * 120 + (10 * base,) * 300 + (base,) * 180)
 
 
+def _seconds_list(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(",") if part.strip())
+
+
 def read_service(path: Path):
     documents = yaml.safe_load_all(path.read_text())
     document = next((d for d in documents if isinstance(d, dict) and d.get("kind") == KIND), None)
@@ -70,8 +79,13 @@ def read_service(path: Path):
     return load(document)
 
 
-def contenders(config: SimConfig, trace: Trace) -> dict[str, tuple[SimConfig, Policy]]:
-    """Each policy with the config it runs under (the baselines bring their own Autoscaling)."""
+def contenders(
+    config: SimConfig, trace: Trace, recurrences: tuple[int, ...] = (), fixed: tuple[int, ...] = ()
+) -> dict[str, tuple[SimConfig, Policy]]:
+    """Each policy with the config it runs under (the baselines bring their own Autoscaling).
+
+    `recurrences`: Unbusy again with each of these burstRecurrenceSeconds; `fixed`: fleets of these
+    many replicas, scaling off."""
     from unbusy.scaling.policy import decide
 
     spec = config.policy
@@ -94,6 +108,16 @@ def contenders(config: SimConfig, trace: Trace) -> dict[str, tuple[SimConfig, Po
     if trace.name in DAILY:
         floored = spec.model_copy(update={"seasonal": type(spec.seasonal).model_validate(SEASONAL)})
         shedding["unbusy+seasonal"] = (replace(alone, policy=floored), decide)
+        if config.fallback:
+            shedding["unbusy+seasonal+fallback"] = (replace(config, policy=floored), decide)
+    for seconds in recurrences:
+        other = spec.capacity.model_copy(update={"burst_recurrence_seconds": seconds})
+        shedding[f"unbusy, recurrence {seconds} s"] = (
+            replace(alone, policy=spec.model_copy(update={"capacity": other})),
+            decide,
+        )
+    for replicas in fixed:
+        shedding[f"fixed {replicas}"] = (replace(alone, policy=None, initial_replicas=replicas), decide)
     oracle_config = replace(alone, policy=spec.model_copy(update={"interval_seconds": HPA_SYNC_S}))
     return {
         "unbusy": (alone, decide),
@@ -105,8 +129,8 @@ def contenders(config: SimConfig, trace: Trace) -> dict[str, tuple[SimConfig, Po
     }
 
 
-def run_trace(config: SimConfig, trace: Trace) -> dict[str, SimResult]:
-    results = {name: simulate(cfg, trace, policy) for name, (cfg, policy) in contenders(config, trace).items()}
+def run_trace(config: SimConfig, trace: Trace, **more: tuple[int, ...]) -> dict[str, SimResult]:
+    results = {name: simulate(cfg, trace, policy) for name, (cfg, policy) in contenders(config, trace, **more).items()}
     loads = {name: tuple(m.load_rps for m in r.minutes) for name, r in results.items()}
     assert len(set(loads.values())) == 1, "the policies did not see the same arrivals"
     return results
@@ -129,6 +153,17 @@ def from_minute(result: SimResult, first: int) -> SimResult:
         slo_minutes_pct=100 * sum(m.within_slo for m in minutes) / len(minutes) if minutes else 100.0,
         gpu_hours=result.gpu_hours * sum(m.replicas for m in minutes) / sum(m.replicas for m in result.minutes),
         minutes=minutes,
+    )
+
+
+def footer(floor: SimResult, initial_replicas: int) -> str:
+    """The reactive floor's first refusals: in requests, and in minutes outside the SLO."""
+    misses, minutes = floor.first_episode_misses(), len(floor.minutes)
+    return (
+        f"\nThe reactive floor's first refusals in a row: {floor.first_episode_pct():.3f}% of the requests, "
+        f"{misses} of its minutes refusing over {1 - SLO_SHARE:.0%}: out of reach for any policy that starts at "
+        f"{initial_replicas} replicas and adds none before it has seen load that needs them, which so has "
+        f"at most {100 * (minutes - misses) / minutes:.1f}% of the minutes within the SLO.\n"
     )
 
 
@@ -168,11 +203,7 @@ def table(trace: Trace, config: SimConfig, results: dict[str, SimResult], title:
     ]
     out = [line + " |" for line in out]
     out.insert(1, "|" + "|".join("-" * (w + 1) + ("-" if i == 0 else ":") for i, w in enumerate(widths)) + "|")
-    floor = results["reactive-floor"].first_episode_pct()
-    foot = (
-        f"\nThe reactive floor's first refusals in a row: {floor:.3f}% of the requests: out of reach for any "
-        f"policy that cannot see the load coming and starts at {config.initial_replicas} replicas.\n"
-    )
+    foot = footer(results["reactive-floor"], config.initial_replicas)
     return head + "\n" + "\n".join(out) + "\n" + foot
 
 
@@ -199,6 +230,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--interval-seconds", type=int, help="Unbusy's evaluation tick (default: autoscaling.intervalSeconds)"
+    )
+    parser.add_argument(
+        "--recurrence-seconds",
+        type=_seconds_list,
+        default=(),
+        help="also run Unbusy with each of these burstRecurrenceSeconds (comma-separated): the frontier",
+    )
+    parser.add_argument(
+        "--fixed-replicas", type=_seconds_list, default=(), help="also run fixed fleets of these many replicas"
     )
     parser.add_argument("--smoke", action="store_true", help="one short step trace (CI)")
     parser.add_argument("--json", action="store_true", help="print a list of objects, one per trace and policy")
@@ -231,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
 
     every: list[dict[str, Any]] = []
     for trace in traces:
-        results = run_trace(config, trace)
+        results = run_trace(config, trace, recurrences=args.recurrence_seconds, fixed=args.fixed_replicas)
         if args.json:
             every += rows(trace, results)
         else:

@@ -28,6 +28,7 @@ def test_a_jump_to_twice_the_recent_least_is_a_burst_a_ramp_is_not():
     assert [b.start for b in feed([(0.0, LULL), (15.0, 1500.0), (30.0, 2100.0)]).seen] == [30.0]
     assert feed([(0.0, LULL), (15.0, 1500.0), (30.0, 1900.0)]).seen == ()
     assert feed([(30.0, BURST)]).seen == ()  # nothing before it to compare with
+    assert feed([(0.0, 0.0), (15.0, LULL), (30.0, BURST)]).seen == ()  # from no demand: traffic starting
 
 
 def test_a_burst_is_counted_once_with_its_peak_base_and_end():
@@ -129,3 +130,18 @@ def test_the_policy_holds_between_recurring_bursts_and_says_so():
 def test_demand_within_the_tolerance_moves_nothing_either_way():
     assert run(fleet(5, 4100), targets=EDGE).replicas == 5  # wants 5.1: within 10%
     assert run(fleet(5, 4500), targets=EDGE).replicas == 6  # 5.6: past it
+
+
+def test_the_window_smooths_the_demand_not_the_hold_which_is_let_go_at_once():
+    down = {"stabilizationWindowSeconds": 120, "maxPodsPerStep": 1000, "maxPercentPerStep": 100}
+    spec = {"targets": EDGE, "behavior": {"scaleUp": FREE, "scaleDown": down}}
+    state, current, seen = PolicyState(), 2, {}
+    for now in range(0, 781, 15):  # one reading at 4,000 rps (at 60 s): a short burst, held until 660 s
+        decision = run(fleet(current, BURST if now == 60 else LULL), state=state, now=float(now), **spec)
+        state, current, seen[now] = decision.state, decision.replicas, decision
+    assert seen[60].replicas == 5  # 4,000 / 800
+    assert seen[165].replicas == 5 and "scale-down stabilised over 120s" in seen[165].reason  # the burst's demand
+    assert seen[180].replicas == 4 and seen[180].floor == "bursts"  # then the hold: 4,000 at full capacity
+    assert seen[660].replicas == 4
+    assert seen[675].replicas == 2 and "stabilised" not in seen[675].reason  # over: not waited out again
+    assert seen[675].reason.endswith("-> 2 replicas: 4 -> 2")

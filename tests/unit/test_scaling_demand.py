@@ -41,6 +41,18 @@ def test_scale_in_waits_beyond_the_tolerance():
     assert run(fleet(4, 1500), targets=EDGE).replicas == 2
 
 
+def test_a_scale_up_goes_to_the_fewest_replicas_the_tolerance_then_keeps():
+    decision = run(fleet(4, 4030), targets=EDGE)  # 5.04 replicas' worth: 5 hold it within 10%
+    assert decision.replicas == 5
+    assert decision.reason == (
+        "demand 4,030 rps (nginx, 503s included) / capacity 1,000 x 0.8 -> 6 replicas (5.04 within 10% of 5): 4 -> 5"
+    )
+    assert run(fleet(5, 4030), targets=EDGE).replicas == 5  # which 5 then keep
+    assert run(fleet(4, 4500), targets=EDGE).replicas == 6  # 5.6: past 10% of 5
+    burst = run(fleet(2, 4030), targets=EDGE)  # 4,030 >= 2 x the ready 2,000: burst mode takes the ceil
+    assert burst.replicas == 6 and "burst mode" in burst.reason
+
+
 def test_sustained_growth_adds_start_up_headroom_a_step_does_not():
     ramp = tuple((15.0 * i, 1000 + 150.0 * i) for i in range(8))  # +10 rps/s
     step = tuple((15.0 * i, 1000.0 if i < 4 else 4000.0) for i in range(8))
@@ -52,6 +64,15 @@ def test_sustained_growth_adds_start_up_headroom_a_step_does_not():
     decision = run(fleet(2, ramp[-1][1]), state=state, now=ramp[-1][0], targets=EDGE)
     # 2050 / 800 = 2.6 -> 3; + 10 rps/s x 60 s / 800 -> 3.3 -> 4
     assert decision.replicas == 4 and "(+1 start-up headroom)" in decision.reason
+
+
+def test_a_recovery_after_a_dip_is_no_growth():
+    # a 4,000 rps burst with one reading of a 15 s lull in its window: both halves rise, back to its level
+    dip = tuple((15.0 * i, d) for i, d in enumerate([2800.0, 4000.0, 4010.0, 4050.0, 1200.0, 4000.0, 4030.0, 4040.0]))
+    assert growth(dip) == 0
+    assert growth((*dip[:-1], (105.0, 4100.0))) > 0  # past the window's high: growth again
+    decision = run(fleet(6, 4040), state=PolicyState(demands=dip[:-1]), now=105.0, targets=EDGE)
+    assert decision.replicas == 6 and "headroom" not in decision.reason  # 5.05 within 10% of 6
 
 
 def test_burst_mode_passes_the_step_limit_and_holds_scale_in():

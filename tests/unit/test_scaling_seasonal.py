@@ -39,6 +39,11 @@ def test_the_policy_holds_the_floor_and_says_it_set_the_replicas():
     assert run(obs, **spec).replicas == 2  # off: the past is not read
     busier = run(dataclasses.replace(obs, demand=fleet(2, 8000).demand), **on)
     assert busier.replicas == 10 and busier.floor is None  # today's demand above the floor decides
+    # the scale-down window smooths today's demand, not the floor: a floor that falls is followed
+    windowed = on | {"behavior": {"scaleUp": FREE, "scaleDown": FREE | {"stabilizationWindowSeconds": 300}}}
+    held = run(obs, **windowed)
+    fallen = run(dataclasses.replace(fleet(7, 1000), seasonal_rps=1000.0), state=held.state, now=60.0, **windowed)
+    assert fallen.replicas == 2 and fallen.floor is None
 
 
 def test_the_lead_must_be_shorter_than_the_period():

@@ -369,3 +369,5 @@ def test_the_first_episode_counts_the_first_minutes_in_a_row_with_refusals():
     result = SimResult(1.0, None, None, 100.0, 1.0, 0, minutes)
     assert result.first_episode_pct() == pytest.approx(100 * 180 / 36000)  # not the later 600
     assert dataclasses.replace(result, minutes=minutes[:1]).first_episode_pct() == 0.0
+    # of its minutes, the one refusing 120 of 6,000 (2%) is outside the SLO whatever answered the rest
+    assert result.first_episode() == minutes[1:3] and result.first_episode_misses() == 1

@@ -1,7 +1,8 @@
 """Recurring bursts: keep what the last bursts needed through the lulls between them.
 
 A burst is demand that jumps faster than a replica starts: to `threshold` (the spec's
-panicThreshold, 2x) times the least demand of the last few intervals. No reactive policy
+panicThreshold, 2x) times the least demand of the last few intervals. From no demand at all
+(a first reading of 0, a service taking its first traffic) it is traffic starting, not a burst. No reactive policy
 serves the first start-up of a burst with the replicas of the lull before it: the new ones
 arrive a start-up late. When bursts recur, the next one is likely to come again, so the
 replicas are worth keeping between them, as KEDA's and the HPA's 300 s scale-down window keeps
@@ -107,7 +108,7 @@ def observe(
     seen = bursts.seen
     base = min(before) if before else current
     level = height(current, base, refused, served)
-    jump = bool(before) and level > 0 and level >= threshold * base
+    jump = bool(before) and base > 0 and level >= threshold * base
     if jump and not bursts.jumping:
         seen = (*seen, Burst(now, level, base))[-MEMORY:]
     elif seen:

@@ -17,9 +17,11 @@ where it has one, so that a user who knows the HPA can predict Unbusy (SCALING-N
    `horizon` ahead and capped at 4x the window's mean (AIBrix APA), scales the current demand
    by projected/now; it only ever raises the recommendation, so it never scales down.
    Floors beside it: recurring bursts (scaling/bursts.py) and the seasonal floor
-   (scaling/seasonal.py), each a desire like the metrics'; Decision.floor names the one that won.
+   (scaling/seasonal.py); Decision.floor names the one that won.
 4. stabilisation: the recommendation is no lower than the lowest of the scale-up window and no
-   higher than the highest of the scale-down window (the HPA's stabilizeRecommendation).
+   higher than the highest of the scale-down window (the HPA's stabilizeRecommendation). The
+   windows keep the metrics' recommendations only; the floors apply after them, so a floor that
+   ends (a burst hold let go, a seasonal floor that falls) is not waited out a second time.
 5. step limits per period: Pods and Percent policies from the rate of the period's start,
    the larger change wins going up (selectPolicy Max), the smaller going down (Min), as
    render/hpa.py writes them for the HPA.
@@ -164,8 +166,10 @@ def _fmt_rps(value: float) -> str:
 
 def growth(points: tuple[tuple[float, float], ...]) -> float:
     """The demand's sustained growth in rps per second: the smaller least-squares slope of the
-    window's two halves, 0 unless both rise. A step is no trend: one half of its window is flat."""
-    if len(points) < GROWTH_MIN_POINTS:
+    window's two halves, 0 unless both rise. A step is no trend: one half of its window is flat.
+    Nor is a recovery: demand back below the window's high after a dip rose in both halves, but
+    to a level it already had; growth counts only while the latest reading is the window's high."""
+    if len(points) < GROWTH_MIN_POINTS or points[-1][1] < max(d for _, d in points):
         return 0.0
     half = len(points) // 2
     return max(0.0, min(line(points[:half])[1], line(points[half:])[1]))
@@ -357,28 +361,41 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
         bursts = recurring.observe(bursts, demands, now, policy.capacity.panic_threshold, refused, serving)
     by_bursts = _recurring(bursts, capacity, policy, now, metrics)
     by_season = _seasonal(obs, policy, capacity, metrics)
-    # Move only past the tolerance, both ways (the HPA's rule): a demand a little off the fleet's is
-    # no reason to start or stop a replica.
-    if by_demand is not None and obs.current and abs(by_demand.demand / obs.current - 1) <= tolerance + _EPSILON:
-        by_demand = _Desire(obs.current, by_demand.demand, by_demand.text + f" within {tolerance:.0%}")
-    found = [d for d in (by_demand, by_bursts, by_season, *wanted.values()) if d is not None]
-    if not found:
-        why = f"no samples of {', '.join(missing)}" if missing else "no demand, queue or GPU target set"
-        return _hold(obs, policy, bounds, state, why)
     panic_until = state.panic_until
     if obs.demand is not None and capacity and obs.demand.rps >= policy.capacity.panic_threshold * obs.ready * capacity:
         panic_until = now + policy.capacity.panic_window_seconds
     panicking = now < panic_until
+    # Move only past the tolerance, both ways (the HPA's rule): a demand a little off the fleet's is
+    # no reason to start or stop a replica.
+    if by_demand is not None and obs.current and abs(by_demand.demand / obs.current - 1) <= tolerance + _EPSILON:
+        by_demand = _Desire(obs.current, by_demand.demand, by_demand.text + f" within {tolerance:.0%}")
+    elif by_demand is not None and by_demand.replicas > obs.current and not panicking:
+        # Up, outside burst mode, to the fewest replicas whose band holds the need: the count the
+        # rule above then keeps (5.04 replicas' worth stays at 5), where the ceil (6) is one it
+        # keeps only when reached from below.
+        least = _ceil(by_demand.demand / (1 + tolerance))
+        if least < by_demand.replicas:
+            text = f"{by_demand.text} ({_fmt(by_demand.demand)} within {tolerance:.0%} of {least})"
+            by_demand = _Desire(least, by_demand.demand, text)
+    found = [d for d in (by_demand, by_bursts, by_season, *wanted.values()) if d is not None]
+    if not found:
+        why = f"no samples of {', '.join(missing)}" if missing else "no demand, queue or GPU target set"
+        return _hold(obs, policy, bounds, state, why)
     rate = _informational(obs, metrics)
     rates = state.rates
     if rate is not None:
         rates = tuple((t, r) for t, r in (*rates, (now, rate)) if t > now - policy.forecast.window_seconds)
 
-    best = max(found, key=lambda d: d.replicas)
+    # The floors (recurring bursts, seasonal) stand beside the window, not in it: the scale-down
+    # window smooths what the metrics ask for, and a floor that ends (a hold let go after
+    # burstRecurrenceSeconds of quiet) is not a recommendation to wait out again.
+    floors = [d for d in (by_bursts, by_season) if d is not None]
+    floor = max(floors, key=lambda d: d.replicas, default=None)
+    best = max((d for d in found if d.floor is None), key=lambda d: d.replicas, default=floor)
     notes = []
     if missing and best.replicas < obs.current:
         # The HPA's rule: one metric unreadable and the rest say down -> do not scale down.
-        best = _Desire(obs.current, best.demand, best.text)
+        best = _Desire(obs.current, best.demand, best.text, best.floor)
         notes.append(f"not scaling down: no samples of {', '.join(missing)}")
     forecast, projected = _forecast(policy, rates, rate, max(d.demand for d in found), now)
     if projected is not None:
@@ -390,7 +407,9 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
     stabilised = _stabilise(raw, obs.current, state.recommendations, policy, now)
     if panicking and raw > obs.current:
         stabilised = raw  # burst mode: react to this interval's demand, not the window's
-    if stabilised > raw:
+    if floor is not None and floor.replicas >= stabilised and floor.replicas > raw:
+        best, stabilised = floor, floor.replicas
+    elif stabilised > raw:
         notes.append(f"scale-down stabilised over {policy.behavior.scale_down.stabilization_window_seconds}s")
     elif stabilised < raw:
         notes.append(f"scale-up stabilised over {policy.behavior.scale_up.stabilization_window_seconds}s")

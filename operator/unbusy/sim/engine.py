@@ -32,7 +32,7 @@ from unbusy.scaling.policy import Decision, Observation, PolicyState, ReplicaSam
 from unbusy.sim.batcher import SHARES
 from unbusy.sim.config import SimConfig
 from unbusy.sim.model import ServiceModel
-from unbusy.sim.stats import Histogram, Minute, SimResult
+from unbusy.sim.stats import SLO_SHARE, Histogram, Minute, SimResult
 from unbusy.sim.traces import Trace
 from unbusy.traffic import shedding
 
@@ -342,7 +342,7 @@ class Simulation:
                 p99_ms=m.latency.quantile(0.99),
                 rejected=m.rejected,
                 shed=m.shed,
-                within_slo=m.within_slo >= 0.99 * m.arrived - 1e-9,
+                within_slo=m.within_slo >= SLO_SHARE * m.arrived - 1e-9,
             )
             for i, m in enumerate(self.minutes)
         )

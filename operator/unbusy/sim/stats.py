@@ -9,6 +9,8 @@ from typing import Any
 # Latencies land in buckets 2% wide from 0.01 ms up: percentiles to 2% at any scale, in little memory.
 _FLOOR_MS = 0.01
 _LOG_STEP = math.log(1.02)
+# A minute is within the SLO when this share of its requests was answered within the latency target.
+SLO_SHARE = 0.99
 
 
 class Histogram:
@@ -47,7 +49,7 @@ class Minute:
     p99_ms: float | None  # of the answered requests
     rejected: float  # requests refused (queue full, or no ready replica)
     shed: float  # requests sent to the fallback variant
-    within_slo: bool  # 99% of the minute's requests answered within the SLO (a rejection is a miss)
+    within_slo: bool  # SLO_SHARE of the minute's requests answered within the SLO (a rejection is a miss)
 
 
 @dataclass(frozen=True)
@@ -61,18 +63,27 @@ class SimResult:
     minutes: tuple[Minute, ...]
     fallback_pct: float = 0.0  # of the requests, sent to the fallback variant (served by the smaller model)
 
-    def first_episode_pct(self) -> float:
-        """Of all requests, the share refused in the first minutes in a row with refusals: for the
-        reactive floor, what no policy that cannot see the future avoids (the first rise comes
-        before any replica ordered for it is ready)."""
-        arrived = sum(m.load_rps * 60 for m in self.minutes)
-        refused = 0.0
+    def first_episode(self) -> tuple[Minute, ...]:
+        """The first minutes in a row with refusals: for the reactive floor, what no policy that
+        cannot see the future avoids (the first rise comes before any replica ordered for it is ready)."""
+        episode: list[Minute] = []
         for minute in self.minutes:
             if minute.rejected > 0:
-                refused += minute.rejected
-            elif refused:
+                episode.append(minute)
+            elif episode:
                 break
+        return tuple(episode)
+
+    def first_episode_pct(self) -> float:
+        """Of all requests, the share refused in the first episode."""
+        arrived = sum(m.load_rps * 60 for m in self.minutes)
+        refused = sum(m.rejected for m in self.first_episode())
         return 100 * refused / arrived if arrived else 0.0
+
+    def first_episode_misses(self) -> int:
+        """The first episode's minutes that refused more than 1 - SLO_SHARE of their requests: outside
+        the SLO for any policy that refuses at least as many (a refusal is a miss)."""
+        return sum(1 for m in self.first_episode() if m.rejected > (1 - SLO_SHARE) * m.load_rps * 60)
 
     def figures(self) -> dict[str, Any]:
         """The figures `unbusy simulate --json` prints, rounded for reading."""
