@@ -43,6 +43,9 @@ from unbusy.render import render_all  # noqa: E402
 KUBECONFIG = Path(os.environ.get("TESTBED_STATE_DIR", ROOT / ".testbed")) / "kubeconfig"
 BENCH_NODES = 4  # fake nodes with room for a thousand GPU pods, for both sides alike
 INTERVAL_S = 15  # the scaling interval of every InferenceService (the spec's default)
+# The operator's own count of its write calls (kube/client.py): the API server's counts above
+# include every other component's (the controllers' and the scheduler's Events).
+OWN_WRITES = "unbusy_api_writes_total"
 RESYNC_S = 60  # the operator's status resync (unbusy run's default)
 
 
@@ -176,7 +179,9 @@ def main() -> None:
             time.sleep(INTERVAL_S)
             pid = operator.process.pid
             cpu, queries, writes = cpu_seconds(pid), queries_answered(prometheus.url), api_writes(apiserver_metrics)
+            own_writes = operator.metric(OWN_WRITES)
             time.sleep(args.steady_seconds)
+            own_writes = operator.metric(OWN_WRITES) - own_writes
             steady_cpu = (cpu_seconds(pid) - cpu) / args.steady_seconds
             per_interval = (queries_answered(prometheus.url) - queries) / (args.steady_seconds / INTERVAL_S)
             steady_writes = api_writes(apiserver_metrics) - writes
@@ -189,6 +194,7 @@ def main() -> None:
             until(lambda: operator.metric("unbusy_reconcile_duration_seconds_count") >= n, args.timeout)
             time.sleep(RESYNC_S)
             resync_writes = api_writes(apiserver_metrics) - writes
+            resumed_rss = peak_rss_mib(operator.process.pid)
             # While the operator runs, so that it takes kopf's finalizer off each of them.
             kubectl("delete", "infsvc", "--all", "-n", "bench-operator", f"--timeout={int(args.timeout)}s")
         finally:
@@ -202,10 +208,14 @@ def main() -> None:
     print(
         f"operator peak RSS (create, then {args.steady_seconds:.0f} s at rest):                         {rss:8.1f} MiB"
     )
+    print(
+        f"operator peak RSS after a restart (resume of {n}, {RESYNC_S} s of resync):           {resumed_rss:8.1f} MiB"
+    )
     print(f"operator CPU at rest (cores):                                         {steady_cpu:8.3f}")
     print(f"Prometheus queries per scaling interval, at rest:                     {per_interval:8.1f}")
     print(
-        f"API writes at rest ({args.steady_seconds:.0f} s): {sum(steady_writes.values())} ({described(steady_writes)})"
+        f"API writes at rest ({args.steady_seconds:.0f} s): {sum(steady_writes.values())} "
+        f"({described(steady_writes)}), of which the operator's own: {own_writes:.0f}"
     )
     print(
         f"API writes, restart + resume + {RESYNC_S} s of resync and ticks, nothing changed: "
