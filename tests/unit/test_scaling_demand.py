@@ -62,8 +62,16 @@ def test_sustained_growth_adds_start_up_headroom_a_step_does_not():
     assert growth(ramp[:3]) == 0 and growth(step[2:6]) == 0
     state = PolicyState(demands=ramp[:-1])
     decision = run(fleet(2, ramp[-1][1]), state=state, now=ramp[-1][0], targets=EDGE)
-    # 2050 / 800 = 2.6 -> 3; + 10 rps/s x 60 s / 800 -> 3.3 -> 4
+    # 2050 / 800 = 2.6 -> 3; + 10 rps/s x (60 s start-up + 2 x 15 s reading's age) / 800 -> 3.7 -> 4
     assert decision.replicas == 4 and "(+1 start-up headroom)" in decision.reason
+
+
+def test_headroom_covers_the_readings_age_as_well_as_the_start_up():
+    ramp = tuple((15.0 * i, 875 + 75.0 * i) for i in range(8))  # +5 rps/s, at 1,400 rps now
+    decision = run(fleet(2, ramp[-1][1]), state=PolicyState(demands=ramp[:-1]), now=ramp[-1][0], targets=EDGE)
+    # 1400 / 800 = 1.75: + 5 rps/s x 60 s / 800 = 2.13 would stay within 10% of 2; the reading is
+    # two 15 s intervals old as well: + 5 x 90 / 800 = 2.31 orders the 3rd a start-up ahead
+    assert decision.replicas == 3 and "-> 2 replicas (+1 start-up headroom)" in decision.reason
 
 
 def test_a_recovery_after_a_dip_is_no_growth():

@@ -497,8 +497,9 @@ class Capacity(ApiModel):
         60,
         ge=0,
         le=3600,
-        description="How long a new replica takes to serve (scheduling, image pull, model load): demand that "
-        "grows meanwhile at the observed rate is added as headroom.",
+        description="How long a new replica takes to serve (scheduling, image pull, model load): what demand "
+        "grows by at the observed rate meanwhile, and over the two intervalSeconds the reading it acts on is "
+        "old, is added as headroom.",
     )
     panic_threshold: float = Field(
         2.0,
