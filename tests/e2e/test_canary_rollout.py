@@ -119,8 +119,14 @@ def test_a_good_canary_is_promoted_through_every_step_and_resumes_after_a_restar
     assert stable.least >= REPLICAS, f"the stable variant dropped to {stable.least} ready replicas"
     assert served_version(testbed, loop) == "2"
     loop.eventually(lambda: loop.replicas("main-canary") == (0, 0), 30)  # the canary is gone
-    progressing = loop.condition("Progressing")
-    assert (progressing["status"], progressing["reason"]) == ("False", "RolloutPromoted"), progressing
+    # The condition is the status refresh's, written after the canary's Deployment goes: polled.
+    loop.eventually(
+        lambda: (
+            (loop.condition("Progressing").get("status"), loop.condition("Progressing").get("reason"))
+            == ("False", "RolloutPromoted")
+        ),
+        30,
+    )
     assert [r["number"] for r in loop.status()["revisions"]] == [1, 2]
     events = testbed.kubectl(
         "get", "events", "-n", loop.namespace, "-o", "name", "--field-selector", "reason=RolloutStep"
