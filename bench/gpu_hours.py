@@ -26,7 +26,6 @@ import argparse
 import json
 import sys
 from collections import defaultdict
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -186,13 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         metrics_delay_s=args.metrics_delay_seconds,
     )
-    if args.scrape_seconds:
-        config = replace(config, scrape_interval_s=args.scrape_seconds)
-    if args.interval_seconds and config.policy is not None:
-        config = replace(config, policy=config.policy.model_copy(update={"interval_seconds": args.interval_seconds}))
+    config = bench.with_pipeline(config, args.scrape_seconds, args.interval_seconds)
     if args.recurrence_seconds is not None and config.policy is not None:
-        capacity = config.policy.capacity.model_copy(update={"burst_recurrence_seconds": args.recurrence_seconds})
-        config = replace(config, policy=config.policy.model_copy(update={"capacity": capacity}))
+        config = bench.with_recurrence(config, args.recurrence_seconds)
     base = args.base_rps or bench.BASE_LOAD * config.model.capacity_rps * config.initial_replicas / config.weight
     trace = bench.smoke_trace(base) if args.smoke else builtin(args.trace, base)
     found = explain(config, trace)

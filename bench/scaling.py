@@ -71,6 +71,22 @@ def _seconds_list(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(",") if part.strip())
 
 
+def with_pipeline(config: SimConfig, scrape_seconds: int | None, interval_seconds: int | None) -> SimConfig:
+    """The run's metrics pipeline where the command line changes it (scrape, scaling tick)."""
+    if scrape_seconds:
+        config = replace(config, scrape_interval_s=scrape_seconds)
+    if interval_seconds and config.policy is not None:
+        config = replace(config, policy=config.policy.model_copy(update={"interval_seconds": interval_seconds}))
+    return config
+
+
+def with_recurrence(config: SimConfig, seconds: int) -> SimConfig:
+    """The same run with another capacity.burstRecurrenceSeconds."""
+    policy = config.policy
+    capacity = policy.capacity.model_copy(update={"burst_recurrence_seconds": seconds})
+    return replace(config, policy=policy.model_copy(update={"capacity": capacity}))
+
+
 def read_service(path: Path):
     documents = yaml.safe_load_all(path.read_text())
     document = next((d for d in documents if isinstance(d, dict) and d.get("kind") == KIND), None)
@@ -111,11 +127,7 @@ def contenders(
         if config.fallback:
             shedding["unbusy+seasonal+fallback"] = (replace(config, policy=floored), decide)
     for seconds in recurrences:
-        other = spec.capacity.model_copy(update={"burst_recurrence_seconds": seconds})
-        shedding[f"unbusy, recurrence {seconds} s"] = (
-            replace(alone, policy=spec.model_copy(update={"capacity": other})),
-            decide,
-        )
+        shedding[f"unbusy, recurrence {seconds} s"] = (with_recurrence(alone, seconds), decide)
     for replicas in fixed:
         shedding[f"fixed {replicas}"] = (replace(alone, policy=None, initial_replicas=replicas), decide)
     oracle_config = replace(alone, policy=spec.model_copy(update={"interval_seconds": HPA_SYNC_S}))
@@ -253,10 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         metrics_delay_s=args.metrics_delay_seconds,
     )
-    if args.scrape_seconds:
-        config = replace(config, scrape_interval_s=args.scrape_seconds)
-    if args.interval_seconds and config.policy is not None:
-        config = replace(config, policy=config.policy.model_copy(update={"interval_seconds": args.interval_seconds}))
+    config = with_pipeline(config, args.scrape_seconds, args.interval_seconds)
     base = args.base_rps or BASE_LOAD * config.model.capacity_rps * config.initial_replicas / config.weight
     if args.smoke:
         traces = [smoke_trace(base)]

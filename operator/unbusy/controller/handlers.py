@@ -126,10 +126,8 @@ def _canary_strategy(spec: Any) -> bool:
 def _spec_unreconciled(body: Any) -> bool:
     """A generation (spec) no reconcile has answered yet: the API server moves `generation` on
     with every change of the spec, and never for status or metadata."""
-    meta = body["metadata"]
-    return not meta.get("deletionTimestamp") and (body.get("status") or {}).get("observedGeneration") != meta.get(
-        "generation"
-    )
+    meta, status = body["metadata"], body.get("status") or {}
+    return not meta.get("deletionTimestamp") and status.get("observedGeneration") != meta.get("generation")
 
 
 @kopf.on.event(*RESOURCE)

@@ -258,12 +258,16 @@ def _informational(obs: Observation, metrics: dict[str, float]) -> float | None:
     return sum(rates)
 
 
-def line(points) -> tuple[float, float]:
-    """Intercept and slope of the least-squares line through (x, y) points (slope 0 when x never moves)."""
-    n = len(points)
-    mean_x, mean_y = sum(x for x, _ in points) / n, sum(y for _, y in points) / n
-    spread = sum((x - mean_x) ** 2 for x, _ in points)
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / spread if spread else 0.0
+def line(points, weights=None) -> tuple[float, float]:
+    """Intercept and slope of the least-squares line through (x, y) points, each counting its
+    weight (once each, unless given); slope 0 when x never moves."""
+    weights = weights or [1.0] * len(points)
+    total = sum(weights)
+    mean_x = sum(w * x for (x, _), w in zip(points, weights, strict=True)) / total
+    mean_y = sum(w * y for (_, y), w in zip(points, weights, strict=True)) / total
+    spread = sum(w * (x - mean_x) ** 2 for (x, _), w in zip(points, weights, strict=True))
+    covariance = sum(w * (x - mean_x) * (y - mean_y) for (x, y), w in zip(points, weights, strict=True))
+    slope = covariance / spread if spread else 0.0
     return mean_y - slope * mean_x, slope
 
 

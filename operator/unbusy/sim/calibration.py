@@ -35,6 +35,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from unbusy.api.spec import DynamicBatching, GpuUtilizationCurve, ModelConfig, Pauses, ServiceTime, Serving
+from unbusy.scaling.policy import line
 from unbusy.sim.batcher import steady_state
 from unbusy.sim.config import SimConfig
 from unbusy.sim.engine import simulate
@@ -216,7 +217,7 @@ def fit_service_time(points: list[tuple[float, float]], weights: list[float] | N
     best: tuple[float, ServiceTime] | None = None
     for split in range(len(weighted) - 1):
         on_floor, on_line = weighted[:split], weighted[split:]
-        base, per_item = line(on_line)
+        base, per_item = line([point for point, _ in on_line], [w for _, w in on_line])
         if per_item <= 0:
             continue
         floor = sum(w * t for (_, t), w in on_floor) / sum(w for _, w in on_floor) if on_floor else 0.0
@@ -226,16 +227,6 @@ def fit_service_time(points: list[tuple[float, float]], weights: list[float] | N
     if best is None:
         raise ValueError("batch times do not grow with the batch: no service-time line fits")
     return best[1]
-
-
-def line(weighted: list[tuple[tuple[float, float], float]]) -> tuple[float, float]:
-    """Intercept and slope of the weighted least-squares line through ((x, y), weight) points."""
-    total = sum(w for _, w in weighted)
-    mean_x = sum(w * x for (x, _), w in weighted) / total
-    mean_y = sum(w * y for (_, y), w in weighted) / total
-    spread = sum(w * (x - mean_x) ** 2 for (x, _), w in weighted)
-    slope = sum(w * (x - mean_x) * (y - mean_y) for (x, y), w in weighted) / spread if spread else 0.0
-    return mean_y - slope * mean_x, slope
 
 
 def fit_gpu_curve(points: list[tuple[float, float]], weights: list[float] | None = None) -> GpuUtilizationCurve:
