@@ -52,6 +52,25 @@ FORECAST_MIN_POINTS = 3
 GROWTH_MIN_POINTS = 4
 
 
+REQUESTS = "rps"
+# A guard over its limit asks for at most this multiple of the ready replicas in one evaluation
+# (AIBrix's largest scale-up rate): TTFT grows without bound past saturation, so its ratio to the
+# SLO says that more is needed, not how much.
+GUARD_CAP = 2.0
+
+
+@dataclass(frozen=True)
+class Guard:
+    """A limit read over the variant (TTFT p99 against its SLO, KV-cache use): over it, the fleet
+    grows by the ratio (ceil(ready x value / limit), at most GUARD_CAP x); under it, it says nothing,
+    so a guard never holds a scale-in that the demand asks for."""
+
+    name: str
+    value: float
+    limit: float
+    unit: str
+
+
 @dataclass(frozen=True)
 class ReplicaSample:
     """What Prometheus says about one replica (None: that series is missing)."""
@@ -79,6 +98,10 @@ class Observation:
     capacity_hint: float | None = None  # the spec's requests/s per replica (autoscaling.capacity or model.serving)
     saturated_pending: float = 16.0  # pending requests from which a replica serves at capacity (max_queue / 4)
     seasonal_rps: float | None = None  # the most demand of the same time a period ago (autoscaling.seasonal)
+    # What demand, capacity, floors and served rates are counted in: requests, or for an LLM
+    # weighted tokens (scaling/tokens.py), whose cost per request varies a hundredfold.
+    unit: str = REQUESTS
+    guards: tuple[Guard, ...] = ()  # latency and memory limits that only ever ask for more replicas
 
     @property
     def ready(self) -> int:
@@ -160,8 +183,27 @@ def _gpu(obs: Observation, target: int, tolerance: float, metrics: dict[str, flo
     return _desire("gpu", "%", mean, target, len(values), obs.current, tolerance)
 
 
-def _fmt_rps(value: float) -> str:
-    return f"{value:,.0f}"
+def _guard(guard: Guard, ready: int, current: int, metrics: dict[str, float]) -> _Desire | None:
+    """What a guard over its limit asks for; nothing under it."""
+    metrics[guard.name.replace(" ", "_")] = guard.value
+    ratio = guard.value / guard.limit
+    if ratio <= 1 or not ready:
+        return None
+    wanted = max(current, _ceil(ready * min(ratio, GUARD_CAP)))
+    text = f"{guard.name} {_fmt(guard.value)}{guard.unit} > limit {guard.limit:g}{guard.unit}"
+    return _Desire(wanted, ready * min(ratio, GUARD_CAP), text)
+
+
+def _fmt_rate(value: float, unit: str = REQUESTS) -> str:
+    """1,850 rps (requests read in full, as the HPA prints them); 41.2k tok/s."""
+    if unit == REQUESTS or value < 1000:
+        return f"{value:,.0f} {unit}"
+    return f"{value / 1000:,.3g}k {unit}"
+
+
+def _fmt_capacity(value: float, unit: str) -> str:
+    """Requests per replica read without their unit (capacity 1,000 x 0.8); other units say theirs."""
+    return f"{value:,.0f}" if unit == REQUESTS else _fmt_rate(value, unit)
 
 
 def growth(points: tuple[tuple[float, float], ...]) -> float:
@@ -194,15 +236,16 @@ def _demand(
     headroom = _ceil(ahead) - _ceil(needed)
     metrics.update(demand_rps=demand.rps, capacity_rps=capacity, demand_growth_rps_per_s=rising)
     where = f"{demand.source}, 503s included" if demand.measurable else f"{demand.source}: served only"
+    each = _fmt_capacity(capacity, obs.unit)
     text = (
-        f"demand {_fmt_rps(demand.rps)} rps ({where}) / capacity {_fmt_rps(capacity)} x {target:g}"
+        f"demand {_fmt_rate(demand.rps, obs.unit)} ({where}) / capacity {each} x {target:g}"
         f" -> {_ceil(needed)} replicas" + (f" (+{headroom} start-up headroom)" if headroom else "")
     )
     return _Desire(_ceil(needed) + headroom, ahead, text)
 
 
 def _recurring(
-    bursts: recurring.Bursts, capacity: float | None, policy: Autoscaling, now: float, metrics: dict[str, float]
+    bursts: recurring.Bursts, capacity: float | None, policy: Autoscaling, now: float, unit: str, metrics: dict
 ) -> _Desire | None:
     """The floor of recurring bursts, or of a short one (scaling/bursts.py): what the largest needs at full capacity."""
     seconds = policy.capacity.burst_recurrence_seconds
@@ -217,7 +260,8 @@ def _recurring(
     else:
         startup = policy.capacity.startup_seconds
         what = f"a burst over within the {startup}s start-up: holding {wanted} replicas for its peak"
-    text = f"{what} {_fmt_rps(held.peak_rps)} rps at capacity {_fmt_rps(capacity)} for {held.until - now:.0f}s more"
+    peak, each = _fmt_rate(held.peak_rps, unit), _fmt_capacity(capacity, unit)
+    text = f"{what} {peak} at capacity {each} for {held.until - now:.0f}s more"
     return _Desire(wanted, held.peak_rps / capacity, text, "bursts")
 
 
@@ -231,8 +275,9 @@ def _seasonal(
     wanted = seasons.replicas(obs.seasonal_rps, spec, capacity, target)
     metrics["seasonal_rps"] = obs.seasonal_rps
     text = (
-        f"seasonal floor: {_fmt_rps(obs.seasonal_rps)} rps {_fmt_duration(spec.period_seconds)} ago (the most of the "
-        f"next {_fmt_duration(spec.lead_seconds)}) x {spec.percent}% / capacity {_fmt_rps(capacity)} x {target:g}"
+        f"seasonal floor: {_fmt_rate(obs.seasonal_rps, obs.unit)} {_fmt_duration(spec.period_seconds)} ago (the most "
+        f"of the next {_fmt_duration(spec.lead_seconds)}) x {spec.percent}% / capacity "
+        f"{_fmt_capacity(capacity, obs.unit)} x {target:g}"
         f" -> {wanted} replicas"
     )
     return _Desire(wanted, obs.seasonal_rps * spec.percent / 100 / (capacity * target), text, "seasonal")
@@ -356,7 +401,9 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
         if target  # 0: the metric is off
     }
     missing = [name for name, d in wanted.items() if d is None]
-    start = policy.capacity.rps_per_replica or obs.capacity_hint
+    guarded = [d for d in (_guard(g, obs.ready, obs.current, metrics) for g in obs.guards) if d is not None]
+    # rpsPerReplica counts requests; a fleet counted in tokens starts from its own hint.
+    start = (policy.capacity.rps_per_replica if obs.unit == REQUESTS else None) or obs.capacity_hint
     capacity = capacities.learn(state.capacity, start, capacities.saturated_rates(obs.samples, obs.saturated_pending))
     window = max(120, 8 * policy.interval_seconds)  # the growth rate's: long enough to be more than noise
     demands = state.demands
@@ -368,7 +415,7 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
         refused = obs.demand.rejected_rps if obs.demand.measurable else 0.0
         serving = obs.ready * capacity if capacity else 0.0
         bursts = recurring.observe(bursts, demands, now, policy.capacity.panic_threshold, refused, serving)
-    by_bursts = _recurring(bursts, capacity, policy, now, metrics)
+    by_bursts = _recurring(bursts, capacity, policy, now, obs.unit, metrics)
     by_season = _seasonal(obs, policy, capacity, metrics)
     panic_until = state.panic_until
     if obs.demand is not None and capacity and obs.demand.rps >= policy.capacity.panic_threshold * obs.ready * capacity:
@@ -386,7 +433,7 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
         if least < by_demand.replicas:
             text = f"{by_demand.text} ({_fmt(by_demand.demand)} within {tolerance:.0%} of {least})"
             by_demand = _Desire(least, by_demand.demand, text)
-    found = [d for d in (by_demand, by_bursts, by_season, *wanted.values()) if d is not None]
+    found = [d for d in (by_demand, by_bursts, by_season, *wanted.values(), *guarded) if d is not None]
     if not found:
         why = f"no samples of {', '.join(missing)}" if missing else "no demand, queue or GPU target set"
         return _hold(obs, policy, bounds, state, why)

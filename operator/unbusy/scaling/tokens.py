@@ -1,0 +1,142 @@
+"""An LLM's demand and capacity in tokens: what the scaling policy counts for a model whose requests
+cost from a few dozen to tens of thousands of tokens.
+
+A replica of a continuous-batching engine (vLLM, TensorRT-LLM) spends its time on two kinds of
+work: prefill (the prompt, compute-bound, thousands of tokens a second) and decode (one token per
+running request per step, memory-bound, far fewer). Saturated, it serves P prompt or O output
+tokens a second or a mix of them on the line prompt/P + output/O = 1, so a load of p prompt and o
+output tokens a second needs p/P + o/O replicas. Counted in output tokens, that is o + p x O/P
+"weighted tokens" a second against a capacity of O a replica: one number the policy can treat as it
+treats requests (scaling/policy.py, Observation.unit), its bursts, headroom and floors included.
+
+Requests per second say little here: the same GPU answers ~8 code requests a second and saturates
+below 4 conversation requests a second (LLM-PROBE, shared/calibration), and the mix moves during
+the day. What the user feels is time to first token and time per output token: those, and the
+KV cache that fills up instead of a queue, are guards (policy.Guard) beside the demand rule.
+
+Pure: no I/O, no clock. The operator (controller/) and the simulator (sim/) build their LLM
+observations here from the same readings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from unbusy.scaling.demand import Demand
+from unbusy.scaling.policy import Guard, Observation, ReplicaSample
+
+TOKENS = "tok/s"
+# KV-cache use (0-1) over which a replica admits no more requests without preempting others:
+# vLLM preempts at 100%, and the last tenth fills within a few requests of a long-prompt mix.
+KV_LIMIT = 0.9
+# A replica with requests waiting through the whole rate window served as fast as it can:
+# its served tokens then are its capacity (scaling/capacity.py).
+SATURATED_WAITING = 1.0
+
+
+@dataclass(frozen=True)
+class TokenCosts:
+    """A saturated replica's prompt and output tokens per second (spec.model.llm.capacity)."""
+
+    prompt_per_second: float
+    output_per_second: float
+
+    def weighted(self, prompt_rate: float, output_rate: float) -> float:
+        """Weighted tokens per second: output tokens, plus prompt tokens at what each costs in output tokens."""
+        return output_rate + prompt_rate * self.output_per_second / self.prompt_per_second
+
+    @property
+    def capacity(self) -> float:
+        """Weighted tokens per second one replica serves."""
+        return self.output_per_second
+
+
+@dataclass(frozen=True)
+class PodTokens:
+    """One pod's token counters over the rate window, as the engine exports them."""
+
+    prompt_rate: float | None  # prompt tokens prefilled per second (vllm:prompt_tokens_total)
+    output_rate: float | None  # tokens generated per second (vllm:generation_tokens_total)
+    waiting_min: float | None = None  # the least waiting requests over the window (None: not reported)
+
+
+@dataclass(frozen=True)
+class Latency:
+    """The variant's latency and memory readings, and their limits."""
+
+    ttft_p99_ms: float | None = None
+    ttft_slo_ms: float | None = None
+    tpot_p99_ms: float | None = None
+    tpot_slo_ms: float | None = None
+    kv_used: float | None = None  # the fullest ready replica's KV cache, 0-1
+
+
+def sample(base: ReplicaSample, pod: PodTokens, costs: TokenCosts) -> ReplicaSample:
+    """A replica's sample counted in weighted tokens: its served rate is what it prefilled and
+    generated, and it reads as saturated (queue_depth_min) when requests waited all window."""
+    if pod.prompt_rate is None or pod.output_rate is None:
+        return replace(base, served_rate=None, request_rate=None, queue_depth_min=None)
+    served = costs.weighted(pod.prompt_rate, pod.output_rate)
+    return replace(base, served_rate=served, request_rate=served, queue_depth_min=pod.waiting_min)
+
+
+def per_request(costs: TokenCosts, prompt_rate: float, output_rate: float, finished_rps: float) -> float | None:
+    """Weighted tokens a request costs, from what the engine served over the window."""
+    if finished_rps <= 0:
+        return None
+    return costs.weighted(prompt_rate, output_rate) / finished_rps
+
+
+def demand(edge: Demand | None, pods: list[PodTokens], finished_rps: float | None, costs: TokenCosts) -> Demand | None:
+    """Weighted tokens per second offered to the variant.
+
+    With the edge's request counts (503s included) the demand is those requests times the tokens a
+    request costs now (the engine's token counters over its finished requests), so it sees the
+    mix move and the requests the edge refused; without them, the tokens the engine served
+    (measurable False: a saturated engine's backlog is not seen)."""
+    counted = [p for p in pods if p.prompt_rate is not None and p.output_rate is not None]
+    if not counted:
+        return None
+    prompt = sum(p.prompt_rate for p in counted)
+    output = sum(p.output_rate for p in counted)
+    cost = per_request(costs, prompt, output, finished_rps or 0.0)
+    if edge is not None and edge.measurable and cost is not None:
+        source = f"{edge.source} {edge.rps:,.3g} rps x {cost:,.0f} tok/req"
+        return Demand(edge.rps * cost, edge.rejected_rps * cost, source, measurable=True)
+    return Demand(costs.weighted(prompt, output), 0.0, "engine token counters", measurable=False)
+
+
+def guards(latency: Latency) -> tuple[Guard, ...]:
+    """TTFT and TPOT p99 against their SLOs, and the KV cache against KV_LIMIT, where read."""
+    found = []
+    if latency.ttft_p99_ms is not None and latency.ttft_slo_ms:
+        found.append(Guard("ttft p99", latency.ttft_p99_ms, latency.ttft_slo_ms, "ms"))
+    if latency.tpot_p99_ms is not None and latency.tpot_slo_ms:
+        found.append(Guard("tpot p99", latency.tpot_p99_ms, latency.tpot_slo_ms, "ms"))
+    if latency.kv_used is not None:
+        found.append(Guard("kv cache", 100 * latency.kv_used, 100 * KV_LIMIT, "%"))
+    return tuple(found)
+
+
+def observation(
+    current: int,
+    samples: tuple[ReplicaSample, ...],
+    pods: list[PodTokens],
+    edge: Demand | None,
+    finished_rps: float | None,
+    latency: Latency,
+    costs: TokenCosts,
+    seasonal: float | None = None,
+) -> Observation:
+    """The policy's view of an LLM variant: `samples` (one per pod, in the order of `pods`) and the
+    demand counted in weighted tokens, the latency and KV guards beside them."""
+    return Observation(
+        current,
+        tuple(sample(s, p, costs) for s, p in zip(samples, pods, strict=True)),
+        demand=demand(edge, pods, finished_rps, costs),
+        capacity_hint=costs.capacity,
+        saturated_pending=SATURATED_WAITING,
+        seasonal_rps=seasonal,
+        unit=TOKENS,
+        guards=guards(latency),
+    )

@@ -1,0 +1,99 @@
+"""Scaling an LLM in tokens: demand and capacity in weighted tokens, TTFT/TPOT/KV guards."""
+
+from __future__ import annotations
+
+import pytest
+from test_scaling_policy import replicas, run
+
+from unbusy.scaling import tokens
+from unbusy.scaling.demand import Demand
+from unbusy.scaling.policy import PolicyState, ReplicaSample
+
+TOKENS_ONLY = {"queueDepthPerReplica": 0, "gpuUtilizationPercent": 0, "capacityUtilizationPercent": 80}
+# A replica that prefills 20,000 prompt tokens/s or generates 2,000 output tokens/s: a prompt token
+# costs a tenth of an output token.
+COSTS = tokens.TokenCosts(prompt_per_second=20_000, output_per_second=2_000)
+CONV = (1154, 211)  # mean prompt and output tokens of a conversation request (Azure 2023)
+CODE = (2047, 27)
+
+
+def llm(n: int, rps: float, mix: tuple[int, int], latency: tokens.Latency | None = None, **pod) -> tokens.Observation:
+    """n ready replicas serving `rps` requests of `mix` evenly, the edge counting the same."""
+    prompt, output = mix
+    each = tokens.PodTokens(rps * prompt / n, rps * output / n, **pod)
+    return tokens.observation(
+        n,
+        replicas(n).samples,
+        [each] * n,
+        Demand(rps, 0.0, "nginx", True),
+        rps,
+        latency or tokens.Latency(),
+        COSTS,
+    )
+
+
+def test_a_request_costs_its_output_tokens_plus_its_prompt_at_a_tenth():
+    assert COSTS.weighted(1154, 211) == pytest.approx(211 + 115.4)
+    assert tokens.per_request(COSTS, 10 * 1154, 10 * 211, 10) == pytest.approx(326.4)
+    assert tokens.per_request(COSTS, 0, 0, 0) is None
+
+
+def test_the_same_requests_per_second_need_more_replicas_as_the_mix_moves_from_code_to_conv():
+    # 14 rps of code is 14 x (27 + 204.7) = 3,244 tok/s: 2 replicas at 80% of 2,000 (2.03, within 10%);
+    # 14 rps of conversations is 4,570 tok/s: 3. A requests-per-second rule sees no change.
+    code, conv = run(llm(2, 14, CODE), targets=TOKENS_ONLY), run(llm(2, 14, CONV), targets=TOKENS_ONLY)
+    assert code.replicas == 2 and conv.replicas == 3
+    assert conv.reason.startswith("demand 4.57k tok/s (nginx 14 rps x 326 tok/req, 503s included) / capacity 2k tok/s")
+    assert "-> 3 replicas" in conv.reason
+    assert conv.metrics["demand_rps"] == pytest.approx(4570, rel=1e-3)
+
+
+def test_refused_requests_count_at_the_tokens_a_request_costs_now():
+    obs = llm(2, 10, CONV)
+    edge = Demand(14, 4, "envoy-gateway", True)  # the engines finished 10 rps; the edge refused 4 more
+    demand = tokens.demand(edge, [tokens.PodTokens(5 * 1154, 5 * 211)] * 2, 10, COSTS)
+    assert demand.rps == pytest.approx(14 * 326.4) and demand.rejected_rps == pytest.approx(4 * 326.4)
+    assert obs.unit == tokens.TOKENS and obs.capacity_hint == 2_000
+
+
+def test_without_the_edge_the_demand_is_what_the_engines_served_and_says_so():
+    demand = tokens.demand(None, [tokens.PodTokens(11540, 2110)], 10, COSTS)
+    assert demand.rps == pytest.approx(3264) and not demand.measurable
+    assert tokens.demand(None, [tokens.PodTokens(None, None)], 10, COSTS) is None
+
+
+def test_capacity_is_learned_in_tokens_from_replicas_with_requests_waiting_all_window():
+    # Two replicas with requests waiting throughout serve 5 rps x (50 + 100) = 750 weighted tok/s
+    # each, not the 2,000 assumed: the estimate moves towards it by the smoothing step.
+    obs = llm(2, 10, (1000, 50), waiting_min=3)
+    assert [s.served_rate for s in obs.samples] == [pytest.approx(750)] * 2
+    decision = run(obs, targets=TOKENS_ONLY)
+    assert decision.state.capacity == pytest.approx(2000 + 0.3 * (750 - 2000))
+    idle = llm(2, 10, (1000, 50), waiting_min=0)
+    assert run(idle, targets=TOKENS_ONLY).state.capacity == 2000
+
+
+def test_ttft_over_its_slo_adds_replicas_by_the_ratio_capped_at_twice():
+    over = tokens.Latency(ttft_p99_ms=2600, ttft_slo_ms=2000)
+    decision = run(llm(4, 5, CODE, over), targets=TOKENS_ONLY)  # the demand alone asks for 1
+    assert decision.replicas == 6  # ceil(4 x 1.3)
+    assert "ttft p99 2.6e+03ms > limit 2000ms" in decision.reason
+    far = tokens.Latency(ttft_p99_ms=9000, ttft_slo_ms=2000)
+    assert run(llm(4, 5, CODE, far), targets=TOKENS_ONLY).replicas == 8
+
+
+def test_a_guard_under_its_limit_does_not_hold_a_scale_in():
+    under = tokens.Latency(ttft_p99_ms=300, ttft_slo_ms=2000, tpot_p99_ms=20, tpot_slo_ms=100, kv_used=0.2)
+    assert run(llm(4, 5, CODE, under), targets=TOKENS_ONLY).replicas == 1
+
+
+def test_a_full_kv_cache_and_a_slow_tpot_each_ask_for_more():
+    assert run(llm(2, 2, CODE, tokens.Latency(kv_used=0.99)), targets=TOKENS_ONLY).replicas == 3
+    slow = tokens.Latency(tpot_p99_ms=150, tpot_slo_ms=100)
+    assert run(llm(2, 2, CODE, slow), targets=TOKENS_ONLY).replicas == 3
+
+
+def test_guards_count_ready_replicas_only():
+    obs = llm(3, 5, CODE, tokens.Latency(ttft_p99_ms=3000, ttft_slo_ms=2000))
+    loading = type(obs)(**{**obs.__dict__, "samples": (*obs.samples[:2], ReplicaSample(ready=False))})
+    assert run(loading, PolicyState(), targets=TOKENS_ONLY).replicas == 3  # ceil(2 x 1.5): one is on its way
