@@ -34,9 +34,9 @@ import scaling as bench  # it puts operator/ on the path
 
 from unbusy.scaling import bursts as recurring
 from unbusy.scaling.policy import Decision
+from unbusy.serving.model import DEFAULT_PROFILE, from_service, load_profile
 from unbusy.sim.config import from_spec
 from unbusy.sim.engine import Policy, simulate
-from unbusy.sim.model import DEFAULT_PROFILE, from_service, load_profile
 from unbusy.sim.traces import SHAPES, builtin
 
 CAUSES = (

@@ -46,10 +46,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 
 from unbusy.api import KIND, load  # noqa: E402
+from unbusy.serving.model import DEFAULT_FALLBACK_PROFILE, DEFAULT_PROFILE, from_service, load_profile, profile_names  # noqa: E402
 from unbusy.sim.baselines import HPA_SYNC_S, HpaCpu, KedaQueue, Oracle  # noqa: E402
 from unbusy.sim.config import SimConfig, from_spec  # noqa: E402
 from unbusy.sim.engine import Policy, simulate  # noqa: E402
-from unbusy.sim.model import DEFAULT_FALLBACK_PROFILE, DEFAULT_PROFILE, from_service, load_profile, profile_names  # noqa: E402
 from unbusy.sim.stats import SLO_SHARE, SimResult  # noqa: E402
 from unbusy.sim.traces import SHAPES, Trace, builtin, parse_csv  # noqa: E402
 

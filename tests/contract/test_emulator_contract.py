@@ -14,8 +14,8 @@ from test_triton_contract import expected_series, metric_shapes, parse, served_m
 
 from unbusy import series
 from unbusy.render.edge import demand_queries
+from unbusy.serving.model import ServiceModel
 from unbusy.sim.emulator import Emulator
-from unbusy.sim.model import ServiceModel
 
 pytestmark = pytest.mark.contract
 

@@ -191,6 +191,22 @@ CEL_CASES = {
         "spec.autoscaling.keda: Invalid value",
         "required with mode keda: the Prometheus address KEDA reads",
     ),
+    "llm-engine-backend": (
+        {
+            "model": {
+                "name": "llama",
+                "repository": "pvc://models/llm",
+                "config": {"backend": "tensorrtllm"},
+                "llm": {
+                    "engine": "vllm",
+                    "slo": {"ttftP99Ms": 2000},
+                    "capacity": {"promptTokensPerSecond": 20000, "outputTokensPerSecond": 2000},
+                },
+            }
+        },
+        "spec.model.llm.engine: Invalid value",
+        "must match config.backend where that is vllm or tensorrtllm",
+    ),
     "keda-without-capacity": (
         {"autoscaling": {"mode": "keda", "keda": {"serverAddress": "http://prometheus:9090"}}},
         "spec.autoscaling.capacity.rpsPerReplica: Invalid value",

@@ -10,7 +10,7 @@ import yaml
 
 from unbusy.api import InferenceService, load
 from unbusy.api.spec import GpuUtilizationCurve, ServiceTime, Serving
-from unbusy.sim.model import ServiceModel
+from unbusy.serving.model import ServiceModel
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))

@@ -167,3 +167,61 @@ def test_a_literal_dollar_in_a_demand_template_is_written_twice():
     query = 'sum(label_replace(rate(x{svc=$service}[$window]), "y", "$$1", "z", "(.*)"))'
     demand = isvc({"autoscaling": {"demand": {"source": "promql", "query": query}}}).spec.autoscaling.demand
     assert demand.query == query
+
+
+# --- spec.model.llm ------------------------------------------------------------------------
+
+LLM = {"slo": {"ttftP99Ms": 2000}, "capacity": {"promptTokensPerSecond": 20000, "outputTokensPerSecond": 2000}}
+
+
+def llm_model(backend: str | None = "vllm", **llm) -> dict:
+    config = {"config": {"backend": backend, "maxBatchSize": 0}} if backend else {}
+    return {"model": {"name": "llama", "repository": "pvc://models/llm", **config, "llm": LLM | llm}}
+
+
+@pytest.mark.parametrize(
+    ("backend", "engine"),
+    [("vllm", "vllm"), ("tensorrtllm", "tensorrtllm"), ("python", "python"), (None, "python")],
+)
+def test_llm_engine_defaults_from_the_backend(backend, engine):
+    model = isvc(llm_model(backend)).spec.model
+    assert model.llm.engine is None and model.llm_engine() == engine
+
+
+def test_llm_fields_and_their_defaults():
+    llm = isvc(llm_model(kvCacheTokens=400_000, slo={"ttftP99Ms": 1500, "tpotP99Ms": 80})).spec.model.llm
+    assert (llm.slo.ttft_p99_ms, llm.slo.tpot_p99_ms, llm.kv_cache_tokens) == (1500, 80, 400_000)
+    assert (llm.capacity.prompt_tokens_per_second, llm.capacity.output_tokens_per_second) == (20000, 2000)
+    assert isvc(llm_model()).spec.model.llm.slo.tpot_p99_ms is None
+    assert isvc().spec.model.llm is None and isvc().spec.model.llm_engine() is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        (llm_model("tensorrtllm", engine="vllm"), "spec.model.llm.engine: must match config.backend"),
+        (llm_model("vllm", engine="python"), "spec.model.llm.engine: must match config.backend"),
+        (llm_model(engine="sglang"), "spec.model.llm.engine: must be one of 'vllm', 'tensorrtllm' or 'python'"),
+        (llm_model(slo={"tpotP99Ms": 100}), "spec.model.llm.slo.ttftP99Ms: Field required"),
+        (llm_model(slo={"ttftP99Ms": 0}), "spec.model.llm.slo.ttftP99Ms: Input should be greater than 0"),
+        (llm_model(capacity={"outputTokensPerSecond": 2000}), "spec.model.llm.capacity.promptTokensPerSecond: Field"),
+        # KV blocks for tokens: 200 blocks of 16 is 3,200 tokens, not 200.
+        (llm_model(kvCacheTokens=200), "spec.model.llm.kvCacheTokens: Input should be greater than or equal to 256"),
+        (llm_model(tokensPerSecond=9000), "spec.model.llm.tokensPerSecond: unknown field"),
+    ],
+)
+def test_llm_errors_name_the_field(spec, expected):
+    assert any(p.startswith(expected) for p in problems(spec)), problems(spec)
+
+
+@pytest.mark.parametrize(("backend", "engine"), [("python", "vllm"), ("python", "tensorrtllm"), ("vllm", "vllm")])
+def test_an_engine_may_name_what_a_python_backend_exports(backend, engine):
+    assert isvc(llm_model(backend, engine=engine)).spec.model.llm_engine() == engine
+
+
+def test_an_llm_scaled_on_triton_pending_count_is_warned_of_by_field():
+    (warning,) = isvc(llm_model()).spec.ignored_fields()
+    assert warning.startswith("spec.autoscaling.targets.queueDepthPerReplica: not read with spec.model.llm")
+    off = {"autoscaling": {"targets": {"queueDepthPerReplica": 0}}}
+    assert isvc(llm_model() | off).spec.ignored_fields() == []
+    assert isvc().spec.ignored_fields() == []  # not an LLM: Triton's queue is the right signal

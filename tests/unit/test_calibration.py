@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from unbusy.serving.model import PROFILES, from_config, load_profile
 from unbusy.sim import calibration
-from unbusy.sim.model import PROFILES, from_config, load_profile
 
 DATA = Path(__file__).resolve().parents[2] / "bench" / "data"
 # The two shapes. ResNet-18 (the fallback variant's model) is profiled but not held to

@@ -95,6 +95,12 @@ def test_cel_rules_for_the_cross_field_checks():
     demand = props["autoscaling"]["properties"]["demand"]
     assert "self.source == 'promql' ? has(self.query)" in " ".join(_rules(demand))
     assert demand["properties"]["source"]["enum"] == ["auto", "nginx", "envoy-gateway", "istio", "promql", "triton"]
+    model = props["model"]
+    assert "self.llm.engine == self.config.backend" in " ".join(_rules(model))
+    llm = model["properties"]["llm"]
+    assert llm["properties"]["engine"]["enum"] == ["vllm", "tensorrtllm", "python"]
+    assert sorted(llm["required"]) == ["capacity", "slo"] and llm["properties"]["slo"]["required"] == ["ttftP99Ms"]
+    assert llm["properties"]["kvCacheTokens"]["minimum"] == 256
 
 
 def test_lists_and_strings_are_bounded_for_cel_cost():

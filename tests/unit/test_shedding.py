@@ -9,9 +9,9 @@ from builders import isvc
 
 from unbusy.api.spec import Autoscaling, Fallback
 from unbusy.api.status import InferenceServiceStatus
+from unbusy.serving.model import from_config, load_profile
 from unbusy.sim.config import SimConfig, SimFallback
 from unbusy.sim.engine import simulate
-from unbusy.sim.model import from_config, load_profile
 from unbusy.sim.traces import Trace
 from unbusy.traffic.shedding import Load, Moved, canary_ingress_taken, plan, recorded, routed, to_status
 

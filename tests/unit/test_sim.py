@@ -11,12 +11,12 @@ import yaml
 from builders import isvc, manifest
 
 from unbusy.api.spec import GpuUtilizationCurve, Pauses, ServiceTime, Serving
+from unbusy.serving.batcher import SHARES, Batcher, steady_state
+from unbusy.serving.model import DEFAULT_PROFILE, ServiceModel, from_config, from_service, load_profile
 from unbusy.sim import cli as sim_cli
 from unbusy.sim import plot
-from unbusy.sim.batcher import SHARES, Batcher, steady_state
 from unbusy.sim.config import SimConfig, from_spec
 from unbusy.sim.engine import Replica, Simulation, _Minute, simulate
-from unbusy.sim.model import DEFAULT_PROFILE, ServiceModel, from_config, from_service, load_profile
 from unbusy.sim.traces import SHAPES, Trace, builtin, parse_csv
 
 FAST_DOWN = {"stabilizationWindowSeconds": 60, "maxPodsPerStep": 4, "maxPercentPerStep": 100, "periodSeconds": 15}

@@ -121,7 +121,83 @@ class Serving(ApiModel):
     ready_seconds: float = Field(ge=0, le=7200, description="From tritonserver's start to the model ready.")
 
 
+# Triton backends whose LLM metrics Unbusy knows, each named as its engine.
+LLM_BACKENDS = ("vllm", "tensorrtllm")
+LlmEngine = Literal["vllm", "tensorrtllm", "python"]
+
+
+class LlmSlo(ApiModel):
+    ttft_p99_ms: float = Field(
+        gt=0,
+        le=600_000,
+        description="Time to first token, p99 target (ms): the guard the scaling loop keeps, and the alert's limit.",
+    )
+    tpot_p99_ms: float | None = Field(
+        None,
+        gt=0,
+        le=60_000,
+        description="Time per output token after the first, p99 target (ms); alerted on where the engine reports "
+        "it (vllm, python), not scaled on.",
+    )
+
+
+class LlmCapacity(ApiModel):
+    """What one saturated replica serves, in tokens: it is saturated when prompt tokens/s over
+    promptTokensPerSecond plus output tokens/s over outputTokensPerSecond reaches 1."""
+
+    prompt_tokens_per_second: float = Field(
+        gt=0,
+        le=10_000_000,
+        description="Prompt (prefill) tokens per second a replica serves when it does nothing else; the starting "
+        "value of what the operator learns.",
+    )
+    output_tokens_per_second: float = Field(
+        gt=0,
+        le=1_000_000,
+        description="Output (decode) tokens per second a replica serves when it does nothing else; the starting "
+        "value of what the operator learns.",
+    )
+
+
+class Llm(ApiModel):
+    """A large language model served by a decoupled (streaming) backend: scaled on tokens and time
+    to first token, not on Triton's request queue, which such a backend keeps near 0."""
+
+    engine: LlmEngine | None = Field(
+        None,
+        description="Whose metric names to read: vllm (Triton's vLLM backend), tensorrtllm (Triton's TensorRT-LLM "
+        "backend) or python (a Python-backend LLM that exports the vLLM names); defaults from config.backend "
+        "(vllm, tensorrtllm, else python).",
+    )
+    slo: LlmSlo = Field(description="Latency targets per request.")
+    capacity: LlmCapacity = Field(description="Tokens per second a replica serves at saturation.")
+    kv_cache_tokens: int | None = Field(
+        None,
+        ge=256,
+        le=100_000_000,
+        description="The engine's KV cache per replica in tokens (blocks x tokens per block, not blocks), where "
+        "known: the limit on tokens in flight, for engines that report no KV use.",
+    )
+
+
 class Model(ApiModel):
+    rules: ClassVar = (
+        Rule(
+            "!has(self.llm) || !has(self.llm.engine) || !has(self.config) || !has(self.config.backend)"
+            " || !(self.config.backend in ['vllm', 'tensorrtllm']) || self.llm.engine == self.config.backend",
+            "must match config.backend where that is vllm or tensorrtllm: the engine names the metrics "
+            "Unbusy reads, and that backend exports its own (or leave engine out)",
+            lambda m: (
+                m.llm is None
+                or m.llm.engine is None
+                or m.config is None
+                or m.config.backend not in LLM_BACKENDS
+                or m.llm.engine == m.config.backend
+            ),
+            ".llm.engine",
+        ),
+    )
+
     name: str = Field(
         pattern=r"^[A-Za-z0-9_.-]+$", max_length=128, description="Triton model name inside the repository."
     )
@@ -143,6 +219,20 @@ class Model(ApiModel):
     serving: Serving | None = Field(
         None, description="Measured serving behaviour (`unbusy calibrate`) for `unbusy simulate`; optional."
     )
+    llm: Llm | None = Field(
+        None,
+        description="Serve a large language model: scale on tokens per second and time to first token "
+        "(vLLM, TensorRT-LLM or a Python-backend LLM).",
+    )
+
+    def llm_engine(self) -> str | None:
+        """llm.engine with its default resolved from config.backend; None for a model that is no LLM."""
+        if self.llm is None:
+            return None
+        if self.llm.engine is not None:
+            return self.llm.engine
+        backend = self.config.backend if self.config is not None else None
+        return backend if backend in LLM_BACKENDS else "python"
 
 
 # --- triton ------------------------------------------------------------------------------
@@ -955,6 +1045,17 @@ class InferenceServiceSpec(ApiModel):
     def effective_variants(self) -> list[Variant]:
         """The variants to render: the spec's, or one that takes all traffic."""
         return list(self.variants) or [Variant(name=DEFAULT_VARIANT, weight=100)]
+
+    def ignored_fields(self) -> list[str]:
+        """Fields the spec sets that do nothing for it, each as 'field: why' (the operator warns of them)."""
+        targets = self.autoscaling.targets
+        if self.model.llm is None or targets.queue_depth_per_replica == 0:
+            return []
+        return [
+            "spec.autoscaling.targets.queueDepthPerReplica: not read with spec.model.llm: an LLM backend takes every "
+            "request into its own scheduler at once, so Triton's pending count stays near 0 however loaded it is; "
+            "the llm block (capacity in tokens, slo.ttftP99Ms) scales it. Set it to 0"
+        ]
 
     def demand_source(self) -> str:
         """autoscaling.demand.source with auto resolved: the nginx Ingresses Unbusy renders, or Triton."""

@@ -27,7 +27,7 @@ from unbusy.render.edge import demand_queries
 from unbusy.render.meta import variant_name
 from unbusy.scaling.fleet import Answers, SourceError, VariantRead
 from unbusy.scaling.policy import Decision, Observation, PolicyState, decide
-from unbusy.sim.model import from_service
+from unbusy.serving.model import from_service
 from unbusy.timestamps import now
 from unbusy.traffic import shedding
 from unbusy.traffic.rollout import holds_stable_replicas

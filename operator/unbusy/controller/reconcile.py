@@ -53,6 +53,14 @@ def _invalid(api: CountingClient, body: dict[str, Any], problems: list[str]) -> 
     publish_status(api, body, status)
 
 
+def _warn_ignored(api: CountingClient, body: dict[str, Any], isvc: InferenceService) -> None:
+    """A Warning Event per field the spec sets to no effect, once per generation of the spec."""
+    if (body.get("status") or {}).get("observedGeneration") == body["metadata"].get("generation"):
+        return
+    for problem in isvc.spec.ignored_fields():
+        event(api, body, "Warning", "IgnoredField", problem)
+
+
 def reconcile(api: CountingClient, body: dict[str, Any]) -> children.Outcome | None:
     """Make the children match the spec and the status match the children."""
     started = time.monotonic()
@@ -88,6 +96,7 @@ def _reconcile(api: CountingClient, body: dict[str, Any]) -> children.Outcome | 
     except SpecError as error:
         _invalid(api, body, error.problems)
         return None
+    _warn_ignored(api, body, isvc)
     outcome = children.reconcile(api, _owner(body), manifests)
     name = f"{isvc.metadata.namespace}/{isvc.metadata.name}"
     if outcome.applied or outcome.pruned:

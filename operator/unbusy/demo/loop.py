@@ -11,9 +11,9 @@ from unbusy.api.spec import Serving
 from unbusy.demo.processes import OperatorProcess, Prometheus
 from unbusy.kube.client import connect
 from unbusy.kube.observe import live_pods, nginx_weights
+from unbusy.serving.model import from_service
 from unbusy.sim.config import fallback_model
 from unbusy.sim.emulator import Emulator
-from unbusy.sim.model import from_service
 
 
 def emulator_for(

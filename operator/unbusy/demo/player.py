@@ -25,9 +25,9 @@ from unbusy.kube.client import CountingClient, connect
 from unbusy.kube.observe import variant_states
 from unbusy.kube.status import get_inference_service
 from unbusy.render.context import replica_bounds
+from unbusy.serving.model import DEFAULT_FALLBACK_PROFILE, from_service, load_profile
 from unbusy.sim import plot as plotting
 from unbusy.sim.cli import BASE_LOAD
-from unbusy.sim.model import DEFAULT_FALLBACK_PROFILE, from_service, load_profile
 from unbusy.sim.stats import Histogram
 from unbusy.timestamps import parse
 

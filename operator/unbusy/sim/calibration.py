@@ -36,10 +36,10 @@ from pathlib import Path
 
 from unbusy.api.spec import DynamicBatching, GpuUtilizationCurve, ModelConfig, Pauses, ServiceTime, Serving
 from unbusy.scaling.policy import line
-from unbusy.sim.batcher import steady_state
+from unbusy.serving.batcher import steady_state
+from unbusy.serving.model import ServiceModel, from_config, saturated_batch
 from unbusy.sim.config import SimConfig
 from unbusy.sim.engine import simulate
-from unbusy.sim.model import ServiceModel, from_config, saturated_batch
 from unbusy.sim.traces import Trace
 
 # Replays of one offered rate: long enough for a steady p99, short enough to fit in seconds.

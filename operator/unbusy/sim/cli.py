@@ -11,10 +11,10 @@ from typing import Any
 import yaml
 
 from unbusy.api import KIND, SpecError, load
+from unbusy.serving.model import DEFAULT_FALLBACK_PROFILE, DEFAULT_PROFILE, from_service, load_profile, profile_names
 from unbusy.sim import calibration, plot
 from unbusy.sim.config import from_spec
 from unbusy.sim.engine import simulate as run_simulation
-from unbusy.sim.model import DEFAULT_FALLBACK_PROFILE, DEFAULT_PROFILE, from_service, load_profile, profile_names
 from unbusy.sim.stats import SimResult
 from unbusy.sim.traces import SHAPES, Trace, builtin, parse_csv
 

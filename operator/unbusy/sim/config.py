@@ -10,7 +10,7 @@ from unbusy.api.spec import Autoscaling, Fallback, Serving
 from unbusy.gpu.catalogue import PRODUCTS
 from unbusy.gpu.request import gpu_request
 from unbusy.render.context import RenderContext, desired_replicas, replica_bounds
-from unbusy.sim.model import ServiceModel, from_config, from_service
+from unbusy.serving.model import ServiceModel, from_config, from_service
 
 _SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
 _MIG_SLICES_PER_GPU = 7

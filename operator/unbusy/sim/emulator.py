@@ -27,8 +27,8 @@ from unbusy import series
 from unbusy.api import InferenceService
 from unbusy.render import meta, routing
 from unbusy.render.context import RenderContext
+from unbusy.serving.model import ServiceModel
 from unbusy.sim.live import TICK_S, Fault, LiveFleet, Tally
-from unbusy.sim.model import ServiceModel
 
 log = logging.getLogger("unbusy.emulator")
 

@@ -29,9 +29,9 @@ from unbusy.api.spec import Autoscaling
 from unbusy.scaling import seasonal
 from unbusy.scaling.demand import Demand
 from unbusy.scaling.policy import Decision, Observation, PolicyState, ReplicaSample, decide
-from unbusy.sim.batcher import SHARES
+from unbusy.serving.batcher import SHARES
+from unbusy.serving.model import ServiceModel
 from unbusy.sim.config import SimConfig
-from unbusy.sim.model import ServiceModel
 from unbusy.sim.stats import SLO_SHARE, Histogram, Minute, SimResult
 from unbusy.sim.traces import Trace
 from unbusy.traffic import shedding

@@ -14,9 +14,9 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from unbusy.serving.model import ServiceModel
 from unbusy.sim import engine
 from unbusy.sim.config import SimConfig
-from unbusy.sim.model import ServiceModel
 from unbusy.sim.stats import Histogram
 from unbusy.sim.traces import Trace
 

@@ -15,7 +15,7 @@ spec's model configuration. What a real Triton on an H100 showed (bench/data/h10
 - every so often the serving process stalls for tens of ms (pauses), at random times or in a
   share of its executions: that sets p99 at low load and adds to it past capacity.
 
-Named profiles, each fitted from committed measurements, live in sim/profiles/.
+Named profiles, each fitted from committed measurements, live in serving/profiles/.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import yaml
 
 from unbusy.api import InferenceService
 from unbusy.api.spec import ModelConfig, Serving
-from unbusy.sim.batcher import Batcher, SteadyState, at_level, level
+from unbusy.serving.batcher import Batcher, SteadyState, at_level, level
 
 PROFILES = Path(__file__).parent / "profiles"
 DEFAULT_PROFILE = "h100-resnet50"
@@ -41,7 +41,7 @@ def profile_names() -> list[str]:
 
 
 def load_profile(name_or_path: str) -> Serving:
-    """A named profile (sim/profiles/<name>.yaml) or a YAML file holding a `serving` block."""
+    """A named profile (serving/profiles/<name>.yaml) or a YAML file holding a `serving` block."""
     path = PROFILES / f"{name_or_path}.yaml"
     if not path.is_file():
         path = Path(name_or_path)
