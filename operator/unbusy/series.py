@@ -31,6 +31,45 @@ REQUEST_SUMMARY_US = "nv_inference_request_summary_us"
 REJECTED = "REJECTED"
 MODEL = "model"  # Triton's own label naming the model of a series
 
+# Triton's time to first response (ms), with --metrics-config=histogram_latencies=true: for a
+# decoupled, streaming LLM backend, the time to first token as Triton saw it.
+FIRST_RESPONSE_MS = "nv_inference_first_response_histogram_ms"  # histogram
+BUCKET, SUM, COUNT = "_bucket", "_sum", "_count"  # a histogram's series
+LE = "le"
+
+# --- LLM engines on Triton (labels `model` and `version`, as Triton's own) ------------------
+# tests/contract/test_llm_contract.py checks every name and label here against the backends'
+# documented exposition and source (tests/contract/data/, with their commits).
+# The vLLM backend (github.com/triton-inference-server/vllm_backend, src/utils/metrics.py), with
+# REPORT_CUSTOM_METRICS on: iteration counters and per-request histograms; no scheduler gauges.
+VLLM_PROMPT_TOKENS = "vllm:prompt_tokens_total"  # counter, per prefill iteration
+VLLM_OUTPUT_TOKENS = "vllm:generation_tokens_total"  # counter, per decode iteration
+VLLM_TTFT_SECONDS = "vllm:time_to_first_token_seconds"  # histogram
+VLLM_TPOT_SECONDS = "vllm:time_per_output_token_seconds"  # histogram: each output token after the first
+VLLM_E2E_SECONDS = "vllm:e2e_request_latency_seconds"  # histogram, per finished request
+VLLM_REQUEST_PROMPT_TOKENS = "vllm:request_prompt_tokens"  # histogram, per finished request
+VLLM_REQUEST_OUTPUT_TOKENS = "vllm:request_generation_tokens"  # histogram, per finished request
+# vLLM's own scheduler gauges (vllm/v1/metrics/loggers.py); the vLLM backend does not export them,
+# a Python-backend LLM (engine python) may.
+VLLM_RUNNING = "vllm:num_requests_running"
+VLLM_WAITING = "vllm:num_requests_waiting"
+VLLM_KV_USED = "vllm:kv_cache_usage_perc"  # fraction 0-1 (vLLM >= 0.9; gpu_cache_usage_perc before)
+# The TensorRT-LLM backend (tensorrtllm_backend, now NVIDIA/TensorRT-LLM triton_backend/,
+# inflight_batcher_llm/src/custom_metrics_reporter): gauges per iteration, one label each.
+TRTLLM_REQUESTS = "nv_trt_llm_request_metrics"  # gauge
+TRTLLM_REQUEST_TYPE = "request_type"
+TRTLLM_SCHEDULED = "scheduled"  # requests in this iteration's batch
+TRTLLM_WAITING = "waiting"  # active requests not scheduled this iteration
+TRTLLM_KV_BLOCKS = "nv_trt_llm_kv_cache_block_metrics"  # gauge
+TRTLLM_KV_BLOCK_TYPE = "kv_cache_block_type"
+TRTLLM_KV_FRACTION = "fraction"  # used blocks / max blocks
+# Per-request token counts, observed when a request ends (since Triton 24.12): the sums count tokens.
+TRTLLM_INPUT_TOKENS = "nv_llm_input_token_len"  # histogram
+TRTLLM_OUTPUT_TOKENS = "nv_llm_output_token_len"  # histogram
+TRTLLM_TOKEN_TYPE = "response_metric_type"
+TRTLLM_INPUT = "total_input_tokens"
+TRTLLM_OUTPUT = "total_output_tokens"
+
 # --- DCGM exporter -------------------------------------------------------------------------
 GPU_UTIL = "DCGM_FI_DEV_GPU_UTIL"  # percent; not reported for MIG instances
 GR_ENGINE_ACTIVE = "DCGM_FI_PROF_GR_ENGINE_ACTIVE"  # ratio 0-1; reported per MIG instance too
