@@ -14,6 +14,7 @@ scraped with honorLabels and its Kubernetes mapping on, so its series name the G
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -153,6 +154,12 @@ def matcher(label: str, value: str, op: str = "=") -> str:
     if op not in _OPERATORS:
         raise ValueError(f"{op!r} is not a PromQL matcher operator; use one of {', '.join(_OPERATORS)}")
     return f"{label}{op}{quote(value)}"
+
+
+def number(value: float) -> str:
+    """A number as a PromQL literal: 90 rather than 90.0, and every digit of 0.25."""
+    value = float(value)  # defaults of the spec are ints: pydantic does not coerce defaults
+    return str(int(value)) if math.isfinite(value) and value.is_integer() else repr(value)
 
 
 def selector(*matchers: str) -> str:

@@ -7,7 +7,6 @@ so what a panel shows is what an alert fires on.
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from unbusy.api import InferenceService, SpecError
 from unbusy.api.spec import AlertRule
 from unbusy.gpu.request import GpuRequest
 from unbusy.render import edge, meta, monitors
+from unbusy.series import number
 
 # Window of the error-rate and busy-rate alerts: long enough that a handful of failures in a
 # quiet minute do not page anyone, short enough that a queue overflowing under load is caught
@@ -91,12 +91,6 @@ class Alert:
     query: str
     summary: str
     description: str
-
-
-def number(value: float) -> str:
-    """A threshold as a PromQL literal: 90 rather than 90.0, and every digit of 0.25."""
-    value = float(value)  # defaults of the spec are ints: pydantic does not coerce defaults
-    return str(int(value)) if math.isfinite(value) and value.is_integer() else repr(value)
 
 
 # Go templates Prometheus expands in annotations, per alert instance.
