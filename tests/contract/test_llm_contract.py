@@ -24,7 +24,6 @@ from builders import isvc
 
 from missing import require
 from unbusy import series
-from unbusy.gpu.request import gpu_request
 from unbusy.render import alerts
 from unbusy.scaling.promql import LlmQueries, llm_queries
 
@@ -204,7 +203,7 @@ def test_llm_alerts_read_only_exported_series():
     for engine in EXPOSITIONS:
         service = isvc(spec(engine), name=NAME, namespace=NAMESPACE)
         exported = exposition(engine)
-        for alert in alerts.llm_alerts(service, gpu_request(service.spec.gpu, service.spec.model.gpu_memory)):
+        for alert in alerts.llm_alerts(service):
             for metric, matchers in used_series(alert.query):
                 assert any(m == metric and matchers.items() <= labels.items() for m, labels, _, _ in exported), (
                     f"{alert.name} ({engine}): {metric}{matchers} is not exported"
