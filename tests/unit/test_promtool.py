@@ -348,9 +348,10 @@ def test_every_alert_is_exercised():
     assert sorted(r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]) == sorted(SCENARIOS)
 
 
-@pytest.mark.parametrize("case", ["whole-gpu", "mig"])
+@pytest.mark.parametrize("case", ["whole-gpu", "mig", "llm-vllm", "llm-tensorrtllm", "llm-python"])
 def test_dashboard_queries_parse(promtool, tmp_path, case):
-    doc = dashboard.dashboard(isvc({**SPECS[case], "monitoring": {"grafanaDashboard": True}}))
+    spec = llm_spec(case.removeprefix("llm-")) if case.startswith("llm-") else SPECS[case]
+    doc = dashboard.dashboard(isvc({**spec, "monitoring": {"grafanaDashboard": True}}))
     queries = [t["expr"] for p in doc["panels"] for t in p["targets"]]
     # Grafana fills in $__rate_interval; promtool needs a real range.
     rules = [
