@@ -13,7 +13,6 @@ taken from the projects' own README and source: CI reaches package registries on
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from dataclasses import asdict
 from pathlib import Path
@@ -21,8 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 from builders import isvc
+from test_promtool import promtool, text  # noqa: F401  (promtool is a fixture)
 
-from missing import require
 from unbusy import series
 from unbusy.render import alerts
 from unbusy.scaling.promql import LlmQueries, llm_queries
@@ -115,18 +114,6 @@ def test_what_each_engine_does_not_report_is_inferred_or_absent():
 # --- the queries on the exposition, in promtool -----------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def promtool() -> str:
-    path = shutil.which("promtool")
-    if path:
-        return path
-    require("promtool not found: `make promtool` installs it (Debian package prometheus)")
-
-
-def text(metric: str, labels: dict[str, str]) -> str:
-    return metric + series.selector(*(series.matcher(k, v) for k, v in labels.items()))
-
-
 def input_series(engine: str) -> list[dict[str, str]]:
     """The exposition as two pods of the variant scrape it for ten minutes: counters and histograms
     grow by the documented value each minute, gauges hold it."""
@@ -154,25 +141,25 @@ def exact(query: str, value: float, to: float | None = 0.001) -> dict:
     return {"expr": expr, "eval_time": "5m", "exp_samples": [{"value": value}]}
 
 
-def run_promtool(promtool: str, tmp_path: Path, engine: str, checks: list[dict]) -> None:
+def run_promtool(path: str, tmp_path: Path, engine: str, checks: list[dict]) -> None:
     tests = {
         "rule_files": [],
         "tests": [{"interval": "1m", "input_series": input_series(engine), "promql_expr_test": checks}],
     }
     (tmp_path / "test.yaml").write_text(yaml.safe_dump(tests, sort_keys=False))
     result = subprocess.run(
-        [promtool, "test", "rules", "test.yaml"], capture_output=True, text=True, cwd=tmp_path, timeout=60
+        [path, "test", "rules", "test.yaml"], capture_output=True, text=True, cwd=tmp_path, timeout=60
     )
     assert result.returncode == 0, f"promtool test rules:\n{result.stdout}\n{result.stderr}"
 
 
 @pytest.mark.parametrize("engine", EXPOSITIONS)
-def test_every_query_evaluates_on_the_exposition(promtool, tmp_path, engine):
+def test_every_query_evaluates_on_the_exposition(promtool, tmp_path, engine):  # noqa: F811
     checks = [finite_count(q, len(PODS) if per_pod(f) else 1) for f, q in llm_query_texts(engine).items()]
     run_promtool(promtool, tmp_path, engine, checks)
 
 
-def test_values_read_from_the_exposition(promtool, tmp_path):
+def test_values_read_from_the_exposition(promtool, tmp_path):  # noqa: F811
     """Counters that grow by the documented values each minute read as those values per 60 s."""
     trt, python = queries("tensorrtllm"), queries("python")
     # 1,800 prompt and 400 output tokens over 2 requests a minute, on each pod; 2 of 4 first responses
