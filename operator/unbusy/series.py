@@ -64,7 +64,7 @@ TRTLLM_WAITING = "waiting"  # active requests not scheduled this iteration
 TRTLLM_KV_BLOCKS = "nv_trt_llm_kv_cache_block_metrics"  # gauge
 TRTLLM_KV_BLOCK_TYPE = "kv_cache_block_type"
 TRTLLM_KV_FRACTION = "fraction"  # used blocks / max blocks
-# Per-request token counts, observed when a request ends (since Triton 24.12): the sums count tokens.
+# Per-request token counts, observed when a request ends (in the backend since Nov 2024): the sums count tokens.
 TRTLLM_INPUT_TOKENS = "nv_llm_input_token_len"  # histogram
 TRTLLM_OUTPUT_TOKENS = "nv_llm_output_token_len"  # histogram
 TRTLLM_TOKEN_TYPE = "response_metric_type"
