@@ -14,6 +14,7 @@ scraped with honorLabels and its Kubernetes mapping on, so its series name the G
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -30,6 +31,45 @@ REQUEST_SUMMARY_US = "nv_inference_request_summary_us"
 # The failure reason of a request refused because the queue was full: Triton's HTTP 503.
 REJECTED = "REJECTED"
 MODEL = "model"  # Triton's own label naming the model of a series
+
+# Triton's time to first response (ms), with --metrics-config=histogram_latencies=true: for a
+# decoupled, streaming LLM backend, the time to first token as Triton saw it.
+FIRST_RESPONSE_MS = "nv_inference_first_response_histogram_ms"  # histogram
+BUCKET, SUM, COUNT = "_bucket", "_sum", "_count"  # a histogram's series
+LE = "le"
+
+# --- LLM engines on Triton (labels `model` and `version`, as Triton's own) ------------------
+# tests/contract/test_llm_contract.py checks every name and label here against the backends'
+# documented exposition and source (tests/contract/data/, with their commits).
+# The vLLM backend (github.com/triton-inference-server/vllm_backend, src/utils/metrics.py), with
+# REPORT_CUSTOM_METRICS on: iteration counters and per-request histograms; no scheduler gauges.
+VLLM_PROMPT_TOKENS = "vllm:prompt_tokens_total"  # counter, per prefill iteration
+VLLM_OUTPUT_TOKENS = "vllm:generation_tokens_total"  # counter, per decode iteration
+VLLM_TTFT_SECONDS = "vllm:time_to_first_token_seconds"  # histogram
+VLLM_TPOT_SECONDS = "vllm:time_per_output_token_seconds"  # histogram: each output token after the first
+VLLM_E2E_SECONDS = "vllm:e2e_request_latency_seconds"  # histogram, per finished request
+VLLM_REQUEST_PROMPT_TOKENS = "vllm:request_prompt_tokens"  # histogram, per finished request
+VLLM_REQUEST_OUTPUT_TOKENS = "vllm:request_generation_tokens"  # histogram, per finished request
+# vLLM's own scheduler gauges (vllm/v1/metrics/loggers.py); the vLLM backend does not export them,
+# a Python-backend LLM (engine python) may.
+VLLM_RUNNING = "vllm:num_requests_running"
+VLLM_WAITING = "vllm:num_requests_waiting"
+VLLM_KV_USED = "vllm:kv_cache_usage_perc"  # fraction 0-1 (vLLM >= 0.9; gpu_cache_usage_perc before)
+# The TensorRT-LLM backend (tensorrtllm_backend, now NVIDIA/TensorRT-LLM triton_backend/,
+# inflight_batcher_llm/src/custom_metrics_reporter): gauges per iteration, one label each.
+TRTLLM_REQUESTS = "nv_trt_llm_request_metrics"  # gauge
+TRTLLM_REQUEST_TYPE = "request_type"
+TRTLLM_SCHEDULED = "scheduled"  # requests in this iteration's batch
+TRTLLM_WAITING = "waiting"  # active requests not scheduled this iteration
+TRTLLM_KV_BLOCKS = "nv_trt_llm_kv_cache_block_metrics"  # gauge
+TRTLLM_KV_BLOCK_TYPE = "kv_cache_block_type"
+TRTLLM_KV_FRACTION = "fraction"  # used blocks / max blocks
+# Per-request token counts, observed when a request ends (in the backend since Nov 2024): the sums count tokens.
+TRTLLM_INPUT_TOKENS = "nv_llm_input_token_len"  # histogram
+TRTLLM_OUTPUT_TOKENS = "nv_llm_output_token_len"  # histogram
+TRTLLM_TOKEN_TYPE = "response_metric_type"
+TRTLLM_INPUT = "total_input_tokens"
+TRTLLM_OUTPUT = "total_output_tokens"
 
 # --- DCGM exporter -------------------------------------------------------------------------
 GPU_UTIL = "DCGM_FI_DEV_GPU_UTIL"  # percent; not reported for MIG instances
@@ -114,6 +154,12 @@ def matcher(label: str, value: str, op: str = "=") -> str:
     if op not in _OPERATORS:
         raise ValueError(f"{op!r} is not a PromQL matcher operator; use one of {', '.join(_OPERATORS)}")
     return f"{label}{op}{quote(value)}"
+
+
+def number(value: float) -> str:
+    """A number as a PromQL literal: 90 rather than 90.0, and every digit of 0.25."""
+    value = float(value)  # defaults of the spec are ints: pydantic does not coerce defaults
+    return str(int(value)) if math.isfinite(value) and value.is_integer() else repr(value)
 
 
 def selector(*matchers: str) -> str:

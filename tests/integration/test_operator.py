@@ -375,6 +375,20 @@ def test_invalid_spec_past_the_schema_is_a_condition_not_a_crash(testbed, operat
     assert operator.process.poll() is None  # still running
 
 
+def test_an_llm_on_triton_queue_target_is_reconciled_with_a_warning_naming_the_field(testbed, operator, namespace):
+    llm = {"slo": {"ttftP99Ms": 2000}, "capacity": {"promptTokensPerSecond": 20000, "outputTokensPerSecond": 2000}}
+    model = {"name": "llama", "repository": "pvc://models/llm", "config": {"backend": "vllm", "maxBatchSize": 0}}
+    testbed.apply(manifest("llm", model=model | {"llm": llm}, autoscaling={"mode": "none"}), namespace)
+
+    def warned():
+        return testbed.kubectl("get", "events", "-n", namespace, "--field-selector", "reason=IgnoredField").stdout
+
+    assert "spec.autoscaling.targets.queueDepthPerReplica" in eventually(
+        lambda: "queueDepthPerReplica" in warned() and warned()
+    )
+    assert condition(status_of(testbed, namespace, "llm"), "Ready").get("reason") != "InvalidSpec"
+
+
 def test_operator_killed_midway_converges_after_restart(testbed, operator, namespace):
     operator.kill()
     testbed.apply(manifest("restart", replicas=2, routing={"host": "restart.example.com"}), namespace)

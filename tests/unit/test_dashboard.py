@@ -116,3 +116,40 @@ def test_deterministic_and_sorted():
     assert text == json.dumps(json.loads(text), sort_keys=True, indent=2)
     assert all(config_map(ON) == first for _ in range(3))
     assert document(ON, namespace="a")["uid"] != document(ON, namespace="b")["uid"]
+
+
+def llm(backend: str, **block) -> dict:
+    config = {"backend": backend, "maxBatchSize": 0}
+    llm_block = {
+        "slo": {"ttftP99Ms": 1500, "tpotP99Ms": 80},
+        "capacity": {"promptTokensPerSecond": 20000, "outputTokensPerSecond": 2000},
+    } | block
+    return {**ON, "model": {"name": "llama", "repository": "pvc://models/llm", "config": config, "llm": llm_block}}
+
+
+def test_an_llm_plots_tokens_ttft_and_kv_instead_of_request_p99_and_queue():
+    doc = document(llm("tensorrtllm"))
+    titles = [p["title"] for p in doc["panels"]]
+    assert "P99 latency" not in titles and "Queue depth per pod" not in titles
+    assert titles[1:6] == [
+        "Tokens per second per pod",
+        "Time to first token p99",
+        "Requests running and waiting per pod",
+        "KV cache used per pod",
+        "Token capacity used per pod",
+    ]
+    ttft = next(p for p in doc["panels"] if p["title"] == "Time to first token p99")
+    # The SLO is the red line, in the panel's unit (seconds), and the panel reads what the alert reads.
+    assert ttft["fieldConfig"]["defaults"]["thresholds"]["steps"][1]["value"] == 1.5
+    service = isvc(llm("tensorrtllm"))
+    assert ttft["targets"][0]["expr"] == alerts.llm_signals_of(service).ttft_p99_seconds
+
+
+def test_the_vllm_backend_plots_tpot_and_marks_what_is_inferred():
+    doc = document(llm("vllm"))
+    panels = {p["title"]: p for p in doc["panels"]}
+    assert "Time per output token p99" in panels and "KV cache used per pod" not in panels
+    legends = [t["legendFormat"] for t in panels["Requests running and waiting per pod"]["targets"]]
+    assert legends == ["{{pod}} running (inferred)", "{{pod}} waiting (inferred)"]
+    # With the KV cache's size known, its use is inferred too.
+    assert "KV cache used per pod" in {p["title"] for p in document(llm("vllm", kvCacheTokens=400_000))["panels"]}

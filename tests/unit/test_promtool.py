@@ -294,8 +294,10 @@ def expected_alert(rule: dict[str, Any], scenario: Scenario, extra: dict[str, st
     return {"exp_labels": labels, "exp_annotations": annotations}
 
 
-def unit_tests(rule: dict[str, Any], scenarios: list[Scenario], extra: dict[str, str]) -> dict[str, Any]:
-    fires_at = seconds(rule["for"]) + MARGIN_S
+def unit_tests(
+    rule: dict[str, Any], scenarios: list[Scenario], extra: dict[str, str], margin_s: int = MARGIN_S
+) -> dict[str, Any]:
+    fires_at = seconds(rule["for"]) + margin_s
     assert fires_at < SAMPLES * 60, "input series too short for this `for`"
     pending_at = seconds(rule["for"]) - 60  # active since t=0 or t=1m: still pending here
     tests = []
@@ -346,9 +348,10 @@ def test_every_alert_is_exercised():
     assert sorted(r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]) == sorted(SCENARIOS)
 
 
-@pytest.mark.parametrize("case", ["whole-gpu", "mig"])
+@pytest.mark.parametrize("case", ["whole-gpu", "mig", "llm-vllm", "llm-tensorrtllm", "llm-python"])
 def test_dashboard_queries_parse(promtool, tmp_path, case):
-    doc = dashboard.dashboard(isvc({**SPECS[case], "monitoring": {"grafanaDashboard": True}}))
+    spec = llm_spec(case.removeprefix("llm-")) if case.startswith("llm-") else SPECS[case]
+    doc = dashboard.dashboard(isvc({**spec, "monitoring": {"grafanaDashboard": True}}))
     queries = [t["expr"] for p in doc["panels"] for t in p["targets"]]
     # Grafana fills in $__rate_interval; promtool needs a real range.
     rules = [
@@ -384,4 +387,139 @@ def test_escaped_values_select_exactly_themselves(promtool, tmp_path):
     )
     tests = {"rule_files": [], "tests": [{"interval": "1m", "input_series": input_series, "promql_expr_test": checks}]}
     (tmp_path / "test.yaml").write_text(yaml.safe_dump(tests))
+    run(promtool, "test", "rules", "test.yaml", cwd=tmp_path)
+
+
+# --- LLM alerts (spec.model.llm), per engine ------------------------------------------------
+
+LLM_MODEL = "llama"
+LLM_BLOCK = {
+    "slo": {"ttftP99Ms": 2000, "tpotP99Ms": 100},
+    "capacity": {"promptTokensPerSecond": 20000, "outputTokensPerSecond": 2000},
+}
+
+
+def llm_spec(backend: str) -> dict[str, Any]:
+    model = {"name": LLM_MODEL, "repository": "pvc://models/llm", "config": {"backend": backend, "maxBatchSize": 0}}
+    return {"model": model | {"llm": LLM_BLOCK}} | EDGE
+
+
+LLM_ENGINES = ("vllm", "tensorrtllm", "python")
+# What each engine's alerts are: no TPOT from TensorRT-LLM, no KV use from the vLLM backend
+# without llm.kvCacheTokens; an LLM's request p99 and Triton queue alerts give way to these.
+LLM_ALERTS = {
+    "vllm": ["LlmTtftP99High", "LlmTpotP99High", "LlmTokenCapacityHigh"],
+    "tensorrtllm": ["LlmTtftP99High", "LlmKvCacheHigh", "LlmTokenCapacityHigh"],
+    "python": ["LlmTtftP99High", "LlmTpotP99High", "LlmKvCacheHigh", "LlmTokenCapacityHigh"],
+}
+
+
+def llm_triton(**extra: str) -> dict[str, str]:
+    return triton(model=LLM_MODEL, **extra)
+
+
+def histogram(metric: str, bounds: list[str], per_minute: list[int]) -> list[tuple[str, str]]:
+    """A histogram's buckets (cumulative) growing by `per_minute` observations in each bucket a minute,
+    for our pod and, breaching, for strangers."""
+    rows, total = [], 0
+    for bound, count in zip([*bounds, "+Inf"], [*per_minute, 0], strict=True):
+        total += count
+        rows.append((text(metric, llm_triton(le=bound)), f"0+{total}x{SAMPLES}"))
+        rows += strangers(metric, f"0+{sum(per_minute)}x{SAMPLES}", model=LLM_MODEL, le=bound)
+    return rows
+
+
+def llm_ttft(engine: str) -> list[Scenario]:
+    if engine == "tensorrtllm":  # Triton's first-response histogram, in ms
+        metric, bounds, value = series.FIRST_RESPONSE_MS + series.BUCKET, ["100", "500", "2000", "5000"], "4.97s"
+    else:
+        metric, bounds, value = series.VLLM_TTFT_SECONDS + series.BUCKET, ["0.5", "1", "2.5", "5"], "4.975s"
+    return [
+        # Every first token within 2.5-5 s (2-5 s): the p99 interpolates to 4.975 s (4.97 s).
+        Scenario("ttft over the slo", histogram(metric, bounds, [0, 0, 0, 60]), value, {"variant": "main"}),
+        Scenario("ttft within the slo", histogram(metric, bounds, [50, 10, 0, 0])),
+    ]
+
+
+def llm_tpot(engine: str) -> list[Scenario]:
+    metric, bounds = series.VLLM_TPOT_SECONDS + series.BUCKET, ["0.05", "0.1", "0.2"]
+    return [
+        Scenario("tpot over the slo", histogram(metric, bounds, [0, 0, 600]), "199ms", {"variant": "main"}),
+        Scenario("tpot within the slo", histogram(metric, bounds, [600, 6, 0])),
+    ]
+
+
+def llm_kv_cache(engine: str) -> list[Scenario]:
+    if engine == "tensorrtllm":
+        metric, labels = series.TRTLLM_KV_BLOCKS, {series.TRTLLM_KV_BLOCK_TYPE: series.TRTLLM_KV_FRACTION}
+    else:
+        metric, labels = series.VLLM_KV_USED, {}
+    noise = strangers(metric, f"1x{SAMPLES}", model=LLM_MODEL, **labels)
+    second = (text(metric, llm_triton(pod=SECOND_POD, **labels)), f"0.3x{SAMPLES}")
+    # TensorRT-LLM's other block counts (max, used ...) are not fractions: the alert must not read them.
+    other = [(text(metric, llm_triton(**{series.TRTLLM_KV_BLOCK_TYPE: "max"})), f"6239x{SAMPLES}")]
+    return [
+        Scenario(
+            "kv cache 95% used",
+            [(text(metric, llm_triton(**labels)), f"0.95x{SAMPLES}"), second, *noise],
+            "95",
+            {"variant": "main", "pod": POD},
+        ),
+        Scenario(
+            "kv cache half used",
+            [(text(metric, llm_triton(**labels)), f"0.5x{SAMPLES}"), second, *noise]
+            + (other if engine == "tensorrtllm" else []),
+        ),
+    ]
+
+
+def llm_token_capacity(engine: str) -> list[Scenario]:
+    if engine == "tensorrtllm":  # counted when a request ends, in the histograms' sums
+        prompt = (series.TRTLLM_INPUT_TOKENS + series.SUM, {series.TRTLLM_TOKEN_TYPE: series.TRTLLM_INPUT})
+        output = (series.TRTLLM_OUTPUT_TOKENS + series.SUM, {series.TRTLLM_TOKEN_TYPE: series.TRTLLM_OUTPUT})
+    else:
+        prompt, output = (series.VLLM_PROMPT_TOKENS, {}), (series.VLLM_OUTPUT_TOKENS, {})
+
+    def load(prompt_per_s: int, output_per_s: int) -> list[tuple[str, str]]:
+        return [
+            (text(prompt[0], llm_triton(**prompt[1])), f"0+{prompt_per_s * 60}x{SAMPLES}"),
+            (text(output[0], llm_triton(**output[1])), f"0+{output_per_s * 60}x{SAMPLES}"),
+            *strangers(prompt[0], f"0+{10**7}x{SAMPLES}", model=LLM_MODEL, **prompt[1]),
+            *strangers(output[0], f"0+{10**6}x{SAMPLES}", model=LLM_MODEL, **output[1]),
+        ]
+
+    return [
+        # 10,000 prompt tokens/s of 20,000 and 900 output tokens/s of 2,000: 50% + 45%.
+        Scenario("95% of the token capacity", load(10_000, 900), "95", {"variant": "main", "pod": POD}),
+        Scenario("a third of the token capacity", load(4_000, 300)),
+    ]
+
+
+LLM_SCENARIOS = {
+    "LlmTtftP99High": llm_ttft,
+    "LlmTpotP99High": llm_tpot,
+    "LlmKvCacheHigh": llm_kv_cache,
+    "LlmTokenCapacityHigh": llm_token_capacity,
+}
+
+
+@pytest.mark.parametrize("engine", LLM_ENGINES)
+def test_promtool_accepts_the_llm_rules(promtool, tmp_path, engine):
+    rule = prometheus_rule(llm_spec(engine))
+    names = [r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    # An LLM's own alerts replace the request p99 and Triton's queue, which say nothing of it.
+    assert [n for n in names if n.startswith("Llm")] == LLM_ALERTS[engine]
+    assert "TritonP99LatencyHigh" not in names and "TritonQueueDepthHigh" not in names
+    write_rules(tmp_path, rule)
+    run(promtool, "check", "rules", "rules.yaml", cwd=tmp_path)
+
+
+@pytest.mark.parametrize(("engine", "alert"), [(e, a) for e in LLM_ENGINES for a in LLM_ALERTS[e]])
+def test_llm_alert_fires_on_a_breach_and_only_then(promtool, tmp_path, engine, alert):
+    rule = prometheus_rule(llm_spec(engine))
+    write_rules(tmp_path, rule)
+    scenarios = LLM_SCENARIOS[alert](engine)
+    # A rate of tokens reads low until its window holds the counters' whole history: fire that much later.
+    margin = MARGIN_S + seconds(alerts.ERROR_RATE_WINDOW)
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(unit_tests(rule_of(rule, alert), scenarios, {}, margin)))
     run(promtool, "test", "rules", "test.yaml", cwd=tmp_path)

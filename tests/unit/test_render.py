@@ -218,3 +218,38 @@ def test_every_example_names_its_own_inference_service():
     would make one example an update of another."""
     names = [doc["metadata"]["name"] for _, doc in example_documents()]
     assert len(names) == len(set(names)), sorted(names)
+
+
+LLM_EXAMPLES = ("llm-vllm.yaml", "llm-trtllm-mig.yaml", "llm-mig-auto.yaml")
+
+
+@pytest.mark.parametrize("name", LLM_EXAMPLES)
+def test_llm_examples_scale_on_the_llm_block_and_warn_of_nothing(name):
+    service = load(dict(EXAMPLES)[name])
+    assert service.spec.model.llm is not None and service.spec.ignored_fields() == []
+    targets = service.spec.autoscaling.targets
+    assert (targets.queue_depth_per_replica, targets.gpu_utilization_percent) == (0, 0)
+    manifests = render_all(service)
+    (deployment,) = by_kind(manifests, "Deployment")
+    # Triton's time to first response: the TTFT of an engine that reports none.
+    assert "--metrics-config=histogram_latencies=true" in triton(deployment)["args"]
+    (rule,) = by_kind(manifests, "PrometheusRule")
+    names = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert {"LlmTtftP99High", "LlmTokenCapacityHigh"} <= names and "TritonQueueDepthHigh" not in names
+
+
+def test_the_vllm_backend_is_configured_to_export_what_unbusy_reads():
+    manifests = render_all(load(dict(EXAMPLES)["llm-vllm.yaml"]))
+    (config_map,) = by_kind(manifests, "ConfigMap")[:1]
+    config = json.loads(config_map["data"]["config.json"])
+    assert config["parameters"] == {"REPORT_CUSTOM_METRICS": {"string_value": "true"}}
+    # vLLM places its engine itself: one instance of the model, not one per GPU.
+    assert config["instance_group"] == [{"count": 1, "kind": "KIND_MODEL"}]
+    assert 'key: "REPORT_CUSTOM_METRICS"' in config_map["data"]["config.pbtxt"]
+
+
+def test_a_model_that_is_no_llm_keeps_its_config_and_args():
+    manifests = render_all(load(dict(EXAMPLES)["queue-depth-operator.yaml"]))
+    (deployment,) = by_kind(manifests, "Deployment")
+    assert not any("histogram_latencies" in a for a in triton(deployment)["args"])
+    assert "parameters" not in json.loads(by_kind(manifests, "ConfigMap")[0]["data"]["config.json"])

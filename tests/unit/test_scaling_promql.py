@@ -12,7 +12,7 @@ from test_promtool import promtool, run, text  # noqa: F401  (promtool is a fixt
 from unbusy import series
 from unbusy.gpu.request import gpu_request
 from unbusy.render.edge import demand_queries
-from unbusy.scaling.promql import Queries, queries, variant_queries
+from unbusy.scaling.promql import LlmQueries, Queries, llm_queries, queries, variant_queries
 
 MIG = {"gpu": {"migProfile": "1g.10gb", "product": "H100-80GB"}}
 # Values no spec can hold today (the API validates them); the queries must stay safe regardless.
@@ -133,5 +133,62 @@ def test_queries_select_exactly_this_variant_and_model(promtool, tmp_path, mig):
             }
         ],
     }
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(tests))
+    run(promtool, "test", "rules", "test.yaml", cwd=tmp_path)
+
+
+# --- LLM variants ---------------------------------------------------------------------------
+
+LLM = {
+    "slo": {"ttftP99Ms": 2000},
+    "capacity": {"promptTokensPerSecond": 20000, "outputTokensPerSecond": 2000},
+    "kvCacheTokens": 400_000,
+}
+
+
+def llm_of(backend: str, variants: list | None = None) -> LlmQueries | None:
+    model = {"name": "llama", "repository": "pvc://models/llm", "config": {"backend": backend}, "llm": LLM}
+    service = isvc({"model": model, **({"variants": variants} if variants else {})}, name="resnet", namespace="ml")
+    return llm_queries(service, "main", share=1.0)
+
+
+def test_a_model_that_is_no_llm_has_no_llm_queries():
+    assert llm_queries(isvc({}), "main", share=1.0) is None
+
+
+@pytest.mark.parametrize("backend", ["vllm", "tensorrtllm", "python"])
+def test_llm_queries_select_one_variant_and_carry_its_demand(backend):
+    variants = [{"name": "main", "weight": 80}, {"name": "small", "weight": 20}]
+    q = llm_of(backend, variants)
+    texts = [v for v in dataclasses.asdict(q).values() if isinstance(v, str) and v != backend]
+    assert texts and all('variant="main"' in t and 'namespace="ml"' in t for t in texts)
+    assert q.demand.requests and q.engine == backend
+
+
+def test_the_vllm_backend_waiting_running_and_kv_are_inferred_by_littles_law(promtool, tmp_path):  # noqa: F811
+    """3 requests/s of TTFT summed (3 before their first token) of which 20,000 prompt tokens/s at a
+    capacity of 20,000 are in prefill: 2 wait. 12 s of TPOT a second: 12 decode. Each holds its 1,000
+    prompt and half its 200 output tokens: 12 x 1,100 of 400,000 KV tokens."""
+    q = llm_of("vllm")
+    labels = {"namespace": "ml", "inferenceservice": "resnet", "variant": "main", "pod": POD, "model": "llama"}
+    per_minute = {
+        series.VLLM_TTFT_SECONDS + series.SUM: 180,
+        series.VLLM_PROMPT_TOKENS: 1_200_000,
+        series.VLLM_TPOT_SECONDS + series.SUM: 720,
+        series.VLLM_REQUEST_PROMPT_TOKENS + series.SUM: 60_000,
+        series.VLLM_REQUEST_PROMPT_TOKENS + series.COUNT: 60,
+        series.VLLM_REQUEST_OUTPUT_TOKENS + series.SUM: 12_000,
+        series.VLLM_REQUEST_OUTPUT_TOKENS + series.COUNT: 60,
+    }
+    input_series = [{"series": text(m, labels), "values": f"0+{n}x20"} for m, n in per_minute.items()]
+    checks = [
+        {
+            "expr": f"round({expr}, 0.0001)",
+            "eval_time": "10m",
+            "exp_samples": [{"labels": f'{{pod="{POD}"}}', "value": v}],
+        }
+        for expr, v in ((q.waiting_per_pod, 2), (q.running_per_pod, 12), (q.kv_used_per_pod, 0.033))
+    ]
+    tests = {"rule_files": [], "tests": [{"interval": "1m", "input_series": input_series, "promql_expr_test": checks}]}
     (tmp_path / "test.yaml").write_text(yaml.safe_dump(tests))
     run(promtool, "test", "rules", "test.yaml", cwd=tmp_path)

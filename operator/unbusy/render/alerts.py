@@ -7,7 +7,6 @@ so what a panel shows is what an alert fires on.
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +16,9 @@ from unbusy import series
 from unbusy.api import InferenceService, SpecError
 from unbusy.api.spec import AlertRule
 from unbusy.gpu.request import GpuRequest
+from unbusy.llm_signals import Grouping, LlmSignals, llm_signals
 from unbusy.render import edge, meta, monitors
+from unbusy.series import number
 
 # Window of the error-rate and busy-rate alerts: long enough that a handful of failures in a
 # quiet minute do not page anyone, short enough that a queue overflowing under load is caught
@@ -81,6 +82,16 @@ def busy_rate_query(isvc: InferenceService) -> str | None:
     return f"100 * ({refused}) / clamp_min({offered}, 1e-9)"
 
 
+# The LLM signals as the alerts and the dashboard read them: over the window of the error rate,
+# the p99s per variant, the per-pod values with their variant.
+LLM_GROUPING = Grouping(pods=(series.VARIANT, series.POD), whole=(series.VARIANT,))
+
+
+def llm_signals_of(isvc: InferenceService) -> LlmSignals | None:
+    """The LLM signals of every variant of `isvc`; None for a model that is no LLM."""
+    return llm_signals(isvc.spec.model, meta.series_scope(isvc), f"[{ERROR_RATE_WINDOW}]", LLM_GROUPING)
+
+
 # --- rules ---------------------------------------------------------------------------------
 
 
@@ -93,12 +104,6 @@ class Alert:
     description: str
 
 
-def number(value: float) -> str:
-    """A threshold as a PromQL literal: 90 rather than 90.0, and every digit of 0.25."""
-    value = float(value)  # defaults of the spec are ints: pydantic does not coerce defaults
-    return str(int(value)) if math.isfinite(value) and value.is_integer() else repr(value)
-
-
 # Go templates Prometheus expands in annotations, per alert instance.
 VALUE = "{{ $value | humanize }}"
 DURATION = "{{ $value | humanizeDuration }}"
@@ -108,7 +113,78 @@ VARIANT = "{{ $labels.variant }}"
 
 def alerts(isvc: InferenceService, gpu: GpuRequest) -> list[Alert]:
     """Every alert the spec can ask for, enabled or not, in a fixed order; the busy rate only
-    where the edge is read."""
+    where the edge is read. An LLM's p99 and queue alerts are its own (llm_alerts)."""
+    llm = isvc.spec.model.llm is not None
+    return [
+        alert
+        for alert in _triton_alerts(isvc, gpu)
+        if not (llm and alert.name in ("TritonP99LatencyHigh", "TritonQueueDepthHigh"))
+    ] + llm_alerts(isvc)
+
+
+def llm_alerts(isvc: InferenceService) -> list[Alert]:
+    """An LLM's alerts: TTFT and TPOT p99 over their SLOs, KV cache and token capacity per replica,
+    each where the engine reports (or Unbusy infers) what it reads."""
+    signals, llm = llm_signals_of(isvc), isvc.spec.model.llm
+    if signals is None or llm is None:
+        return []
+    spec, who = isvc.spec.alerts, f"{isvc.metadata.namespace}/{isvc.metadata.name}"
+    ttft_s = llm.slo.ttft_p99_ms / 1000
+    found = [
+        Alert(
+            "LlmTtftP99High",
+            spec.ttft_p99.rule(ttft_s),
+            signals.ttft_p99_seconds,
+            f"Time to first token of {who} is above its SLO ({number(ttft_s)}s p99)",
+            f"1% of requests to variant {VARIANT} of {who} wait longer than {DURATION} for their first token "
+            f"(spec.model.llm.slo.ttftP99Ms {number(llm.slo.ttft_p99_ms)}): prompts queue for prefill. "
+            "Add replicas, or check that llm.capacity matches what a replica serves.",
+        )
+    ]
+    if llm.slo.tpot_p99_ms is not None and signals.tpot_p99_seconds is not None:
+        tpot_s = llm.slo.tpot_p99_ms / 1000
+        found.append(
+            Alert(
+                "LlmTpotP99High",
+                spec.tpot_p99.rule(tpot_s),
+                signals.tpot_p99_seconds,
+                f"Time per output token of {who} is above its SLO ({number(tpot_s)}s p99)",
+                f"1% of output tokens of variant {VARIANT} of {who} take longer than {DURATION} "
+                f"(spec.model.llm.slo.tpotP99Ms {number(llm.slo.tpot_p99_ms)}): the batch is too large for "
+                "the GPU. Add replicas or lower the engine's batch limit.",
+            )
+        )
+    if signals.kv_used_per_pod is not None:
+        kv = spec.kv_cache_percent
+        source = " (inferred from its token rates)" if "kv_used_per_pod" in signals.inferred else ""
+        found.append(
+            Alert(
+                "LlmKvCacheHigh",
+                kv,
+                f"100 * ({signals.kv_used_per_pod})",
+                f"KV cache of a replica of {who} is nearly full",
+                f"Pod {POD} (variant {VARIANT}) uses {VALUE}% of its KV cache{source} "
+                f"(threshold {number(kv.threshold)}%): new requests wait for prefill or running ones are "
+                "preempted, and time to first token grows.",
+            )
+        )
+    busy = spec.token_capacity_percent
+    found.append(
+        Alert(
+            "LlmTokenCapacityHigh",
+            busy,
+            f"100 * ({signals.work_per_pod})",
+            f"A replica of {who} serves nearly its token capacity",
+            f"Pod {POD} (variant {VARIANT}) serves {VALUE}% of its capacity in tokens per second "
+            f"(prompt/{number(llm.capacity.prompt_tokens_per_second)} + "
+            f"output/{number(llm.capacity.output_tokens_per_second)} of spec.model.llm.capacity; threshold "
+            f"{number(busy.threshold)}%).",
+        )
+    )
+    return found
+
+
+def _triton_alerts(isvc: InferenceService, gpu: GpuRequest) -> list[Alert]:
     spec, where = isvc.spec.alerts, meta.series_scope(isvc)
     who = f"{isvc.metadata.namespace}/{isvc.metadata.name}"
     p99, errors, queue = spec.p99_latency_seconds, spec.error_rate_percent, spec.queue_depth

@@ -54,8 +54,62 @@ def _rate_by_variant(metric: str, where: series.Scope, *extra: str) -> str:
     return alerts.aggregate("sum", f"rate({metric}{where.triton(*extra)}[{RATE_WINDOW}])", (series.VARIANT,))
 
 
+def llm_panels(isvc: InferenceService) -> list[dict[str, Any]]:
+    """An LLM's panels: tokens, TTFT and TPOT against their SLOs, batch and KV cache, token capacity;
+    each the query its alert reads (render/alerts.py), where the engine reports or Unbusy infers it."""
+    signals, llm, spec = alerts.llm_signals_of(isvc), isvc.spec.model.llm, isvc.spec.alerts
+    if signals is None or llm is None:
+        return []
+    inferred = " (inferred)"
+    found = [
+        _panel(
+            "Tokens per second per pod",
+            "short",
+            [(signals.prompt_tokens_per_pod, "{{pod}} prompt"), (signals.output_tokens_per_pod, "{{pod}} output")],
+        ),
+        _panel(
+            "Time to first token p99",
+            "s",
+            [(signals.ttft_p99_seconds, "{{variant}}")],
+            spec.ttft_p99.rule(llm.slo.ttft_p99_ms / 1000),
+        ),
+    ]
+    if signals.tpot_p99_seconds is not None:
+        slo = None if llm.slo.tpot_p99_ms is None else spec.tpot_p99.rule(llm.slo.tpot_p99_ms / 1000)
+        found.append(_panel("Time per output token p99", "s", [(signals.tpot_p99_seconds, "{{variant}}")], slo))
+    batch = [
+        (query, f"{{{{pod}}}} {what}" + (inferred if field in signals.inferred else ""))
+        for field, query, what in (
+            ("running_per_pod", signals.running_per_pod, "running"),
+            ("waiting_per_pod", signals.waiting_per_pod, "waiting"),
+        )
+        if query is not None
+    ]
+    found.append(_panel("Requests running and waiting per pod", "short", batch))
+    if signals.kv_used_per_pod is not None:
+        legend = "{{pod}}" + (inferred if "kv_used_per_pod" in signals.inferred else "")
+        found.append(
+            _panel(
+                "KV cache used per pod",
+                "percent",
+                [(f"100 * ({signals.kv_used_per_pod})", legend)],
+                spec.kv_cache_percent,
+            )
+        )
+    found.append(
+        _panel(
+            "Token capacity used per pod",
+            "percent",
+            [(f"100 * ({signals.work_per_pod})", "{{pod}}")],
+            spec.token_capacity_percent,
+        )
+    )
+    return found
+
+
 def panels(isvc: InferenceService) -> list[dict[str, Any]]:
     where, spec = meta.series_scope(isvc), isvc.spec.alerts
+    llm = isvc.spec.model.llm is not None
     # A MIG slice has no DCGM_FI_DEV_GPU_UTIL; spec.gpu.migProfile set is exactly the MIG case.
     mig = isvc.spec.gpu.mig_profile is not None
     by_deployment = (series.DEPLOYMENT,)
@@ -70,13 +124,24 @@ def panels(isvc: InferenceService) -> list[dict[str, Any]]:
                 (_rate_by_variant(series.REQUEST_FAILURE, where), "{{variant}} failed"),
             ],
         ),
-        _panel(
-            "P99 latency",
-            "s",
-            [(alerts.p99_latency_query(where), "{{variant}}")],
-            spec.p99_latency_seconds,
+        # An LLM's request p99 is a whole generation, and its backend queues nothing in Triton:
+        # its own panels (llm_panels) take their place.
+        *(
+            []
+            if llm
+            else [
+                _panel(
+                    "P99 latency",
+                    "s",
+                    [(alerts.p99_latency_query(where), "{{variant}}")],
+                    spec.p99_latency_seconds,
+                ),
+                _panel(
+                    "Queue depth per pod", "short", [(alerts.queue_depth_query(where), "{{pod}}")], spec.queue_depth
+                ),
+            ]
         ),
-        _panel("Queue depth per pod", "short", [(alerts.queue_depth_query(where), "{{pod}}")], spec.queue_depth),
+        *llm_panels(isvc),
         _panel(
             "GPU utilisation per pod",
             "percent",

@@ -98,6 +98,9 @@ def _args(isvc: InferenceService, variant: Variant, repository: str) -> list[str
         "--strict-readiness=true",
         f"--exit-timeout-secs={isvc.spec.triton.termination_grace_period_seconds}",
     ]
+    if model.llm is not None:
+        # Time to first response per model: an LLM engine that reports no TTFT (TensorRT-LLM) has Triton's.
+        args.append("--metrics-config=histogram_latencies=true")
     if not manages_config(isvc, variant):
         args.append(f"--load-model={model.name}")
     config = config_of(isvc, variant)

@@ -16,6 +16,7 @@ from unbusy.render import meta
 
 CONFIG_PBTXT = "config.pbtxt"
 CONFIG_JSON = "config.json"
+VLLM_BACKEND = "vllm"
 
 
 class Token(str):
@@ -51,9 +52,17 @@ def model_config(isvc: InferenceService, variant: Variant, gpu_count: int) -> di
     if managed.backend:
         config["backend"] = managed.backend
     config["max_batch_size"] = managed.max_batch_size
-    config["instance_group"] = [
-        {"count": managed.instance_count, "kind": Token("KIND_GPU"), "gpus": list(range(gpu_count))}
-    ]
+    if managed.backend == VLLM_BACKEND:
+        # The vLLM backend places its engine on the pod's GPUs itself (tensor_parallel_size in its
+        # model.json): one instance for the model, not one per GPU.
+        config["instance_group"] = [{"count": managed.instance_count, "kind": Token("KIND_MODEL")}]
+    else:
+        config["instance_group"] = [
+            {"count": managed.instance_count, "kind": Token("KIND_GPU"), "gpus": list(range(gpu_count))}
+        ]
+    if managed.backend == VLLM_BACKEND and model.llm is not None:
+        # Without it the vLLM backend exports none of the token counters and histograms Unbusy reads.
+        config["parameters"] = ProtoMap({"REPORT_CUSTOM_METRICS": {"string_value": "true"}})
     batching = managed.dynamic_batching
     if batching is not None and managed.max_batch_size > 0:
         dynamic: dict[str, Any] = {

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from unbusy import series
 from unbusy.api import InferenceService
 from unbusy.gpu.request import GpuRequest
+from unbusy.llm_signals import LlmSignals, llm_signals
 from unbusy.render import meta
 from unbusy.render.edge import DemandQueries, demand_queries
 
@@ -111,3 +112,20 @@ def variant_queries(
     demand = demand_queries(isvc, variant, share, window_seconds)
     scope = meta.series_scope(isvc, variant)
     return queries(scope, isvc.spec.model.name, gpu.mig_profile is not None, demand, window_seconds)
+
+
+@dataclass(frozen=True)
+class LlmQueries(LlmSignals):
+    """The LLM signals of one variant (tokens, TTFT, TPOT, running, waiting, KV; per pod where
+    grouped by pod) and its offered load at the edge."""
+
+    demand: DemandQueries  # offered requests, refused ones included, where the edge is read
+
+
+def llm_queries(isvc: InferenceService, variant: str, share: float, window_seconds: int = 60) -> LlmQueries | None:
+    """The LLM queries of one variant for its engine (spec.model.llm); None for a model that is no LLM.
+    `share` is the variant's part of the traffic, as for variant_queries."""
+    signals = llm_signals(isvc.spec.model, meta.series_scope(isvc, variant), _window(window_seconds))
+    if signals is None:
+        return None
+    return LlmQueries(**vars(signals), demand=demand_queries(isvc, variant, share, window_seconds))
