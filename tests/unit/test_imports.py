@@ -52,14 +52,12 @@ MODULES = modules()
 
 def imported(module: str, path: Path) -> Iterator[str]:
     """The package's modules that `module` imports, anywhere in it."""
-    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
+            assert not node.level, f"{module}: a relative import; the package imports by absolute name"
             base = node.module or ""
-            if node.level:  # relative: from the importing module's package, up level - 1
-                base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], *filter(None, [base])])
             # `from unbusy.render import meta` imports the module render.meta; `from unbusy.api
             # import load` the package unbusy.api.
             names = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
