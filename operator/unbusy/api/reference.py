@@ -104,9 +104,25 @@ def _default(node: dict[str, Any]) -> str:
     if "default" not in node:
         return ""
     value = node["default"]
-    if isinstance(value, dict) and _is_object(node):
+    if _is_object(node) and _implied(value, node):
         return "its fields' defaults"  # the API server fills in a section left out
     return _cell(_code(value))
+
+
+def _implied(value: Any, node: dict[str, Any]) -> bool:
+    """Whether `value`, an object's default, is what its fields' own defaults make: then the
+    reference says so rather than repeat it (a section's default differs where a type is shared)."""
+    if not isinstance(value, dict):
+        return False
+    props = node.get("properties", {})
+    for name, item in value.items():
+        prop = props.get(name, {})
+        if "default" in prop:
+            if prop["default"] != item:
+                return False
+        elif not (item in ([], {}) or (_is_object(prop) and _implied(item, prop))):
+            return False
+    return True
 
 
 def _objects(node: dict[str, Any], path: str, first: dict[str, str]) -> Iterator[tuple[str, dict[str, Any]]]:
