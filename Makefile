@@ -62,7 +62,7 @@ docs: install
 	$(BIN)/unbusy docs > docs/api-reference.md
 
 # The testbed, the examples applied, and a load step played through the operator, Prometheus and
-# the metrics emulator (see README). matplotlib (the `plot` extra) draws its PNG.
+# the metrics emulator (docs/getting-started.md). matplotlib (the `plot` extra) draws its PNG.
 demo: install promtool
 	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet -e '.[plot]'
 	testbed/demo.sh
