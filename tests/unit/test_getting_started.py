@@ -46,7 +46,6 @@ def test_the_page_shows_commands():
     assert [command.split()[:2] for command, _ in COMMANDS] == [
         ["unbusy", "render"],
         ["unbusy", "simulate"],
-        ["unbusy", "simulate"],
     ]
 
 
