@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 IMAGE := dist/unbusy.oci.tar
 
-.PHONY: install test unit lint format crds promtool image image-tools demo demo-down
+.PHONY: install test unit lint format crds docs promtool image image-tools demo demo-down
 
 # The virtualenv is rebuilt only when pyproject.toml changes.
 $(BIN)/unbusy: pyproject.toml
@@ -50,13 +50,19 @@ format: install
 	$(BIN)/ruff check --fix operator tests bench
 	$(BIN)/ruff format operator tests bench
 
+# Everything generated from the API models: the CRD (and the chart's copy, the dashboard) and
+# the API reference. A unit test fails when either is stale.
 crds: install
 	$(BIN)/unbusy crd > $(CRD)
 	charts/sync-crds.sh
 	$(BIN)/python charts/dashboard.py
+	$(BIN)/unbusy docs > docs/api-reference.md
+
+docs: install
+	$(BIN)/unbusy docs > docs/api-reference.md
 
 # The testbed, the examples applied, and a load step played through the operator, Prometheus and
-# the metrics emulator (see README). matplotlib (the `plot` extra) draws its PNG.
+# the metrics emulator (docs/getting-started.md). matplotlib (the `plot` extra) draws its PNG.
 demo: install promtool
 	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet -e '.[plot]'
 	testbed/demo.sh

@@ -1,4 +1,4 @@
-"""The unbusy command line: run, render, crd."""
+"""The unbusy command line: run, render, crd, docs (and simulate, calibrate, demo)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import yaml
 
 from unbusy.api import KIND, SpecError, load
 from unbusy.api.crd import custom_resource_definition
+from unbusy.api.reference import reference
 from unbusy.render import render_all
 from unbusy.sim.cli import add_parser as add_simulate_parser
 
@@ -57,6 +58,10 @@ def render(args: argparse.Namespace) -> str:
 
 def crd(_: argparse.Namespace) -> str:
     return yaml.safe_dump(custom_resource_definition(), sort_keys=False)
+
+
+def docs(_: argparse.Namespace) -> str:
+    return reference()
 
 
 def run(args: argparse.Namespace) -> str:
@@ -173,6 +178,8 @@ def parser() -> argparse.ArgumentParser:
     render_cmd.set_defaults(run=render)
     crd_cmd = commands.add_parser("crd", help="print the InferenceService CustomResourceDefinition")
     crd_cmd.set_defaults(run=crd)
+    docs_cmd = commands.add_parser("docs", help="print the API reference (docs/api-reference.md) in Markdown")
+    docs_cmd.set_defaults(run=docs)
     add_simulate_parser(commands, UsageError)
     demo_cmd = commands.add_parser(
         "demo",

@@ -218,6 +218,11 @@ class Scope:
     def deployment(self, *extra: str) -> str:
         return deployment_selector(self.namespace, self.deployments, *extra)
 
+    def pending_total(self, model: str) -> str:
+        """Every request pending (queued or executing) in the scope's Tritons for `model`: the
+        queue-depth input of the scaling loop and of KEDA's queue trigger alike."""
+        return f"sum({PENDING_REQUESTS}{self.triton(matcher(MODEL, model))})"
+
 
 # --- per-GPU values, in the unit people read ----------------------------------------------
 

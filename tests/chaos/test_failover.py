@@ -1,6 +1,6 @@
 """Leader failover: two operator replicas under kopf peering, the active one SIGKILLed (no
 goodbye to its peers). The standby takes over once the active's peering record expires: within
-the peering lifetime plus a few seconds of the kill (README states the bound)."""
+the peering lifetime plus a few seconds of the kill (docs/operations.md states the bound)."""
 
 from __future__ import annotations
 

@@ -62,7 +62,7 @@ def example(file: str) -> dict:
 
 
 # What the operator writes into status for each example: ready/desired, weights, GPU, URL,
-# the last scaling decision (README's "Reading the status").
+# the last scaling decision (README's "What `kubectl get infsvc` shows").
 STATUS = {
     "canary-nginx.yaml": ("True", "2/2", "stable=90,canary=10", "1x H100-80GB", "http://bert.example.com/"),
     "fallback-gateway.yaml": (

@@ -12,7 +12,7 @@ from builders import ROOT, isvc
 from unbusy.api import load
 from unbusy.api.spec import ModelConfig
 from unbusy.demo import playback, plot
-from unbusy.demo.player import Roles, roles
+from unbusy.demo.playback import Roles, roles
 from unbusy.serving.model import DEFAULT_FALLBACK_PROFILE, from_config, load_profile
 from unbusy.sim.live import LiveFleet
 from unbusy.sim.stats import Histogram

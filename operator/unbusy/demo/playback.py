@@ -11,7 +11,28 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
+from unbusy.api import InferenceService
+from unbusy.render.context import replica_bounds
 from unbusy.sim.stats import Histogram
+
+
+@dataclass(frozen=True)
+class Roles:
+    variant: str  # the main variant: the heaviest that is not the fallback
+    fallback: str
+    weight: int
+    min_replicas: int
+    max_replicas: int
+
+
+def roles(isvc: InferenceService) -> Roles:
+    """The variant the step scales and the fallback it sheds to (a fallback implies mode operator);
+    raises ValueError naming the field."""
+    if isvc.spec.fallback is None:
+        raise ValueError("spec.fallback: the demo plays shedding to a fallback variant; declare one")
+    fallback = isvc.spec.fallback.variant
+    main = max((v for v in isvc.spec.effective_variants() if v.name != fallback), key=lambda v: v.weight)
+    return Roles(main.name, fallback, main.weight, *replica_bounds(isvc, main))
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import json
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,6 @@ from unbusy.demo.processes import PROMETHEUS_MISSING, prometheus_binary
 from unbusy.kube.client import CountingClient, connect
 from unbusy.kube.observe import variant_states
 from unbusy.kube.status import get_inference_service
-from unbusy.render.context import replica_bounds
 from unbusy.serving.model import DEFAULT_FALLBACK_PROFILE, from_service, load_profile
 from unbusy.sim import plot as plotting
 from unbusy.sim.cli import BASE_LOAD
@@ -42,29 +41,10 @@ READY_TIMEOUT_S = 240
 SETTLE_S = 10
 
 
-@dataclass(frozen=True)
-class Roles:
-    variant: str  # the main variant: the heaviest that is not the fallback
-    fallback: str
-    weight: int
-    min_replicas: int
-    max_replicas: int
-
-
-def roles(isvc: InferenceService) -> Roles:
-    """The variant the step scales and the fallback it sheds to (a fallback implies mode operator);
-    raises ValueError naming the field."""
-    if isvc.spec.fallback is None:
-        raise ValueError("spec.fallback: the demo plays shedding to a fallback variant; declare one")
-    fallback = isvc.spec.fallback.variant
-    main = max((v for v in isvc.spec.effective_variants() if v.name != fallback), key=lambda v: v.weight)
-    return Roles(main.name, fallback, main.weight, *replica_bounds(isvc, main))
-
-
 class Player:
     def __init__(self, kubeconfig: Path, isvc: InferenceService, workdir: Path, short: bool) -> None:
         self.isvc, self.workdir = isvc, workdir
-        self.roles = roles(isvc)
+        self.roles = playback.roles(isvc)
         binary = prometheus_binary()
         if binary is None:
             raise ValueError(PROMETHEUS_MISSING)

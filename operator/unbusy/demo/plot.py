@@ -5,12 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from unbusy.demo.playback import Phase, Sample
-
-if TYPE_CHECKING:
-    from unbusy.demo.player import Roles
+from unbusy.demo.playback import Phase, Roles, Sample
 
 SMOOTH_S = 5  # rates are means over this many seconds: Poisson arrivals make single seconds noisy
 

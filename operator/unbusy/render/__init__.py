@@ -35,7 +35,7 @@ def render_all(isvc: InferenceService, ctx: RenderContext | None = None) -> list
         *disruption.render(isvc),
         *network_policy.render(isvc),
         *hpa.render(isvc),
-        *keda.render(isvc, ctx, gpu),
+        *keda.render(isvc, ctx),
         *routing.render(isvc, ctx),
         *monitors.render(isvc),
         *alerts.render(isvc, gpu),

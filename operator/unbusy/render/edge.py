@@ -37,6 +37,9 @@ from unbusy import series
 from unbusy.api import InferenceService
 from unbusy.render import meta, routing
 
+# The rate window the scaling inputs read (scaling/promql.py; KEDA's triggers, render/keda.py).
+RATE_WINDOW_S = 60
+
 
 @dataclass(frozen=True)
 class Counter:

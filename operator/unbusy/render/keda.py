@@ -1,9 +1,9 @@
 """KEDA ScaledObjects (keda.sh/v1alpha1), one per variant, in autoscaling mode keda.
 
-For clusters that already run KEDA. Its Prometheus scaler runs the operator's own queries
-(scaling/promql.py, the demand from render/edge.py), so the two modes scale on the same
-numbers. Each trigger is an AverageValue target, replicas = ceil(query / threshold), the
-operator's rule for each input:
+For clusters that already run KEDA. Its Prometheus scaler runs the operator's own queries (the
+queue from series.py, the demand from render/edge.py, as scaling/promql.py reads them), so the
+two modes scale on the same numbers. Each trigger is an AverageValue target, replicas =
+ceil(query / threshold), the operator's rule for each input:
 
 - queue: every request pending in the variant's Tritons, per queueDepthPerReplica;
 - demand: the variant's offered load, refused requests included, per the share of a replica's
@@ -20,13 +20,8 @@ from __future__ import annotations
 from typing import Any
 
 from unbusy.api import InferenceService
-from unbusy.gpu.request import GpuRequest
-from unbusy.render import hpa, meta
+from unbusy.render import edge, hpa, meta
 from unbusy.render.context import RenderContext, replica_bounds, weight
-
-# The module, not its names: scaling.promql builds on render (meta, edge) itself, so either
-# may be imported first.
-from unbusy.scaling import promql
 
 FALLBACK = {"hold": "currentReplicas", "minReplicas": "static"}
 
@@ -41,19 +36,22 @@ def _trigger(name: str, server: str, query: str, threshold: float) -> dict[str, 
     }
 
 
-def _triggers(isvc: InferenceService, queries: promql.Queries) -> list[dict[str, Any]]:
+def _triggers(isvc: InferenceService, variant: str, share: float) -> list[dict[str, Any]]:
+    """`share` is the variant's part of the traffic (weight / 100), for an edge that counts the route only."""
     scaling = isvc.spec.autoscaling
     targets, server = scaling.targets, scaling.keda.server_address
     triggers = []
     if targets.queue_depth_per_replica:
-        triggers.append(_trigger("queue", server, queries.pending_total, targets.queue_depth_per_replica))
+        pending = meta.series_scope(isvc, variant).pending_total(isvc.spec.model.name)
+        triggers.append(_trigger("queue", server, pending, targets.queue_depth_per_replica))
     if targets.capacity_utilization_percent:
         per_replica = scaling.capacity.rps_per_replica * targets.capacity_utilization_percent / 100
-        triggers.append(_trigger("demand", server, queries.demand.requests, per_replica))
+        demand = edge.demand_queries(isvc, variant, share, edge.RATE_WINDOW_S)
+        triggers.append(_trigger("demand", server, demand.requests, per_replica))
     return triggers
 
 
-def render(isvc: InferenceService, ctx: RenderContext, gpu: GpuRequest) -> list[dict[str, Any]]:
+def render(isvc: InferenceService, ctx: RenderContext) -> list[dict[str, Any]]:
     scaling = isvc.spec.autoscaling
     if scaling.mode != "keda":
         return []
@@ -61,7 +59,6 @@ def render(isvc: InferenceService, ctx: RenderContext, gpu: GpuRequest) -> list[
     for variant in isvc.spec.effective_variants():
         low, high = replica_bounds(isvc, variant)
         name = meta.variant_name(isvc, variant.name)
-        queries = promql.variant_queries(isvc, variant.name, gpu, share=weight(variant, ctx) / 100)
         spec = {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
             "pollingInterval": scaling.interval_seconds,
@@ -73,7 +70,7 @@ def render(isvc: InferenceService, ctx: RenderContext, gpu: GpuRequest) -> list[
                 "behavior": FALLBACK[scaling.on_metrics_missing],
             },
             "advanced": {"horizontalPodAutoscalerConfig": {"behavior": hpa.behavior(scaling)}},
-            "triggers": _triggers(isvc, queries),
+            "triggers": _triggers(isvc, variant.name, weight(variant, ctx) / 100),
         }
         manifests.append(
             {

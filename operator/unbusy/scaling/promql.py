@@ -17,7 +17,7 @@ from unbusy.api import InferenceService
 from unbusy.gpu.request import GpuRequest
 from unbusy.llm_signals import LlmSignals, llm_signals
 from unbusy.render import meta
-from unbusy.render.edge import DemandQueries, demand_queries
+from unbusy.render.edge import RATE_WINDOW_S, DemandQueries, demand_queries
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def queries(scope: series.Scope, model: str, mig: bool, demand: DemandQueries, w
     requests = scope.triton(_REQUESTS, series.matcher(series.MODEL, model))
     pods = per_pod(triton, requests, scope.dcgm(), mig, series.POD, series.POD, window)
     return Queries(
-        pending_total=f"sum({series.PENDING_REQUESTS}{triton})",
+        pending_total=scope.pending_total(model),
         pending_per_pod=pods.pending,
         gpu_utilization_per_pod=pods.gpu_utilization,
         request_rate_per_pod=pods.request_rate,
@@ -105,7 +105,7 @@ def fleet_per_pod(namespaces: Iterable[str], mig: bool, window_seconds: int = 60
 
 
 def variant_queries(
-    isvc: InferenceService, variant: str, gpu: GpuRequest, share: float, window_seconds: int = 60
+    isvc: InferenceService, variant: str, gpu: GpuRequest, share: float, window_seconds: int = RATE_WINDOW_S
 ) -> Queries:
     """The queries for one variant of an InferenceService; MIG slices read GR engine activity.
     `share` is the variant's part of the traffic (weight / 100), for an edge that counts the route only."""
