@@ -237,3 +237,53 @@ def test_each_variant_reads_the_most_demand_of_the_lead_a_day_ago(promtool, tmp_
     answers = Answers(plan, {q: [] for q in plan.queries} | {query: [(labels, 40.0)]})
     assert answers.seasonal(ours) == pytest.approx(40)
     assert answers.seasonal(read(NGINX)) is None  # off
+
+
+# --- LLM variants: their engine's signals, run as written, read into weighted tokens ------------
+
+LLM = {
+    "model": {
+        "name": "llama",
+        "repository": "pvc://model-store/llm",
+        "config": {"backend": "vllm", "maxBatchSize": 0},
+        "llm": {
+            "slo": {"ttftP99Ms": 2000, "tpotP99Ms": 100},
+            "capacity": {"promptTokensPerSecond": 20000, "outputTokensPerSecond": 2000},
+            "kvCacheTokens": 400000,
+        },
+    },
+    "autoscaling": {"targets": {"queueDepthPerReplica": 0, "gpuUtilizationPercent": 0}},
+    **NGINX,
+}
+
+
+def llm_read(pods: dict[str, bool]) -> VariantRead:
+    service = isvc(LLM, name="llama", namespace="ml")
+    base = read(LLM, name="llama", pods=pods)
+    return dataclasses.replace(base, model="llama", llm=fleet.llm_read(service, "main", 1.0, 60))
+
+
+def test_an_llm_variant_reads_tokens_per_pod_and_its_p99s_and_counts_in_weighted_tokens():
+    ours = llm_read({POD_A: True, POD_B: True})
+    plan = fleet.plan([ours, read({})])
+    q = ours.llm.queries
+    assert set(ours.llm.texts) <= set(plan.queries)
+    assert len(plan.queries) == PER_POD + 3 + len(ours.llm.texts)  # the LLM's own beside the fleet's
+    rows: dict = {query: [] for query in plan.queries}
+    pod = lambda name, value: ({series.POD: name}, value)  # noqa: E731
+    rows[q.prompt_tokens_per_pod] = [pod(POD_A, 6000.0), pod(POD_B, 5540.0)]
+    rows[q.output_tokens_per_pod] = [pod(POD_A, 1100.0), pod(POD_B, 1010.0)]
+    rows[q.finished_per_pod] = [pod(POD_A, 5.0), pod(POD_B, 5.0)]
+    rows[q.waiting_per_pod] = [pod(POD_A, 2.0), pod(POD_B, 0.0)]
+    rows[q.kv_used_per_pod] = [pod(POD_A, 0.95), pod(POD_B, 0.5)]
+    rows[q.ttft_p99_seconds] = [({}, 2.5)]
+    rows[q.tpot_p99_seconds] = [({}, float("nan"))]  # no decode yet: histogram_quantile's NaN reads as none
+    nginx = next(query for query in plan.queries if "nginx_ingress_controller_requests" in query)
+    rows[nginx] = [({"exported_namespace": "ml", "ingress": "llama", "service": "llama-main"}, 10.0)]
+    obs = Answers(plan, rows).llm(ours, current=2)
+    assert obs.unit == "tok/s" and obs.capacity_hint == 2000
+    # Pods in name order (POD_B's first): 5,540 prompt tokens at a tenth + 1,010 output tokens.
+    assert [s.served_rate for s in obs.samples] == [pytest.approx(1564), pytest.approx(1700)]
+    assert [s.queue_depth_min for s in obs.samples] == [0.0, 2.0]  # POD_A's requests wait: saturated
+    assert obs.demand.rps == pytest.approx(3264) and "10 rps x 326 tok/req" in obs.demand.source
+    assert {g.name: g.value for g in obs.guards} == {"ttft p99": 2500.0, "kv cache": 95.0}

@@ -25,7 +25,7 @@ from unbusy.kube.status import event, get_inference_service, publish_status
 from unbusy.render.context import RenderContext, replica_bounds, weight
 from unbusy.render.edge import demand_queries
 from unbusy.render.meta import variant_name
-from unbusy.scaling.fleet import Answers, SourceError, VariantRead
+from unbusy.scaling.fleet import Answers, SourceError, VariantRead, llm_read
 from unbusy.scaling.policy import Decision, Observation, PolicyState, decide
 from unbusy.serving.model import from_service
 from unbusy.timestamps import now
@@ -51,6 +51,8 @@ def _observation(answers: Answers | None, read: VariantRead, current: int, isvc:
         return Observation(current, None, error=NO_PROMETHEUS)
     hint, saturated = _spec_capacity(isvc)
     try:
+        if read.llm is not None:
+            return answers.llm(read, current)
         samples, demand, past = answers.samples(read), answers.demand(read), answers.seasonal(read)
         return Observation(
             current, samples, demand=demand, capacity_hint=hint, saturated_pending=saturated, seasonal_rps=past
@@ -97,6 +99,7 @@ def look(body: dict[str, Any], children: observe.Fleet) -> Look | None:
             children.pod_readiness(namespace, name, variant),
             demand_queries(isvc, variant, share=routed[variant] / 100, window_seconds=WINDOW_S),
             isvc.spec.autoscaling.seasonal if isvc.spec.autoscaling.seasonal.enabled else None,
+            llm_read(isvc, variant, routed[variant] / 100, WINDOW_S),
         )
         for variant, state in live.items()
         if state.exists
@@ -151,7 +154,7 @@ def tick(api: CountingClient, seen: Look, answers: Answers | None, states: dict[
                 to_replicas=decision.replicas,
                 reason=decision.reason,
                 demand_source=read.demand.source,
-                capacity=f"{capacity:,.0f} rps/replica" if (capacity := decision.metrics.get("capacity_rps")) else None,
+                capacity=_capacity_text(decision, observed[variant.name][1].unit),
                 overload_measurable=read.demand.measurable,
                 floor=decision.floor,
             )
@@ -165,6 +168,11 @@ def tick(api: CountingClient, seen: Look, answers: Answers | None, states: dict[
     ready = {n: s.ready for n, s in live.items()}
     reroute = fallback.step(api, body, planned, ready, capacities, total, time.time())
     return Tick(interval, reroute)
+
+
+def _capacity_text(decision: Decision, unit: str) -> str | None:
+    capacity = decision.metrics.get("capacity_rps")
+    return f"{capacity:,.0f} {unit}/replica" if capacity else None
 
 
 def _publish(

@@ -20,11 +20,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 
 from unbusy import series
+from unbusy.api import InferenceService
 from unbusy.api.spec import Seasonal
 from unbusy.render.edge import Counters, DemandQueries
+from unbusy.scaling import policy, tokens
 from unbusy.scaling.demand import Demand
 from unbusy.scaling.policy import ReplicaSample
-from unbusy.scaling.promql import FLEET_DCGM_BY, FLEET_TRITON_BY, PerPod, fleet_per_pod
+from unbusy.scaling.promql import FLEET_DCGM_BY, FLEET_TRITON_BY, LlmQueries, PerPod, fleet_per_pod, llm_queries
 
 Labels = Mapping[str, str]
 Rows = list[tuple[Labels, float]]
@@ -44,6 +46,41 @@ class VariantRead:
     pods: Mapping[str, bool]  # its live pods -> ready
     demand: DemandQueries
     seasonal: Seasonal | None = None  # autoscaling.seasonal when enabled
+    llm: LlmRead | None = None  # an LLM variant's token signals (spec.model.llm)
+
+
+@dataclass(frozen=True)
+class LlmRead:
+    """What an LLM variant reads beside its per-pod samples: its engine's signals, run as written
+    (their constants are the spec's: one query per variant and signal), and the spec's numbers."""
+
+    queries: LlmQueries
+    costs: tokens.TokenCosts
+    ttft_slo_ms: float
+    tpot_slo_ms: float | None
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        q = self.queries
+        found = (
+            q.prompt_tokens_per_pod,
+            q.output_tokens_per_pod,
+            q.finished_per_pod,
+            q.ttft_p99_seconds,
+            q.tpot_p99_seconds,
+            q.waiting_per_pod,
+            q.kv_used_per_pod,
+        )
+        return tuple(text for text in found if text)
+
+
+def llm_read(isvc: InferenceService, variant: str, share: float, window_seconds: int) -> LlmRead | None:
+    """An LLM variant's token signals and the spec's numbers for them; None for other models."""
+    llm, queries = isvc.spec.model.llm, llm_queries(isvc, variant, share, window_seconds)
+    if llm is None or queries is None:
+        return None
+    costs = tokens.TokenCosts(llm.capacity.prompt_tokens_per_second, llm.capacity.output_tokens_per_second)
+    return LlmRead(queries, costs, llm.slo.ttft_p99_ms, llm.slo.tpot_p99_ms)
 
 
 def _counter_query(metric: str, fixed: tuple[str, ...], by: Iterable[str], window_seconds: int) -> str:
@@ -87,10 +124,11 @@ def plan(reads: Iterable[VariantRead], window_seconds: int = 60) -> Plan:
     DemandQueries were built with."""
     reads = list(reads)
     namespaces = sorted({r.namespace for r in reads})
+    llm = [text for r in reads if r.llm is not None for text in r.llm.texts]
     per_pod = {mig: fleet_per_pod(namespaces, mig, window_seconds) for mig in sorted({r.mig for r in reads})}
     labels: dict[tuple[str, tuple[str, ...]], set[str]] = {}
     past: dict[tuple[str, tuple[str, ...], int, int], set[str]] = {}
-    own: list[str] = []
+    own: list[str] = [*llm]
     for read in reads:
         grouped = _counters(read.demand)
         if not grouped:  # a user's PromQL
@@ -213,6 +251,48 @@ class Answers:
             return None
         # Refused requests get a series of their own at the first refusal: until then there were none.
         return Demand(rps=rps, rejected_rps=rejected or 0.0, source=queries.source, measurable=queries.measurable)
+
+    def _by_pod(self, query: str | None) -> dict[str, float]:
+        if query is None:
+            return {}
+        return {labels.get(series.POD, ""): value for labels, value in self._rows(query) if not math.isnan(value)}
+
+    def _whole(self, query: str | None) -> float | None:
+        if query is None:
+            return None
+        values = [value for _, value in self._rows(query) if math.isfinite(value)]
+        return values[0] if values else None
+
+    def llm(self, read: VariantRead, current: int) -> policy.Observation:
+        """An LLM variant's observation counted in weighted tokens (scaling/tokens.py): its pods'
+        token counters, the edge's demand times the tokens a request costs, TTFT/TPOT/KV guards."""
+        llm = read.llm
+        q = llm.queries
+        prompt, output = self._by_pod(q.prompt_tokens_per_pod), self._by_pod(q.output_tokens_per_pod)
+        waiting, kv = self._by_pod(q.waiting_per_pod), self._by_pod(q.kv_used_per_pod)
+        pods = sorted(read.pods.items())
+        counted = [
+            tokens.PodTokens(prompt.get(pod), output.get(pod), waiting.get(pod) if q.waiting_per_pod else None)
+            for pod, _ in pods
+        ]
+        finished = sum(self._by_pod(q.finished_per_pod).values())
+        # The seasonal floor reads requests a period ago: at what a request costs now, in tokens.
+        past, cost = (
+            self.seasonal(read),
+            tokens.per_request(llm.costs, sum(v for v in prompt.values()), sum(v for v in output.values()), finished),
+        )
+        ready_kv = [kv[pod] for pod, ready in pods if ready and pod in kv]
+        ttft, tpot = self._whole(q.ttft_p99_seconds), self._whole(q.tpot_p99_seconds)
+        latency = tokens.Latency(
+            ttft_p99_ms=None if ttft is None else 1000 * ttft,
+            ttft_slo_ms=llm.ttft_slo_ms,
+            tpot_p99_ms=None if tpot is None else 1000 * tpot,
+            tpot_slo_ms=llm.tpot_slo_ms,
+            kv_used=max(ready_kv) if ready_kv else None,
+        )
+        edge = self.demand(read)
+        seasonal = past * cost if past is not None and cost is not None else None
+        return tokens.observation(current, self.samples(read), counted, edge, finished, latency, llm.costs, seasonal)
 
 
 def due(last: float | None, interval: float, now: float) -> bool:
