@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from unbusy import series
-from unbusy.api.spec import Llm, Model
+from unbusy.api.llm import Llm
+from unbusy.api.model import Model
 from unbusy.series import number
 
 P99 = 0.99

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from unbusy.api import InferenceService, load
-from unbusy.api.spec import GpuUtilizationCurve, ServiceTime, Serving
+from unbusy.api.model import GpuUtilizationCurve, ServiceTime, Serving
 from unbusy.serving.model import ServiceModel
 
 ROOT = Path(__file__).resolve().parents[2]

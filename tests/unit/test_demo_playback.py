@@ -10,7 +10,7 @@ import yaml
 from builders import ROOT, isvc
 
 from unbusy.api import load
-from unbusy.api.spec import ModelConfig
+from unbusy.api.model import ModelConfig
 from unbusy.demo import playback, plot
 from unbusy.demo.playback import Roles, roles
 from unbusy.serving.model import DEFAULT_FALLBACK_PROFILE, from_config, load_profile

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from unbusy.api import SpecError
-from unbusy.api.spec import Gpu
+from unbusy.api.gpu import Gpu
 from unbusy.gpu.catalogue import PRODUCTS
 from unbusy.gpu.request import GPU_RESOURCE, PRODUCT_LABEL, choose_profile, gibibytes, gpu_request
 

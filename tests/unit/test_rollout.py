@@ -8,7 +8,7 @@ import pytest
 from builders import isvc
 
 from unbusy.api import InferenceServiceStatus, SpecError
-from unbusy.api.spec import CanaryStrategy, RolloutCheck
+from unbusy.api.rollout import CanaryStrategy, RolloutCheck
 from unbusy.api.status import RevisionTemplate, RolloutState
 from unbusy.gpu.request import gpu_request
 from unbusy.health import VariantState

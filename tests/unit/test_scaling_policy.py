@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from builders import isvc
 
-from unbusy.api.spec import Autoscaling
+from unbusy.api.autoscaling import Autoscaling
 from unbusy.render.context import replica_bounds
 from unbusy.scaling.policy import Decision, Observation, PolicyState, ReplicaSample, decide, trend
 

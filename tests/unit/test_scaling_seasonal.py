@@ -11,7 +11,7 @@ from test_scaling_demand import EDGE, fleet
 from test_scaling_policy import FREE, run
 
 from unbusy.api import SpecError
-from unbusy.api.spec import Seasonal
+from unbusy.api.autoscaling import Seasonal
 from unbusy.scaling import seasonal
 from unbusy.sim.traces import builtin
 

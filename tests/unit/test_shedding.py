@@ -7,7 +7,8 @@ from dataclasses import replace
 import pytest
 from builders import isvc
 
-from unbusy.api.spec import Autoscaling, Fallback
+from unbusy.api.autoscaling import Autoscaling
+from unbusy.api.fallback import Fallback
 from unbusy.api.status import InferenceServiceStatus
 from unbusy.serving.model import from_config, load_profile
 from unbusy.sim.config import SimConfig, SimFallback

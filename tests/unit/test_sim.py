@@ -10,7 +10,7 @@ import pytest
 import yaml
 from builders import isvc, manifest
 
-from unbusy.api.spec import GpuUtilizationCurve, Pauses, ServiceTime, Serving
+from unbusy.api.model import GpuUtilizationCurve, Pauses, ServiceTime, Serving
 from unbusy.serving.batcher import SHARES, Batcher, steady_state
 from unbusy.serving.model import DEFAULT_PROFILE, ServiceModel, from_config, from_service, load_profile
 from unbusy.sim import cli as sim_cli

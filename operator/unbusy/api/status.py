@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from unbusy.api.base import ApiModel
-from unbusy.api.spec import ModelConfig
+from unbusy.api.model import ModelConfig
 
 ConditionType = Literal["Ready", "Progressing", "Degraded", "ScalingActive", "ModelReady"]
 

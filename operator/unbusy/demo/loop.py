@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from unbusy.api import InferenceService
-from unbusy.api.spec import Serving
+from unbusy.api.model import Serving
 from unbusy.demo.processes import OperatorProcess, Prometheus
 from unbusy.kube.client import connect
 from unbusy.kube.observe import live_pods, nginx_weights

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from unbusy.api.gpu import Gpu
 from unbusy.api.resource import SpecError
-from unbusy.api.spec import Gpu
 from unbusy.gpu.catalogue import PRODUCTS, GpuProduct, MigProfile
 
 GPU_RESOURCE = "nvidia.com/gpu"

@@ -14,7 +14,7 @@ from typing import Any
 
 from unbusy import series
 from unbusy.api import InferenceService, SpecError
-from unbusy.api.spec import AlertRule
+from unbusy.api.alerts import AlertRule
 from unbusy.gpu.request import GpuRequest
 from unbusy.llm_signals import Grouping, LlmSignals, llm_signals
 from unbusy.render import edge, meta, monitors

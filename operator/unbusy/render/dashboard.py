@@ -12,7 +12,7 @@ from typing import Any
 
 from unbusy import series
 from unbusy.api import InferenceService
-from unbusy.api.spec import AlertRule
+from unbusy.api.alerts import AlertRule
 from unbusy.render import alerts, meta, monitors
 
 # The label Grafana's sidecar (kube-prometheus-stack, grafana chart) watches for by default.

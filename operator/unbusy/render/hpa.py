@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from unbusy.api import InferenceService
-from unbusy.api.spec import Autoscaling, ScalingRules
+from unbusy.api.autoscaling import Autoscaling, ScalingRules
 from unbusy.render import meta
 from unbusy.render.context import replica_bounds
 

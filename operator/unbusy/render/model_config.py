@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from unbusy.api import InferenceService, Variant
-from unbusy.api.spec import ModelConfig
+from unbusy.api.model import ModelConfig
 from unbusy.render import meta
 
 CONFIG_PBTXT = "config.pbtxt"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from unbusy.api import InferenceService
-from unbusy.api.spec import NetworkPeer
+from unbusy.api.network_policy import NetworkPeer
 from unbusy.render import meta
 
 # The label the API server sets on every namespace to its own name (Kubernetes 1.22+).

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from unbusy.api import InferenceService
-from unbusy.api.spec import Routing
+from unbusy.api.routing import Routing
 from unbusy.render import meta
 from unbusy.render.context import RenderContext, weight
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, fields
 
 from unbusy import series
 from unbusy.api import InferenceService
-from unbusy.api.spec import Seasonal
+from unbusy.api.autoscaling import Seasonal
 from unbusy.render.edge import Counters, DemandQueries
 from unbusy.scaling import policy, tokens
 from unbusy.scaling.demand import Demand

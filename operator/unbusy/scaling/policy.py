@@ -34,7 +34,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from unbusy.api.spec import Autoscaling, ScalingRules
+from unbusy.api.autoscaling import Autoscaling, ScalingRules
 from unbusy.scaling import bursts as recurring
 from unbusy.scaling import capacity as capacities
 from unbusy.scaling import seasonal as seasons

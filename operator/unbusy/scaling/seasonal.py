@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from unbusy.api.spec import Seasonal
+from unbusy.api.autoscaling import Seasonal
 
 
 def past_peak(points: Iterable[tuple[float, float]], now: float, spec: Seasonal) -> float | None:

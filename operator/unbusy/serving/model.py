@@ -1,6 +1,6 @@
 """One Triton replica's serving model: dynamic batching, per-batch service time, queue limit, GPU reading.
 
-The measured part comes from a serving profile (api.spec.Serving), fitted by `unbusy calibrate`
+The measured part comes from a serving profile (api.model.Serving), fitted by `unbusy calibrate`
 from a real tritonserver's sweep (bench/calibrate, bench/data); the batching part from the
 spec's model configuration. What a real Triton on an H100 showed (bench/data/h100-*.csv):
 
@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from unbusy.api import InferenceService
-from unbusy.api.spec import ModelConfig, Serving
+from unbusy.api.model import ModelConfig, Serving
 from unbusy.serving.batcher import Batcher, SteadyState, at_level, level
 
 PROFILES = Path(__file__).parent / "profiles"

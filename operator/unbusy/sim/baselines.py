@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from unbusy.api.spec import Autoscaling
+from unbusy.api.autoscaling import Autoscaling
 from unbusy.scaling.policy import Decision, Observation, PolicyState, decide
 from unbusy.sim.traces import Trace
 

@@ -1,4 +1,4 @@
-"""Fit a serving profile (api.spec.Serving) to a real Triton's sweep, and replay the sweep through the simulator.
+"""Fit a serving profile (api.model.Serving) to a real Triton's sweep, and replay the sweep through the simulator.
 
 Input: a rates CSV written by bench/calibrate/harness.py: '#' lines (device, versions, the
 model's config.pbtxt, ready_s), then one row per closed-loop concurrency and per open-loop
@@ -34,7 +34,7 @@ import statistics
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from unbusy.api.spec import DynamicBatching, GpuUtilizationCurve, ModelConfig, Pauses, ServiceTime, Serving
+from unbusy.api.model import DynamicBatching, GpuUtilizationCurve, ModelConfig, Pauses, ServiceTime, Serving
 from unbusy.scaling.policy import line
 from unbusy.serving.batcher import steady_state
 from unbusy.serving.model import ServiceModel, from_config, saturated_batch

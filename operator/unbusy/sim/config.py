@@ -6,7 +6,9 @@ import re
 from dataclasses import dataclass, replace
 
 from unbusy.api import InferenceService
-from unbusy.api.spec import Autoscaling, Fallback, Serving
+from unbusy.api.autoscaling import Autoscaling
+from unbusy.api.fallback import Fallback
+from unbusy.api.model import Serving
 from unbusy.gpu.catalogue import PRODUCTS
 from unbusy.gpu.request import gpu_request
 from unbusy.render.context import RenderContext, desired_replicas, replica_bounds

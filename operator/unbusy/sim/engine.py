@@ -25,7 +25,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from unbusy.api.spec import Autoscaling
+from unbusy.api.autoscaling import Autoscaling
 from unbusy.scaling import seasonal
 from unbusy.scaling.demand import Demand
 from unbusy.scaling.policy import Decision, Observation, PolicyState, ReplicaSample, decide

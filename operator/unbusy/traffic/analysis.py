@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from unbusy.api.spec import RolloutCheck
+from unbusy.api.rollout import RolloutCheck
 
 UNITS = {"p99LatencyMs": "ms", "errorRatePercent": "%", "queueTimeMs": "ms"}
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from unbusy.api import InferenceService, Variant
-from unbusy.api.spec import CanaryStrategy
+from unbusy.api.rollout import CanaryStrategy
 from unbusy.api.status import Revision, RevisionTemplate, RolloutState
 from unbusy.timestamps import parse, stamp
 from unbusy.traffic.analysis import Verdict

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from unbusy.api import InferenceService
-from unbusy.api.spec import Fallback
+from unbusy.api.fallback import Fallback
 from unbusy.api.status import Shed
 from unbusy.scaling.demand import Demand
 from unbusy.scaling.policy import Observation

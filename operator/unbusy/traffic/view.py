@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from unbusy.api import InferenceService, SpecError, Variant
-from unbusy.api.spec import CANARY_SUFFIX
+from unbusy.api.rollout import CANARY_SUFFIX
 from unbusy.api.status import Revision, RevisionTemplate, RolloutState
 from unbusy.render.meta import variant_name
 from unbusy.traffic.rollout import ACTIVE, stable_revision
