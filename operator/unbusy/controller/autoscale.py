@@ -1,6 +1,7 @@
 """One tick of the operator's scaling loop for one InferenceService: what the fleet's read of
-the cluster and of Prometheus (controller/scaler.py) says of it -> policy -> Deployment scale
-subresource -> status and events. The decisions are scaling/policy.py's."""
+the cluster and of Prometheus (controller/scaler.py) says of it -> replicas, the weight on the
+fallback and the status, decided purely (decide_tick: scaling/policy.py's decisions,
+traffic/shedding.py's moves) -> the Deployments' scale subresource, the status in one patch, Events."""
 
 from __future__ import annotations
 
@@ -116,11 +117,80 @@ class Tick:
 INVALID = Tick(30.0)  # an invalid spec is looked at again after this long
 
 
+@dataclass(frozen=True)
+class Decided:
+    """What one tick decided for an InferenceService, before anything is written."""
+
+    decisions: dict[str, Decision]  # the policy's, of each variant read
+    scaled: tuple[ScalingDecision, ...]  # the Deployments whose replicas change, in the spec's order
+    shift: shedding.Shift | None  # the weight on the fallback; None without one, or nothing decided
+
+    def status(self, body: dict[str, Any], planned: InferenceService, stamp: str) -> dict[str, Any]:
+        """The status to write over `body`'s: the ScalingActive condition, the last scaling, the moves."""
+        fresh = [health.scaling_condition(self.decisions)]
+        generation = body["metadata"].get("generation")
+        status: dict[str, Any] = {
+            "conditions": health.merged_wire_conditions(body.get("status") or {}, fresh, stamp, generation)
+        }
+        if self.scaled:
+            status["lastScaling"] = self.scaled[-1].to_wire()
+        if self.shift is not None:
+            status |= shedding.to_status(planned, self.shift.plan.moved)
+        return status
+
+
+def decide_tick(
+    planned: InferenceService,
+    isvc: InferenceService,
+    observed: dict[str, tuple[VariantRead, Observation]],
+    live: dict[str, VariantState],
+    states: dict[str, PolicyState],
+    at: float,
+    stamp: str,
+) -> Decided:
+    """Replicas for every variant read and the weight shed to the fallback (pure). `planned` is
+    the service as planned, `isvc` with the weights the routes carry now, `states` the policy's
+    state of the last tick."""
+    rollouts = {s.variant: s for s in (isvc.status.rollouts if isvc.status else [])}
+    decisions: dict[str, Decision] = {}
+    scaled = []
+    for variant in isvc.spec.effective_variants():
+        if variant.name not in observed:
+            continue
+        state, (read, observation) = live[variant.name], observed[variant.name]
+        bounds = replica_bounds(isvc, variant)
+        decision = decide(observation, isvc.spec.autoscaling, bounds, states.get(variant.name, PolicyState()), at)
+        decisions[variant.name] = decision
+        if decision.replicas < state.desired and holds_stable_replicas(rollouts.get(variant.name)):
+            continue  # the canary may yet be rolled back onto it
+        if decision.replicas != state.desired:
+            scaled.append(
+                ScalingDecision(
+                    time=stamp,
+                    variant=variant.name,
+                    from_replicas=state.desired,
+                    to_replicas=decision.replicas,
+                    reason=decision.reason,
+                    demand_source=read.demand.source,
+                    capacity=_capacity_text(decision, observation.unit),
+                    overload_measurable=read.demand.measurable,
+                    floor=decision.floor,
+                )
+            )
+    shift = None
+    if isvc.spec.fallback is not None and decisions:
+        capacities = {n: d.metrics["capacity_rps"] for n, d in decisions.items() if d.metrics.get("capacity_rps")}
+        demands = [o.demand for _, o in observed.values()]
+        total = None if None in demands else sum(d.rps for d in demands)
+        shift = shedding.shift(planned, {n: s.ready for n, s in live.items()}, capacities, total, at)
+    return Decided(decisions, tuple(scaled), shift)
+
+
 def tick(api: CountingClient, seen: Look, answers: Answers | None, states: dict[str, PolicyState]) -> Tick:
-    """Decide and write replicas for every variant, and the weight shed to the fallback."""
+    """Decide replicas for every variant and the weight shed to the fallback (decide_tick), then
+    write them: each Deployment's scale, the status in one patch, the Events."""
     body, live = seen.body, seen.live
     planned, isvc = _views(body)
-    rollouts = {s.variant: s for s in (isvc.status.rollouts if isvc.status else [])}
     namespace, name = isvc.metadata.namespace, isvc.metadata.name
     observed = {
         variant: (read, _observation(answers, read, live[variant].desired, isvc))
@@ -128,46 +198,23 @@ def tick(api: CountingClient, seen: Look, answers: Answers | None, states: dict[
     }
     if isvc.spec.fallback is not None:
         observed = shedding.at_planned_weights(observed, planned)
-    decisions: dict[str, Decision] = {}
-    last: ScalingDecision | None = None
-    for variant in isvc.spec.effective_variants():
-        if variant.name not in observed:
-            continue
-        state, (read, observation) = live[variant.name], observed[variant.name]
-        bounds = replica_bounds(isvc, variant)
-        previous = states.get(variant.name, PolicyState())
-        decision = decide(observation, isvc.spec.autoscaling, bounds, previous, time.time())
-        states[variant.name] = decision.state
-        decisions[variant.name] = decision
-        if decision.replicas < state.desired and holds_stable_replicas(rollouts.get(variant.name)):
-            continue  # the canary may yet be rolled back onto it
-        if decision.replicas != state.desired:
-            observe.scale_deployment(api, namespace, variant_name(isvc, variant.name), decision.replicas)
-            direction = "up" if decision.replicas > state.desired else "down"
-            SCALING_DECISIONS.labels(direction).inc()
-            log.info("%s/%s: variant %s scaled %s: %s", namespace, name, variant.name, direction, decision.reason)
-            event(api, body, "Normal", "Scaled", f"variant {variant.name}: {decision.reason}")
-            last = ScalingDecision(
-                time=now(),
-                variant=variant.name,
-                from_replicas=state.desired,
-                to_replicas=decision.replicas,
-                reason=decision.reason,
-                demand_source=read.demand.source,
-                capacity=_capacity_text(decision, observed[variant.name][1].unit),
-                overload_measurable=read.demand.measurable,
-                floor=decision.floor,
-            )
-    body = _publish(api, body, decisions, last)
+    stamp = now()
+    decided = decide_tick(planned, isvc, observed, live, states, time.time(), stamp)
+    states.update((variant, decision.state) for variant, decision in decided.decisions.items())
+    for scaling in decided.scaled:
+        observe.scale_deployment(api, namespace, variant_name(isvc, scaling.variant), scaling.to_replicas)
+        direction = "up" if scaling.to_replicas > scaling.from_replicas else "down"
+        SCALING_DECISIONS.labels(direction).inc()
+        log.info("%s/%s: variant %s scaled %s: %s", namespace, name, scaling.variant, direction, scaling.reason)
+        event(api, body, "Normal", "Scaled", f"variant {scaling.variant}: {scaling.reason}")
     interval = float(isvc.spec.autoscaling.interval_seconds)
-    if isvc.spec.fallback is None or not decisions:
+    if not decided.decisions:
         return Tick(interval)
-    capacities = {n: d.metrics["capacity_rps"] for n, d in decisions.items() if d.metrics.get("capacity_rps")}
-    demands = [o.demand for _, o in observed.values()]
-    total = None if None in demands else sum(d.rps for d in demands)
-    ready = {n: s.ready for n, s in live.items()}
-    reroute = fallback.step(api, body, planned, ready, capacities, total, time.time())
-    return Tick(interval, reroute)
+    written = _publish(api, body, decided, planned, stamp)
+    if decided.shift is None:
+        return Tick(interval)
+    fallback.announce(api, written, planned, decided.shift)
+    return Tick(interval, written if decided.shift.rerouted else None)
 
 
 def _capacity_text(decision: Decision, unit: str) -> str | None:
@@ -176,24 +223,16 @@ def _capacity_text(decision: Decision, unit: str) -> str | None:
 
 
 def _publish(
-    api: CountingClient, body: dict[str, Any], decisions: dict[str, Decision], last: ScalingDecision | None
+    api: CountingClient, body: dict[str, Any], decided: Decided, planned: InferenceService, stamp: str
 ) -> dict[str, Any]:
-    """Write the ScalingActive condition (and lastScaling) into the status; returns the object as
-    it now is. Only while the object is as read: kopf's body may lag a status that a reconcile
-    just wrote, and conditions merged into a stale copy would put its older Ready back."""
-    if not decisions:
-        return body
+    """Write the tick's status in one patch; returns the object as it now is. Only while the object
+    is as read: kopf's body may lag a status that a reconcile just wrote, and conditions merged into
+    a stale copy would put its older Ready back. On a conflict the status is merged again over the
+    object as it now is (only this loop writes the fallback's moves, so they still hold)."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     for attempt in range(CONFLICT_ATTEMPTS):
-        generation = body["metadata"].get("generation")
-        fresh = [health.scaling_condition(decisions)]
-        status: dict[str, Any] = {
-            "conditions": health.merged_wire_conditions(body.get("status") or {}, fresh, now(), generation)
-        }
-        if last is not None:
-            status["lastScaling"] = last.to_wire()
         try:
-            return publish_status(api, body, status, guarded=True) or body
+            return publish_status(api, body, decided.status(body, planned, stamp), guarded=True) or body
         except ConflictError:
             current = get_inference_service(api, namespace, name)
             if current is None or attempt == CONFLICT_ATTEMPTS - 1:

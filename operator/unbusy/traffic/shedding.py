@@ -228,3 +228,32 @@ def _reason(needed: Mapping[str, int], moved: Sequence[Moved], spare: int, spec:
     limit = "its spare capacity" if spare < spec.max_percent else f"fallback.maxPercent {spec.max_percent}%"
     capped = f" (capped by {limit})" if total < asked else ""
     return f"{asked}% of demand is beyond the ready replicas' capacity: {total}% to {spec.variant}{capped}"
+
+
+@dataclass(frozen=True)
+class Shift:
+    """One tick's moves beside the ones the status held."""
+
+    plan: Plan
+    previous: tuple[Moved, ...]
+
+    @property
+    def rerouted(self) -> bool:
+        """Whether the weights change, so the routes must follow (needed_at alone changes none)."""
+        return [(m.variant, m.percent) for m in self.plan.moved] != [(m.variant, m.percent) for m in self.previous]
+
+
+def shift(
+    planned: InferenceService,
+    ready: Mapping[str, int],
+    capacities: Mapping[str, float],
+    demand_rps: float | None,
+    now: float,
+) -> Shift | None:
+    """This tick's moves for the service as planned (before shedding), from those its status holds;
+    None while a canary rollout holds ingress-nginx's canary Ingress: the moves stay as they are
+    until the rollout ends."""
+    if canary_ingress_taken(planned):
+        return None
+    previous = recorded(planned)
+    return Shift(plan(loads(planned, ready, capacities), planned.spec.fallback, demand_rps, previous, now), previous)

@@ -1,0 +1,102 @@
+"""One tick of the scaling loop (controller/autoscale.py) against an API server that records its
+writes: the replicas, the weight shed to the fallback and the status are decided first, and the
+status is written once, in one patch."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from builders import manifest
+
+from unbusy.api import load
+from unbusy.controller import autoscale
+from unbusy.health import VariantState
+from unbusy.render.edge import demand_queries
+from unbusy.scaling import fleet
+from unbusy.scaling.fleet import Answers, VariantRead
+
+STATUS = ("InferenceService", "status")
+SCALE = ("Deployment", "scale")
+# main serves 1,000 requests/s a replica; small, the fallback, 2,000 (utilizationPercent 90).
+SPEC = {
+    "variants": [{"name": "main", "weight": 100}, {"name": "small", "weight": 0}],
+    "routing": {"host": "resnet.example.com"},
+    "fallback": {"variant": "small", "rpsPerReplica": 2000, "maxPercent": 50},
+    "autoscaling": {
+        "capacity": {"rpsPerReplica": 1000},
+        "demand": {"source": "promql", "query": "sum(rate(requests_total{service=$service}[$window]))"},
+    },
+}
+
+
+class RecordingApi:
+    """The API server as a tick calls it (dynamic client's resources.get, patch, create): every
+    write is recorded as (resource, body); a status patch is merged into the object it keeps."""
+
+    def __init__(self, body: dict[str, Any]):
+        self.body = body
+        self.writes: list[tuple[Any, dict[str, Any]]] = []
+        self.resources = SimpleNamespace(
+            get=lambda api_version, kind: SimpleNamespace(kind=kind, status=(kind, "status"), scale=(kind, "scale"))
+        )
+
+    def patch(self, resource: Any, name: str, namespace: str, body: dict, content_type: str, serializer: Any) -> dict:
+        self.writes.append((resource, body))
+        if resource != STATUS:
+            return {}
+        meta = self.body["metadata"]
+        assert body["metadata"]["resourceVersion"] == meta["resourceVersion"], "a guarded write of a stale object"
+        version = str(int(meta["resourceVersion"]) + 1)
+        status = (self.body.get("status") or {}) | body["status"]
+        self.body = {**self.body, "metadata": {**meta, "resourceVersion": version}, "status": status}
+        return self.body
+
+    def create(self, resource: Any, body: dict, namespace: str, serializer: Any) -> dict:
+        self.writes.append((resource.kind, body))
+        return body
+
+    def written(self, what: Any) -> list[dict[str, Any]]:
+        return [body for resource, body in self.writes if resource == what]
+
+
+def test_a_tick_that_scales_out_and_sheds_to_the_fallback_writes_the_status_once():
+    body = manifest(SPEC)
+    body["metadata"] |= {"resourceVersion": "7", "generation": 1, "uid": "u1"}
+    service = load(body)
+    # 2,500 requests/s on main's 2 ready replicas: 2 x 1,000 x 95% = 1,900 served, 600 (24%) shed.
+    offered = {"main": 2500.0, "small": 0.0}
+    reads = {
+        variant: VariantRead(
+            "ml", "resnet50", False, {f"resnet-{variant}-0": True}, demand_queries(service, variant, 1.0, 60)
+        )
+        for variant in offered
+    }
+    plan = fleet.plan(reads.values(), autoscale.WINDOW_S)
+    rows = {query: [] for query in plan.queries} | {reads[v].demand.requests: [({}, rps)] for v, rps in offered.items()}
+    live = {
+        "main": VariantState("main", 100, desired=2, replicas=2, ready=2, exists=True),
+        "small": VariantState("small", 0, desired=1, replicas=1, ready=1, exists=True),
+    }
+    api, states = RecordingApi(body), {}
+
+    done = autoscale.tick(api, autoscale.Look(body, live, reads), Answers(plan, rows), states)
+
+    assert api.written(SCALE) == [{"spec": {"replicas": 4}}]  # main: 2,500 / (1,000 x 80%) -> 4
+    [status] = [patch["status"] for patch in api.written(STATUS)]
+    assert [(c["type"], c["status"]) for c in status["conditions"]] == [("ScalingActive", "True")]
+    assert (status["lastScaling"]["variant"], status["lastScaling"]["toReplicas"]) == ("main", 4)
+    assert [(s["variant"], s["percent"]) for s in status["shedding"]] == [("main", 24)]
+    assert status["fallback"] == "24% main->small"
+    assert [e["reason"] for e in api.written("Event")] == ["Scaled", "Shed"]
+    # The routes follow the object as written.
+    assert done.reroute == api.body and done.reroute["metadata"]["resourceVersion"] == "8"
+
+    # The next tick, main's 2 new replicas still loading: the same weights, so the routes stay and
+    # no Event; the status is written once at most (the moves' needed_at, where a second has passed).
+    api.writes.clear()
+    live["main"] = VariantState("main", 100, desired=4, replicas=4, ready=2, exists=True)
+    again = autoscale.tick(api, autoscale.Look(api.body, live, reads), Answers(plan, rows), states)
+    assert again.reroute is None and api.written(SCALE) == [] and api.written("Event") == []
+    assert len(api.written(STATUS)) <= 1
+    assert [(s["variant"], s["percent"]) for s in api.body["status"]["shedding"]] == [("main", 24)]
