@@ -26,7 +26,7 @@ import csv
 import functools
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -233,6 +233,7 @@ class LlmSimConfig:
     initial_replicas: int
     ttft_slo_s: float  # the TTFT p99 a minute must meet
     tpot_slo_s: float | None = None
+    weight: float = 1.0  # the simulated variant's share of the trace
     gpus_per_replica: float = 1.0
     startup_s: float = 60.0
     scrape_interval_s: int = 15
@@ -459,7 +460,7 @@ class LlmSimulation:
             now = float(second)
             if interval and second > 0 and second % interval == 0:
                 self._scale(now)
-            count = poisson(self.rng, rps)
+            count = poisson(self.rng, rps * config.weight)
             for at in sorted(now + self.rng.random() for _ in range(count)):
                 self._arrive(at)
             minute = self._minute(now)
@@ -532,18 +533,5 @@ def replicas_needed(config: LlmSimConfig, trace: Trace) -> Trace:
             cache[step] = saturated_rps(config.profile, config.mix.token_mix(step * 60, trace.seconds))
         return cache[step]
 
-    return Trace(f"{trace.name} in replicas", tuple(r / capacity(s) for s, r in enumerate(trace.rps)))
-
-
-def replay(profile: LlmProfile, arrivals: Sequence[tuple[float, int, int]], until: float) -> list[Request]:
-    """One replica's engine fed `arrivals` (sent_s, prompt, output) in time order, run until every
-    request is answered (or `until`): each request as it ended. What calibration checks a fit with."""
-    engine = Engine(profile)
-    requests = []
-    for at, prompt, output in arrivals:
-        engine.advance_to(at)
-        request = Request(at, prompt, output)
-        requests.append(request)
-        engine.submit(request)
-    engine.advance_to(until)
-    return requests
+    rates = tuple(r * config.weight / capacity(s) for s, r in enumerate(trace.rps))
+    return Trace(f"{trace.name} in replicas", rates)
