@@ -11,6 +11,7 @@ from unbusy.api.spec import Autoscaling
 from unbusy.scaling.policy import Decision, decide
 from unbusy.serving.llm import TokenMix, saturated_rps
 from unbusy.sim.llm import (
+    Buckets,
     LlmSimConfig,
     LlmSimulation,
     MixShift,
@@ -133,3 +134,10 @@ def test_unbusy_policy_scales_an_llm_fleet_out_under_a_rising_load():
 def test_replicas_needed_is_the_load_over_each_seconds_capacity():
     needed = replicas_needed(config(), flat(2 * CAPACITY, 120))
     assert needed.rps[0] == pytest.approx(2)
+
+
+def test_histograms_export_cumulative_buckets_as_prometheus_does():
+    buckets = Buckets((0.1, 1.0))
+    for value in (0.1, 0.5, 2.0):
+        buckets.observe(value)
+    assert buckets.cumulative() == [1, 2, 3] and buckets.total == pytest.approx(2.6)

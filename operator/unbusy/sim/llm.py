@@ -22,8 +22,10 @@ requests and holds its GPU until its engine is empty.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import functools
+import itertools
 import math
 import random
 from collections.abc import Callable
@@ -108,10 +110,10 @@ def _sample(name: str, share: float) -> tuple[tuple[int, int], ...]:
 
 @dataclass
 class Buckets:
-    """A Prometheus histogram: cumulative counts per upper bound (+Inf last), sum and count."""
+    """A Prometheus histogram: counts per upper bound (+Inf last), sum and count."""
 
     bounds: tuple[float, ...]
-    counts: list[float] = field(default_factory=list)
+    counts: list[float] = field(default_factory=list)  # in each bucket alone (cumulative() as exported)
     total: float = 0.0
     count: float = 0.0
 
@@ -119,12 +121,13 @@ class Buckets:
         self.counts = self.counts or [0.0] * (len(self.bounds) + 1)
 
     def observe(self, value: float) -> None:
-        for i, bound in enumerate(self.bounds):
-            if value <= bound:
-                self.counts[i] += 1
-        self.counts[-1] += 1
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
         self.total += value
         self.count += 1
+
+    def cumulative(self) -> list[float]:
+        """The `_bucket{le=...}` series: observations at or below each bound."""
+        return list(itertools.accumulate(self.counts))
 
     def copy(self) -> Buckets:
         return Buckets(self.bounds, list(self.counts), self.total, self.count)
@@ -167,7 +170,7 @@ class Scrape:
             ("vllm:time_to_first_token_seconds", self.ttft),
             ("vllm:time_per_output_token_seconds", self.tpot),
         ):
-            for bound, count in zip((*histogram.bounds, math.inf), histogram.counts, strict=True):
+            for bound, count in zip((*histogram.bounds, math.inf), histogram.cumulative(), strict=True):
                 flat[f'{name}_bucket{{le="{"+Inf" if bound == math.inf else bound}"}}'] = count
             flat[f"{name}_sum"], flat[f"{name}_count"] = histogram.total, histogram.count
         return flat
