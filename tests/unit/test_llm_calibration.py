@@ -49,20 +49,28 @@ def test_the_fit_recovers_the_engine_it_was_measured_on():
         assert saturated_rps(fitted, token_mix) == pytest.approx(saturated_rps(PROFILE, token_mix), rel=0.03)
 
 
-@pytest.mark.parametrize("split", ["rates", "conv"])
-def test_held_out_segments_replay_within_the_bounds(split):
-    """Fit on half the rates (or on conv alone) and replay the other half (code's segments). A fit on
-    code alone is not checked here: code's outputs (27 tokens) leave decoding 2% of the time, too little
-    to see its cost, and its replay of conv past capacity serves 11-17% too much (said in the report)."""
+def test_held_out_rates_replay_within_the_bounds():
+    """Fit on half the rates of each mix, replay the other half: the issue's bounds (served tokens/s 10%,
+    refused share 2 points, TTFT p99 25% where nothing was refused: past that the p99 is the queue's)."""
     data = sweep()
-    fit, held = split_rates(data) if split == "rates" else split_mixes(data, "conv")
+    fit, held = split_rates(data)
     checks = check_llm(data, fit_llm(data, fit), held)
-    assert len(checks) == len(held) >= 4
+    assert len(checks) == len(held) == 8
     for check in checks:
         assert abs(check.served_error) <= 0.10, check.line()
         assert abs(check.refused_points) <= 2, check.line()
         if check.measured.refused_pct == 0:
             assert abs(check.ttft_error) <= 0.25, check.line()
+
+
+def test_a_fit_on_conv_predicts_the_capacity_for_code():
+    """Across mixes the capacity carries over from conv (decode 17% of its time) to code; not from code
+    (its 27-token outputs leave decode 2% of the time, too little to see its cost: its replay of conv
+    past capacity serves 11-19% too much, said in the report rather than tested)."""
+    data = sweep()
+    fitted = fit_llm(data, split_mixes(data, "conv")[0])
+    code = TokenMix.from_sizes(list(mix_sizes("code")))
+    assert saturated_rps(fitted, code) == pytest.approx(saturated_rps(PROFILE, code), rel=0.05)
 
 
 def test_the_csvs_round_trip_and_the_settings_are_read_from_an_engine_line(tmp_path):

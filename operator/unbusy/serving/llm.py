@@ -311,7 +311,7 @@ class Engine:
     prefill_held: int = 0  # KV tokens held by the prefilling prompts
     done: list[Request] = field(default_factory=list)  # finished since the caller last took them
     # cumulative counters, as the engine exports them
-    prompt_tokens: int = 0
+    prompt_tokens: int = 0  # of the requests that got their first token (a recompute is not counted again)
     output_tokens: int = 0
     preemptions: int = 0
     busy_s: float = 0.0
@@ -394,7 +394,6 @@ class Engine:
         self.now += took
         self.busy_s += took
         self._decoded(1)
-        self.prompt_tokens += prefilled
         for request in completed:
             self.prefilling.remove(request)
             held = request.prompt + request.generated
@@ -403,6 +402,7 @@ class Engine:
                 request.first_token_s = self.now
                 request.generated = 1
                 self.output_tokens += 1
+                self.prompt_tokens += request.prompt
             if request.generated >= request.output:
                 self._finish(request)
                 continue

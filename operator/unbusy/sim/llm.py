@@ -120,10 +120,10 @@ class Buckets:
     def __post_init__(self) -> None:
         self.counts = self.counts or [0.0] * (len(self.bounds) + 1)
 
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.total += value
-        self.count += 1
+    def observe(self, value: float, times: float = 1) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += times
+        self.total += value * times
+        self.count += times
 
     def cumulative(self) -> list[float]:
         """The `_bucket{le=...}` series: observations at or below each bound."""
@@ -139,7 +139,7 @@ class Scrape:
 
     at: float
     ready: bool
-    prompt_tokens: float  # vllm:prompt_tokens_total (prefilled tokens, recomputed ones included)
+    prompt_tokens: float  # vllm:prompt_tokens_total (a request's prompt, once, at its first token)
     generation_tokens: float  # vllm:generation_tokens_total
     success: float  # vllm:request_success_total (and Triton's nv_inference_request_success)
     preemptions: float  # vllm:num_preemptions_total
@@ -358,8 +358,8 @@ class LlmSimulation:
             replica.success += 1
             replica.ttft.observe(ttft)
             minute.ttft.add(ttft * 1000, 1)
-            if tpot is not None:
-                replica.tpot.observe(tpot)
+            if tpot is not None:  # vLLM observes each output token after the first: the request's mean, as often
+                replica.tpot.observe(tpot, request.output - 1)
                 minute.tpot.add(tpot * 1000, 1)
             if ttft <= slo and (self.config.tpot_slo_s is None or tpot is None or tpot <= self.config.tpot_slo_s):
                 minute.within += 1
