@@ -17,6 +17,7 @@ from unbusy.sim.llm import (
     MixShift,
     default_observe,
     mix_sizes,
+    observe_engine_waiting,
     rate,
     replicas_needed,
     simulate_llm,
@@ -123,6 +124,14 @@ def test_the_default_observation_rates_are_counter_differences():
         (newest.generation_tokens - before.generation_tokens) / 15
     )
     assert default_observe(window, PROFILE, 2).samples[0].queue_depth == 0
+
+
+def test_keda_on_the_engine_waiting_requests_reads_the_waiting_gauge():
+    simulation = LlmSimulation(config(initial_replicas=1), flat(2 * CAPACITY, 120))
+    simulation.run()
+    window = simulation._window(120)
+    waiting = window.replicas[0][0].waiting
+    assert waiting > 10 and observe_engine_waiting(window, PROFILE, 1).samples[0].queue_depth == waiting
 
 
 def test_unbusy_policy_scales_an_llm_fleet_out_under_a_rising_load():

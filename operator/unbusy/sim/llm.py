@@ -194,10 +194,12 @@ def rate(newest: Scrape, before: Scrape | None, name: str) -> float | None:
     return (getattr(newest, name) - getattr(before, name)) / (newest.at - before.at)
 
 
-def default_observe(window: Window, profile: LlmProfile, current: int) -> Observation:
+def default_observe(window: Window, profile: LlmProfile, current: int, queue: str = "pending") -> Observation:
     """The request-level Observation policy.decide reads today, from the LLM replicas' series:
     what an operator not yet counting tokens would see. The saturated requests/s comes from the
-    profile at the mix the token counters show (prompt and output tokens per request answered)."""
+    profile at the mix the token counters show (prompt and output tokens per request answered).
+    `queue` is the series read as each replica's queue depth: Triton's pending count, or the
+    engine's `waiting` (vllm:num_requests_waiting, what KEDA's vLLM recipe scales on)."""
     samples, prompts, outputs, answered = [], 0.0, 0.0, 0.0
     for newest, before in window.replicas:
         served = rate(newest, before, "success")
@@ -208,17 +210,22 @@ def default_observe(window: Window, profile: LlmProfile, current: int) -> Observ
         samples.append(
             ReplicaSample(
                 ready=newest.ready,
-                queue_depth=newest.pending,
+                queue_depth=getattr(newest, queue),
                 gpu_utilization=100 * newest.gpu_utilization,
                 request_rate=rate(newest, before, "arrived"),
                 served_rate=served,
-                queue_depth_min=newest.pending,
+                queue_depth_min=getattr(newest, queue),
             )
         )
     hint = None
     if answered > 0:
         hint = saturated_rps(profile, TokenMix.from_means(prompts / answered, max(1.0, outputs / answered)))
     return Observation(current=current, samples=tuple(samples), demand=window.edge, capacity_hint=hint)
+
+
+def observe_engine_waiting(window: Window, profile: LlmProfile, current: int) -> Observation:
+    """default_observe with the engine's waiting requests as the queue depth (a KEDA baseline)."""
+    return default_observe(window, profile, current, queue="waiting")
 
 
 Observe = Callable[[Window, LlmProfile, int], Observation]
