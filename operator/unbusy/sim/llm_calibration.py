@@ -91,18 +91,22 @@ class LlmSweep:
     header: dict[str, str]
     segments: tuple[Segment, ...]
 
+    def _text(self) -> str:
+        return "\n".join(f"{key}: {value}" for key, value in self.header.items())
+
+    def setting(self, name: str) -> float | None:
+        """A number of the header: a line `# name: 400000`, or a pair `name 400000` (`name: 9.3`,
+        `name=1`) inside a line such as bench/llmcal's `# engine: ..., kv_tokens 400000, ...`."""
+        match = re.search(rf"\b{name}\b\W{{0,3}}([0-9]+(?:\.[0-9]+)?)", self._text(), re.IGNORECASE)
+        return float(match.group(1)) if match else None
+
     def settings(self) -> dict[str, float]:
-        """The engine settings of the header: a line `# kv_tokens: 400000`, or a pair `kv_tokens 400000`
-        (or `kv_tokens=400000`) inside a line such as bench/llmcal's `# engine: ..., kv_tokens 400000, ...`;
-        names matched without case."""
-        text = "\n".join(f"{key}: {value}" for key, value in self.header.items())
+        """The engine settings of the header, each under the first of its names found."""
         found = {}
         for setting, names in _SETTINGS.items():
-            for name in names:
-                match = re.search(rf"\b{name}\b\W{{0,3}}([0-9]+(?:\.[0-9]+)?)", text, re.IGNORECASE)
-                if match:
-                    found[setting] = float(match.group(1))
-                    break
+            value = next((v for v in map(self.setting, names) if v is not None), None)
+            if value is not None:
+                found[setting] = value
         for required in ("kv_cache_tokens", "max_batched_tokens"):
             if required not in found:
                 raise ValueError(
@@ -114,9 +118,8 @@ class LlmSweep:
     @property
     def drain_s(self) -> float:
         """How long the harness let a segment's requests finish after it (those left were cancelled)."""
-        text = "\n".join(f"{key}: {value}" for key, value in self.header.items())
-        match = re.search(r"([0-9]+(?:\.[0-9]+)?) s to drain", text) or re.search(r"drain_s\W{0,3}([0-9.]+)", text)
-        return float(match.group(1)) if match else DRAIN_S
+        match = re.search(r"([0-9]+(?:\.[0-9]+)?) s to drain", self._text())
+        return float(match.group(1)) if match else self.setting("drain_s") or DRAIN_S
 
     @property
     def mixes(self) -> tuple[str, ...]:
@@ -264,9 +267,8 @@ def fit_llm(sweep: LlmSweep, segments: Sequence[Segment]) -> LlmProfile:
     base, per_prompt, per_sequence, per_kv = nonnegative_least_squares(rows, weights)
     readings = [s["gpu_util"] for s in seconds if "gpu_util" in s]
     measured = (
-        f"{sweep.header.get('model', sweep.header.get('shape', '?'))} on {sweep.header.get('device', '?')}; "
-        f"fitted from {Path(sweep.source).name}{{rates,requests,seconds}}.csv, "
-        f"{', '.join(s.name for s in segments)}"
+        f"{sweep.header.get('model', '?')} on {sweep.header.get('device', '?')}; fitted from "
+        f"{Path(sweep.source).name}{{rates,requests,seconds}}.csv ({len(segments)} of {len(sweep.segments)} segments)"
     )
     return LlmProfile(
         step=StepTime(base * 1000, per_prompt * 1000, per_sequence * 1000, per_kv * 1000),
@@ -276,7 +278,7 @@ def fit_llm(sweep: LlmSweep, segments: Sequence[Segment]) -> LlmProfile:
         block_size=int(block),
         max_waiting=int(settings.get("max_waiting", 0)),
         gpu_busy_reading=round(sum(readings) / len(readings), 3) if readings else 1.0,
-        ready_seconds=float(sweep.header.get("ready_s", 0) or 0),
+        ready_seconds=sweep.setting("ready_s") or 0.0,
         measured=measured[:512],
     )
 
