@@ -10,10 +10,11 @@ behave alike) runs steps back to back while it holds work. Each step:
   decoding + per_kv_token x KV tokens those sequences attend to (their contexts).
 A waiting request is admitted at a step's start while fewer than max_sequences run and the KV
 cache (kv_cache_tokens, allocated in blocks: half a block lost per sequence on average) holds its
-prompt beside what the running ones use, less a 1% watermark; first come first served, so the
-oldest blocks the rest. When decoding would overflow the cache, the newest running sequence is
-preempted: its cache is freed and it waits again at the head of the queue, to be prefilled anew
-(prompt and the tokens it generated). A request arriving while max_waiting wait is refused (0:
+prompt beside what the running ones use, less a reserve (kv_reserve) kept for their growth (an
+idle engine takes any prompt that fits); first come first served, so the oldest blocks the rest.
+When decoding would overflow the cache, the newest running sequence is preempted: its cache is
+freed and it waits again at the head of the queue, to be prefilled anew (prompt and the tokens it
+generated). A request arriving while max_waiting wait is refused (0:
 no limit, as vLLM); so is one whose prompt and output could never fit the cache.
 
 Between events (an arrival, a sequence finishing, the cache filling up) a decode-only engine runs
@@ -39,7 +40,6 @@ import yaml
 
 PROFILES = Path(__file__).parent / "profiles"
 PREFIX = "llm-"
-WATERMARK = 0.01  # of the KV cache kept free at admission (vLLM's default)
 P99 = 0.99
 # Bins of a size distribution, narrow in the tail where a p99 is read.
 _EDGES = (0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.96, 0.97, 0.98, 0.985, 0.99)
@@ -76,6 +76,9 @@ class LlmProfile:
     max_sequences: int = 256
     block_size: int = 16  # KV cache allocation unit, in tokens
     max_waiting: int = 0  # requests waiting beyond which new ones are refused; 0: no limit
+    # The share of the KV cache a new prompt may not take, kept for the running sequences to grow
+    # into: vLLM's watermark (0.01), transformers' FIFO scheduler's safety margin (0.15).
+    kv_reserve: float = 0.01
     gpu_busy_reading: float = 1.0  # GPU utilisation NVML reads while the engine is busy all the time
     ready_seconds: float = 0.0  # start to ready (model load, warm-up)
     measured: str = ""  # provenance: model, device, engine, the CSVs it was fitted from
@@ -177,7 +180,7 @@ def concurrency_limit(profile: LlmProfile, mix: TokenMix) -> float:
     """The most sequences that run at once: max_sequences, or what the KV cache holds of the mix
     (a sequence's footprint weighted by how long it stays: E[o (p + o/2)] / E[o], plus half a block)."""
     footprint = (mix.prompt_x_output + mix.output_squared / 2) / mix.output + profile.block_size / 2
-    return min(float(profile.max_sequences), profile.kv_cache_tokens * (1 - WATERMARK) / footprint)
+    return min(float(profile.max_sequences), profile.kv_cache_tokens * (1 - profile.kv_reserve) / footprint)
 
 
 def step_s(profile: LlmProfile, mix: TokenMix, rate: float) -> float:
@@ -336,7 +339,7 @@ class Engine:
     def submit(self, request: Request) -> bool:
         """A request arriving at request.arrival_s (>= the engine's last advance): queued, or refused."""
         profile = self.profile
-        too_big = request.prompt + request.output + profile.block_size > profile.kv_cache_tokens * (1 - WATERMARK)
+        too_big = request.prompt + request.output + profile.block_size > profile.kv_cache_tokens
         if too_big or (profile.max_waiting and len(self.waiting) >= profile.max_waiting):
             request.refused = True
             self.done.append(request)
@@ -361,10 +364,12 @@ class Engine:
 
     def _admit(self) -> None:
         profile = self.profile
-        room = profile.kv_cache_tokens * (1 - WATERMARK)
+        room = profile.kv_cache_tokens * (1 - profile.kv_reserve)
         while self.waiting and self.running < profile.max_sequences:
             head = self.waiting[0]
-            if self.kv_used + head.to_prefill + profile.block_size / 2 > room:
+            need = self.kv_used + head.to_prefill + profile.block_size / 2
+            # The reserve is for running sequences to grow into: an idle engine takes whatever fits.
+            if need > room and (self.running or need > profile.kv_cache_tokens):
                 return
             self.waiting.popleft()
             self.prefilling.append(head)

@@ -13,8 +13,10 @@ What is fitted:
   the context is the KV cache in use less half a block a sequence; by least squares with every
   coefficient >= 0 (a negative one is dropped and the rest refitted);
 - the GPU reading of a busy engine: the mean reading over those seconds;
-- the engine's limits (KV tokens, block size, max batched tokens, max sequences, waiting limit)
-  are read from the header, not fitted.
+- the engine's limits (KV tokens, block size, max batched tokens, max sequences, waiting limit,
+  the KV reserve at admission: transformers' 15% safety margin where the engine line names its
+  ContinuousBatchingManager and no margin is given, else vLLM's 1%) are read from the header, not
+  fitted.
 
 The check replays each held-out segment's very requests (their send times, prompts and output
 lengths, from requests.csv) through one replica of the fitted engine and compares what the
@@ -51,7 +53,11 @@ _SETTINGS = {
     "max_batched_tokens": ("max_batch_tokens", "max_batched_tokens"),
     "max_sequences": ("max_requests", "max_sequences", "max_num_seqs"),
     "max_waiting": ("queue_limit", "max_waiting"),
+    "kv_reserve": ("safety_margin", "kv_reserve", "watermark"),
 }
+# What an engine keeps free of its KV cache at admission where the header does not say.
+TRANSFORMERS_SAFETY_MARGIN = 0.15  # transformers' FIFOScheduler default
+VLLM_WATERMARK = 0.01
 RATES_COLUMNS = (
     "mix", "segment", "offered_rps", "seconds", "sent", "finished", "refused", "unfinished", "served_rps",
     "prompt_tok_s", "output_tok_s", "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "e2e_p50_s",
@@ -266,6 +272,8 @@ def fit_llm(sweep: LlmSweep, segments: Sequence[Segment]) -> LlmProfile:
         weights.append(weight)
     base, per_prompt, per_sequence, per_kv = nonnegative_least_squares(rows, weights)
     readings = [s["gpu_util"] for s in seconds if "gpu_util" in s]
+    transformers = "ContinuousBatchingManager" in sweep.header.get("engine", "")
+    default_reserve = TRANSFORMERS_SAFETY_MARGIN if transformers else VLLM_WATERMARK
     measured = (
         f"{sweep.header.get('model', '?')} on {sweep.header.get('device', '?')}; fitted from "
         f"{Path(sweep.source).name}{{rates,requests,seconds}}.csv ({len(segments)} of {len(sweep.segments)} segments)"
@@ -277,6 +285,7 @@ def fit_llm(sweep: LlmSweep, segments: Sequence[Segment]) -> LlmProfile:
         max_sequences=int(settings.get("max_sequences") or 1024),
         block_size=int(block),
         max_waiting=int(settings.get("max_waiting", 0)),
+        kv_reserve=settings.get("kv_reserve", default_reserve),
         gpu_busy_reading=round(sum(readings) / len(readings), 3) if readings else 1.0,
         ready_seconds=sweep.setting("ready_s") or 0.0,
         measured=measured[:512],
