@@ -15,6 +15,7 @@ from unbusy.serving.llm import (
     Request,
     StepTime,
     TokenMix,
+    fraction_within,
     load_llm_profile,
     saturated_rps,
     step_s,
@@ -166,3 +167,12 @@ def test_profile_round_trips_through_yaml_and_names_a_wrong_field(tmp_path):
         load_llm_profile(str(path))
     with pytest.raises(ValueError, match="neither an LLM profile"):
         load_llm_profile("no-such-profile")
+
+
+def test_fraction_within_is_the_load_whose_ttft_p99_meets_the_slo():
+    mix = TokenMix.from_sizes(list(mix_sizes("conv")))
+    fraction = fraction_within(PROFILE, mix, 1.0)
+    assert 0 < fraction < 1
+    assert ttft_p99_s(PROFILE, mix, fraction) <= 1.0 < ttft_p99_s(PROFILE, mix, fraction + 0.002)
+    assert fraction_within(PROFILE, mix, 2.0) > fraction
+    assert fraction_within(PROFILE, mix, 0.01) == 0  # a 4,000-token prompt alone takes longer

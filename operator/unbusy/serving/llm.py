@@ -275,6 +275,18 @@ def ttft_p99_s(profile: LlmProfile, mix: TokenMix, fraction: float) -> float:
     return prefill + seat
 
 
+def fraction_within(profile: LlmProfile, mix: TokenMix, ttft_slo_s: float) -> float:
+    """The highest load fraction (of saturated_rps) whose TTFT p99 (ttft_p99_s) meets `ttft_slo_s`,
+    to a thousandth; 0 when even an idle replica misses it. ttft_p99_s grows with the fraction."""
+    low, high = 0.0, 1.0
+    if ttft_p99_s(profile, mix, 0.001) > ttft_slo_s:
+        return 0.0
+    while high - low > 0.001:
+        middle = (low + high) / 2
+        low, high = (middle, high) if ttft_p99_s(profile, mix, middle) <= ttft_slo_s else (low, middle)
+    return low
+
+
 # --- the engine ---------------------------------------------------------------------------------
 
 
