@@ -16,6 +16,7 @@ from unbusy.sim.llm import (
     LlmSimulation,
     MixShift,
     default_observe,
+    histogram_quantile,
     mix_sizes,
     observe_engine_waiting,
     rate,
@@ -150,3 +151,15 @@ def test_histograms_export_cumulative_buckets_as_prometheus_does():
     for value in (0.1, 0.5, 2.0):
         buckets.observe(value)
     assert buckets.cumulative() == [1, 2, 3] and buckets.total == pytest.approx(2.6)
+
+
+def test_histogram_quantile_reads_the_observations_between_two_scrapes_as_prometheus_does():
+    before = Buckets((0.1, 1.0, 10.0))
+    for value in (0.05, 5.0):
+        before.observe(value)
+    newest = Buckets(before.bounds, list(before.counts), before.total, before.count)
+    for value in [0.5] * 98 + [5.0, 50.0]:
+        newest.observe(value)
+    assert histogram_quantile(0.5, newest, before) == pytest.approx(0.1 + 0.9 * 50 / 98)
+    assert histogram_quantile(0.995, newest, before) == pytest.approx(10.0)  # in +Inf: the top bound
+    assert histogram_quantile(0.99, before, before) is None

@@ -194,6 +194,26 @@ def rate(newest: Scrape, before: Scrape | None, name: str) -> float | None:
     return (getattr(newest, name) - getattr(before, name)) / (newest.at - before.at)
 
 
+def histogram_quantile(q: float, newest: Buckets, before: Buckets | None = None) -> float | None:
+    """Prometheus's histogram_quantile over what was observed between two scrapes of a histogram:
+    linear within the bucket the rank falls in (from 0 for the first), the highest finite bound
+    when it falls in +Inf; None without observations."""
+    earlier = before.counts if before else [0.0] * len(newest.counts)
+    counts = [n - b for n, b in zip(newest.counts, earlier, strict=True)]
+    total = sum(counts)
+    if total <= 0:
+        return None
+    rank, seen = q * total, 0.0
+    for i, count in enumerate(counts):
+        if seen + count >= rank and count > 0:
+            if i == len(newest.bounds):
+                return newest.bounds[-1]
+            low = newest.bounds[i - 1] if i else 0.0
+            return low + (newest.bounds[i] - low) * (rank - seen) / count
+        seen += count
+    return newest.bounds[-1]
+
+
 def default_observe(window: Window, profile: LlmProfile, current: int, queue: str = "pending") -> Observation:
     """The request-level Observation policy.decide reads today, from the LLM replicas' series:
     what an operator not yet counting tokens would see. The saturated requests/s comes from the
