@@ -103,6 +103,21 @@ def test_a_full_kv_cache_preempts_the_newest_sequence_which_is_recomputed_and_fi
     assert engine.prompt_tokens == 3000  # counted at the first token: the recompute is not counted again
     assert sum(r.preempted for r in requests) == engine.preemptions
     assert engine.kv_used == 0 and engine.context == 0
+    for request in requests:  # each took its 399 decode steps: none was finished early by a stale entry
+        assert request.done_s - request.first_token_s >= 399 * tight.step.seconds(0, 1, 1500)
+
+
+def test_a_preempted_sequence_readmitted_is_not_finished_by_its_old_entry():
+    """Found by comparing runs: the preempted sequence's first finishing entry outlived it and ended it
+    early once it was readmitted (775 of 918 tokens generated)."""
+    tight = replace(PROFILE, kv_cache_tokens=2766, block_size=16, max_batched_tokens=512)
+    sizes = [(0.28, 386, 68), (0.52, 1147, 268), (0.72, 547, 278), (0.81, 721, 264), (1.52, 961, 40)]
+    requests = [Request(*size) for size in sizes]
+    engine = run(tight, requests)
+    assert engine.preemptions >= 1
+    assert engine.output_tokens == 918 and engine.context == 0 and not engine.decoding
+    fastest = tight.step.seconds(0, 1, 0)
+    assert all(r.done_s - r.first_token_s >= (r.output - 1) * fastest for r in requests)
 
 
 def test_counters_add_up_under_load():

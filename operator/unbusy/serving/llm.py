@@ -417,8 +417,7 @@ class Engine:
         self._decoded(1)
         for request in completed:
             self.prefilling.remove(request)
-            held = request.prompt + request.generated
-            self.prefill_held -= held
+            self.prefill_held -= request.prompt + request.generated
             if request.first_token_s is None:  # a recomputed sequence yielded its first token before
                 request.first_token_s = self.now
                 request.generated = 1
@@ -430,15 +429,15 @@ class Engine:
             request.finish_at = self.decoded + request.output - request.generated
             self.decoding[id(request)] = request
             heapq.heappush(self.finishing, (request.finish_at, id(request)))
-            self.context += held + (1 if request.preempted == 0 else 0)
+            self.context += request.prompt + request.generated
 
     def _decode_run(self, until: float) -> None:
         """Decode-only steps, as many as run before the next event, in one go."""
         self._make_room()
         n = len(self.decoding)
         step = self.profile.step
-        while self.finishing and self.decoding.get(self.finishing[0][1]) is None:
-            heapq.heappop(self.finishing)  # preempted: its entry is stale
+        while self.finishing and not self._current(*self.finishing[0]):
+            heapq.heappop(self.finishing)
         runs = self.finishing[0][0] - self.decoded
         free = self.profile.kv_cache_tokens - self.kv_used
         runs = max(1, min(runs, int(free // n)))
@@ -463,13 +462,19 @@ class Engine:
         self.context += n * steps
         self.output_tokens += n * steps
         while self.finishing and self.finishing[0][0] <= self.decoded:
-            _, key = heapq.heappop(self.finishing)
-            request = self.decoding.pop(key, None)
-            if request is None:
+            finish_at, key = heapq.heappop(self.finishing)
+            if not self._current(finish_at, key):
                 continue
+            request = self.decoding.pop(key)
             self.context -= request.prompt + request.output
             request.generated = request.output
             self._finish(request)
+
+    def _current(self, finish_at: int, key: int) -> bool:
+        """Whether a finishing entry is still its sequence's: one preempted since left a stale entry
+        behind (and, readmitted, a new one)."""
+        request = self.decoding.get(key)
+        return request is not None and request.finish_at == finish_at
 
     def _finish(self, request: Request) -> None:
         request.done_s = self.now
