@@ -133,16 +133,22 @@ def _config(pbtxt: str) -> ModelConfig:
     )
 
 
-def read_sweep(path: str | Path) -> Sweep:
+def read_commented(path: str | Path) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """A measured CSV: its `# key: value` header lines, and its rows by column name."""
     text = Path(path).read_text()
     header = {}
     for row in text.splitlines():
         if row.startswith("# ") and ": " in row:
             key, _, value = row[2:].partition(": ")
             header[key] = value
+    body = "\n".join(row for row in text.splitlines() if not row.startswith("#"))
+    return header, list(csv.DictReader(io.StringIO(body)))
+
+
+def read_sweep(path: str | Path) -> Sweep:
+    header, table = read_commented(path)
     if "config.pbtxt" not in header:
         raise ValueError(f"{path}: no '# config.pbtxt:' line; is it a rates CSV from bench/calibrate?")
-    body = "\n".join(row for row in text.splitlines() if not row.startswith("#"))
 
     def value(row: dict, key: str) -> float | None:
         return float(row[key]) if row.get(key) else None
@@ -162,7 +168,7 @@ def read_sweep(path: str | Path) -> Sweep:
             concurrency=int(row["concurrency"]) if row.get("concurrency") else None,
             seconds=value(row, "seconds") or 0.0,
         )
-        for row in csv.DictReader(io.StringIO(body))
+        for row in table
     ]
     steps: dict[tuple, list[Row]] = {}
     for row in measured:

@@ -5,17 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from unbusy.api import KIND, SpecError, load
+from unbusy.serving.llm import llm_profile_names, load_llm_profile, saturated_rps
 from unbusy.serving.model import DEFAULT_FALLBACK_PROFILE, DEFAULT_PROFILE, from_service, load_profile, profile_names
-from unbusy.sim import calibration, plot
-from unbusy.sim.config import from_spec
+from unbusy.sim import calibration, llm_calibration, plot
+from unbusy.sim.config import SimConfig, from_spec
 from unbusy.sim.engine import simulate as run_simulation
-from unbusy.sim.stats import SimResult
+from unbusy.sim.llm import LlmSimConfig, MixShift, simulate_llm
+from unbusy.sim.stats import SLO_SHARE, SimResult
 from unbusy.sim.traces import SHAPES, Trace, builtin, parse_csv
 
 # Built-in shapes start at this share of the starting fleet's capacity.
@@ -48,6 +51,20 @@ def add_parser(subparsers: argparse._SubParsersAction, usage_error: type[Excepti
         help="serving profile of spec.fallback's variant, which takes the traffic shed to it "
         f"(default {DEFAULT_FALLBACK_PROFILE})",
     )
+    command.add_argument(
+        "--llm-profile",
+        help=f"simulate an LLM: an LLM serving profile ({', '.join(llm_profile_names()) or 'none measured yet'}) "
+        "or a file from `unbusy calibrate` on an LLM sweep; request sizes from --mix",
+    )
+    command.add_argument(
+        "--mix",
+        default="conv",
+        help="with --llm-profile: the request sizes, conv or code (Azure LLM trace 2023), a CSV of "
+        "context_tokens,generated_tokens, or a->b for a mix moving from a to b over the trace (default conv)",
+    )
+    command.add_argument(
+        "--ttft-slo-ms", type=float, default=2000.0, help="with --llm-profile: the TTFT p99 a minute must meet"
+    )
     command.add_argument("--no-scaling", action="store_true", help="keep the starting replicas (a baseline)")
     command.add_argument("--seed", type=int, default=0, help="random seed of the arrivals")
     command.add_argument("--json", action="store_true", help="print the figures as one JSON object")
@@ -56,13 +73,19 @@ def add_parser(subparsers: argparse._SubParsersAction, usage_error: type[Excepti
     fitting = subparsers.add_parser(
         "calibrate", help="fit a serving profile to a real Triton's sweep (bench/calibrate) and check it"
     )
-    fitting.add_argument("csv", help="a rates CSV written by bench/calibrate (e.g. bench/data/h100-resnet50-rates.csv)")
+    fitting.add_argument(
+        "csv",
+        help="a rates CSV written by bench/calibrate (e.g. bench/data/h100-resnet50-rates.csv), or one of an LLM "
+        "sweep's three CSVs written by bench/llmcal (<prefix>rates.csv, requests.csv, seconds.csv): an `llm` profile",
+    )
     fitting.set_defaults(run=calibrate, usage_error=usage_error)
     return command
 
 
 def calibrate(args: argparse.Namespace) -> str:
     """The `serving` block fitted to a sweep, and how the simulator replays the held-out rates."""
+    if llm_calibration.is_llm_sweep(args.csv):
+        return calibrate_llm(args)
     try:
         sweep = calibration.read_sweep(args.csv)
         serving = calibration.rounded(calibration.fit(sweep))
@@ -81,6 +104,27 @@ def calibrate(args: argparse.Namespace) -> str:
             f"{replayed.p99_ms:.1f} ms, GPU {row.gpu_util:.2f} / {replayed.gpu_util:.2f}"
         )
     return "\n".join(lines) + "\n" + block
+
+
+def calibrate_llm(args: argparse.Namespace) -> str:
+    """The `llm` profile fitted to all of an LLM sweep, and the validation: each held-out segment
+    measured / replayed with the profile fitted without it."""
+    try:
+        sweep = llm_calibration.read_llm_sweep(args.csv)
+        profile = llm_calibration.rounded(llm_calibration.fit_llm(sweep, sweep.segments))
+        checks = llm_calibration.validation(sweep)
+    except (OSError, ValueError, KeyError) as error:
+        raise args.usage_error(f"{args.csv}: {error}") from None
+    bounds = (
+        f"served tokens/s within {100 * llm_calibration.SERVED_WITHIN:g}%, refused within "
+        f"{llm_calibration.REFUSED_POINTS:g} points, TTFT p99 within {100 * llm_calibration.TTFT_WITHIN:g}%"
+    )
+    lines = [f"# unbusy calibrate {args.csv}", f"# validation, measured / replayed ({bounds}):"]
+    for name, results in checks.items():
+        inside = sum(c.within for c in results)
+        lines.append(f"# {name}: {inside} of {len(results)} held-out segments within the bounds")
+        lines += [f"#   {'ok ' if c.within else 'OUT'} {c.line()}" for c in results]
+    return "\n".join(lines) + "\n" + yaml.safe_dump(profile.to_document(), sort_keys=False, width=200)
 
 
 def _trace(spec: str, base_rps: float) -> Trace:
@@ -108,6 +152,57 @@ def _report(name: str, trace: Trace, policy: str, slo_s: float, result: SimResul
     ]
     header = f"{name}: trace {trace.name} ({trace.seconds} s), {policy}\n"
     return header + "".join(f"  {label:<34}{value.strip()}\n" for label, value in rows)
+
+
+def _simulate_llm(args: argparse.Namespace, name: str, spec: SimConfig, policy: str) -> str:
+    """An LLM profile under the trace, with the spec's scaling (the Triton model's settings aside)."""
+    try:
+        profile = load_llm_profile(args.llm_profile)
+    except (OSError, ValueError, TypeError) as error:
+        raise args.usage_error(f"--llm-profile {error}") from None
+    try:
+        mix = MixShift.parse(args.mix)
+    except (OSError, ValueError, KeyError) as error:
+        raise args.usage_error(f"--mix {error}") from None
+    config = LlmSimConfig(
+        profile=profile,
+        mix=mix,
+        policy=spec.policy,
+        bounds=spec.bounds,
+        initial_replicas=spec.initial_replicas,
+        ttft_slo_s=args.ttft_slo_ms / 1000,
+        weight=spec.weight,
+        gpus_per_replica=spec.gpus_per_replica,
+        startup_s=spec.startup_s,
+        scrape_interval_s=spec.scrape_interval_s,
+        metrics_delay_s=spec.metrics_delay_s,
+        seed=spec.seed,
+    )
+    capacity = saturated_rps(profile, mix.token_mix(0, 1))
+    base = args.base_rps or BASE_LOAD * capacity * config.initial_replicas / config.weight
+    try:
+        trace = _trace(args.trace, base)
+    except (OSError, ValueError) as error:
+        raise args.usage_error(str(error)) from None
+    result = simulate_llm(config, trace)
+    if args.json:
+        return json.dumps({**result.figures(), "minutes": [asdict(m) for m in result.minutes]}) + "\n"
+    figures = result.figures()
+    header = (
+        f"{name}: LLM {args.llm_profile}, mix {mix}, trace {trace.name} ({trace.seconds} s), {policy}\n"
+        f"  refused {figures['refused_pct']:g}%, TTFT p99 {figures['ttft_p99_ms']} ms, minutes in SLO "
+        f"(TTFT p99 <= {args.ttft_slo_ms:g} ms, {100 * SLO_SHARE:g}% answered) {figures['slo_minutes_pct']:g}%, "
+        f"GPU-hours {figures['gpu_hours']:g}, tokens served {figures['prompt_tokens']:,} prompt + "
+        f"{figures['output_tokens']:,} output, {result.scaling_events} scaling events\n"
+    )
+    rows = ["  minute  load rps  replicas  TTFT p99 ms  in SLO  refused  output tok/s"]
+    for m in result.minutes:
+        ttft = "-" if m.ttft_p99_ms is None else f"{m.ttft_p99_ms:.0f}"
+        rows.append(
+            f"  {m.minute:6d}  {m.load_rps:8.2f}  {m.replicas:8.2f}  {ttft:>11}  {'yes' if m.within_slo else 'NO':>6}"
+            f"  {m.refused:7.0f}  {m.output_tokens / 60:12.0f}"
+        )
+    return header + "\n".join(rows) + "\n"
 
 
 def _inference_service(path: str) -> dict[str, Any] | None:
@@ -149,13 +244,15 @@ def simulate(args: argparse.Namespace) -> str:
         )
     except SpecError as error:
         raise UsageError("\n".join(f"{args.filename}: {problem}" for problem in error.problems)) from None
+    policy = "Unbusy's policy" if config.policy else f"fixed at {config.initial_replicas} replicas"
+    if args.llm_profile:
+        return _simulate_llm(args, isvc.metadata.name, config, policy)
     base = args.base_rps or BASE_LOAD * model.capacity_rps * config.initial_replicas / config.weight
     try:
         trace = _trace(args.trace, base)
     except (OSError, ValueError) as error:
         raise UsageError(str(error)) from None
     result = run_simulation(config, trace)
-    policy = "Unbusy's policy" if config.policy else f"fixed at {config.initial_replicas} replicas"
     if args.png:
         if plot.available():
             plot.write_png(result, f"{isvc.metadata.name}: {trace.name}, {policy}", args.png)

@@ -1,0 +1,112 @@
+"""sim/llm_calibration.py and `unbusy calibrate` on LLM sweeps: the fit recovers a known engine from
+what bench/llmcal would measure of it, and the validation replays held-out segments."""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from test_llm_serving import PROFILE
+
+from unbusy.cli import main
+from unbusy.serving.llm import TokenMix, load_llm_profile, saturated_rps
+from unbusy.sim.llm import mix_sizes
+from unbusy.sim.llm_calibration import (
+    LlmSweep,
+    check_llm,
+    fit_llm,
+    is_llm_sweep,
+    read_llm_sweep,
+    simulated_sweep,
+    split_mixes,
+    split_rates,
+    write_llm_sweep,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+FRACTIONS = (0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.5, 2.0)
+
+
+@functools.cache
+def sweep() -> LlmSweep:
+    """What bench/llmcal would record of PROFILE (with a waiting limit, so overload refuses)."""
+    mixes = {"conv": mix_sizes("conv"), "code": mix_sizes("code")}
+    return simulated_sweep(replace(PROFILE, max_waiting=64), mixes, FRACTIONS, 120)
+
+
+def test_the_fit_recovers_the_engine_it_was_measured_on():
+    fitted = fit_llm(sweep(), sweep().segments)
+    assert fitted.step.base_ms == pytest.approx(PROFILE.step.base_ms, rel=0.05)
+    assert fitted.step.per_prompt_token_ms == pytest.approx(PROFILE.step.per_prompt_token_ms, rel=0.05)
+    assert (fitted.kv_cache_tokens, fitted.max_batched_tokens, fitted.max_waiting) == (200_000, 8192, 64)
+    # Per sequence and per KV token move together with the running count: only their sum is seen, in
+    # the capacity of each mix.
+    for mix in ("conv", "code"):
+        token_mix = TokenMix.from_sizes(list(mix_sizes(mix)))
+        assert saturated_rps(fitted, token_mix) == pytest.approx(saturated_rps(PROFILE, token_mix), rel=0.03)
+
+
+def test_held_out_rates_replay_within_the_bounds():
+    """Fit on half the rates of each mix, replay the other half: the issue's bounds (served tokens/s 10%,
+    refused share 2 points, TTFT p99 25% where nothing was refused: past that the p99 is the queue's)."""
+    data = sweep()
+    fit, held = split_rates(data)
+    checks = check_llm(data, fit_llm(data, fit), held)
+    assert len(checks) == len(held) == 8
+    for check in checks:
+        assert abs(check.served_error) <= 0.10, check.line()
+        assert abs(check.refused_points) <= 2, check.line()
+        if check.measured.refused_pct == 0:
+            assert abs(check.ttft_error) <= 0.25, check.line()
+
+
+def test_a_fit_on_conv_predicts_the_capacity_for_code():
+    """Across mixes the capacity carries over from conv (decode 17% of its time) to code; not from code
+    (its 27-token outputs leave decode 2% of the time, too little to see its cost: its replay of conv
+    past capacity serves 11-19% too much, said in the report rather than tested)."""
+    data = sweep()
+    fitted = fit_llm(data, split_mixes(data, "conv")[0])
+    code = TokenMix.from_sizes(list(mix_sizes("code")))
+    assert saturated_rps(fitted, code) == pytest.approx(saturated_rps(PROFILE, code), rel=0.05)
+
+
+def test_the_csvs_round_trip_and_the_settings_are_read_from_an_engine_line(tmp_path):
+    write_llm_sweep(sweep(), tmp_path / "x-llm-")
+    read = read_llm_sweep(tmp_path / "x-llm-seconds.csv")
+    assert [s.name for s in read.segments] == [s.name for s in sweep().segments]
+    assert [len(s.requests) for s in read.segments] == [len(s.requests) for s in sweep().segments]
+    assert read.settings()["kv_cache_tokens"] == 200_000
+    engine = "transformers ContinuousBatchingManager; num_blocks 1562, max_batch_tokens 4096, kv_tokens 399872"
+    line = LlmSweep("h", {"engine": engine, "segments": "then at most 4 s to drain"}, ())
+    assert line.settings() == {"kv_cache_tokens": 399872, "max_batched_tokens": 4096}
+    assert line.drain_s == 4
+    with pytest.raises(ValueError, match="kv_cache_tokens"):
+        LlmSweep("h", {"engine": "max_batch_tokens 4096"}, ()).settings()
+
+
+def test_unbusy_calibrate_prints_the_validation_and_an_llm_profile_that_simulate_runs(tmp_path, capsys):
+    write_llm_sweep(sweep(), tmp_path / "x-llm-")
+    assert main(["calibrate", str(tmp_path / "x-llm-rates.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "# half the rates: " in out and "# fit on conv: " in out and "# fit on code: " in out
+    profile = tmp_path / "p.yaml"
+    profile.write_text(out)
+    assert load_llm_profile(str(profile)).kv_cache_tokens == 200_000
+    argv = ["simulate", "-f", str(ROOT / "examples/llm-mig-auto.yaml"), "--llm-profile", str(profile)]
+    trace = tmp_path / "trace.csv"
+    trace.write_text("seconds,rps\n0,2\n180,6\n")
+    assert main([*argv, "--mix", "code->conv", "--trace", str(trace), "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert len(figures["minutes"]) == 3 and figures["gpu_hours"] > 0 and figures["output_tokens"] > 0
+    assert main([*argv, "--mix", "code->conv", "--trace", str(trace)]) == 0
+    table = capsys.readouterr().out
+    assert "mix code->conv" in table and "TTFT p99 ms" in table and "GPU-hours" in table
+    assert main([*argv, "--mix", "chat"]) == 1
+    assert "--mix mix 'chat'" in capsys.readouterr().err
+
+
+def test_a_triton_sweep_is_still_read_as_one():
+    assert not is_llm_sweep(ROOT / "bench/data/h100-resnet18-rates.csv")
