@@ -45,11 +45,16 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 
+import llm_scaling  # noqa: E402
+from tables import markdown  # noqa: E402
+
 from unbusy.api import KIND, load  # noqa: E402
+from unbusy.serving.llm import llm_profile_names, load_llm_profile  # noqa: E402
 from unbusy.serving.model import DEFAULT_FALLBACK_PROFILE, DEFAULT_PROFILE, from_service, load_profile, profile_names  # noqa: E402
 from unbusy.sim.baselines import HPA_SYNC_S, HpaCpu, KedaQueue, Oracle  # noqa: E402
 from unbusy.sim.config import SimConfig, from_spec  # noqa: E402
 from unbusy.sim.engine import Policy, simulate  # noqa: E402
+from unbusy.sim.llm import MixShift  # noqa: E402
 from unbusy.sim.stats import SLO_SHARE, SimResult  # noqa: E402
 from unbusy.sim.traces import SHAPES, Trace, builtin, parse_csv  # noqa: E402
 
@@ -205,18 +210,8 @@ def table(trace: Trace, config: SimConfig, results: dict[str, SimResult], title:
                 f"{ratio:.2f}x",
             )
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    out = [
-        "| "
-        + " | ".join(
-            cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths, strict=True))
-        )
-        for line in lines
-    ]
-    out = [line + " |" for line in out]
-    out.insert(1, "|" + "|".join("-" * (w + 1) + ("-" if i == 0 else ":") for i, w in enumerate(widths)) + "|")
     foot = footer(results["reactive-floor"], config.initial_replicas)
-    return head + "\n" + "\n".join(out) + "\n" + foot
+    return head + "\n" + markdown(lines) + "\n" + foot
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -252,9 +247,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--fixed-replicas", type=_seconds_list, default=(), help="also run fixed fleets of these many replicas"
     )
+    parser.add_argument(
+        "--llm-profile", help=f"an LLM serving profile ({', '.join(llm_profile_names())}) or file: bench an LLM"
+    )
+    parser.add_argument("--mix", help="with --llm-profile: the request mix (conv, code, a->b); default per trace")
+    parser.add_argument(
+        "--ttft-slo-ms", type=float, help="with --llm-profile: the TTFT p99 SLO (default: see llm_scaling)"
+    )
     parser.add_argument("--smoke", action="store_true", help="one short step trace (CI)")
     parser.add_argument("--json", action="store_true", help="print a list of objects, one per trace and policy")
     args = parser.parse_args(argv)
+    if args.llm_profile:
+        return llm_main(args)
 
     isvc = read_service(args.filename)
     config = from_spec(
@@ -288,6 +292,26 @@ def main(argv: list[str] | None = None) -> int:
             if trace.name in DAILY:
                 day2 = {name: from_minute(r, DAY_S // 60) for name, r in results.items()}
                 print(table(trace, config, day2, title=", day 2 only"))
+    if args.json:
+        print(json.dumps(every, indent=1))
+    return 0
+
+
+def llm_main(args: argparse.Namespace) -> int:
+    """The LLM bench (bench/llm_scaling.py): Unbusy in tokens beside the baselines, per trace and mix."""
+    profile = load_llm_profile(args.llm_profile)
+    names = ["smoke"] if args.smoke else [args.trace] if args.trace else list(llm_scaling.TRACES)
+    every: list[dict[str, Any]] = []
+    for name in names:
+        mix = MixShift.parse(args.mix or llm_scaling.TRACES.get(name) or "conv")
+        slo_ms = args.ttft_slo_ms or llm_scaling.default_slo_ms(profile, mix)
+        config = llm_scaling.configure(profile, mix, args.startup_seconds, args.seed, slo_ms)
+        trace = llm_scaling.trace_of(name, args.base_rps or llm_scaling.base_rps(profile, mix))
+        results = llm_scaling.run_trace(config, trace, slo_ms)
+        if args.json:
+            every += llm_scaling.rows(trace, mix, results)
+        else:
+            print(llm_scaling.table(trace, config, slo_ms, results))
     if args.json:
         print(json.dumps(every, indent=1))
     return 0

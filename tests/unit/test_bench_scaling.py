@@ -88,3 +88,36 @@ def test_gpu_hours_puts_every_replica_second_above_or_below_the_oracle_down_to_a
     assert parts == pytest.approx(counted["unbusy"] - counted["oracle"])
     assert all(value > 0 for value in found["above"].values()) and all(v < 0 for v in found["below"].values())
     assert len(found["minutes"]) == 10  # the smoke step's 600 s
+
+
+LLM_KEYS = {
+    "policy",
+    "trace",
+    "mix",
+    "refused_pct",
+    "ttft_p50_ms",
+    "ttft_p99_ms",
+    "tpot_p99_ms",
+    "slo_minutes_pct",
+    "gpu_hours",
+    "prompt_tokens",
+    "output_tokens",
+    "preemptions",
+    "gpu_hours_vs_oracle",
+}
+
+
+def test_an_llm_smoke_run_prints_every_policy_in_tokens(tmp_path):
+    import yaml
+    from test_llm_serving import PROFILE
+
+    profile = tmp_path / "llm.yaml"
+    profile.write_text(yaml.safe_dump(PROFILE.to_document()))
+    command = [sys.executable, str(ROOT / "bench" / "scaling.py"), "--llm-profile", str(profile), "--smoke", "--json"]
+    rows = json.loads(subprocess.run(command, capture_output=True, text=True, timeout=60, check=True).stdout)
+    assert [row["policy"] for row in rows] == ["unbusy", "hpa-gpu", "keda-waiting", "reactive-floor", "oracle"]
+    by = {row["policy"]: row for row in rows}
+    assert all(set(row) == LLM_KEYS and row["mix"] == "conv" for row in rows)
+    assert by["oracle"]["slo_minutes_pct"] == 100 and by["oracle"]["gpu_hours_vs_oracle"] == 1
+    # A continuous-batching engine is busy at any load: an HPA on the GPU reading holds more than Unbusy.
+    assert by["hpa-gpu"]["gpu_hours"] > by["unbusy"]["gpu_hours"]

@@ -121,8 +121,9 @@ def test_the_default_observation_rates_are_counter_differences():
     simulation.run()
     window = simulation._window(120)
     newest, before = window.replicas[0]
+    assert newest.at - before.at == 60  # the operator's rate window: rate(...[60s])
     assert rate(newest, before, "generation_tokens") == pytest.approx(
-        (newest.generation_tokens - before.generation_tokens) / 15
+        (newest.generation_tokens - before.generation_tokens) / 60
     )
     assert default_observe(window, PROFILE, 2).samples[0].queue_depth == 0
 

@@ -285,5 +285,7 @@ def test_an_llm_variant_reads_tokens_per_pod_and_its_p99s_and_counts_in_weighted
     # Pods in name order (POD_B's first): 5,540 prompt tokens at a tenth + 1,010 output tokens.
     assert [s.served_rate for s in obs.samples] == [pytest.approx(1564), pytest.approx(1700)]
     assert [s.queue_depth_min for s in obs.samples] == [0.0, 2.0]  # POD_A's requests wait: saturated
-    assert obs.demand.rps == pytest.approx(3264) and "10 rps x 326 tok/req" in obs.demand.source
+    # 10 rps x 326.4 tok/req, and the 2 waiting to be served within a minute.
+    assert obs.demand.rps == pytest.approx(3264 + 2 * 326.4 / 60)
+    assert "10 rps + 2 waiting x 326 tok/req" in obs.demand.source
     assert {g.name: g.value for g in obs.guards} == {"ttft p99": 2500.0, "kv cache": 95.0}

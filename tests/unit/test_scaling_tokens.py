@@ -62,24 +62,47 @@ def test_without_the_edge_the_demand_is_what_the_engines_served_and_says_so():
     assert tokens.demand(None, [tokens.PodTokens(None, None)], 10, COSTS) is None
 
 
-def test_capacity_is_learned_in_tokens_from_replicas_with_requests_waiting_all_window():
-    # Two replicas with requests waiting throughout serve 5 rps x (50 + 100) = 750 weighted tok/s
-    # each, not the 2,000 assumed: the estimate moves towards it by the smoothing step.
-    obs = llm(2, 10, (1000, 50), waiting_min=3)
+def test_capacity_is_learned_in_tokens_from_replicas_with_requests_waiting_while_ttft_misses_its_slo():
+    # Two replicas with requests waiting while TTFT misses its SLO serve 5 rps x (50 + 100) = 750
+    # weighted tok/s each, not the 2,000 assumed: the estimate moves towards it by the smoothing step.
+    missing = tokens.Latency(ttft_p99_ms=2600, ttft_slo_ms=2000)
+    obs = llm(2, 10, (1000, 50), missing, waiting=3)
     assert [s.served_rate for s in obs.samples] == [pytest.approx(750)] * 2
     decision = run(obs, targets=TOKENS_ONLY)
     assert decision.state.capacity == pytest.approx(2000 + 0.3 * (750 - 2000))
-    idle = llm(2, 10, (1000, 50), waiting_min=0)
+    idle = llm(2, 10, (1000, 50), missing, waiting=0)
     assert run(idle, targets=TOKENS_ONLY).state.capacity == 2000
 
 
-def test_ttft_over_its_slo_adds_replicas_by_the_ratio_capped_at_twice():
+def test_requests_waiting_within_the_slo_teach_nothing():
+    # A continuous-batching engine holds new prompts for the next step's token budget at any load.
+    within = tokens.Latency(ttft_p99_ms=400, ttft_slo_ms=2000)
+    obs = llm(2, 10, (1000, 50), within, waiting=3)
+    assert all(s.queue_depth_min is None for s in obs.samples)
+    assert run(obs, targets=TOKENS_ONLY).state.capacity == 2000
+
+
+def test_ttft_over_its_slo_with_requests_waiting_adds_one_more_than_are_ready():
     over = tokens.Latency(ttft_p99_ms=2600, ttft_slo_ms=2000)
-    decision = run(llm(4, 5, CODE, over), targets=TOKENS_ONLY)  # the demand alone asks for 1
-    assert decision.replicas == 6  # ceil(4 x 1.3)
-    assert "ttft p99 2.6e+03ms > limit 2000ms" in decision.reason
+    decision = run(llm(4, 5, CODE, over, waiting=1), targets=TOKENS_ONLY)  # the demand alone asks for 1
+    assert decision.replicas == 5
+    assert "ttft p99 2.6e+03ms > limit 2000ms: one more than the 4 ready" in decision.reason
+    # However far over: an engine keeps what it queued, and more replicas do not drain it at once.
     far = tokens.Latency(ttft_p99_ms=9000, ttft_slo_ms=2000)
-    assert run(llm(4, 5, CODE, far), targets=TOKENS_ONLY).replicas == 8
+    assert run(llm(4, 5, CODE, far, waiting=1), targets=TOKENS_ONLY).replicas == 5
+
+
+def test_a_ttft_miss_with_nobody_waiting_now_is_the_windows_past():
+    # The p99 over the window remembers the requests that waited; the fleet has caught up since.
+    over = tokens.Latency(ttft_p99_ms=9000, ttft_slo_ms=2000)
+    obs = llm(4, 5, CODE, over, waiting=0)
+    assert obs.guards == () and run(obs, targets=TOKENS_ONLY).replicas == 1
+
+
+def test_requests_waiting_now_are_demand_to_serve_within_a_minute():
+    quiet, queued = llm(2, 10, CONV), llm(2, 10, CONV, waiting=60)  # 120 waiting in all
+    assert queued.demand.rps == pytest.approx(quiet.demand.rps + 120 * 326.4 / 60)
+    assert "10 rps + 120 waiting x 326 tok/req" in queued.demand.source
 
 
 def test_a_guard_under_its_limit_does_not_hold_a_scale_in():
@@ -94,6 +117,6 @@ def test_a_full_kv_cache_and_a_slow_tpot_each_ask_for_more():
 
 
 def test_guards_count_ready_replicas_only():
-    obs = llm(3, 5, CODE, tokens.Latency(ttft_p99_ms=3000, ttft_slo_ms=2000))
+    obs = llm(3, 5, CODE, tokens.Latency(ttft_p99_ms=3000, ttft_slo_ms=2000), waiting=1)
     loading = type(obs)(**{**obs.__dict__, "samples": (*obs.samples[:2], ReplicaSample(ready=False))})
-    assert run(loading, PolicyState(), targets=TOKENS_ONLY).replicas == 3  # ceil(2 x 1.5): one is on its way
+    assert run(loading, PolicyState(), targets=TOKENS_ONLY).replicas == 3  # 2 ready + 1: the third is on its way

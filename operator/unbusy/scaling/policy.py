@@ -53,17 +53,16 @@ GROWTH_MIN_POINTS = 4
 
 
 REQUESTS = "rps"
-# A guard over its limit asks for at most this multiple of the ready replicas in one evaluation
-# (AIBrix's largest scale-up rate): TTFT grows without bound past saturation, so its ratio to the
-# SLO says that more is needed, not how much.
-GUARD_CAP = 2.0
 
 
 @dataclass(frozen=True)
 class Guard:
     """A limit read over the variant (TTFT p99 against its SLO, KV-cache use): over it, the fleet
-    grows by the ratio (ceil(ready x value / limit), at most GUARD_CAP x); under it, it says nothing,
-    so a guard never holds a scale-in that the demand asks for."""
+    grows to one replica more than are ready; under it, it says nothing, so a guard never holds a
+    scale-in that the demand asks for. One more than the READY ones, not a ratio: an LLM engine
+    keeps the requests it queued, so replicas added do not drain them and the p99 stays over its
+    limit for a while after; a ratio compounded on every tick of that while (2 -> 16 in 75 s on a
+    3x step), where +1 of the ready orders nothing more until what was ordered serves."""
 
     name: str
     value: float
@@ -186,12 +185,11 @@ def _gpu(obs: Observation, target: int, tolerance: float, metrics: dict[str, flo
 def _guard(guard: Guard, ready: int, current: int, metrics: dict[str, float]) -> _Desire | None:
     """What a guard over its limit asks for; nothing under it."""
     metrics[guard.name.replace(" ", "_")] = guard.value
-    ratio = guard.value / guard.limit
-    if ratio <= 1 or not ready:
+    if guard.value <= guard.limit or not ready:
         return None
-    wanted = max(current, _ceil(ready * min(ratio, GUARD_CAP)))
-    text = f"{guard.name} {_fmt(guard.value)}{guard.unit} > limit {guard.limit:g}{guard.unit}"
-    return _Desire(wanted, ready * min(ratio, GUARD_CAP), text)
+    over = f"{guard.name} {_fmt(guard.value)}{guard.unit} > limit {guard.limit:g}{guard.unit}"
+    text = f"{over}: one more than the {ready} ready"
+    return _Desire(max(current, ready + 1), ready + 1, text)
 
 
 def _fmt_rate(value: float, unit: str = REQUESTS) -> str:

@@ -29,9 +29,15 @@ TOKENS = "tok/s"
 # KV-cache use (0-1) over which a replica admits no more requests without preempting others:
 # vLLM preempts at 100%, and the last tenth fills within a few requests of a long-prompt mix.
 KV_LIMIT = 0.9
-# A replica with requests waiting through the whole rate window served as fast as it can:
-# its served tokens then are its capacity (scaling/capacity.py).
+# A replica with requests waiting while the variant misses its TTFT SLO serves as fast as it can at
+# that SLO: its served tokens then are its capacity (scaling/capacity.py). Waiting alone is no sign:
+# a continuous-batching engine holds new prompts for the next step's token budget at any load, and
+# the gauge, read at one instant, often finds one there (the learner halved a conv profile's capacity
+# at 40% load on that alone).
 SATURATED_WAITING = 1.0
+# An engine queues what it cannot serve, without bound (vLLM refuses nothing): requests waiting now
+# are demand too, to be served within this long (one rate window) on top of what keeps arriving.
+BACKLOG_DRAIN_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,7 @@ class PodTokens:
 
     prompt_rate: float | None  # prompt tokens prefilled per second (vllm:prompt_tokens_total)
     output_rate: float | None  # tokens generated per second (vllm:generation_tokens_total)
-    waiting_min: float | None = None  # the least waiting requests over the window (None: not reported)
+    waiting: float | None = None  # requests waiting outside the engine's batch now (None: not reported)
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,7 @@ def sample(base: ReplicaSample, pod: PodTokens, costs: TokenCosts) -> ReplicaSam
     if pod.prompt_rate is None or pod.output_rate is None:
         return replace(base, served_rate=None, request_rate=None, queue_depth_min=None)
     served = costs.weighted(pod.prompt_rate, pod.output_rate)
-    return replace(base, served_rate=served, request_rate=served, queue_depth_min=pod.waiting_min)
+    return replace(base, served_rate=served, request_rate=served, queue_depth_min=pod.waiting)
 
 
 def per_request(costs: TokenCosts, prompt_rate: float, output_rate: float, finished_rps: float) -> float | None:
@@ -93,17 +99,23 @@ def demand(edge: Demand | None, pods: list[PodTokens], finished_rps: float | Non
     With the edge's request counts (503s included) the demand is those requests times the tokens a
     request costs now (the engine's token counters over its finished requests), so it sees the
     mix move and the requests the edge refused; without them, the tokens the engine served
-    (measurable False: a saturated engine's backlog is not seen)."""
+    (measurable False: a saturated engine's backlog is not seen). Either way the requests waiting
+    in the engines now are added, to be served within BACKLOG_DRAIN_S: an engine that fell behind
+    queues, where Triton's fixed-cost models refuse."""
     counted = [p for p in pods if p.prompt_rate is not None and p.output_rate is not None]
     if not counted:
         return None
     prompt = sum(p.prompt_rate for p in counted)
     output = sum(p.output_rate for p in counted)
     cost = per_request(costs, prompt, output, finished_rps or 0.0)
+    waiting = sum(p.waiting or 0.0 for p in counted)
+    backlog = waiting * cost / BACKLOG_DRAIN_S if cost is not None else 0.0
+    queued = f" + {waiting:,.0f} waiting" if backlog else ""
     if edge is not None and edge.measurable and cost is not None:
-        source = f"{edge.source} {edge.rps:,.3g} rps x {cost:,.0f} tok/req"
-        return Demand(edge.rps * cost, edge.rejected_rps * cost, source, measurable=True)
-    return Demand(costs.weighted(prompt, output), 0.0, "engine token counters", measurable=False)
+        source = f"{edge.source} {edge.rps:,.3g} rps{queued} x {cost:,.0f} tok/req"
+        return Demand(edge.rps * cost + backlog, edge.rejected_rps * cost, source, measurable=True)
+    source = "engine token counters" + (f"{queued} x {cost:,.0f} tok/req" if backlog else "")
+    return Demand(costs.weighted(prompt, output) + backlog, 0.0, source, measurable=False)
 
 
 def guards(latency: Latency) -> tuple[Guard, ...]:
@@ -129,10 +141,18 @@ def observation(
     seasonal: float | None = None,
 ) -> Observation:
     """The policy's view of an LLM variant: `samples` (one per pod, in the order of `pods`) and the
-    demand counted in weighted tokens, the latency and KV guards beside them."""
+    demand counted in weighted tokens, the latency and KV guards beside them. Its replicas read as
+    saturated (their served tokens teach the capacity) only while the TTFT SLO is missed."""
+    missing = latency.ttft_p99_ms is not None and latency.ttft_slo_ms and latency.ttft_p99_ms > latency.ttft_slo_ms
+    ready = sum(1 for s in samples if s.ready)
+    if missing and sum(p.waiting or 0.0 for p in pods) < ready:
+        # The window's p99 remembers requests that waited; with none waiting now (one a replica, the
+        # step's next prompts) the fleet has caught up: a guard on it would order for the past.
+        latency, missing = replace(latency, ttft_p99_ms=None), False
+    marked = pods if missing else [replace(p, waiting=None) for p in pods]
     return Observation(
         current,
-        tuple(sample(s, p, costs) for s, p in zip(samples, pods, strict=True)),
+        tuple(sample(s, p, costs) for s, p in zip(samples, marked, strict=True)),
         demand=demand(edge, pods, finished_rps, costs),
         capacity_hint=costs.capacity,
         saturated_pending=SATURATED_WAITING,

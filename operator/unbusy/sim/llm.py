@@ -268,6 +268,7 @@ class LlmSimConfig:
     startup_s: float = 60.0
     scrape_interval_s: int = 15
     metrics_delay_s: int = 10
+    rate_window_s: int = 60  # the scaling queries' rate window, as the operator's (controller/autoscale.py)
     seed: int = 0
 
 
@@ -448,9 +449,17 @@ class LlmSimulation:
         visible = [(at, scraped, edge) for at, scraped, edge in self.scrapes if at <= cutoff]
         if not visible:
             return Window(now, (), None, self.config.scrape_interval_s)
-        _, newest, edge = visible[-1]
-        before = visible[-2][1] if len(visible) > 1 else {}
+        # Rates over the operator's window (rate(...[60s])): the newest scrape against the one that
+        # window before it, the edge's counts summed over the scrapes between.
+        at, newest, _ = visible[-1]
+        inside = [v for v in visible if v[0] > at - self.config.rate_window_s] or visible[-1:]
+        earlier = [v for v in visible if v[0] <= at - self.config.rate_window_s]
+        before = earlier[-1][1] if earlier else (visible[-2][1] if len(visible) > 1 else {})
         replicas = tuple((scrape, before.get(key)) for key, scrape in newest.items())
+        edges = [edge for _, _, edge in inside]
+        edge = Demand(
+            sum(e.rps for e in edges) / len(edges), sum(e.rejected_rps for e in edges) / len(edges), "edge", True
+        )
         return Window(now, replicas, edge, self.config.scrape_interval_s)
 
     def _scale(self, now: float) -> None:

@@ -1,0 +1,71 @@
+"""What Unbusy's operator reads of simulated LLM replicas, counted in tokens: the same observation
+(scaling/tokens.py) the operator builds from Prometheus (scaling/fleet.py Answers.llm), built here
+from the replicas' scrapes (sim/llm.py Window), so the simulator runs the operator's decisions.
+
+Per replica: its prompt and output tokens per second between two scrapes, and its waiting requests
+at the newest; over the variant: the requests finished per second (what a request costs in tokens),
+the TTFT and TPOT p99 of the histograms summed over replicas (what `histogram_quantile(0.99, sum by
+(le) (rate(...)))` reads) and the fullest ready replica's KV cache; the edge's requests and 503s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from unbusy.scaling import tokens
+from unbusy.scaling.policy import Observation, ReplicaSample
+from unbusy.sim.llm import Buckets, Window, histogram_quantile, rate
+
+
+def _summed(histograms: Iterable[Buckets | None]) -> Buckets | None:
+    """One histogram of many replicas' (None: a replica not scraped before reads as empty)."""
+    found = [h for h in histograms if h is not None]
+    if not found:
+        return None
+    total = Buckets(found[0].bounds)
+    for histogram in found:
+        total.counts = [a + b for a, b in zip(total.counts, histogram.counts, strict=True)]
+        total.total += histogram.total
+        total.count += histogram.count
+    return total
+
+
+def _p99_ms(window: Window, name: str) -> float | None:
+    newest = _summed(getattr(n, name) for n, _ in window.replicas)
+    before = _summed(
+        getattr(b, name) if b is not None else Buckets(getattr(n, name).bounds) for n, b in window.replicas
+    )
+    if newest is None:
+        return None
+    p99 = histogram_quantile(0.99, newest, before)
+    return None if p99 is None else 1000 * p99
+
+
+def observe_tokens(
+    window: Window, current: int, costs: tokens.TokenCosts, ttft_slo_ms: float, tpot_slo_ms: float | None = None
+) -> Observation:
+    """The operator's observation of the simulated variant, in weighted tokens."""
+    samples, pods, finished = [], [], 0.0
+    for newest, before in window.replicas:
+        samples.append(
+            ReplicaSample(
+                ready=newest.ready,
+                queue_depth=newest.pending,
+                gpu_utilization=100 * newest.gpu_utilization,
+            )
+        )
+        pods.append(
+            tokens.PodTokens(
+                rate(newest, before, "prompt_tokens"), rate(newest, before, "generation_tokens"), newest.waiting
+            )
+        )
+        finished += rate(newest, before, "success") or 0.0
+    ready_kv = [n.kv_usage for n, _ in window.replicas if n.ready]
+    latency = tokens.Latency(
+        ttft_p99_ms=_p99_ms(window, "ttft"),
+        ttft_slo_ms=ttft_slo_ms,
+        tpot_p99_ms=_p99_ms(window, "tpot"),
+        tpot_slo_ms=tpot_slo_ms,
+        kv_used=max(ready_kv) if ready_kv else None,
+    )
+    return tokens.observation(current, tuple(samples), pods, window.edge, finished, latency, costs)
