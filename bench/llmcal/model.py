@@ -31,7 +31,6 @@ from dataclasses import dataclass
 
 import triton_python_backend_utils as pb_utils
 
-
 # vLLM's bucket boundaries, as the Triton vLLM backend declares them (src/utils/metrics.py).
 TTFT_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0]
 TPOT_BUCKETS = [0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5]
@@ -64,21 +63,35 @@ def import_engine(site_packages: str):
     offloading_manager.OffloadingManager.offload_requests = counting_offload
 
 
-def varlen_attention(module, q, k, v, attention_mask, cache, cu_seq_lens_q, cu_seq_lens_k, max_seqlen_q, max_seqlen_k,
-                     **kwargs):  # fmt: skip
+def varlen_attention(
+    module, q, k, v, attention_mask, cache, cu_seq_lens_q, cu_seq_lens_k, max_seqlen_q, max_seqlen_k, **kwargs
+):
     """Paged attention with torch's own FlashAttention varlen kernel (no flash-attn package needed): the packed
     queries of the batch against each request's keys read from the paged cache, causal (aligned bottom-right)."""
     from torch.nn.attention.varlen import varlen_attn
 
     if isinstance(cu_seq_lens_k, dict):
         cu_seq_lens_k, max_seqlen_k = cu_seq_lens_k["full_attention"], max_seqlen_k["full_attention"]
-    k, v = cache.update(key_states=k, value_states=v, layer_idx=module.layer_idx, read_index=kwargs["read_index"],
-                        write_index=kwargs["write_index"])  # fmt: skip
+    k, v = cache.update(
+        key_states=k,
+        value_states=v,
+        layer_idx=module.layer_idx,
+        read_index=kwargs["read_index"],
+        write_index=kwargs["write_index"],
+    )
     if _REPEAT_KV[0] > 1:
         k, v = k.repeat_interleave(_REPEAT_KV[0], 1), v.repeat_interleave(_REPEAT_KV[0], 1)
-    out = varlen_attn(q.transpose(1, 2).squeeze(0).contiguous(), k.contiguous(), v.contiguous(),
-                      cu_seq_lens_q.to(torch.int32), cu_seq_lens_k.to(torch.int32), max_seqlen_q, max_seqlen_k,
-                      scale=module.scaling, window_size=(-1, 0))  # fmt: skip
+    out = varlen_attn(
+        q.transpose(1, 2).squeeze(0).contiguous(),
+        k.contiguous(),
+        v.contiguous(),
+        cu_seq_lens_q.to(torch.int32),
+        cu_seq_lens_k.to(torch.int32),
+        max_seqlen_q,
+        max_seqlen_k,
+        scale=module.scaling,
+        window_size=(-1, 0),
+    )
     return out, None
 
 
@@ -100,7 +113,7 @@ def check_varlen_attention(heads, kv_heads, head_dim, dtype):
         k2, v2 = k.repeat_interleave(_REPEAT_KV[0], 1), v.repeat_interleave(_REPEAT_KV[0], 1)
         got = varlen_attn(q, k2, v2, cu_q, cu_k, 5, 7, window_size=(-1, 0))
     worst = 0.0
-    for i, (lq, lk) in enumerate(zip(lengths_q, lengths_k)):
+    for i, (lq, lk) in enumerate(zip(lengths_q, lengths_k, strict=True)):
         qi = q[cu_q[i] : cu_q[i] + lq].transpose(0, 1)
         ki = k[cu_k[i] : cu_k[i] + lk].transpose(0, 1).repeat_interleave(heads // kv_heads, 0)
         vi = v[cu_k[i] : cu_k[i] + lk].transpose(0, 1).repeat_interleave(heads // kv_heads, 0)
@@ -108,6 +121,16 @@ def check_varlen_attention(heads, kv_heads, head_dim, dtype):
         want = torch.nn.functional.scaled_dot_product_attention(qi, ki, vi, attn_mask=mask).transpose(0, 1)
         worst = max(worst, (got[cu_q[i] : cu_q[i] + lq] - want).abs().max().item())
     return worst
+
+
+def scalar(request, name):
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    return None if tensor is None else int(tensor.as_numpy().reshape(-1)[0])
+
+
+def refuse(sender, message):
+    error = pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
+    sender.send(error, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
 
 @dataclass
@@ -131,10 +154,15 @@ class TritonPythonModel:
         cuda = torch.cuda.is_available()
         self.vocab = p("VOCAB", 32000)
         shape = LlamaConfig(
-            hidden_size=p("HIDDEN", 2048), intermediate_size=p("FFN", 8192), num_hidden_layers=p("LAYERS", 16),
-            num_attention_heads=p("HEADS", 32), num_key_value_heads=p("KV_HEADS", 8), vocab_size=self.vocab,
-            max_position_embeddings=p("MAX_POSITIONS", 8192), eos_token_id=-1,
-        )  # fmt: skip
+            hidden_size=p("HIDDEN", 2048),
+            intermediate_size=p("FFN", 8192),
+            num_hidden_layers=p("LAYERS", 16),
+            num_attention_heads=p("HEADS", 32),
+            num_key_value_heads=p("KV_HEADS", 8),
+            vocab_size=self.vocab,
+            max_position_embeddings=p("MAX_POSITIONS", 8192),
+            eos_token_id=-1,
+        )
         dtype = getattr(torch, p("DTYPE", "bfloat16"))
         torch.manual_seed(0)
         with torch.device("cuda" if cuda else "cpu"):
@@ -143,13 +171,17 @@ class TritonPythonModel:
         attention = p("ATTENTION", "varlen" if cuda else "sdpa")
         if attention == "varlen":
             try:
-                worst = check_varlen_attention(shape.num_attention_heads, shape.num_key_value_heads,
-                                               shape.hidden_size // shape.num_attention_heads, dtype)  # fmt: skip
+                worst = check_varlen_attention(
+                    shape.num_attention_heads,
+                    shape.num_key_value_heads,
+                    shape.hidden_size // shape.num_attention_heads,
+                    dtype,
+                )
                 if worst > 0.05:
                     raise ValueError(f"varlen attention differs from SDPA by {worst:.3g}")
                 AttentionInterface.register(VARLEN.removeprefix("paged|"), varlen_attention)
                 model.set_attn_implementation(VARLEN)
-            except Exception as error:  # noqa: BLE001 -- the run goes on with the slower paged|sdpa and says so
+            except Exception as error:
                 self.params["ATTENTION_FALLBACK"] = f"varlen unavailable ({error!r}); paged|sdpa"
                 attention = "sdpa"
         if attention == "sdpa":
@@ -160,20 +192,27 @@ class TritonPythonModel:
         num_blocks = p("NUM_BLOCKS", 0)
         graphs = p("CUDA_GRAPHS", "1") == "1" and cuda
         cb = ContinuousBatchingConfig(
-            block_size=p("BLOCK_SIZE", 256), num_blocks=num_blocks or None,
-            max_batch_tokens=p("MAX_BATCH_TOKENS", 0) or None, max_memory_percent=p("KV_MEMORY", 0.5),
-            use_cuda_graph=graphs, allow_block_sharing=False, max_requests_per_batch=p("MAX_REQUESTS", 0) or None,
-        )  # fmt: skip
+            block_size=p("BLOCK_SIZE", 256),
+            num_blocks=num_blocks or None,
+            max_batch_tokens=p("MAX_BATCH_TOKENS", 0) or None,
+            max_memory_percent=p("KV_MEMORY", 0.5),
+            use_cuda_graph=graphs,
+            allow_block_sharing=False,
+            max_requests_per_batch=p("MAX_REQUESTS", 0) or None,
+        )
         generation = GenerationConfig(max_new_tokens=16, do_sample=False, eos_token_id=-1)
         self.manager = model.init_continuous_batching(generation_config=generation, continuous_batching_config=cb)
         self.manager.warmup()  # captures CUDA graphs (where on) before ready, as a serving replica would
         self.manager.start()
         resolved = self.manager.continuous_batching_config
         self.params.update(
-            NUM_BLOCKS=str(resolved.num_blocks), MAX_BATCH_TOKENS=str(resolved.max_batch_tokens),
-            KV_TOKENS=str(resolved.num_blocks * resolved.block_size), CUDA_GRAPHS=str(resolved.use_cuda_graph),
-            ASYNC_BATCHING=str(resolved.use_async_batching), MAX_REQUESTS=str(resolved.max_requests_per_batch),
-        )  # fmt: skip
+            NUM_BLOCKS=str(resolved.num_blocks),
+            MAX_BATCH_TOKENS=str(resolved.max_batch_tokens),
+            KV_TOKENS=str(resolved.num_blocks * resolved.block_size),
+            CUDA_GRAPHS=str(resolved.use_cuda_graph),
+            ASYNC_BATCHING=str(resolved.use_async_batching),
+            MAX_REQUESTS=str(resolved.max_requests_per_batch),
+        )
         self._metrics(args)
         self.live: dict[str, Live] = {}
         self.lock = threading.Lock()
@@ -189,8 +228,11 @@ class TritonPythonModel:
     def _metrics(self, args):
         labels = {"model": args["model_name"], "version": args["model_version"]}
         family = lambda name, kind, text: pb_utils.MetricFamily(name=name, description=text, kind=kind)  # noqa: E731
-        counter, gauge, histogram = (pb_utils.MetricFamily.COUNTER, pb_utils.MetricFamily.GAUGE,
-                                     pb_utils.MetricFamily.HISTOGRAM)  # fmt: skip
+        counter, gauge, histogram = (
+            pb_utils.MetricFamily.COUNTER,
+            pb_utils.MetricFamily.GAUGE,
+            pb_utils.MetricFamily.HISTOGRAM,
+        )
         self.families = {
             "prompt": family("vllm:prompt_tokens_total", counter, "Number of prefill tokens processed."),
             "generation": family("vllm:generation_tokens_total", counter, "Number of generation tokens processed."),
@@ -198,10 +240,10 @@ class TritonPythonModel:
             "running": family("vllm:num_requests_running", gauge, "Number of requests in model execution batches."),
             "waiting": family("vllm:num_requests_waiting", gauge, "Number of requests waiting to be processed."),
             "kv": family("vllm:gpu_cache_usage_perc", gauge, "KV-cache usage. 1 means 100 percent usage."),
-            "ttft": family("vllm:time_to_first_token_seconds", histogram, "Histogram of time to first token in seconds."),
-            "tpot": family("vllm:time_per_output_token_seconds", histogram, "Histogram of time per output token in seconds."),
-            "e2e": family("vllm:e2e_request_latency_seconds", histogram, "Histogram of end to end request latency in seconds."),
-        }  # fmt: skip
+            "ttft": family("vllm:time_to_first_token_seconds", histogram, "Histogram of time to first token."),
+            "tpot": family("vllm:time_per_output_token_seconds", histogram, "Histogram of time per output token."),
+            "e2e": family("vllm:e2e_request_latency_seconds", histogram, "Histogram of end to end request latency."),
+        }
         buckets = {"ttft": TTFT_BUCKETS, "tpot": TPOT_BUCKETS, "e2e": E2E_BUCKETS}
         self.metric = {
             key: f.Metric(labels=labels, buckets=buckets[key]) if key in buckets else f.Metric(labels=labels)
@@ -243,17 +285,19 @@ class TritonPythonModel:
     def execute(self, requests):
         for request in requests:
             sender = request.get_response_sender()
-            value = lambda name: int(pb_utils.get_input_tensor_by_name(request, name).as_numpy().reshape(-1)[0])  # noqa: E731
-            prompt, max_tokens = value("prompt_tokens"), value("max_tokens")
-            seed_tensor = pb_utils.get_input_tensor_by_name(request, "seed")
-            seed = int(seed_tensor.as_numpy().reshape(-1)[0]) if seed_tensor is not None else self.counter
+            prompt, max_tokens, seed = (scalar(request, name) for name in ("prompt_tokens", "max_tokens", "seed"))
+            seed = self.counter if seed is None else seed
             if self.queue_limit and self.engine_state()[1] >= self.queue_limit:
                 error = pb_utils.TritonError(f"queue full: {self.queue_limit} requests waiting (QUEUE_LIMIT)")
-                sender.send(pb_utils.InferenceResponse(error=error), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+                sender.send(
+                    pb_utils.InferenceResponse(error=error), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+                )
                 continue
             if prompt < 1 or max_tokens < 1:
                 error = pb_utils.TritonError("prompt_tokens and max_tokens must be at least 1")
-                sender.send(pb_utils.InferenceResponse(error=error), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+                sender.send(
+                    pb_utils.InferenceResponse(error=error), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+                )
                 continue
             ids = random.Random(seed).choices(range(self.vocab), k=prompt)
             with self.lock:
@@ -289,7 +333,7 @@ class TritonPythonModel:
                 error = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(out.error)))
                 try:
                     live.sender.send(error, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-                except Exception as failure:  # noqa: BLE001 -- cancelled meanwhile
+                except Exception as failure:
                     pb_utils.Logger.log_warn(f"error for {out.request_id} not sent: {failure}")
                 continue
             n, final = len(out.generated_tokens), out.is_finished()
@@ -309,7 +353,7 @@ class TritonPythonModel:
                     self.live.pop(out.request_id, None)
             try:
                 self._respond(live, out.generated_tokens[live.sent : n], n, final)
-            except Exception as error:  # noqa: BLE001 -- cancelled meanwhile (its sender closed): drop it
+            except Exception as error:
                 pb_utils.Logger.log_warn(f"response to {out.request_id} not sent: {error}")
             live.sent, live.last = n, now
 
@@ -324,7 +368,7 @@ class TritonPythonModel:
                 self.manager.cancel_request(rid)
                 try:
                     live.sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-                except Exception as error:  # noqa: BLE001 -- already closed by the collector
+                except Exception as error:
                     pb_utils.Logger.log_warn(f"final flag for cancelled {rid} not sent: {error}")
 
     def finalize(self):

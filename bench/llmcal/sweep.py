@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -30,12 +29,12 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "calibrate"))
-from harness import Sample, Server, Sampler, environment, mean, quantile, stop_server, write_csv  # noqa: E402
-
+from harness import Sample, Sampler, Server, _format, environment, mean, quantile, stop_server, write_csv  # noqa: E402
 from stream_load import Result, StreamLoad  # noqa: E402
 
 SHAPES = {  # Llama-shaped decoders (random weights): hidden, layers, heads, KV heads, FFN, vocabulary
@@ -45,18 +44,72 @@ SHAPES = {  # Llama-shaped decoders (random weights): hidden, layers, heads, KV 
 }
 MODEL = "llm"
 _SERIES = re.compile(r"^([a-zA-Z_:][\w:]*)\{([^}]*)\} (\S+)$", re.M)
-GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:gpu_cache_usage_perc",
-          "vllm:num_preemptions_total", "vllm:prompt_tokens_total", "vllm:generation_tokens_total",
-          "nv_inference_pending_request_count")  # fmt: skip
+GAUGES = (
+    "vllm:num_requests_running",
+    "vllm:num_requests_waiting",
+    "vllm:gpu_cache_usage_perc",
+    "vllm:num_preemptions_total",
+    "vllm:prompt_tokens_total",
+    "vllm:generation_tokens_total",
+    "nv_inference_pending_request_count",
+)
 
-RATES = ["mix", "segment", "offered_rps", "seconds", "sent", "finished", "refused", "unfinished", "served_rps",
-         "prompt_tok_s", "output_tok_s", "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "e2e_p50_s",
-         "e2e_p99_s", "pending_mean", "running_mean", "waiting_mean", "kv_used_mean", "kv_used_max", "preempted",
-         "gpu_util_mean", "errors", "late_pct"]  # fmt: skip
-REQUESTS = ["mix", "segment", "offered_rps", "sent_s", "prompt_tokens", "max_tokens", "generated_tokens", "ttft_ms",
-            "tpot_ms", "e2e_ms", "outcome"]  # fmt: skip
-SECONDS = ["mix", "segment", "offered_rps", "t_s", "arrivals", "finished", "prompt_tokens", "output_tokens",
-           "running", "waiting", "kv_used", "pending", "gpu_util"]  # fmt: skip
+RATES = [
+    "mix",
+    "segment",
+    "offered_rps",
+    "seconds",
+    "sent",
+    "finished",
+    "refused",
+    "unfinished",
+    "served_rps",
+    "prompt_tok_s",
+    "output_tok_s",
+    "ttft_p50_ms",
+    "ttft_p99_ms",
+    "tpot_p50_ms",
+    "tpot_p99_ms",
+    "e2e_p50_s",
+    "e2e_p99_s",
+    "pending_mean",
+    "running_mean",
+    "waiting_mean",
+    "kv_used_mean",
+    "kv_used_max",
+    "preempted",
+    "gpu_util_mean",
+    "errors",
+    "late_pct",
+]
+REQUESTS = [
+    "mix",
+    "segment",
+    "offered_rps",
+    "sent_s",
+    "prompt_tokens",
+    "max_tokens",
+    "generated_tokens",
+    "ttft_ms",
+    "tpot_ms",
+    "e2e_ms",
+    "outcome",
+]
+SECONDS = [
+    "mix",
+    "segment",
+    "offered_rps",
+    "t_s",
+    "arrivals",
+    "finished",
+    "prompt_tokens",
+    "output_tokens",
+    "running",
+    "waiting",
+    "kv_used",
+    "pending",
+    "gpu_util",
+]
 LATE_S = 0.05  # a send this much behind its schedule counts as late
 
 
@@ -123,9 +176,16 @@ def _get(url: str) -> bytes | None:
 def start(args, params: dict[str, str], log: Path) -> tuple[Server, dict[str, str]]:
     """tritonserver with the model loaded; returns the server and the engine settings the model resolved."""
     repository = model_repository(Path(tempfile.mkdtemp()), params)
-    command = [args.tritonserver, f"--model-repository={repository}", f"--backend-directory={args.backends}",
-               "--model-control-mode=explicit", f"--load-model={MODEL}", f"--allow-gpu-metrics={str(args.gpu).lower()}",
-               "--metrics-interval-ms=1000", "--log-info=true"]  # fmt: skip
+    command = [
+        args.tritonserver,
+        f"--model-repository={repository}",
+        f"--backend-directory={args.backends}",
+        "--model-control-mode=explicit",
+        f"--load-model={MODEL}",
+        f"--allow-gpu-metrics={str(args.gpu).lower()}",
+        "--metrics-interval-ms=1000",
+        "--log-info=true",
+    ]
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
     base = "http://127.0.0.1:8000/v2"
@@ -135,19 +195,34 @@ def start(args, params: dict[str, str], log: Path) -> tuple[Server, dict[str, st
             raise RuntimeError(f"tritonserver did not get the model ready; its log ends:\n{log.read_text()[-3000:]}")
         time.sleep(0.2)
     ready = time.perf_counter() - started
-    request = urllib.request.Request(
-        f"{base}/models/{MODEL}/generate", json.dumps({"prompt_tokens": 8, "max_tokens": 2, "seed": 1}).encode(),
-        {"Content-Type": "application/json"},
-    )  # fmt: skip
     try:
-        urllib.request.urlopen(request, timeout=120).read()
+        answer(f"{base}/models/{MODEL}/generate_stream", [(8, 2)])
+        first = time.perf_counter() - started
+        # The engine's shapes beyond the first: concurrent requests of several lengths (prefill split, mixed batches).
+        sizes = [(n, 4) for n in (100, 700, 1500, 3000, 4000, 50, 2500, 1)]
+        answer(f"{base}/models/{MODEL}/generate_stream", sizes, int(params.get("QUEUE_LIMIT", 0)) or len(sizes))
         version = json.loads(_get(base) or b"{}").get("version", "unknown")
         engine = re.search(r"unbusy-llm engine: (\{.*\})", log.read_text())
         settings = json.loads(engine[1].replace('\\"', '"')) if engine else {}
     except Exception:
         process.kill()
         raise
-    return Server(process, ready, time.perf_counter() - started, version), settings
+    return Server(process, ready, first, version), settings
+
+
+def answer(url: str, sizes: list[tuple[int, int]], at_once: int = 1) -> None:
+    """Sends these (prompt, output) requests, `at_once` at a time; raises unless every one gets all its tokens."""
+
+    def one(size: tuple[int, int]) -> None:
+        body = json.dumps({"prompt_tokens": size[0], "max_tokens": size[1], "seed": size[0]}).encode()
+        request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+        events = urllib.request.urlopen(request, timeout=120).read().decode().splitlines()
+        last = json.loads(([e[5:] for e in events if e.startswith("data:")] or ["{}"])[-1])
+        if last.get("n") not in (size[1], [size[1]]):
+            raise RuntimeError(f"request {size} answered {last}")
+
+    with ThreadPoolExecutor(at_once) as pool:
+        list(pool.map(one, sizes))
 
 
 def wait_empty(sampler: LlmSampler, limit: float) -> float:
@@ -179,33 +254,50 @@ def summarise(mix, segment, offered, seconds, results: list[Result], bins, sampl
     count = lambda outcome: sum(1 for r in results if r.outcome == outcome)  # noqa: E731
     ms = lambda v: None if v is None else 1000 * v  # noqa: E731
     return {
-        "mix": mix, "segment": segment, "offered_rps": offered, "seconds": seconds, "sent": len(results),
-        "finished": len(ok), "refused": count("refused"), "unfinished": count("unfinished"),
+        "mix": mix,
+        "segment": segment,
+        "offered_rps": offered,
+        "seconds": seconds,
+        "sent": len(results),
+        "finished": len(ok),
+        "refused": count("refused"),
+        "unfinished": count("unfinished"),
         "served_rps": len(done_in_window) / seconds,
         "prompt_tok_s": sum(bins.get(t, [0, 0])[0] for t in range(int(seconds))) / seconds,
         "output_tok_s": sum(bins.get(t, [0, 0])[1] for t in range(int(seconds))) / seconds,
-        "ttft_p50_ms": ms(quantile([r.ttft for r in ok], 0.5)), "ttft_p99_ms": ms(quantile([r.ttft for r in ok], 0.99)),
-        "tpot_p50_ms": ms(quantile(tpots, 0.5)), "tpot_p99_ms": ms(quantile(tpots, 0.99)),
-        "e2e_p50_s": quantile([r.e2e for r in ok], 0.5), "e2e_p99_s": quantile([r.e2e for r in ok], 0.99),
+        "ttft_p50_ms": ms(quantile([r.ttft for r in ok], 0.5)),
+        "ttft_p99_ms": ms(quantile([r.ttft for r in ok], 0.99)),
+        "tpot_p50_ms": ms(quantile(tpots, 0.5)),
+        "tpot_p99_ms": ms(quantile(tpots, 0.99)),
+        "e2e_p50_s": quantile([r.e2e for r in ok], 0.5),
+        "e2e_p99_s": quantile([r.e2e for r in ok], 0.99),
         "pending_mean": mean(values("nv_inference_pending_request_count")),
         "running_mean": mean(values("vllm:num_requests_running")),
         "waiting_mean": mean(values("vllm:num_requests_waiting")),
-        "kv_used_mean": mean(kv), "kv_used_max": max(kv) if kv else None,
+        "kv_used_mean": mean(kv),
+        "kv_used_max": max(kv) if kv else None,
         "preempted": max(preemptions) - min(preemptions) if preemptions else None,
-        "gpu_util_mean": mean(util), "errors": count("error"),
+        "gpu_util_mean": mean(util),
+        "errors": count("error"),
         "late_pct": 100 * sum(1 for r in results if r.lag > LATE_S) / len(results) if results else None,
-    }  # fmt: skip
+    }
 
 
 def request_rows(mix, segment, offered, results: list[Result]) -> list[dict]:
     return [
         {
-            "mix": mix, "segment": segment, "offered_rps": offered, "sent_s": r.scheduled + r.lag,
-            "prompt_tokens": r.prompt_tokens, "max_tokens": r.max_tokens, "generated_tokens": r.generated,
+            "mix": mix,
+            "segment": segment,
+            "offered_rps": offered,
+            "sent_s": r.scheduled + r.lag,
+            "prompt_tokens": r.prompt_tokens,
+            "max_tokens": r.max_tokens,
+            "generated_tokens": r.generated,
             "ttft_ms": None if r.ttft is None else 1000 * r.ttft,
             "tpot_ms": 1000 * (r.e2e - r.ttft) / (r.generated - 1) if r.outcome == "ok" and r.generated > 1 else None,
-            "e2e_ms": None if r.e2e is None else 1000 * r.e2e, "outcome": r.outcome,
-        }  # fmt: skip
+            "e2e_ms": None if r.e2e is None else 1000 * r.e2e,
+            "outcome": r.outcome,
+        }
         for r in results
     ]
 
@@ -217,15 +309,20 @@ def second_rows(mix, segment, offered, seconds, results: list[Result], bins, sam
         values = sample.values if sample and sample.at >= start + t else {}
         rows.append(
             {
-                "mix": mix, "segment": segment, "offered_rps": offered, "t_s": t,
+                "mix": mix,
+                "segment": segment,
+                "offered_rps": offered,
+                "t_s": t,
                 "arrivals": sum(1 for r in results if t <= r.scheduled < t + 1),
                 "finished": sum(1 for r in results if r.outcome == "ok" and t <= r.scheduled + r.lag + r.e2e < t + 1),
-                "prompt_tokens": bins.get(t, [0, 0])[0], "output_tokens": bins.get(t, [0, 0])[1],
-                "running": values.get("vllm:num_requests_running"), "waiting": values.get("vllm:num_requests_waiting"),
+                "prompt_tokens": bins.get(t, [0, 0])[0],
+                "output_tokens": bins.get(t, [0, 0])[1],
+                "running": values.get("vllm:num_requests_running"),
+                "waiting": values.get("vllm:num_requests_waiting"),
                 "kv_used": values.get("vllm:gpu_cache_usage_perc"),
                 "pending": values.get("nv_inference_pending_request_count"),
                 "gpu_util": values.get("nvml_utilization", values.get("nv_gpu_utilization")),
-            }  # fmt: skip
+            }
         )
     return rows
 
@@ -281,7 +378,7 @@ def main() -> None:
         from importlib.metadata import version
 
         env[-1] += f", transformers {version('transformers')}"
-    except Exception:  # noqa: BLE001 -- the header says what it knows
+    except Exception:
         pass
     for line in env:
         log(line)
@@ -323,12 +420,16 @@ def main() -> None:
                     capacity = (prompt_s + output_s) / (mean_prompt + mean_output)
                     done = sum(1 for r in results if r.outcome == "ok")
                     capacities[mix] = capacity
-                    log(f"{mix}: closed loop {args.concurrency}: {prompt_s:.0f} prompt + {output_s:.0f} output tok/s, "
+                    log(
+                        f"{mix}: closed loop {args.concurrency}: {prompt_s:.0f} prompt + {output_s:.0f} output tok/s, "
                         f"{done} finished in {args.capacity_seconds:g} s; mean request {mean_prompt:.0f} + "
-                        f"{mean_output:.0f} tokens -> capacity {capacity:.2f} req/s")  # fmt: skip
+                        f"{mean_output:.0f} tokens -> capacity {capacity:.2f} req/s"
+                    )
                     log(f"  drained in {wait_empty(sampler, 20):.1f} s")
-                    segments = [("sweep", f, [(args.segment_seconds, f * capacity)]) for f in
-                                map(float, args.fractions.split(","))]  # fmt: skip
+                    segments = [
+                        ("sweep", f, [(args.segment_seconds, f * capacity)])
+                        for f in map(float, args.fractions.split(","))
+                    ]
                     half = args.step_seconds / 2
                     if half:
                         step = [(half, args.step_from * capacity), (half, args.step_to * capacity)]
@@ -344,16 +445,17 @@ def main() -> None:
                         results, bins = load.open_loop(phases, length, args.drain_seconds, start_at, seed)
                         ended = time.time()
                         drained = wait_empty(sampler, 20)
-                        row = summarise(mix, segment, offered, length, results, bins, sampler.samples,
-                                        (start_at, ended))  # fmt: skip
+                        row = summarise(
+                            mix, segment, offered, length, results, bins, sampler.samples, (start_at, ended)
+                        )
                         rates.append(row)
                         requests += request_rows(mix, segment, offered, results)
                         seconds_rows += second_rows(mix, segment, offered, length, results, bins, sampler, start_at)
-                        log(f"  {segment} {fraction:g}x = {offered:.2f} req/s: sent {row['sent']} ok {row['finished']} "
-                            f"refused {row['refused']} unfinished {row['unfinished']} errors {row['errors']}; "
-                            f"{row['output_tok_s']:.0f} out tok/s; TTFT p50/p99 {row['ttft_p50_ms']}/{row['ttft_p99_ms']} ms; "
-                            f"waiting {row['waiting_mean']}; kv {row['kv_used_mean']}; late {row['late_pct']}%; "
-                            f"empty after {drained:.1f} s")  # fmt: skip
+                        shown = ("sent", "finished", "refused", "unfinished", "errors", "output_tok_s", "ttft_p50_ms",
+                                 "ttft_p99_ms", "tpot_p50_ms", "e2e_p99_s", "running_mean", "waiting_mean",
+                                 "kv_used_max", "preempted", "gpu_util_mean", "late_pct")  # fmt: skip
+                        figures = " ".join(f"{key} {_format(row[key])}" for key in shown)
+                        log(f"  {segment} {fraction:g}x = {offered:.2f} req/s: {figures}; empty after {drained:.1f} s")
                         errors = {r.detail for r in results if r.outcome == "error"}
                         if errors:
                             log(f"    errors: {sorted(errors)[:3]}")
@@ -372,7 +474,8 @@ def main() -> None:
         f"first_answer_s: {server.first_answer_s:.2f}",
         f"requests: Azure LLM inference trace 2023 sizes (tokens-conv.csv, tokens-code.csv), prompts capped at "
         f"{args.prompt_cap}, outputs at {args.output_cap}; all mixes' mean {mean_all[0]:.0f} + {mean_all[1]:.0f}",
-        "capacity_rps: " + ", ".join(f"{m} {c:.3f}" for m, c in capacities.items())
+        "capacity_rps: "
+        + ", ".join(f"{m} {c:.3f}" for m, c in capacities.items())
         + f" (closed loop of {args.concurrency} streams, {args.capacity_seconds:g} s: served tokens/s over the mix's "
         "mean tokens per request)",
         f"segments: open-loop Poisson, {args.segment_seconds:g} s at each fraction {args.fractions} of capacity, "
@@ -386,8 +489,10 @@ def main() -> None:
     write_csv(args.out / f"{args.prefix}rates.csv", header, RATES, rates)
     write_csv(args.out / f"{args.prefix}requests.csv", header, REQUESTS, requests)
     write_csv(args.out / f"{args.prefix}seconds.csv", header, SECONDS, seconds_rows)
-    log(f"wrote {args.prefix}rates.csv ({len(rates)} rows), requests.csv ({len(requests)}), seconds.csv "
-        f"({len(seconds_rows)})")  # fmt: skip
+    log(
+        f"wrote {args.prefix}rates.csv ({len(rates)} rows), requests.csv ({len(requests)}), seconds.csv "
+        f"({len(seconds_rows)})"
+    )
 
 
 if __name__ == "__main__":
