@@ -402,6 +402,39 @@ def main() -> None:
     url = f"http://127.0.0.1:8000/v2/models/{MODEL}/generate_stream"
     pairs_all = [pair for pairs in mixes.values() for pair in pairs]
     time_left = lambda: args.deadline - (time.time() - begun) if args.deadline else float("inf")  # noqa: E731
+
+    def write() -> None:
+        """All three CSVs as far as measured: written after every segment, so a run cut short keeps its data."""
+        mean_all = (sum(p for p, _ in pairs_all) / len(pairs_all), sum(o for _, o in pairs_all) / len(pairs_all))
+        header = [
+            *env,
+            f"model: Llama-shaped decoder, random weights, transformers LlamaForCausalLM; shape {args.shape}: "
+            + ", ".join(f"{k.lower()} {v}" for k, v in SHAPES[args.shape].items() if k != "DTYPE")
+            + f", params {engine.get('PARAMS', '?')}, dtype {params.get('DTYPE', 'bfloat16')}",
+            "engine: transformers ContinuousBatchingManager in a Triton Python-backend model (decoupled, streaming); "
+            + ", ".join(
+                f"{k.lower()} {v}" for k, v in engine.items() if k not in {*SHAPES[args.shape], "PARAMS", "DTYPE"}
+            ),
+            f"tritonserver: {server.version} (nvidia-pytriton 0.7.0 wheel); ready_s: {server.ready_s:.2f}; "
+            f"first_answer_s: {server.first_answer_s:.2f}",
+            f"requests: Azure LLM inference trace 2023 sizes (tokens-conv.csv, tokens-code.csv), prompts capped at "
+            f"{args.prompt_cap}, outputs at {args.output_cap}; all mixes' mean {mean_all[0]:.0f} + {mean_all[1]:.0f}",
+            "capacity_rps: "
+            + ", ".join(f"{m} {c:.3f}" for m, c in capacities.items())
+            + f" (closed loop of {args.concurrency} streams, {args.capacity_seconds:g} s: served tokens/s over "
+            "the mix's mean tokens per request)",
+            f"segments: open-loop Poisson, {args.segment_seconds:g} s at each fraction {args.fractions} of capacity, "
+            f"then at most {args.drain_seconds:g} s to drain; what is left is cancelled (unfinished); served_rps "
+            "counts requests finished inside the segment, latency percentiles all that finished",
+            f"step: {args.step_from}x -> {args.step_to}x capacity at t={args.step_seconds / 2:g}s",
+            "load: " + f"{args.processes} processes over HTTP generate_stream (SSE), one response per "
+            f"{engine.get('STREAM_EVERY', params.get('STREAM_EVERY', 1))} tokens; ttft = first streamed token, "
+            "tpot = (e2e - ttft) / (tokens - 1)",
+        ]
+        write_csv(args.out / f"{args.prefix}rates.csv", header, RATES, rates)
+        write_csv(args.out / f"{args.prefix}requests.csv", header, REQUESTS, requests)
+        write_csv(args.out / f"{args.prefix}seconds.csv", header, SECONDS, seconds_rows)
+
     try:
         with LlmSampler("http://127.0.0.1:8002/metrics", MODEL) as sampler:
             seed = 0
@@ -459,40 +492,13 @@ def main() -> None:
                         errors = {r.detail for r in results if r.outcome == "error"}
                         if errors:
                             log(f"    errors: {sorted(errors)[:3]}")
+                        write()
     finally:
         stop_server(server)
-        log(f"total {time.time() - begun:.0f} s")
-    mean_all = (sum(p for p, _ in pairs_all) / len(pairs_all), sum(o for _, o in pairs_all) / len(pairs_all))
-    header = [
-        *env,
-        f"model: Llama-shaped decoder, random weights, transformers LlamaForCausalLM; shape {args.shape}: "
-        + ", ".join(f"{k.lower()} {v}" for k, v in SHAPES[args.shape].items() if k != "DTYPE")
-        + f", params {engine.get('PARAMS', '?')}, dtype {params.get('DTYPE', 'bfloat16')}",
-        "engine: transformers ContinuousBatchingManager in a Triton Python-backend model (decoupled, streaming); "
-        + ", ".join(f"{k.lower()} {v}" for k, v in engine.items() if k not in {*SHAPES[args.shape], "PARAMS", "DTYPE"}),
-        f"tritonserver: {server.version} (nvidia-pytriton 0.7.0 wheel); ready_s: {server.ready_s:.2f}; "
-        f"first_answer_s: {server.first_answer_s:.2f}",
-        f"requests: Azure LLM inference trace 2023 sizes (tokens-conv.csv, tokens-code.csv), prompts capped at "
-        f"{args.prompt_cap}, outputs at {args.output_cap}; all mixes' mean {mean_all[0]:.0f} + {mean_all[1]:.0f}",
-        "capacity_rps: "
-        + ", ".join(f"{m} {c:.3f}" for m, c in capacities.items())
-        + f" (closed loop of {args.concurrency} streams, {args.capacity_seconds:g} s: served tokens/s over the mix's "
-        "mean tokens per request)",
-        f"segments: open-loop Poisson, {args.segment_seconds:g} s at each fraction {args.fractions} of capacity, "
-        f"then at most {args.drain_seconds:g} s to drain; what is left is cancelled (unfinished); served_rps counts "
-        "requests finished inside the segment, latency percentiles all that finished",
-        f"step: {args.step_from}x -> {args.step_to}x capacity at t={args.step_seconds / 2:g}s",
-        "load: " + f"{args.processes} processes over HTTP generate_stream (SSE), one response per "
-        f"{engine.get('STREAM_EVERY', params.get('STREAM_EVERY', 1))} tokens; ttft = first streamed token, "
-        "tpot = (e2e - ttft) / (tokens - 1)",
-    ]
-    write_csv(args.out / f"{args.prefix}rates.csv", header, RATES, rates)
-    write_csv(args.out / f"{args.prefix}requests.csv", header, REQUESTS, requests)
-    write_csv(args.out / f"{args.prefix}seconds.csv", header, SECONDS, seconds_rows)
-    log(
-        f"wrote {args.prefix}rates.csv ({len(rates)} rows), requests.csv ({len(requests)}), seconds.csv "
-        f"({len(seconds_rows)})"
-    )
+        log(
+            f"total {time.time() - begun:.0f} s; {args.prefix}rates.csv {len(rates)} rows, requests.csv "
+            f"{len(requests)}, seconds.csv {len(seconds_rows)}"
+        )
 
 
 if __name__ == "__main__":
