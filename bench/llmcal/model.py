@@ -12,7 +12,7 @@ so a scraper reads it as it would read Triton's vLLM backend: vllm:prompt_tokens
 vllm:generation_tokens_total, vllm:time_to_first_token_seconds, vllm:time_per_output_token_seconds,
 vllm:e2e_request_latency_seconds (vLLM's buckets), and the engine gauges vLLM itself has but the Triton
 vLLM backend does not export: vllm:num_requests_running, vllm:num_requests_waiting,
-vllm:gpu_cache_usage_perc, vllm:num_preemptions_total.
+vllm:gpu_cache_usage_perc (and its vLLM V1 name vllm:kv_cache_usage_perc), vllm:num_preemptions_total.
 
 Engine settings come from config.pbtxt parameters (written by harness.py): the shape (HIDDEN, LAYERS, HEADS,
 KV_HEADS, FFN, VOCAB), DTYPE, BLOCK_SIZE, NUM_BLOCKS (0: from KV_MEMORY, a fraction of free GPU memory),
@@ -239,7 +239,9 @@ class TritonPythonModel:
             "preemptions": family("vllm:num_preemptions_total", counter, "Cumulative number of preemption."),
             "running": family("vllm:num_requests_running", gauge, "Number of requests in model execution batches."),
             "waiting": family("vllm:num_requests_waiting", gauge, "Number of requests waiting to be processed."),
-            "kv": family("vllm:gpu_cache_usage_perc", gauge, "KV-cache usage. 1 means 100 percent usage."),
+            "kv": family("vllm:gpu_cache_usage_perc", gauge, "GPU KV-cache usage. 1 means 100 percent usage."),
+            # vLLM >= 0.10 (V1) calls it so; older scrapers and dashboards read the name above
+            "kv_v1": family("vllm:kv_cache_usage_perc", gauge, "KV-cache usage. 1 means 100 percent usage."),
             "ttft": family("vllm:time_to_first_token_seconds", histogram, "Histogram of time to first token."),
             "tpot": family("vllm:time_per_output_token_seconds", histogram, "Histogram of time per output token."),
             "e2e": family("vllm:e2e_request_latency_seconds", histogram, "Histogram of end to end request latency."),
@@ -267,6 +269,7 @@ class TritonPythonModel:
                 self.metric["running"].set(running)
                 self.metric["waiting"].set(waiting)
                 self.metric["kv"].set(kv)
+                self.metric["kv_v1"].set(kv)
                 if _preempted[0] > reported_preemptions:
                     self.metric["preemptions"].increment(_preempted[0] - reported_preemptions)
                     reported_preemptions = _preempted[0]
