@@ -179,8 +179,9 @@ class TritonPythonModel:
                 )
                 if worst > 0.05:
                     raise ValueError(f"varlen attention differs from SDPA by {worst:.3g}")
-                AttentionInterface.register(VARLEN.removeprefix("paged|"), varlen_attention)
-                model.set_attn_implementation(VARLEN)
+                AttentionInterface.register(VARLEN, varlen_attention)
+                # Set directly: set_attn_implementation would take a "flash" name for a hub kernel and fetch it.
+                model.config._attn_implementation_internal = VARLEN
             except Exception as error:
                 self.params["ATTENTION_FALLBACK"] = f"varlen unavailable ({error!r}); paged|sdpa"
                 attention = "sdpa"
