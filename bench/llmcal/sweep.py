@@ -192,6 +192,7 @@ def start(args, params: dict[str, str], log: Path) -> tuple[Server, dict[str, st
     while _get(f"{base}/models/{MODEL}/ready") is None:
         if process.poll() is not None or time.perf_counter() - started > args.start_timeout:
             process.kill()
+            process.wait()
             raise RuntimeError(f"tritonserver did not get the model ready; its log ends:\n{log.read_text()[-3000:]}")
         time.sleep(0.2)
     ready = time.perf_counter() - started
@@ -206,6 +207,7 @@ def start(args, params: dict[str, str], log: Path) -> tuple[Server, dict[str, st
         settings = json.loads(engine[1].replace('\\"', '"')) if engine else {}
     except Exception:
         process.kill()
+        process.wait()
         raise
     return Server(process, ready, first, version), settings
 
@@ -353,7 +355,10 @@ def main() -> None:
     parser.add_argument("--prefix", required=True, help="file name prefix, e.g. h100-llm-llama-1b-")
     parser.add_argument("--shape", choices=sorted(SHAPES), required=True)
     parser.add_argument("--param", nargs="*", default=[], help="engine settings KEY=VALUE (model.py's parameters)")
-    parser.add_argument("--fallback", nargs="*", default=[], help="KEY=VALUE to retry with if the server fails")
+    parser.add_argument(
+        "--fallback", nargs="*", action="append", default=[],
+        help="KEY=VALUE ... to retry with if the server fails; repeat for further tries, each on top of the last",
+    )  # fmt: skip
     parser.add_argument("--gpu", action="store_true")
     parser.add_argument("--mixes", default="conv,code")
     parser.add_argument("--prompt-cap", type=int, default=4096)
@@ -388,14 +393,16 @@ def main() -> None:
 
         params["SITE_PACKAGES"] = site.getsitepackages()[0]
     server_log = args.out / f"{args.prefix}tritonserver.log"
-    try:
-        server, engine = start(args, params, server_log)
-    except RuntimeError as error:
-        if not args.fallback:
-            raise
-        log(f"start failed ({str(error)[-1500:]}); retrying with {args.fallback}")
-        params.update(parse_params(args.fallback))
-        server, engine = start(args, params, server_log)
+    for fallback in [None, *args.fallback]:
+        if fallback is not None:
+            params.update(parse_params(fallback))
+        try:
+            server, engine = start(args, params, server_log)
+            break
+        except (RuntimeError, OSError) as error:
+            log(f"start with {params} failed: {str(error)[-1500:]}")
+    else:
+        raise SystemExit("tritonserver never got the model ready")
     log(f"ready {server.ready_s:.1f} s after start, first answer {server.first_answer_s:.1f} s; engine {engine}")
     mixes = {m: load_mix(args.tokens, m, args.prompt_cap, args.output_cap) for m in args.mixes.split(",")}
     rates, requests, seconds_rows, capacities = [], [], [], {}
