@@ -242,8 +242,9 @@ def _quantile(points: list[tuple[float, float]], q: float) -> float:
 
 def ttft_p99_s(profile: LlmProfile, mix: TokenMix, fraction: float) -> float:
     """TTFT p99 at `fraction` of saturated_rps, inf at or past it. A request's TTFT is the sum of:
-    - the rest of the step under way (at most a mean step) and its prefill: its own tokens, and
-      the steps that carry its chunks (each a mean step without its prefill);
+    - the rest of the step under way (at most a mean step) and the steps already scheduled
+      (scheduled_ahead), its prefill: its own tokens, and the steps that carry its chunks (each a
+      mean step without its prefill), and response_ms to the client;
     - the prompts ahead of it in the prefill budget, an M/G/1 queue of such prefills: no wait with
       probability 1 - load, else an exponential wait of the queue's mean (the rest of the prefill
       under way, length-biased, over 1 - load);
@@ -268,7 +269,9 @@ def ttft_p99_s(profile: LlmProfile, mix: TokenMix, fraction: float) -> float:
     served = [(serve(p), share) for p, share in zip(mix.prompts, SHARES, strict=True)]
     mean = sum(s * share for s, share in served)
     busy = min(rate * mean, 0.999)  # of the time, a prompt is being prefilled
-    own = [(step + s, share) for s, share in served]
+    # The step under way and those already scheduled, its prefill, and the way to the client.
+    before = step * (1 + profile.scheduled_ahead) + profile.response_ms / 1000
+    own = [(before + s, share) for s, share in served]
     rest = sum(s * s * share for s, share in served) / (2 * mean)  # of the prefill under way (length-biased)
     waited = rest / (1 - busy)  # M/G/1's mean wait of a request that waits
     ahead = [(0.0, 1 - busy)] + [
