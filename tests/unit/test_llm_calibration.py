@@ -12,7 +12,7 @@ import pytest
 from test_llm_serving import PROFILE
 
 from unbusy.cli import main
-from unbusy.serving.llm import TokenMix, load_llm_profile, saturated_rps
+from unbusy.serving.llm import TokenMix, llm_profile_names, load_llm_profile, saturated_rps
 from unbusy.sim.llm import mix_sizes
 from unbusy.sim.llm_calibration import (
     LlmSweep,
@@ -20,6 +20,7 @@ from unbusy.sim.llm_calibration import (
     fit_llm,
     is_llm_sweep,
     read_llm_sweep,
+    rounded,
     simulated_sweep,
     split_mixes,
     split_rates,
@@ -110,3 +111,44 @@ def test_unbusy_calibrate_prints_the_validation_and_an_llm_profile_that_simulate
 
 def test_a_triton_sweep_is_still_read_as_one():
     assert not is_llm_sweep(ROOT / "bench/data/h100-resnet18-rates.csv")
+
+
+# --- the measured sweeps (bench/llmcal on the H100) --------------------------------------------
+
+MEASURED = ("h100-llm-llama-1b-", "h100-llm-llama-8b-")
+
+
+@functools.cache
+def measured_sweep(prefix: str) -> LlmSweep:
+    return read_llm_sweep(ROOT / "bench/data" / prefix)
+
+
+@pytest.mark.parametrize("prefix", MEASURED)
+def test_the_committed_llm_profiles_are_what_calibrate_fits(prefix):
+    data = measured_sweep(prefix)
+    name = "llm-" + prefix.removesuffix("-").replace("-llm-", "-")
+    assert name in llm_profile_names()
+    assert load_llm_profile(name) == rounded(fit_llm(data, data.segments))
+
+
+@pytest.mark.parametrize("prefix", MEASURED)
+def test_measured_held_out_rates_serve_and_refuse_within_the_bounds(prefix):
+    """Fit on half the rates of the H100 sweep, replay the other half: served tokens/s within 10% and the
+    refused share within 2 points on every held-out segment. TTFT p99 within 25% is NOT met: 1b 4 of 10
+    held-out segments within it (-61%..+35%), 8b 5 of 10 (-26%..+87%); what the engine model lacks there
+    is in the report, and the bound is not loosened: this test checks the two that hold."""
+    data = measured_sweep(prefix)
+    fit, held = split_rates(data)
+    for check in check_llm(data, fit_llm(data, fit), held):
+        assert abs(check.served_error) <= 0.10, check.line()
+        assert abs(check.refused_points) <= 2, check.line()
+
+
+def test_measured_8b_fit_on_conv_predicts_code_within_all_bounds():
+    """Across mixes on the 8B: fit on conv, replay code: all three bounds on every segment. The other
+    ways do not hold (code -> conv on the 8B: served -16% to -18% past capacity; both ways on the 1B:
+    served -47%..+34%), said in the report."""
+    data = measured_sweep("h100-llm-llama-8b-")
+    fit, held = split_mixes(data, "conv")
+    for check in check_llm(data, fit_llm(data, fit), held):
+        assert check.within, check.line()

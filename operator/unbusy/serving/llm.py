@@ -79,6 +79,13 @@ class LlmProfile:
     # The share of the KV cache a new prompt may not take, kept for the running sequences to grow
     # into: vLLM's watermark (0.01), transformers' FIFO scheduler's safety margin (0.15).
     kv_reserve: float = 0.01
+    # Steps a busy engine has already scheduled when a request arrives: with asynchronous batching
+    # (transformers' async_batching) the next batch is built while a step runs, so a new request
+    # joins the step after it (1); vLLM's default scheduler takes it into the next (0).
+    scheduled_ahead: int = 0
+    # Time a token spends between the engine and the client (the serving process's queues, Triton's
+    # decoupled response, HTTP streaming): added to TTFT and end to end, not to the engine's steps.
+    response_ms: float = 0.0
     gpu_busy_reading: float = 1.0  # GPU utilisation NVML reads while the engine is busy all the time
     ready_seconds: float = 0.0  # start to ready (model load, warm-up)
     measured: str = ""  # provenance: model, device, engine, the CSVs it was fitted from
@@ -235,8 +242,9 @@ def _quantile(points: list[tuple[float, float]], q: float) -> float:
 
 def ttft_p99_s(profile: LlmProfile, mix: TokenMix, fraction: float) -> float:
     """TTFT p99 at `fraction` of saturated_rps, inf at or past it. A request's TTFT is the sum of:
-    - the rest of the step under way (at most a mean step) and its prefill: its own tokens, and
-      the steps that carry its chunks (each a mean step without its prefill);
+    - the rest of the step under way (at most a mean step) and the steps already scheduled
+      (scheduled_ahead), its prefill: its own tokens, and the steps that carry its chunks (each a
+      mean step without its prefill), and response_ms to the client;
     - the prompts ahead of it in the prefill budget, an M/G/1 queue of such prefills: no wait with
       probability 1 - load, else an exponential wait of the queue's mean (the rest of the prefill
       under way, length-biased, over 1 - load);
@@ -261,7 +269,9 @@ def ttft_p99_s(profile: LlmProfile, mix: TokenMix, fraction: float) -> float:
     served = [(serve(p), share) for p, share in zip(mix.prompts, SHARES, strict=True)]
     mean = sum(s * share for s, share in served)
     busy = min(rate * mean, 0.999)  # of the time, a prompt is being prefilled
-    own = [(step + s, share) for s, share in served]
+    # The step under way and those already scheduled, its prefill, and the way to the client.
+    before = step * (1 + profile.scheduled_ahead) + profile.response_ms / 1000
+    own = [(before + s, share) for s, share in served]
     rest = sum(s * s * share for s, share in served) / (2 * mean)  # of the prefill under way (length-biased)
     waited = rest / (1 - busy)  # M/G/1's mean wait of a request that waits
     ahead = [(0.0, 1 - busy)] + [
@@ -334,6 +344,7 @@ class Engine:
     output_tokens: int = 0
     preemptions: int = 0
     busy_s: float = 0.0
+    last_start: float = 0.0  # when the last step run started
 
     @property
     def running(self) -> int:
@@ -379,6 +390,8 @@ class Engine:
         room = profile.kv_cache_tokens * (1 - profile.kv_reserve)
         while self.waiting and self.running < profile.max_sequences:
             head = self.waiting[0]
+            if self._scheduled_past(head):
+                return
             need = self.kv_used + head.to_prefill + profile.block_size / 2
             # The reserve is for running sequences to grow into: an idle engine takes whatever fits.
             if need > room and (self.running or need > profile.kv_cache_tokens):
@@ -386,6 +399,10 @@ class Engine:
             self.waiting.popleft()
             self.prefilling.append(head)
             self.prefill_held += head.to_prefill
+
+    def _scheduled_past(self, request: Request) -> bool:
+        """Whether a busy engine had already built its next step when `request` arrived."""
+        return bool(self.profile.scheduled_ahead and self.running and request.arrival_s > self.last_start)
 
     def _make_room(self) -> None:
         """Preempt the newest decoding sequences until one more token each fits the cache."""
@@ -412,6 +429,7 @@ class Engine:
             if prefilled >= budget:
                 break
         took = self.profile.step.seconds(prefilled, len(self.decoding), self.context)
+        self.last_start = self.now
         self.now += took
         self.busy_s += took
         self._decoded(1)
@@ -419,7 +437,7 @@ class Engine:
             self.prefilling.remove(request)
             self.prefill_held -= request.prompt + request.generated
             if request.first_token_s is None:  # a recomputed sequence yielded its first token before
-                request.first_token_s = self.now
+                request.first_token_s = self.now + self.profile.response_ms / 1000
                 request.generated = 1
                 self.output_tokens += 1
                 self.prompt_tokens += request.prompt
@@ -450,7 +468,10 @@ class Engine:
         else:
             reach = math.ceil(left / first)
         runs = max(1, min(runs, reach))
+        if self.waiting and self._scheduled_past(self.waiting[0]):
+            runs = 1  # the step after this one may take it
         took = runs * first + growth * runs * (runs - 1) / 2
+        self.last_start = self.now + took - (first + growth * (runs - 1))
         self.now += took
         self.busy_s += took
         self._decoded(runs)
@@ -477,7 +498,7 @@ class Engine:
         return request is not None and request.finish_at == finish_at
 
     def _finish(self, request: Request) -> None:
-        request.done_s = self.now
+        request.done_s = self.now + self.profile.response_ms / 1000
         self.done.append(request)
 
     def take_done(self) -> list[Request]:

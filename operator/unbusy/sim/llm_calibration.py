@@ -15,8 +15,8 @@ What is fitted:
 - the GPU reading of a busy engine: the mean reading over those seconds;
 - the engine's limits (KV tokens, block size, max batched tokens, max sequences, waiting limit,
   the KV reserve at admission: transformers' 15% safety margin where the engine line names its
-  ContinuousBatchingManager and no margin is given, else vLLM's 1%) are read from the header, not
-  fitted.
+  ContinuousBatchingManager and no margin is given, else vLLM's 1%; one step scheduled ahead where
+  its async_batching is on) are read from the header, not fitted.
 
 The check replays each held-out segment's very requests (their send times, prompts and output
 lengths, from requests.csv) through one replica of the fitted engine and compares what the
@@ -32,6 +32,7 @@ import csv
 import math
 import random
 import re
+import statistics
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -278,7 +279,7 @@ def fit_llm(sweep: LlmSweep, segments: Sequence[Segment]) -> LlmProfile:
         f"{sweep.header.get('model', '?')} on {sweep.header.get('device', '?')}; fitted from "
         f"{Path(sweep.source).name}{{rates,requests,seconds}}.csv ({len(segments)} of {len(sweep.segments)} segments)"
     )
-    return LlmProfile(
+    profile = LlmProfile(
         step=StepTime(base * 1000, per_prompt * 1000, per_sequence * 1000, per_kv * 1000),
         kv_cache_tokens=int(kv_tokens),
         max_batched_tokens=int(settings["max_batched_tokens"]),
@@ -286,10 +287,25 @@ def fit_llm(sweep: LlmSweep, segments: Sequence[Segment]) -> LlmProfile:
         block_size=int(block),
         max_waiting=int(settings.get("max_waiting", 0)),
         kv_reserve=settings.get("kv_reserve", default_reserve),
+        scheduled_ahead=1 if re.search(r"async_batching\W{0,3}true", sweep.header.get("engine", ""), re.I) else 0,
         gpu_busy_reading=round(sum(readings) / len(readings), 3) if readings else 1.0,
         ready_seconds=sweep.setting("ready_s") or 0.0,
         measured=measured[:512],
     )
+    return replace(profile, response_ms=response_ms(sweep, profile, segments))
+
+
+def response_ms(sweep: LlmSweep, profile: LlmProfile, segments: Sequence[Segment]) -> float:
+    """The time a first token takes from the engine to the client: the median of what the measured
+    TTFT p50 exceeds the engine's by, over the segments where nothing waited (waiting_mean < 1)."""
+    gaps = []
+    for segment in segments:
+        if segment.rates.get("waiting_mean", 0) >= 1 or "ttft_p50_ms" not in segment.rates:
+            continue
+        first = [r.ttft_s * 1000 for r in replay(profile, segment, sweep.drain_s) if r.ttft_s is not None]
+        if first:
+            gaps.append(segment.rates["ttft_p50_ms"] - statistics.median(first))
+    return round(max(0.0, statistics.median(gaps)), 1) if gaps else 0.0
 
 
 def rounded(profile: LlmProfile) -> LlmProfile:
@@ -328,8 +344,9 @@ def _p99(values: list[float]) -> float | None:
     return values[min(len(values) - 1, int(0.99 * len(values)))] if values else None
 
 
-def replayed(profile: LlmProfile, segment: Segment, drain_s: float = DRAIN_S) -> Figures:
-    """The segment's requests through one replica of `profile`."""
+def replay(profile: LlmProfile, segment: Segment, drain_s: float, served: list[float] | None = None) -> list[Request]:
+    """The segment's requests through one replica of `profile`, those that finished by the end of the
+    drain (what the harness did not cancel) with their answer; `served` gets the tokens/s of the segment."""
     engine = Engine(profile)
     requests = []
     for at, prompt, output in segment.requests:
@@ -338,12 +355,23 @@ def replayed(profile: LlmProfile, segment: Segment, drain_s: float = DRAIN_S) ->
         requests.append(request)
         engine.submit(request)
     engine.advance_to(segment.seconds)
-    served = (engine.prompt_tokens + engine.output_tokens) / segment.seconds
-    engine.advance_to(segment.seconds + drain_s)
+    if served is not None:
+        served.append((engine.prompt_tokens + engine.output_tokens) / segment.seconds)
     horizon = segment.seconds + drain_s  # what is still running then, the harness cancels
-    first = [r.ttft_s * 1000 for r in requests if r.done_s is not None and not r.refused and r.done_s <= horizon]
+    engine.advance_to(horizon)
+    for request in requests:
+        if request.done_s is not None and request.done_s > horizon:
+            request.done_s = request.first_token_s = None
+    return requests
+
+
+def replayed(profile: LlmProfile, segment: Segment, drain_s: float = DRAIN_S) -> Figures:
+    """The segment's figures as bench/llmcal computes them, from its requests through `profile`."""
+    served: list[float] = []
+    requests = replay(profile, segment, drain_s, served)
+    first = [r.ttft_s * 1000 for r in requests if r.done_s is not None and not r.refused]
     return Figures(
-        served_tok_s=served,
+        served_tok_s=served[0],
         refused_pct=100 * sum(r.refused for r in requests) / max(1, len(requests)),
         ttft_p99_ms=_p99(first),
     )
