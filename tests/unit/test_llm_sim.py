@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 from test_llm_serving import PROFILE
 
-from unbusy.api.spec import Autoscaling
+from unbusy.api.autoscaling import Autoscaling
 from unbusy.scaling.policy import Decision, decide
 from unbusy.serving.llm import TokenMix, saturated_rps
 from unbusy.sim.llm import (

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from unbusy.api.spec import Autoscaling
+from unbusy.api.autoscaling import Autoscaling
 from unbusy.scaling.demand import Demand
 from unbusy.scaling.policy import Observation, PolicyState, ReplicaSample, decide
 from unbusy.serving.llm import Engine, LlmProfile, Request, TokenMix, saturated_rps
