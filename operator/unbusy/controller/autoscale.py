@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kubernetes.dynamic.exceptions import ConflictError
@@ -27,7 +27,7 @@ from unbusy.render.edge import demand_queries
 from unbusy.render.meta import variant_name
 from unbusy.scaling.fleet import Answers, SourceError, VariantRead, llm_read
 from unbusy.scaling.policy import Decision, Observation, PolicyState, decide
-from unbusy.serving.model import from_service
+from unbusy.serving.model import from_service, saturated_batch
 from unbusy.timestamps import now
 from unbusy.traffic import shedding
 from unbusy.traffic.rollout import holds_stable_replicas
@@ -46,16 +46,28 @@ def _spec_capacity(isvc: InferenceService) -> tuple[float | None, float]:
     return (from_service(isvc).capacity_rps if isvc.spec.model.serving else None), saturated
 
 
-def _observation(answers: Answers | None, read: VariantRead, current: int, isvc: InferenceService) -> Observation:
+def _observation(
+    answers: Answers | None, read: VariantRead, current: int, isvc: InferenceService, shed: int
+) -> Observation:
+    """The policy's view of one variant; `shed` is the percent of traffic moved off it to the fallback now."""
     if answers is None:
         return Observation(current, None, error=NO_PROMETHEUS)
     hint, saturated = _spec_capacity(isvc)
+    # The rate window the samples are read over, and (a new counter) how long the demand's fills.
+    read_over = {"window_seconds": WINDOW_S, "demand_fill_seconds": WINDOW_S, "shed_percent": shed}
     try:
         if read.llm is not None:
-            return answers.llm(read, current)
+            return replace(answers.llm(read, current), **read_over)
         samples, demand, past = answers.samples(read), answers.demand(read), answers.seasonal(read)
         return Observation(
-            current, samples, demand=demand, capacity_hint=hint, saturated_pending=saturated, seasonal_rps=past
+            current,
+            samples,
+            demand=demand,
+            capacity_hint=hint,
+            saturated_pending=saturated,
+            seasonal_rps=past,
+            full_batch=saturated_batch(isvc.spec.model.config),
+            **read_over,
         )
     except SourceError as error:
         METRIC_READ_FAILURES.inc()
@@ -91,6 +103,7 @@ def look(body: dict[str, Any], children: observe.Fleet) -> Look | None:
     routed = {v.name: weight(v, RenderContext()) for v in isvc.spec.effective_variants()}
     live = {s.name: s for s in children.variant_states(namespace, name, routed, {})}
     mig = gpu_request(isvc.spec.gpu, isvc.spec.model.gpu_memory).mig_profile is not None
+    at = time.time()
     reads = {
         variant: VariantRead(
             namespace,
@@ -100,6 +113,7 @@ def look(body: dict[str, Any], children: observe.Fleet) -> Look | None:
             demand_queries(isvc, variant, share=routed[variant] / 100, window_seconds=WINDOW_S),
             isvc.spec.autoscaling.seasonal if isvc.spec.autoscaling.seasonal.enabled else None,
             llm_read(isvc, variant, routed[variant] / 100, WINDOW_S),
+            {p.name: at - p.ready_since for p in children.live_pods(namespace, name, variant) if p.ready_since},
         )
         for variant, state in live.items()
         if state.exists
@@ -122,8 +136,9 @@ def tick(api: CountingClient, seen: Look, answers: Answers | None, states: dict[
     planned, isvc = _views(body)
     rollouts = {s.variant: s for s in (isvc.status.rollouts if isvc.status else [])}
     namespace, name = isvc.metadata.namespace, isvc.metadata.name
+    shed = {m.variant: m.percent for m in shedding.recorded(planned)}
     observed = {
-        variant: (read, _observation(answers, read, live[variant].desired, isvc))
+        variant: (read, _observation(answers, read, live[variant].desired, isvc, shed.get(variant, 0)))
         for variant, read in seen.reads.items()
     }
     if isvc.spec.fallback is not None:
@@ -166,7 +181,8 @@ def tick(api: CountingClient, seen: Look, answers: Answers | None, states: dict[
     demands = [o.demand for _, o in observed.values()]
     total = None if None in demands else sum(d.rps for d in demands)
     ready = {n: s.ready for n, s in live.items()}
-    reroute = fallback.step(api, body, planned, ready, capacities, total, time.time())
+    refused = {n: o.demand.rejected_rps for n, (_, o) in observed.items() if o.demand is not None}
+    reroute = fallback.step(api, body, planned, ready, capacities, total, time.time(), refused)
     return Tick(interval, reroute)
 
 

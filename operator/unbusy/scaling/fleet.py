@@ -47,6 +47,7 @@ class VariantRead:
     demand: DemandQueries
     seasonal: Seasonal | None = None  # autoscaling.seasonal when enabled
     llm: LlmRead | None = None  # an LLM variant's token signals (spec.model.llm)
+    ready_seconds: Mapping[str, float] = field(default_factory=dict)  # Ready pods -> how long they have been
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,8 @@ class Answers:
         waited = per_pod(queries.queue_time_ms, FLEET_TRITON_BY)
         served = per_pod(queries.served_rate, FLEET_TRITON_BY)
         least = per_pod(queries.least_pending, FLEET_TRITON_BY)
+        refused = per_pod(queries.refused_rate, FLEET_TRITON_BY)
+        batch = per_pod(queries.batch_mean, FLEET_TRITON_BY)
         return tuple(
             ReplicaSample(
                 ready=ready,
@@ -203,6 +206,10 @@ class Answers:
                 queue_time_ms=waited.get(pod),
                 served_rate=served.get(pod),
                 queue_depth_min=least.get(pod),
+                # No series of refusals until the first one: a pod Triton serves refused none.
+                refused_rate=refused.get(pod, 0.0 if pod in served else None),
+                batch_mean=batch.get(pod),
+                ready_seconds=read.ready_seconds.get(pod),
             )
             for pod, ready in sorted(read.pods.items())
         )

@@ -82,6 +82,9 @@ class ReplicaSample:
     queue_time_ms: float | None = None  # mean time a request waited in Triton's queue
     served_rate: float | None = None  # requests answered per second (nv_inference_request_success)
     queue_depth_min: float | None = None  # the least pending count over the same window as served_rate
+    refused_rate: float | None = None  # requests refused for a full queue per second (failures, reason REJECTED)
+    batch_mean: float | None = None  # requests per execution over the window (nv_inference_count / exec_count)
+    ready_seconds: float | None = None  # how long the replica has been Ready; None: not known
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,12 @@ class Observation:
     # weighted tokens (scaling/tokens.py), whose cost per request varies a hundredfold.
     unit: str = REQUESTS
     guards: tuple[Guard, ...] = ()  # latency and memory limits that only ever ask for more replicas
+    full_batch: int = 1  # the batch a long queue forms (maxBatchSize or the largest preferred size)
+    window_seconds: float = 60.0  # the rate window the samples and the demand are read over
+    # How long after the first demand reading its rate window still fills (the counter is new, and
+    # rate() reads it low): the operator's window; 0 where the first reading is a full window.
+    demand_fill_seconds: float = 60.0
+    shed_percent: int = 0  # percent of all traffic moved off this variant to the fallback now
 
     @property
     def ready(self) -> int:
@@ -120,6 +129,9 @@ class PolicyState:
     demands: tuple[tuple[float, float], ...] = ()  # (time, demand rps) for the growth rate
     panic_until: float = -math.inf  # burst mode lasts until then
     bursts: recurring.Bursts = field(default_factory=recurring.Bursts)  # for the hold between recurring bursts
+    shed_percent: int = 0  # the weight moved off the variant at the last evaluation
+    shed_moved_at: float = -math.inf  # when that weight last changed
+    demand_since: float | None = None  # when a demand was first read
 
 
 @dataclass(frozen=True)
@@ -408,12 +420,23 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
     guarded = [d for d in (_guard(g, obs.ready, obs.current, metrics) for g in obs.guards) if d is not None]
     # rpsPerReplica counts requests; a fleet counted in tokens starts from its own hint.
     start = (policy.capacity.rps_per_replica if obs.unit == REQUESTS else None) or obs.capacity_hint
-    capacity = capacities.learn(state.capacity, start, capacities.saturated_rates(obs.samples, obs.saturated_pending))
+    moved_at = now if obs.shed_percent != state.shed_percent else state.shed_moved_at
+    # The samples read now span the window before the last scrape: a weight moved within it mixes two loads.
+    seen = capacities.readings(
+        obs.samples, obs.saturated_pending, obs.full_batch, obs.window_seconds, now - moved_at <= obs.window_seconds
+    )
+    capacity = capacities.learn(state.capacity, start, seen)
     window = max(120, 8 * policy.interval_seconds)  # the growth rate's: long enough to be more than noise
-    demands = state.demands
+    demands, since = state.demands, state.demand_since
+    if since is None and demands:
+        since = demands[0][0]
     if obs.demand is not None:
         demands = tuple((t, d) for t, d in (*demands, (now, obs.demand.rps)) if t > now - window)
-    by_demand = _demand(obs, policy, capacity, demands, metrics)
+        since = now if since is None else since
+    # Readings while the rate window first fills rise with it (a new counter, or the loop's own
+    # start): read as growth, they ordered start-up headroom for half a replica's load (issue 23).
+    full = tuple((t, d) for t, d in demands if since is not None and t >= since + obs.demand_fill_seconds)
+    by_demand = _demand(obs, policy, capacity, full, metrics)
     bursts = state.bursts
     if obs.demand is not None:
         refused = obs.demand.rejected_rps if obs.demand.measurable else 0.0
@@ -507,6 +530,9 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
         demands=demands,
         panic_until=panic_until,
         bursts=bursts,
+        shed_percent=obs.shed_percent,
+        shed_moved_at=moved_at,
+        demand_since=since,
     )
     reason = f"{best.text}: {obs.current} -> {final}" + "".join(f"; {note}" for note in notes)
     return Decision(final, reason, metrics, True, next_state, best.floor)

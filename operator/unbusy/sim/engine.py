@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -48,6 +49,19 @@ _ALIGNMENTS = 4
 Policy = Callable[[Observation, Autoscaling, tuple[int, int], PolicyState, float], Decision]
 
 
+@dataclass(frozen=True)
+class Scraped:
+    """One replica's counts between two scrapes (and its pending gauge's least value then)."""
+
+    at: float
+    arrived: float
+    served: float
+    waited_s: float
+    refused: float
+    executions: float
+    least_pending: float
+
+
 @dataclass
 class Replica:
     ready_at: float
@@ -60,6 +74,10 @@ class Replica:
     arrived: float = 0.0
     served: float = 0.0
     waited_s: float = 0.0
+    refused: float = 0.0  # Triton's REJECTED failures: the queue was full
+    executions: float = 0.0  # batches run (nv_inference_exec_count)
+    # One Scraped per scrape over the rate window, newest last: what Prometheus's rate() reads.
+    scraped: deque = field(default_factory=deque)
 
     def ready(self, now: float) -> bool:
         return self.ready_at <= now and not self.draining
@@ -68,13 +86,17 @@ class Replica:
     def backlog(self) -> float:
         return sum(cohort[2] for cohort in self.queue)
 
-    def tally(self, arrivals: float, served: float, busy_s: float, pending: float) -> None:
+    def tally(
+        self, arrivals: float, served: float, busy_s: float, pending: float, refused: float, executions: float
+    ) -> None:
         """One tick's counts and gauge reading, for the next scrape."""
         self.busy_s += busy_s
         self.arrived += arrivals
         self.served += served
         self.pending = pending
         self.least_pending = min(self.least_pending, pending)
+        self.refused += refused
+        self.executions += executions
 
 
 @dataclass
@@ -110,6 +132,7 @@ class Simulation:
         self.state = PolicyState()
         self.scrapes: list[tuple[float, tuple[ReplicaSample, ...], Demand]] = []
         self.offered = self.refused = 0.0  # at the edge since the last scrape, as ingress-nginx counts
+        self.edge: deque[tuple[float, float, float]] = deque()  # (scraped at, offered, refused) over the rate window
         self.minutes: list[_Minute] = []
         self.arrived = self.rejected = self.replica_s = 0.0
         self.scaling_events = 0
@@ -175,7 +198,8 @@ class Simulation:
             else:
                 replica.queue[0] = [first + (last - first) * taken / count, last, count - taken]
         busy = served_total / batch * service
-        replica.tally(arrivals, served_total, busy, replica.backlog + batch * busy / TICK_S)
+        pending = replica.backlog + batch * busy / TICK_S
+        replica.tally(arrivals, served_total, busy, pending, rejected, served_total / batch)
         return rejected
 
     def _serve_steady(self, replica: Replica, model: ServiceModel, rate: float, minute: _Minute) -> float:
@@ -192,7 +216,8 @@ class Simulation:
         replica.waited_s += state.mean_wait_s * served
         # Pending as Triton reads it: requests waiting for a batch (Little's law), which sits
         # near the queue limit past capacity (50-56 of 64 measured).
-        replica.tally(arrivals, served, served / batch * model.service_s(batch), served / TICK_S * state.mean_wait_s)
+        pending = served / TICK_S * state.mean_wait_s
+        replica.tally(arrivals, served, served / batch * model.service_s(batch), pending, rejected, served / batch)
         return rejected
 
     @staticmethod
@@ -214,24 +239,42 @@ class Simulation:
     # --- metrics and scaling -------------------------------------------------------------
 
     def _scrape(self, now: float) -> None:
-        interval = self.config.scrape_interval_s
+        """What Prometheus reads at `now`: per replica, its counters' rates and its pending gauge's
+        least value over the rate window; at the edge, the offered and refused rates. A replica
+        younger than the window reads its counts over the whole window, as rate() does."""
+        config = self.config
+        window = config.rate_window_s or config.scrape_interval_s
         samples = []
         for r in self.replicas:
             loaded = r.ready_at <= now  # Triton exports the model's series once it is loaded
+            r.scraped.append(Scraped(now, r.arrived, r.served, r.waited_s, r.refused, r.executions, r.least_pending))
+            while r.scraped[0].at <= now - window:
+                r.scraped.popleft()
+            seen = list(r.scraped) if loaded else []
+            served, waited = sum(c.served for c in seen), sum(c.waited_s for c in seen)
+            executions = sum(c.executions for c in seen)
+            least = min((c.least_pending for c in seen), default=math.inf)
             samples.append(
                 ReplicaSample(
                     ready=r.ready(now),
                     queue_depth=r.pending if loaded else None,
-                    gpu_utilization=100 * self.model.gpu_reading(r.served / interval) if loaded else None,
-                    request_rate=r.arrived / interval if loaded else None,
-                    queue_time_ms=1000 * r.waited_s / r.served if r.served > 0 else None,
-                    served_rate=r.served / interval if loaded else None,
-                    queue_depth_min=r.least_pending if loaded and r.least_pending < math.inf else None,
+                    gpu_utilization=100 * self.model.gpu_reading(served / window) if loaded else None,
+                    request_rate=sum(c.arrived for c in seen) / window if loaded else None,
+                    queue_time_ms=1000 * waited / served if served > 0 else None,
+                    served_rate=served / window if loaded else None,
+                    queue_depth_min=least if loaded and least < math.inf else None,
+                    refused_rate=sum(c.refused for c in seen) / window if loaded else None,
+                    batch_mean=served / executions if executions > 0 else None,
+                    ready_seconds=now - r.ready_at if loaded else None,
                 )
             )
-            r.busy_s = r.arrived = r.served = r.waited_s = 0.0
+            r.busy_s = r.arrived = r.served = r.waited_s = r.refused = r.executions = 0.0
             r.least_pending = math.inf
-        demand = Demand(self.offered / interval, self.refused / interval, "edge", measurable=True)
+        self.edge.append((now, self.offered, self.refused))
+        while self.edge[0][0] <= now - window:
+            self.edge.popleft()
+        offered, refused = sum(o for _, o, _ in self.edge), sum(x for _, _, x in self.edge)
+        demand = Demand(offered / window, refused / window, "edge", measurable=True)
         self.offered = self.refused = 0.0
         self.scrapes.append((now, tuple(samples), demand))
 
@@ -251,6 +294,10 @@ class Simulation:
             demand=demand,
             capacity_hint=self.model.capacity_rps,
             saturated_pending=max(1.0, self.model.max_queue / 4),
+            full_batch=self.model.saturated_batch,
+            window_seconds=config.rate_window_s or config.scrape_interval_s,
+            demand_fill_seconds=max(0, (config.rate_window_s or 0) - config.scrape_interval_s),
+            shed_percent=self.shed_percent,
             # What Prometheus's `offset` reads: the scrapes of a period ago.
             seasonal_rps=seasonal.past_peak(((at, d.rps) for at, _, d in self.scrapes), now, floor)
             if floor.enabled
@@ -277,7 +324,7 @@ class Simulation:
         fallback = self.config.fallback
         capacity = decision.metrics.get("capacity_rps") or self.model.capacity_rps
         loads = (
-            shedding.Load("primary", 100, ready, capacity),
+            shedding.Load("primary", 100, ready, capacity, demand.rejected_rps if demand else 0.0),
             shedding.Load(fallback.spec.variant, 0, len(self.fallback), fallback.spec.rps_per_replica),
         )
         plan = shedding.plan(loads, fallback.spec, demand.rps if demand else None, self.moved, now)

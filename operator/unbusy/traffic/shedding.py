@@ -39,6 +39,7 @@ class Load:
     weight: int  # the spec's weight: what it carries without shedding
     ready: int  # replicas serving now
     capacity_rps: float  # requests/s one replica answers at saturation (learned, or the spec's)
+    refused_rps: float = 0.0  # of its demand, what was refused (503 at the edge) over the window
 
 
 @dataclass(frozen=True)
@@ -102,16 +103,23 @@ def canary_ingress_taken(isvc: InferenceService) -> bool:
     return routing is not None and routing.provider == "nginx" and len(weighted) > 1
 
 
-def loads(planned: InferenceService, ready: Mapping[str, int], capacities: Mapping[str, float]) -> list[Load]:
-    """Each variant of the service as planned (before shedding) with its ready replicas; the fallback
-    at the spec's rpsPerReplica, the others at their learned capacity."""
-    fallback = planned.spec.fallback
+def loads(
+    planned: InferenceService,
+    ready: Mapping[str, int],
+    capacities: Mapping[str, float],
+    refused: Mapping[str, float] | None = None,
+) -> list[Load]:
+    """Each variant of the service as planned (before shedding) with its ready replicas and the
+    requests refused of its demand; the fallback at the spec's rpsPerReplica, the others at
+    their learned capacity."""
+    fallback, refused = planned.spec.fallback, refused or {}
     return [
         Load(
             v.name,
             v.weight,
             ready.get(v.name, 0),
             fallback.rps_per_replica if v.name == fallback.variant else capacities.get(v.name, 0.0),
+            refused.get(v.name, 0.0),
         )
         for v in planned.spec.effective_variants()
     ]
@@ -168,10 +176,13 @@ def _needed(loads: Sequence[Load], spec: Fallback, demand_rps: float) -> dict[st
         if load.name == spec.variant or load.weight == 0:
             continue
         serves = load.ready * load.capacity_rps * spec.shed_above_percent / 100
-        excess = demand_rps * load.weight / 100 - serves
+        # The excess over what the ready replicas serve, and no more: whole percent rounded down.
+        # What was refused is beyond them too: a step shows in the refusals before the window's
+        # demand has caught up with it.
+        excess = max(demand_rps * load.weight / 100 - serves, load.refused_rps)
         if excess > 0:
-            needed[load.name] = min(load.weight, math.ceil(_points(excess, demand_rps) - _EPSILON))
-    return needed
+            needed[load.name] = min(load.weight, math.floor(_points(excess, demand_rps) + _EPSILON))
+    return {name: percent for name, percent in needed.items() if percent > 0}
 
 
 def _spare(loads: Sequence[Load], spec: Fallback, demand_rps: float) -> int:
