@@ -13,7 +13,7 @@ from kubernetes.dynamic.exceptions import ConflictError
 
 from unbusy import health
 from unbusy.api import InferenceService, SpecError, load
-from unbusy.api.status import ScalingDecision
+from unbusy.api.status import Learned, ScalingDecision
 from unbusy.controller import fallback, rollout
 from unbusy.controller.metrics import METRIC_READ_FAILURES, SCALING_DECISIONS
 from unbusy.controller.reconcile import CONFLICT_ATTEMPTS
@@ -25,8 +25,10 @@ from unbusy.kube.status import event, get_inference_service, publish_status
 from unbusy.render.context import RenderContext, replica_bounds, weight
 from unbusy.render.edge import demand_queries
 from unbusy.render.meta import variant_name
+from unbusy.scaling import startup as startups
 from unbusy.scaling.fleet import Answers, SourceError, VariantRead, llm_read
 from unbusy.scaling.policy import Decision, Observation, PolicyState, decide
+from unbusy.scaling.startup import PodStart
 from unbusy.serving.model import from_service, saturated_batch
 from unbusy.timestamps import now
 from unbusy.traffic import shedding
@@ -51,10 +53,15 @@ def _observation(
 ) -> Observation:
     """The policy's view of one variant; `shed` is the percent of traffic moved off it to the fallback now."""
     if answers is None:
-        return Observation(current, None, error=NO_PROMETHEUS)
+        return Observation(current, None, error=NO_PROMETHEUS, starts=read.starts)
     hint, saturated = _spec_capacity(isvc)
     # The rate window the samples are read over, and (a new counter) how long the demand's fills.
-    read_over = {"window_seconds": WINDOW_S, "demand_fill_seconds": WINDOW_S, "shed_percent": shed}
+    read_over = {
+        "window_seconds": WINDOW_S,
+        "demand_fill_seconds": WINDOW_S,
+        "shed_percent": shed,
+        "starts": read.starts,
+    }
     try:
         if read.llm is not None:
             return replace(answers.llm(read, current), **read_over)
@@ -71,7 +78,7 @@ def _observation(
         )
     except SourceError as error:
         METRIC_READ_FAILURES.inc()
-        return Observation(current, None, error=str(error))
+        return Observation(current, None, error=str(error), starts=read.starts)
 
 
 def _views(body: dict[str, Any]) -> tuple[InferenceService, InferenceService]:
@@ -104,6 +111,7 @@ def look(body: dict[str, Any], children: observe.Fleet) -> Look | None:
     live = {s.name: s for s in children.variant_states(namespace, name, routed, {})}
     mig = gpu_request(isvc.spec.gpu, isvc.spec.model.gpu_memory).mig_profile is not None
     at = time.time()
+    pods = {variant: children.live_pods(namespace, name, variant) for variant in live}
     reads = {
         variant: VariantRead(
             namespace,
@@ -113,7 +121,8 @@ def look(body: dict[str, Any], children: observe.Fleet) -> Look | None:
             demand_queries(isvc, variant, share=routed[variant] / 100, window_seconds=WINDOW_S),
             isvc.spec.autoscaling.seasonal if isvc.spec.autoscaling.seasonal.enabled else None,
             llm_read(isvc, variant, routed[variant] / 100, WINDOW_S),
-            {p.name: at - p.ready_since for p in children.live_pods(namespace, name, variant) if p.ready_since},
+            {p.name: at - p.ready_since for p in pods[variant] if p.ready_since},
+            tuple(PodStart(p.name, p.created, p.ready_since) for p in pods[variant]),
         )
         for variant, state in live.items()
         if state.exists
@@ -173,7 +182,9 @@ def tick(api: CountingClient, seen: Look, answers: Answers | None, states: dict[
                 overload_measurable=read.demand.measurable,
                 floor=decision.floor,
             )
-    body = _publish(api, body, decisions, last)
+    spec_startup = isvc.spec.autoscaling.capacity.startup_seconds
+    learned = [_learned(n, d, observed[n][1].unit, spec_startup) for n, d in decisions.items()]
+    body = _publish(api, body, decisions, last, learned)
     interval = float(isvc.spec.autoscaling.interval_seconds)
     if isvc.spec.fallback is None or not decisions:
         return Tick(interval)
@@ -191,10 +202,26 @@ def _capacity_text(decision: Decision, unit: str) -> str | None:
     return f"{capacity:,.0f} {unit}/replica" if capacity else None
 
 
+def _learned(variant: str, decision: Decision, unit: str, spec: int | None) -> Learned:
+    """status.learned of one variant, to 3 figures and whole seconds: the status is written only
+    when it changes, so a reading moving a little does not write it every tick."""
+    capacity, found = decision.state.capacity, decision.state.startup.seconds
+    return Learned(
+        variant=variant,
+        capacity=f"{float(f'{capacity:.3g}'):,.0f} {unit}/replica" if capacity else None,
+        startup_seconds=None if found is None else round(found),
+        startup_used=startups.used(spec, decision.state.startup),
+    )
+
+
 def _publish(
-    api: CountingClient, body: dict[str, Any], decisions: dict[str, Decision], last: ScalingDecision | None
+    api: CountingClient,
+    body: dict[str, Any],
+    decisions: dict[str, Decision],
+    last: ScalingDecision | None,
+    learned: list[Learned],
 ) -> dict[str, Any]:
-    """Write the ScalingActive condition (and lastScaling) into the status; returns the object as
+    """Write the ScalingActive condition (lastScaling, and what was learned) into the status; returns the object as
     it now is. Only while the object is as read: kopf's body may lag a status that a reconcile
     just wrote, and conditions merged into a stale copy would put its older Ready back."""
     if not decisions:
@@ -208,6 +235,7 @@ def _publish(
         }
         if last is not None:
             status["lastScaling"] = last.to_wire()
+        status["learned"] = [entry.to_wire() for entry in learned]
         try:
             return publish_status(api, body, status, guarded=True) or body
         except ConflictError:

@@ -27,6 +27,7 @@ from unbusy.scaling import policy, tokens
 from unbusy.scaling.demand import Demand
 from unbusy.scaling.policy import ReplicaSample
 from unbusy.scaling.promql import FLEET_DCGM_BY, FLEET_TRITON_BY, LlmQueries, PerPod, fleet_per_pod, llm_queries
+from unbusy.scaling.startup import PodStart
 
 Labels = Mapping[str, str]
 Rows = list[tuple[Labels, float]]
@@ -48,6 +49,7 @@ class VariantRead:
     seasonal: Seasonal | None = None  # autoscaling.seasonal when enabled
     llm: LlmRead | None = None  # an LLM variant's token signals (spec.model.llm)
     ready_seconds: Mapping[str, float] = field(default_factory=dict)  # Ready pods -> how long they have been
+    starts: tuple[PodStart, ...] = ()  # its live pods' creation and Ready times
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from unbusy.api.spec import Autoscaling
 from unbusy.scaling import seasonal
 from unbusy.scaling.demand import Demand
 from unbusy.scaling.policy import Decision, Observation, PolicyState, ReplicaSample, decide
+from unbusy.scaling.startup import PodStart
 from unbusy.serving.batcher import SHARES
 from unbusy.serving.model import ServiceModel
 from unbusy.sim.config import SimConfig
@@ -65,6 +66,8 @@ class Scraped:
 @dataclass
 class Replica:
     ready_at: float
+    created_at: float | None = None  # None: running before the run began
+    name: str = ""
     queue: list[list[float]] = field(default_factory=list)  # FIFO of [first arrival, last arrival, count]
     draining: bool = False
     pending: float = 0.0  # Triton's pending-request gauge
@@ -128,7 +131,8 @@ class Simulation:
         self.config, self.trace, self.policy = config, trace, policy
         self.model = config.model
         self.rng = random.Random(config.seed)
-        self.replicas = [Replica(ready_at=0.0) for _ in range(config.initial_replicas)]
+        self.replicas = [Replica(ready_at=0.0, name=f"initial-{i}") for i in range(config.initial_replicas)]
+        self.created = 0  # replicas the policy added
         self.state = PolicyState()
         self.scrapes: list[tuple[float, tuple[ReplicaSample, ...], Demand]] = []
         self.offered = self.refused = 0.0  # at the edge since the last scrape, as ingress-nginx counts
@@ -298,6 +302,11 @@ class Simulation:
             window_seconds=config.rate_window_s or config.scrape_interval_s,
             demand_fill_seconds=max(0, (config.rate_window_s or 0) - config.scrape_interval_s),
             shed_percent=self.shed_percent,
+            starts=tuple(
+                PodStart(r.name, r.created_at, r.ready_at if r.ready_at <= now else None)
+                for r in live
+                if r.created_at is not None
+            ),
             # What Prometheus's `offset` reads: the scrapes of a period ago.
             seasonal_rps=seasonal.past_peak(((at, d.rps) for at, _, d in self.scrapes), now, floor)
             if floor.enabled
@@ -312,7 +321,11 @@ class Simulation:
         self.scaling_events += 1
         if decision.replicas > len(live):
             added = decision.replicas - len(live)
-            self.replicas += [Replica(ready_at=now + config.startup_s) for _ in range(added)]
+            self.created += added
+            self.replicas += [
+                Replica(ready_at=now + config.startup_s, created_at=now, name=f"replica-{self.created - i}")
+                for i in range(added)
+            ]
             return
         doomed = sorted(live, key=lambda r: (r.ready_at <= now, r.backlog))[: len(live) - decision.replicas]
         for replica in doomed:
