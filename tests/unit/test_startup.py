@@ -83,5 +83,11 @@ def test_the_status_shows_what_was_learned_rounded_so_a_small_move_writes_nothin
     decision = ramp_decision(None, (started("a", 10), started("b", 12)))
     decision = dataclasses.replace(decision, state=dataclasses.replace(decision.state, capacity=1004.3))
     entry = _learned("main", decision, "rps", None).to_wire()
-    assert entry == {"variant": "main", "capacity": "1,000 rps/replica", "startupSeconds": 11, "startupUsed": "learned"}
+    assert entry == {
+        "variant": "main",
+        "capacity": 1000.0,
+        "capacityUnit": "rps",
+        "startupSeconds": 11,
+        "startupUsed": "learned",
+    }
     assert _learned("main", decision, "rps", 90).startup_used == "spec"

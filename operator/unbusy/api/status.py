@@ -65,9 +65,8 @@ class Learned(ApiModel):
     """What the scaling loop has learned of one variant's replicas."""
 
     variant: str = Field(description="The variant.")
-    capacity: str | None = Field(
-        None, description="What one replica serves at saturation, to 3 figures, e.g. '1,000 rps/replica'."
-    )
+    capacity: float | None = Field(None, description="What one replica serves at saturation, to 3 figures.")
+    capacity_unit: str = Field("rps", description="What capacity counts: rps, or tok/s (weighted tokens) for an LLM.")
     startup_seconds: int | None = Field(
         None,
         description="From a new pod's creation to Ready: the median of its latest pods (none seen start yet: empty).",

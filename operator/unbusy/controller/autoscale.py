@@ -208,7 +208,8 @@ def _learned(variant: str, decision: Decision, unit: str, spec: int | None) -> L
     capacity, found = decision.state.capacity, decision.state.startup.seconds
     return Learned(
         variant=variant,
-        capacity=f"{float(f'{capacity:.3g}'):,.0f} {unit}/replica" if capacity else None,
+        capacity=float(f"{capacity:.3g}") if capacity else None,
+        capacity_unit=unit,
         startup_seconds=None if found is None else round(found),
         startup_used=startups.used(spec, decision.state.startup),
     )
