@@ -106,6 +106,22 @@ def test_a_pod_reads_its_refusals_its_mean_batch_and_how_long_it_has_been_ready(
     assert (b.refused_rate, b.batch_mean, b.ready_seconds) == (12.0, 32.0, 8.0)
 
 
+def test_a_service_that_sheds_reads_its_demands_latest_rate_too_one_query_per_counter():
+    shedding = [dataclasses.replace(r, sheds=True) for r in fleet_of(4) if r.demand.source == "nginx"]
+    plain = fleet.plan(fleet_of(4))
+    both = fleet.plan([*fleet_of(4), *shedding])
+    assert len(both.queries) == len(plain.queries) + 1  # nginx's requests counter, its irate
+    (latest,) = both.latest.values()
+    assert latest.startswith("sum by (") and "(irate(nginx_ingress_controller_requests" in latest
+    ours = shedding[0]
+    labels = {"exported_namespace": ours.namespace, "ingress": "m1", "service": "m1-stable", "canary": ""}
+    rows = {query: [] for query in both.queries}
+    rows[next(q for q in both.counters.values() if "nginx" in q)] = [(labels, 500.0)]
+    rows[latest] = [(labels, 4000.0)]
+    demand = Answers(both, rows).demand(ours)
+    assert (demand.rps, demand.latest_rps) == (500.0, 4000.0)
+
+
 def test_a_query_that_failed_fails_only_the_variants_that_need_it():
     plain, templated = read({}, pods={POD_A: True}), read({"autoscaling": TEMPLATE}, name="t", pods={POD_A: True})
     plan = fleet.plan([plain, templated])

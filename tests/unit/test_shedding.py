@@ -9,11 +9,22 @@ from builders import isvc
 
 from unbusy.api.spec import Autoscaling, Fallback
 from unbusy.api.status import InferenceServiceStatus
+from unbusy.scaling.demand import Demand
 from unbusy.serving.model import from_config, load_profile
 from unbusy.sim.config import SimConfig, SimFallback
 from unbusy.sim.engine import simulate
 from unbusy.sim.traces import Trace
-from unbusy.traffic.shedding import Load, Moved, canary_ingress_taken, plan, recorded, routed, to_status
+from unbusy.traffic.shedding import (
+    Load,
+    Moved,
+    canary_ingress_taken,
+    offered,
+    plan,
+    recorded,
+    routed,
+    spread,
+    to_status,
+)
 
 SPEC = Fallback(variant="small", rps_per_replica=2000, max_percent=50, restore_seconds=60)
 
@@ -129,3 +140,16 @@ def test_the_moves_round_trip_through_the_status_and_shift_the_routed_weights():
     assert recorded(recorded_service) == moves
     assert {v.name: v.weight for v in routed(recorded_service).spec.effective_variants()} == {"main": 76, "small": 24}
     assert not canary_ingress_taken(service)
+
+
+def test_a_step_is_shed_from_the_latest_rate_while_the_windows_catches_up_and_not_on_its_noise():
+    rising = Demand(1500.0, 300.0, "nginx", True, latest_rps=4000.0)  # 10 s into a step from 500 rps
+    assert offered([rising]) == 4000.0
+    steady = Demand(4000.0, 0.0, "nginx", True, latest_rps=4060.0)  # within 10%: the window's
+    assert offered([steady]) == 4000.0
+    assert offered([Demand(4000.0, 0.0, "promql", True)]) == 4000.0  # no latest read: the window's
+    assert offered([steady, None]) is None
+    spread_out = spread(
+        {"main": rising, "small": Demand(0.0, 0.0, "nginx", True, latest_rps=0.0)}, {"main": 100, "small": 0}
+    )
+    assert spread_out["main"].latest_rps == 4000.0 and spread_out["small"].latest_rps == 0.0

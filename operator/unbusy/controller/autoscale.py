@@ -123,6 +123,7 @@ def look(body: dict[str, Any], children: observe.Fleet) -> Look | None:
             llm_read(isvc, variant, routed[variant] / 100, WINDOW_S),
             {p.name: at - p.ready_since for p in pods[variant] if p.ready_since},
             tuple(PodStart(p.name, p.created, p.ready_since) for p in pods[variant]),
+            isvc.spec.fallback is not None,
         )
         for variant, state in live.items()
         if state.exists
@@ -189,11 +190,9 @@ def tick(api: CountingClient, seen: Look, answers: Answers | None, states: dict[
     if isvc.spec.fallback is None or not decisions:
         return Tick(interval)
     capacities = {n: d.metrics["capacity_rps"] for n, d in decisions.items() if d.metrics.get("capacity_rps")}
-    demands = [o.demand for _, o in observed.values()]
-    total = None if None in demands else sum(d.rps for d in demands)
+    total = shedding.offered([o.demand for _, o in observed.values()])
     ready = {n: s.ready for n, s in live.items()}
-    refused = {n: o.demand.rejected_rps for n, (_, o) in observed.items() if o.demand is not None}
-    reroute = fallback.step(api, body, planned, ready, capacities, total, time.time(), refused)
+    reroute = fallback.step(api, body, planned, ready, capacities, total, time.time())
     return Tick(interval, reroute)
 
 

@@ -26,7 +26,6 @@ def step(
     capacities: Mapping[str, float],
     demand_rps: float | None,
     at: float,
-    refused: Mapping[str, float] | None = None,
 ) -> dict[str, Any] | None:
     """Decide the moves for one tick and write them to the status (when they last were needed
     too: the restore clock must survive the next tick and a restart), with an Event when the
@@ -35,8 +34,7 @@ def step(
     if shedding.canary_ingress_taken(planned):
         return None  # the moves stay as they are until the rollout ends
     fallback, previous = planned.spec.fallback, shedding.recorded(planned)
-    loads = shedding.loads(planned, ready, capacities, refused or {})
-    plan = shedding.plan(loads, fallback, demand_rps, previous, at)
+    plan = shedding.plan(shedding.loads(planned, ready, capacities), fallback, demand_rps, previous, at)
     for variant in planned.spec.effective_variants():
         if variant.name != fallback.variant:
             percent = next((m.percent for m in plan.moved if m.variant == variant.name), 0)

@@ -278,7 +278,8 @@ class Simulation:
         while self.edge[0][0] <= now - window:
             self.edge.popleft()
         offered, refused = sum(o for _, o, _ in self.edge), sum(x for _, _, x in self.edge)
-        demand = Demand(offered / window, refused / window, "edge", measurable=True)
+        latest = self.offered / config.scrape_interval_s  # irate: the last two scrapes
+        demand = Demand(offered / window, refused / window, "edge", True, latest)
         self.offered = self.refused = 0.0
         self.scrapes.append((now, tuple(samples), demand))
 
@@ -337,10 +338,10 @@ class Simulation:
         fallback = self.config.fallback
         capacity = decision.metrics.get("capacity_rps") or self.model.capacity_rps
         loads = (
-            shedding.Load("primary", 100, ready, capacity, demand.rejected_rps if demand else 0.0),
+            shedding.Load("primary", 100, ready, capacity),
             shedding.Load(fallback.spec.variant, 0, len(self.fallback), fallback.spec.rps_per_replica),
         )
-        plan = shedding.plan(loads, fallback.spec, demand.rps if demand else None, self.moved, now)
+        plan = shedding.plan(loads, fallback.spec, shedding.offered([demand]), self.moved, now)
         self.moved, self.shed_percent = plan.moved, plan.percent
 
     def _serve_fallback(self, now: float, arrivals: float, minute: _Minute) -> float:
