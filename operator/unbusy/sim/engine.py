@@ -16,6 +16,9 @@ stops receiving traffic at once and holds its GPU until its queue is empty.
 Fallback (config.fallback): a fixed pool of replicas of another model; at each evaluation
 traffic/shedding.py moves a share of the arrivals to it, as the operator moves route weight.
 Its replicas count in the GPU-hours.
+Metrics: each scrape's rates are read over config.rate_window_s (the operator's queries: 60 s;
+by default the scrape's own interval), a replica younger than the window over the whole window,
+as Prometheus's rate() reads a young counter low; the edge's latest rate is the last scrape's.
 """
 
 from __future__ import annotations
