@@ -75,9 +75,8 @@ def cause(decision: Decision | None, at: float, spec) -> str:
     if decision is None:
         return "demand rule"
     if decision.floor == "bursts":
-        held = recurring.hold(
-            decision.state.bursts, at, spec.capacity.burst_recurrence_seconds, spec.capacity.startup_seconds
-        )
+        startup = decision.metrics["startup_seconds"]
+        held = recurring.hold(decision.state.bursts, at, spec.capacity.burst_recurrence_seconds, startup)
         return "hold, a run of bursts" if held is not None and held.bursts > 1 else "hold, a short burst alone"
     if decision.floor == "seasonal":
         return "seasonal floor"

@@ -26,6 +26,7 @@ REQUEST_DURATION_US = "nv_inference_request_duration_us"  # counter: cumulative 
 REQUEST_SUCCESS = "nv_inference_request_success"  # counter
 REQUEST_FAILURE = "nv_inference_request_failure"  # counter, label `reason`
 INFERENCE_COUNT = "nv_inference_count"  # counter of inferences (batch items, not requests)
+EXEC_COUNT = "nv_inference_exec_count"  # counter of executions (batches): count / exec = the mean batch
 # Summary quantiles exist only with --metrics-config=summary_latencies=true (deployment.py sets it).
 REQUEST_SUMMARY_US = "nv_inference_request_summary_us"
 # The failure reason of a request refused because the queue was full: Triton's HTTP 503.

@@ -3,6 +3,7 @@ table the demo prints, its plot, and which variants it plays (tests/e2e/test_dem
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -163,3 +164,21 @@ def test_the_demo_example_plays_main_and_sheds_to_small():
 def test_a_service_without_a_fallback_cannot_be_played():
     with pytest.raises(ValueError, match="spec.fallback: the demo plays shedding to a fallback variant"):
         roles(isvc())
+
+
+def test_the_report_weighs_the_steps_end_against_mains_ready_capacity_and_shows_what_was_learned():
+    learned = [dataclasses.replace(s, learned_capacity=250.0 if s.second < 6 else 260.0) for s in SAMPLES]
+    summary = playback.summarize(learned, latencies(), PHASES, "main", "small", 3, capacity_rps=210.0)
+    # The step's last 2 s: main answers 600/s on 3 replicas of 210 (95.2%); 800 offered, 630 of capacity:
+    # the excess is 21.2%, the fallback took 25%.
+    shed = summary.shedding
+    assert (shed.seconds, shed.ready, shed.answered_rps) == (2, 3, 600)
+    assert shed.of_capacity_pct == pytest.approx(95.24, abs=0.01)
+    assert (shed.fallback_pct, shed.excess_pct) == (25, pytest.approx(21.25))
+    assert summary.learned_capacity == {"before": (250, 250), "step": (250, 250), "after": (260, 260)}
+    text = playback.report(summary)
+    assert "learned capacity    before 250, step 250, after 260 rps/replica (the profile's 210)" in text
+    assert (
+        "step's last 2 s    main answered 600/s: 95.2% of its 3 ready replicas' capacity; small 25.0% of the"
+        " requests, the excess over that capacity 21.2%" in text
+    )

@@ -104,11 +104,11 @@ def test_capacity_is_learned_from_saturated_replicas_smoothed_and_bounded():
     idle = [ReplicaSample(ready=True, queue_depth=2, queue_depth_min=0, served_rate=300.0)]
     # saturated only at the end of the window: its served rate is an underestimate
     late = [ReplicaSample(ready=True, queue_depth=64, queue_depth_min=0, served_rate=150.0)]
-    assert capacity.saturated_rates([*busy, *idle, *late], saturated_pending=16) == [1200.0, 1200.0]
-    assert capacity.learn(None, 1000.0, [1200.0]) == pytest.approx(1060)
-    assert capacity.learn(1000.0, 1000.0, []) == 1000.0  # nothing saturated: keep the estimate
-    assert capacity.learn(1900.0, 1000.0, [9000.0]) == 2000.0  # at most twice the start
-    assert capacity.learn(None, None, [700.0]) == 700.0  # no start: the first reading
+    assert capacity.readings([*busy, *idle, *late], saturated_pending=16).saturated == [1200.0, 1200.0]
+    assert capacity.learn(None, 1000.0, capacity.Readings([1200.0])) == pytest.approx(1060)
+    assert capacity.learn(1000.0, 1000.0, capacity.Readings([])) == 1000.0  # nothing saturated: keep the estimate
+    assert capacity.learn(1900.0, 1000.0, capacity.Readings([9000.0])) == 2000.0  # at most twice the start
+    assert capacity.learn(None, None, capacity.Readings([700.0])) == 700.0  # no start: the first reading
 
 
 def test_the_loop_carries_the_learned_capacity():

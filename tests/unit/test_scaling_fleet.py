@@ -18,7 +18,7 @@ from unbusy.scaling.fleet import Answers, SourceError, VariantRead
 NGINX = {"routing": {"host": "resnet.example.com"}}
 TWO = {"variants": [{"name": "stable", "weight": 90}, {"name": "canary", "weight": 10}]}
 TEMPLATE = {"demand": {"source": "promql", "query": "sum(rate(my_requests{service=$service}[$window]))"}}
-PER_POD = 6  # pending, GPU, request rate, queue time, served rate, least pending
+PER_POD = 8  # pending, GPU, request rate, queue time, served rate, least pending, refused rate, batch mean
 
 
 def read(spec: dict, variant: str = "main", name: str = "resnet", namespace: str = "ml", **kw) -> VariantRead:
@@ -89,6 +89,37 @@ def test_each_variant_gets_the_samples_of_its_own_pods():
     assert (b.ready, b.queue_depth, b.gpu_utilization) == (False, 4, None)
     (only,) = answers.samples(twin)
     assert (only.queue_depth, only.gpu_utilization) == (99, 5)
+
+
+def test_a_pod_reads_its_refusals_its_mean_batch_and_how_long_it_has_been_ready():
+    ours = dataclasses.replace(read({}, pods={POD_A: True, POD_B: True}), ready_seconds={POD_A: 300.0, POD_B: 8.0})
+    plan = fleet.plan([ours])
+    q = plan.per_pod[False]
+    assert 'reason="REJECTED"' in q.refused_rate and series.EXEC_COUNT in q.batch_mean
+    rows = {query: [] for query in plan.queries} | {
+        q.served_rate: [triton_row(POD_A, 1004.0), triton_row(POD_B, 34.0)],
+        q.refused_rate: [triton_row(POD_B, 12.0)],  # POD_A has no series of refusals yet: none refused
+        q.batch_mean: [triton_row(POD_A, 31.5), triton_row(POD_B, 32.0)],
+    }
+    b, a = Answers(plan, rows).samples(ours)
+    assert (a.refused_rate, a.batch_mean, a.ready_seconds) == (0.0, 31.5, 300.0)
+    assert (b.refused_rate, b.batch_mean, b.ready_seconds) == (12.0, 32.0, 8.0)
+
+
+def test_a_service_that_sheds_reads_its_demands_latest_rate_too_one_query_per_counter():
+    shedding = [dataclasses.replace(r, sheds=True) for r in fleet_of(4) if r.demand.source == "nginx"]
+    plain = fleet.plan(fleet_of(4))
+    both = fleet.plan([*fleet_of(4), *shedding])
+    assert len(both.queries) == len(plain.queries) + 1  # nginx's requests counter, its irate
+    (latest,) = both.latest.values()
+    assert latest.startswith("sum by (") and "(irate(nginx_ingress_controller_requests" in latest
+    ours = shedding[0]
+    labels = {"exported_namespace": ours.namespace, "ingress": "m1", "service": "m1-stable", "canary": ""}
+    rows = {query: [] for query in both.queries}
+    rows[next(q for q in both.counters.values() if "nginx" in q)] = [(labels, 500.0)]
+    rows[latest] = [(labels, 4000.0)]
+    demand = Answers(both, rows).demand(ours)
+    assert (demand.rps, demand.latest_rps) == (500.0, 4000.0)
 
 
 def test_a_query_that_failed_fails_only_the_variants_that_need_it():

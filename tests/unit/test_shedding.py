@@ -10,11 +10,22 @@ from builders import isvc
 from unbusy.api.autoscaling import Autoscaling
 from unbusy.api.fallback import Fallback
 from unbusy.api.status import InferenceServiceStatus
+from unbusy.scaling.demand import Demand
 from unbusy.serving.model import from_config, load_profile
 from unbusy.sim.config import SimConfig, SimFallback
 from unbusy.sim.engine import simulate
 from unbusy.sim.traces import Trace
-from unbusy.traffic.shedding import Load, Moved, canary_ingress_taken, plan, recorded, routed, to_status
+from unbusy.traffic.shedding import (
+    Load,
+    Moved,
+    canary_ingress_taken,
+    offered,
+    plan,
+    recorded,
+    routed,
+    spread,
+    to_status,
+)
 
 SPEC = Fallback(variant="small", rps_per_replica=2000, max_percent=50, restore_seconds=60)
 
@@ -75,7 +86,7 @@ def test_weight_goes_back_only_after_the_demand_has_been_covered_for_restore_sec
 def test_more_need_moves_at_once_and_restarts_the_clock():
     first = plan(loads(ready=2), SPEC, demand_rps=2500, previous=(), now=0).moved
     more = plan(loads(ready=2), SPEC, demand_rps=3000, previous=first, now=30).moved
-    assert more == (Moved("main", 37, 30),)  # 1100 of 3000 beyond 1900
+    assert more == (Moved("main", 36, 30),)  # 1100 of 3000 beyond 1900: 36.7%, and no more
     less = plan(loads(ready=2), SPEC, demand_rps=2500, previous=more, now=80)
     assert less.moved == more  # 50 s since it was last needed: held
     assert plan(loads(ready=2), SPEC, demand_rps=2500, previous=more, now=90).moved == (Moved("main", 24, 90),)
@@ -130,3 +141,16 @@ def test_the_moves_round_trip_through_the_status_and_shift_the_routed_weights():
     assert recorded(recorded_service) == moves
     assert {v.name: v.weight for v in routed(recorded_service).spec.effective_variants()} == {"main": 76, "small": 24}
     assert not canary_ingress_taken(service)
+
+
+def test_a_step_is_shed_from_the_latest_rate_while_the_windows_catches_up_and_not_on_its_noise():
+    rising = Demand(1500.0, 300.0, "nginx", True, latest_rps=4000.0)  # 10 s into a step from 500 rps
+    assert offered([rising]) == 4000.0
+    steady = Demand(4000.0, 0.0, "nginx", True, latest_rps=4060.0)  # within 10%: the window's
+    assert offered([steady]) == 4000.0
+    assert offered([Demand(4000.0, 0.0, "promql", True)]) == 4000.0  # no latest read: the window's
+    assert offered([steady, None]) is None
+    spread_out = spread(
+        {"main": rising, "small": Demand(0.0, 0.0, "nginx", True, latest_rps=0.0)}, {"main": 100, "small": 0}
+    )
+    assert spread_out["main"].latest_rps == 4000.0 and spread_out["small"].latest_rps == 0.0

@@ -67,15 +67,18 @@ class Capacity(ApiModel):
         gt=0,
         le=1_000_000,
         description="Starting value for a new model (default: from model.serving when set); then learned from "
-        "the served rate of replicas whose queue is full, smoothed and kept within half to twice this.",
+        "the served rate of replicas that were saturated (queue never drained, and refusing or running full "
+        "batches) or served more than it, kept within half to twice this.",
     )
-    startup_seconds: int = Field(
-        60,
+    startup_seconds: int | None = Field(
+        None,
         ge=0,
         le=3600,
         description="How long a new replica takes to serve (scheduling, image pull, model load): what demand "
         "grows by at the observed rate meanwhile, and over the two intervalSeconds the reading it acts on is "
-        "old, is added as headroom.",
+        "old, is added as headroom; a burst over within it is held for. Default: learned, the median of the "
+        "variant's latest pods from creation to Ready (status.learned), 60 until one has started; a value "
+        "given here is used as it is.",
     )
     panic_threshold: float = Field(
         2.0,

@@ -61,6 +61,23 @@ class ScalingDecision(ApiModel):
     )
 
 
+class Learned(ApiModel):
+    """What the scaling loop has learned of one variant's replicas."""
+
+    variant: str = Field(description="The variant.")
+    capacity: float | None = Field(None, description="What one replica serves at saturation, to 3 figures.")
+    capacity_unit: str = Field("rps", description="What capacity counts: rps, or tok/s (weighted tokens) for an LLM.")
+    startup_seconds: int | None = Field(
+        None,
+        description="From a new pod's creation to Ready: the median of its latest pods (none seen start yet: empty).",
+    )
+    startup_used: str = Field(
+        "",
+        description="The start-up the headroom and burst rules use: 'learned', 'spec' "
+        "(autoscaling.capacity.startupSeconds) or 'default 60s' until a pod has been seen start.",
+    )
+
+
 class RevisionTemplate(ApiModel):
     """What a revision of a variant serves: the fields whose change starts a canary rollout."""
 
@@ -123,6 +140,9 @@ class InferenceServiceStatus(ApiModel):
     variants: list[VariantStatus] = Field(default_factory=list, description="Per-variant weight and readiness.")
     gpu: GpuStatus | None = Field(None, description="The GPU resource each replica requests.")
     last_scaling: ScalingDecision | None = Field(None, description="The last scaling decision and its reason.")
+    learned: list[Learned] = Field(
+        default_factory=list, description="Per variant, the capacity and start-up the scaling loop has learned."
+    )
     rollouts: list[RolloutState] = Field(default_factory=list, description="Canary rollouts, one per variant.")
     revisions: list[Revision] = Field(
         default_factory=list,

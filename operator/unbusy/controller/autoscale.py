@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kubernetes.dynamic.exceptions import ConflictError
 
 from unbusy import health
 from unbusy.api import InferenceService, SpecError, load
-from unbusy.api.status import ScalingDecision
+from unbusy.api.status import Learned, ScalingDecision
 from unbusy.controller import fallback, rollout
 from unbusy.controller.metrics import METRIC_READ_FAILURES, SCALING_DECISIONS
 from unbusy.controller.reconcile import CONFLICT_ATTEMPTS
@@ -26,9 +26,11 @@ from unbusy.kube.status import event, get_inference_service, publish_status
 from unbusy.render.context import RenderContext, replica_bounds, weight
 from unbusy.render.edge import demand_queries
 from unbusy.render.meta import variant_name
+from unbusy.scaling import startup as startups
 from unbusy.scaling.fleet import Answers, SourceError, VariantRead, llm_read
 from unbusy.scaling.policy import Decision, Observation, PolicyState, decide
-from unbusy.serving.model import from_service
+from unbusy.scaling.startup import PodStart
+from unbusy.serving.model import from_service, saturated_batch
 from unbusy.timestamps import now
 from unbusy.traffic import shedding
 from unbusy.traffic.rollout import holds_stable_replicas
@@ -47,20 +49,37 @@ def _spec_capacity(isvc: InferenceService) -> tuple[float | None, float]:
     return (from_service(isvc).capacity_rps if isvc.spec.model.serving else None), saturated
 
 
-def _observation(answers: Answers | None, read: VariantRead, current: int, isvc: InferenceService) -> Observation:
+def _observation(
+    answers: Answers | None, read: VariantRead, current: int, isvc: InferenceService, shed: int
+) -> Observation:
+    """The policy's view of one variant; `shed` is the percent of traffic moved off it to the fallback now."""
     if answers is None:
-        return Observation(current, None, error=NO_PROMETHEUS)
+        return Observation(current, None, error=NO_PROMETHEUS, starts=read.starts)
     hint, saturated = _spec_capacity(isvc)
+    # The rate window the samples are read over, and (a new counter) how long the demand's fills.
+    read_over = {
+        "window_seconds": WINDOW_S,
+        "demand_fill_seconds": WINDOW_S,
+        "shed_percent": shed,
+        "starts": read.starts,
+    }
     try:
         if read.llm is not None:
-            return answers.llm(read, current)
+            return replace(answers.llm(read, current), **read_over)
         samples, demand, past = answers.samples(read), answers.demand(read), answers.seasonal(read)
         return Observation(
-            current, samples, demand=demand, capacity_hint=hint, saturated_pending=saturated, seasonal_rps=past
+            current,
+            samples,
+            demand=demand,
+            capacity_hint=hint,
+            saturated_pending=saturated,
+            seasonal_rps=past,
+            full_batch=saturated_batch(isvc.spec.model.config),
+            **read_over,
         )
     except SourceError as error:
         METRIC_READ_FAILURES.inc()
-        return Observation(current, None, error=str(error))
+        return Observation(current, None, error=str(error), starts=read.starts)
 
 
 def _views(body: dict[str, Any]) -> tuple[InferenceService, InferenceService]:
@@ -92,6 +111,8 @@ def look(body: dict[str, Any], children: observe.Fleet) -> Look | None:
     routed = {v.name: weight(v, RenderContext()) for v in isvc.spec.effective_variants()}
     live = {s.name: s for s in children.variant_states(namespace, name, routed, {})}
     mig = gpu_request(isvc.spec.gpu, isvc.spec.model.gpu_memory).mig_profile is not None
+    at = time.time()
+    pods = {variant: children.live_pods(namespace, name, variant) for variant in live}
     reads = {
         variant: VariantRead(
             namespace,
@@ -101,6 +122,9 @@ def look(body: dict[str, Any], children: observe.Fleet) -> Look | None:
             demand_queries(isvc, variant, share=routed[variant] / 100, window_seconds=WINDOW_S),
             isvc.spec.autoscaling.seasonal if isvc.spec.autoscaling.seasonal.enabled else None,
             llm_read(isvc, variant, routed[variant] / 100, WINDOW_S),
+            {p.name: at - p.ready_since for p in pods[variant] if p.ready_since},
+            tuple(PodStart(p.name, p.created, p.ready_since) for p in pods[variant]),
+            isvc.spec.fallback is not None,
         )
         for variant, state in live.items()
         if state.exists
@@ -124,6 +148,7 @@ class Decided:
     decisions: dict[str, Decision]  # the policy's, of each variant read
     scaled: tuple[ScalingDecision, ...]  # the Deployments whose replicas change, in the spec's order
     shift: shedding.Shift | None  # the weight on the fallback; None without one, or nothing decided
+    learned: tuple[Learned, ...] = ()  # each variant's learned capacity and start-up
 
     def status(self, body: dict[str, Any], planned: InferenceService, stamp: str) -> dict[str, Any]:
         """The status to write over `body`'s: the ScalingActive condition, the last scaling, the moves."""
@@ -136,6 +161,7 @@ class Decided:
             status["lastScaling"] = self.scaled[-1].to_wire()
         if self.shift is not None:
             status |= shedding.to_status(planned, self.shift.plan.moved)
+        status["learned"] = [entry.to_wire() for entry in self.learned]
         return status
 
 
@@ -180,10 +206,11 @@ def decide_tick(
     shift = None
     if isvc.spec.fallback is not None and decisions:
         capacities = {n: d.metrics["capacity_rps"] for n, d in decisions.items() if d.metrics.get("capacity_rps")}
-        demands = [o.demand for _, o in observed.values()]
-        total = None if None in demands else sum(d.rps for d in demands)
+        total = shedding.offered([o.demand for _, o in observed.values()])
         shift = shedding.shift(planned, {n: s.ready for n, s in live.items()}, capacities, total, at)
-    return Decided(decisions, tuple(scaled), shift)
+    spec_startup = isvc.spec.autoscaling.capacity.startup_seconds
+    learned = tuple(_learned(n, d, observed[n][1].unit, spec_startup) for n, d in decisions.items())
+    return Decided(decisions, tuple(scaled), shift, learned)
 
 
 def tick(api: CountingClient, seen: Look, answers: Answers | None, states: dict[str, PolicyState]) -> Tick:
@@ -192,8 +219,9 @@ def tick(api: CountingClient, seen: Look, answers: Answers | None, states: dict[
     body, live = seen.body, seen.live
     planned, isvc = _views(body)
     namespace, name = isvc.metadata.namespace, isvc.metadata.name
+    shed = {m.variant: m.percent for m in shedding.recorded(planned)}
     observed = {
-        variant: (read, _observation(answers, read, live[variant].desired, isvc))
+        variant: (read, _observation(answers, read, live[variant].desired, isvc, shed.get(variant, 0)))
         for variant, read in seen.reads.items()
     }
     if isvc.spec.fallback is not None:
@@ -220,6 +248,19 @@ def tick(api: CountingClient, seen: Look, answers: Answers | None, states: dict[
 def _capacity_text(decision: Decision, unit: str) -> str | None:
     capacity = decision.metrics.get("capacity_rps")
     return f"{capacity:,.0f} {unit}/replica" if capacity else None
+
+
+def _learned(variant: str, decision: Decision, unit: str, spec: int | None) -> Learned:
+    """status.learned of one variant, to 3 figures and whole seconds: the status is written only
+    when it changes, so a reading moving a little does not write it every tick."""
+    capacity, found = decision.state.capacity, decision.state.startup.seconds
+    return Learned(
+        variant=variant,
+        capacity=float(f"{capacity:.3g}") if capacity else None,
+        capacity_unit=unit,
+        startup_seconds=None if found is None else round(found),
+        startup_used=startups.used(spec, decision.state.startup),
+    )
 
 
 def _publish(

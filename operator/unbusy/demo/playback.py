@@ -60,12 +60,26 @@ class Sample:
     ready: int
     fallback_weight: int  # percent of traffic the routes send to the fallback variant
     last_scaling: str  # status.lastScaling: "<from> -> <to>: <reason>", or ""
+    learned_capacity: float | None = None  # the main variant's, status.learned (None: not yet)
 
 
 @dataclass(frozen=True)
 class Decision:
     second: int  # when the player first saw it
     text: str
+
+
+@dataclass(frozen=True)
+class Shedding:
+    """The step's last minute (its second half, if shorter): what main and the fallback answered
+    against main's ready capacity at the profile's rate (what the emulator serves)."""
+
+    seconds: int
+    ready: float  # main's ready replicas, mean
+    answered_rps: float  # by main
+    of_capacity_pct: float  # main's answered / (ready x the profile's capacity)
+    fallback_pct: float  # of the offered requests, answered by the fallback
+    excess_pct: float  # of the offered requests, beyond main's ready capacity
 
 
 @dataclass(frozen=True)
@@ -86,6 +100,9 @@ class Summary:
     shed_from: int | None  # second the fallback first took weight
     restored_at: int | None  # second its weight was back to 0 for good, after it took some
     decisions: tuple[Decision, ...] = field(default=())
+    capacity_rps: float | None = None  # one main replica's, by the profile the emulator serves
+    learned_capacity: dict[str, tuple[float, float] | None] = field(default_factory=dict)  # per phase: least, most
+    shedding: Shedding | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -96,6 +113,25 @@ class Summary:
         return self.requests - self.answered - self.fallback_answered - self.rejected
 
 
+def _shedding(samples: Sequence[Sample], step: str, capacity_rps: float | None) -> Shedding | None:
+    in_step = [s for s in samples if s.phase == step]
+    late = in_step[-min(60, len(in_step) // 2) :] if len(in_step) >= 2 else []
+    if not capacity_rps or not late:
+        return None
+    offered = sum(s.offered for s in late)
+    ready = sum(s.ready for s in late) / len(late)
+    answered = sum(s.answered for s in late) / len(late)
+    capacity = ready * capacity_rps * len(late)
+    return Shedding(
+        seconds=len(late),
+        ready=ready,
+        answered_rps=answered,
+        of_capacity_pct=100 * answered * len(late) / capacity if capacity else 0.0,
+        fallback_pct=100 * sum(s.fallback_answered for s in late) / offered if offered else 0.0,
+        excess_pct=100 * max(0.0, offered - capacity) / offered if offered else 0.0,
+    )
+
+
 def summarize(
     samples: Sequence[Sample],
     latencies: Mapping[str, Histogram],
@@ -104,9 +140,11 @@ def summarize(
     fallback: str,
     max_replicas: int,
     decided_before: str = "",
+    capacity_rps: float | None = None,
 ) -> Summary:
     """The samples of one playback, with the answered requests' latencies per phase; `decided_before`
-    is the last scaling decision as the playback began (not one of its own)."""
+    is the last scaling decision as the playback began (not one of its own); `capacity_rps` is what
+    one main replica serves by the profile the emulator serves (for the step's shedding line)."""
     everything = Histogram()
     for histogram in latencies.values():
         everything.merge(histogram)
@@ -137,7 +175,15 @@ def summarize(
         shed_from=shed[0] if shed else None,
         restored_at=restored,
         decisions=tuple(decisions),
+        capacity_rps=capacity_rps,
+        learned_capacity={p.name: _range([s.learned_capacity for s in samples if s.phase == p.name]) for p in phases},
+        shedding=_shedding(samples, phases[1].name, capacity_rps) if len(phases) > 1 else None,
     )
+
+
+def _range(values: Sequence[float | None]) -> tuple[float, float] | None:
+    known = [v for v in values if v is not None]
+    return (min(known), max(known)) if known else None
 
 
 def _n(value: float) -> str:
@@ -182,6 +228,22 @@ def report(summary: Summary) -> str:
         f"  weight on {s.fallback:<9} 0% -> {s.weight_max}% (from {_at(s.shed_from, phases)}) -> {s.weight_end}%"
         + (f" (from {_at(s.restored_at, phases)})" if s.restored_at is not None else ""),
     ]
+    if any(s.learned_capacity.values()):
+        seen = ", ".join(
+            f"{name} {_n(span[0])}" + (f"-{_n(span[1])}" if span[1] != span[0] else "")
+            for name, span in s.learned_capacity.items()
+            if span is not None
+        )
+        profile = f" (the profile's {_n(s.capacity_rps)})" if s.capacity_rps else ""
+        lines.append(f"  learned capacity    {seen} rps/replica{profile}")
+    if s.shedding is not None:
+        sh = s.shedding
+        lines.append(
+            f"  step's last {sh.seconds} s    {s.variant} answered {_n(sh.answered_rps)}/s:"
+            f" {sh.of_capacity_pct:.1f}% of its {sh.ready:.3g} ready replicas' capacity;"
+            f" {s.fallback} {sh.fallback_pct:.1f}% of the requests,"
+            f" the excess over that capacity {sh.excess_pct:.1f}%"
+        )
     if s.decisions:
         lines.append("  scaling decisions seen (status.lastScaling):")
         lines += [f"    {_at(d.second, phases):<22} {d.text}" for d in s.decisions]

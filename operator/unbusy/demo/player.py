@@ -67,6 +67,10 @@ class Player:
         [state] = variant_states(self.api, self.isvc.metadata.namespace, self.isvc.metadata.name, weights, {})
         return state.desired, state.ready
 
+    def _learned_capacity(self, status: dict[str, Any]) -> float | None:
+        entry = next((e for e in status.get("learned", []) if e.get("variant") == self.roles.variant), None)
+        return entry.get("capacity") if entry else None
+
     @staticmethod
     def _decision(status: dict[str, Any]) -> str:
         last = status.get("lastScaling")
@@ -122,7 +126,8 @@ class Player:
             tally = emulator.take_tally()
             latencies.setdefault(phase.name, Histogram()).merge(tally.latency)
             desired, ready = self._replicas()
-            decision = self._decision(self._status())
+            status = self._status()
+            decision = self._decision(status)
             weight = (emulator.weights() or {}).get(self.roles.fallback, 0)
             sample = playback.Sample(
                 second=index,
@@ -135,6 +140,7 @@ class Player:
                 ready=ready,
                 fallback_weight=weight,
                 last_scaling=decision,
+                learned_capacity=self._learned_capacity(status),
             )
             samples.append(sample)
             if (decision, weight) != printed or index % 10 == 9:
@@ -161,6 +167,7 @@ class Player:
             self.roles.fallback,
             self.roles.max_replicas,
             self.decided_before,
+            from_service(self.isvc).capacity_rps,
         )
         every = playback.rows_every(len(samples))
         text = playback.report(summary) + "\n" + playback.table(samples, every, self.roles.variant, self.roles.fallback)

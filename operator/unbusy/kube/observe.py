@@ -13,6 +13,7 @@ from unbusy.health import VariantState
 from unbusy.kube.client import CountingClient, plain
 from unbusy.render.meta import INFERENCE_SERVICE, MANAGED_BY, OPERATOR, VARIANT, children_selector, label_selector
 from unbusy.render.routing import NGINX
+from unbusy.timestamps import parse
 
 PAGE = 250  # objects per list request: a fleet's pods are read a page at a time, never all at once
 
@@ -30,17 +31,26 @@ class Pod:
     deleting: bool
     unschedulable: str | None  # the scheduler's message while it cannot place a pending pod
     node: str | None  # the node it is bound to
+    created: float | None = None  # metadata.creationTimestamp, seconds since the epoch
+    ready_since: float | None = None  # while Ready: its Ready condition's lastTransitionTime
+
+
+def _seconds(text: str | None) -> float | None:
+    return parse(text).timestamp() if text else None
 
 
 def _pod(pod: dict[str, Any]) -> Pod:
     scheduled = _condition(pod, "PodScheduled")
     pending = pod.get("status", {}).get("phase") == "Pending" and scheduled.get("reason") == "Unschedulable"
+    ready = _condition(pod, "Ready")
     return Pod(
         name=pod["metadata"]["name"],
-        ready=_condition(pod, "Ready").get("status") == "True",
+        ready=ready.get("status") == "True",
         deleting=bool(pod["metadata"].get("deletionTimestamp")),
         unschedulable=(scheduled.get("message") or "") if pending else None,
         node=pod.get("spec", {}).get("nodeName"),
+        created=_seconds(pod["metadata"].get("creationTimestamp")),
+        ready_since=_seconds(ready.get("lastTransitionTime")) if ready.get("status") == "True" else None,
     )
 
 
@@ -170,7 +180,11 @@ class Fleet:
 
     def pod_readiness(self, namespace: str, name: str, variant: str) -> dict[str, bool]:
         """Live (not terminating) pods of one variant -> whether each passes its readiness probe."""
-        return {p.name: p.ready for p in self.pods.get((namespace, name, variant), []) if not p.deleting}
+        return {p.name: p.ready for p in self.live_pods(namespace, name, variant)}
+
+    def live_pods(self, namespace: str, name: str, variant: str) -> list[Pod]:
+        """One variant's pods that are not terminating."""
+        return [p for p in self.pods.get((namespace, name, variant), []) if not p.deleting]
 
 
 # Up to this many InferenceServices of a namespace are listed by name (a set-based selector);

@@ -19,3 +19,6 @@ class Demand:
     rejected_rps: float  # of which refused (HTTP 503 at the edge)
     source: str  # nginx | envoy-gateway | istio | promql | triton
     measurable: bool  # False: Triton's served rate only, so demand beyond capacity is not seen
+    # The requests per second between the last two scrapes (irate), where read: a step shows in it
+    # at once, in the window's rate only as the window fills. Shedding reads it (traffic/shedding.py).
+    latest_rps: float | None = None

@@ -27,6 +27,7 @@ from unbusy.scaling import policy, tokens
 from unbusy.scaling.demand import Demand
 from unbusy.scaling.policy import ReplicaSample
 from unbusy.scaling.promql import FLEET_DCGM_BY, FLEET_TRITON_BY, LlmQueries, PerPod, fleet_per_pod, llm_queries
+from unbusy.scaling.startup import PodStart
 
 Labels = Mapping[str, str]
 Rows = list[tuple[Labels, float]]
@@ -47,6 +48,9 @@ class VariantRead:
     demand: DemandQueries
     seasonal: Seasonal | None = None  # autoscaling.seasonal when enabled
     llm: LlmRead | None = None  # an LLM variant's token signals (spec.model.llm)
+    ready_seconds: Mapping[str, float] = field(default_factory=dict)  # Ready pods -> how long they have been
+    starts: tuple[PodStart, ...] = ()  # its live pods' creation and Ready times
+    sheds: bool = False  # the InferenceService has a fallback: shedding reads the demand's latest rate too
 
 
 @dataclass(frozen=True)
@@ -83,9 +87,11 @@ def llm_read(isvc: InferenceService, variant: str, share: float, window_seconds:
     return LlmRead(queries, costs, llm.slo.ttft_p99_ms, llm.slo.tpot_p99_ms)
 
 
-def _counter_query(metric: str, fixed: tuple[str, ...], by: Iterable[str], window_seconds: int) -> str:
+def _counter_query(
+    metric: str, fixed: tuple[str, ...], by: Iterable[str], window_seconds: int, function: str = "rate"
+) -> str:
     selected = series.selector(*fixed) if fixed else ""
-    return f"sum by ({', '.join(sorted(by))}) (rate({metric}{selected}[{window_seconds}s]))"
+    return f"sum by ({', '.join(sorted(by))}) ({function}({metric}{selected}[{window_seconds}s]))"
 
 
 def _past(query: str, seasonal: Seasonal, window_seconds: int) -> str:
@@ -112,11 +118,14 @@ class Plan:
     # (metric, fixed matchers, period, lead) -> the grouped query of the seasonal floor
     past: dict[tuple[str, tuple[str, ...], int, int], str] = field(default_factory=dict)
     window_seconds: int = 60
+    # (metric, fixed matchers) -> the grouped irate of the requests counters of services that shed
+    latest: dict[tuple[str, tuple[str, ...]], str] = field(default_factory=dict)
 
     @property
     def queries(self) -> tuple[str, ...]:
         pods = (getattr(p, f.name) for p in self.per_pod.values() for f in fields(PerPod))
-        return tuple(dict.fromkeys([*pods, *self.counters.values(), *self.own, *self.past.values()]))
+        found = [*pods, *self.counters.values(), *self.own, *self.past.values(), *self.latest.values()]
+        return tuple(dict.fromkeys(found))
 
 
 def plan(reads: Iterable[VariantRead], window_seconds: int = 60) -> Plan:
@@ -128,6 +137,7 @@ def plan(reads: Iterable[VariantRead], window_seconds: int = 60) -> Plan:
     per_pod = {mig: fleet_per_pod(namespaces, mig, window_seconds) for mig in sorted({r.mig for r in reads})}
     labels: dict[tuple[str, tuple[str, ...]], set[str]] = {}
     past: dict[tuple[str, tuple[str, ...], int, int], set[str]] = {}
+    latest: set[tuple[str, tuple[str, ...]]] = set()
     own: list[str] = [*llm]
     for read in reads:
         grouped = _counters(read.demand)
@@ -141,7 +151,11 @@ def plan(reads: Iterable[VariantRead], window_seconds: int = 60) -> Plan:
             for counter in read.demand.requests_counters.counters:
                 key = (counter.metric, counter.fixed, *_season(read.seasonal))
                 past.setdefault(key, set()).update(k for k, _ in counter.labels)
+        if read.sheds and read.demand.requests_counters is not None:
+            latest.update((c.metric, c.fixed) for c in read.demand.requests_counters.counters)
     counters = {key: _counter_query(*key, by, window_seconds) for key, by in labels.items()}
+    # Grouped by the same labels as the rate's, so that a variant picks its rows the same way.
+    irates = {key: _counter_query(*key, labels[key], window_seconds, "irate") for key in sorted(latest)}
     seasonal = {
         (metric, fixed, period, lead): _past(
             _counter_query(metric, fixed, by, window_seconds),
@@ -150,7 +164,7 @@ def plan(reads: Iterable[VariantRead], window_seconds: int = 60) -> Plan:
         )
         for (metric, fixed, period, lead), by in past.items()
     }
-    return Plan(per_pod, counters, tuple(dict.fromkeys(own)), seasonal, window_seconds)
+    return Plan(per_pod, counters, tuple(dict.fromkeys(own)), seasonal, window_seconds, irates)
 
 
 @dataclass
@@ -194,6 +208,8 @@ class Answers:
         waited = per_pod(queries.queue_time_ms, FLEET_TRITON_BY)
         served = per_pod(queries.served_rate, FLEET_TRITON_BY)
         least = per_pod(queries.least_pending, FLEET_TRITON_BY)
+        refused = per_pod(queries.refused_rate, FLEET_TRITON_BY)
+        batch = per_pod(queries.batch_mean, FLEET_TRITON_BY)
         return tuple(
             ReplicaSample(
                 ready=ready,
@@ -203,17 +219,24 @@ class Answers:
                 queue_time_ms=waited.get(pod),
                 served_rate=served.get(pod),
                 queue_depth_min=least.get(pod),
+                # No series of refusals until the first one: a pod Triton serves refused none.
+                refused_rate=refused.get(pod, 0.0 if pod in served else None),
+                batch_mean=batch.get(pod),
+                ready_seconds=read.ready_seconds.get(pod),
             )
             for pod, ready in sorted(read.pods.items())
         )
 
-    def _sum(self, counters: Counters, season: tuple[int, int] | None = None) -> float | None:
-        """The counters' summed rate (a period ago with `season`), times their share; None where
-        none of their series exists."""
+    def _sum(self, counters: Counters, season: tuple[int, int] | None = None, latest: bool = False) -> float | None:
+        """The counters' summed rate (a period ago with `season`; between the last two scrapes with
+        `latest`), times their share; None where none of their series exists."""
         values = []
         for counter in counters.counters:
             key = (counter.metric, counter.fixed)
-            query = self.plan.past[*key, *season] if season else self.plan.counters[key]
+            if latest:
+                query = self.plan.latest[key]
+            else:
+                query = self.plan.past[*key, *season] if season else self.plan.counters[key]
             keys = tuple(k for k, _ in counter.labels)
             values.append(self._index(query, keys).get(tuple(v for _, v in counter.labels)))
         found = [v for v in values if v is not None]
@@ -241,16 +264,18 @@ class Answers:
         """The variant's offered load; None while there is no series of it (not 0: a proxy exports
         a request counter only from its first request, and an unread edge is no idle one)."""
         queries = read.demand
+        latest = None
         if queries.requests_counters is not None:
             rps = self._sum(queries.requests_counters)
             rejected = self._sum(queries.rejected_counters) if queries.rejected_counters and rps is not None else None
+            latest = self._sum(queries.requests_counters, latest=True) if read.sheds else None
         else:
             rps = self._own(queries.requests, "query")
             rejected = self._own(queries.rejected, "rejectedQuery") if queries.rejected and rps is not None else None
         if rps is None:
             return None
         # Refused requests get a series of their own at the first refusal: until then there were none.
-        return Demand(rps=rps, rejected_rps=rejected or 0.0, source=queries.source, measurable=queries.measurable)
+        return Demand(rps, rejected or 0.0, queries.source, queries.measurable, latest)
 
     def _by_pod(self, query: str | None) -> dict[str, float]:
         if query is None:

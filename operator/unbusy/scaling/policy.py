@@ -38,6 +38,7 @@ from unbusy.api.autoscaling import Autoscaling, ScalingRules
 from unbusy.scaling import bursts as recurring
 from unbusy.scaling import capacity as capacities
 from unbusy.scaling import seasonal as seasons
+from unbusy.scaling import startup as startups
 from unbusy.scaling.demand import Demand
 
 # ceil() of a ratio that is an integer up to float error (24 / 8 * 1.0000000001) must not add a replica.
@@ -81,6 +82,9 @@ class ReplicaSample:
     queue_time_ms: float | None = None  # mean time a request waited in Triton's queue
     served_rate: float | None = None  # requests answered per second (nv_inference_request_success)
     queue_depth_min: float | None = None  # the least pending count over the same window as served_rate
+    refused_rate: float | None = None  # requests refused for a full queue per second (failures, reason REJECTED)
+    batch_mean: float | None = None  # requests per execution over the window (nv_inference_count / exec_count)
+    ready_seconds: float | None = None  # how long the replica has been Ready; None: not known
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,13 @@ class Observation:
     # weighted tokens (scaling/tokens.py), whose cost per request varies a hundredfold.
     unit: str = REQUESTS
     guards: tuple[Guard, ...] = ()  # latency and memory limits that only ever ask for more replicas
+    full_batch: int = 1  # the batch a long queue forms (maxBatchSize or the largest preferred size)
+    window_seconds: float = 60.0  # the rate window the samples and the demand are read over
+    # How long after the first demand reading its rate window still fills (the counter is new, and
+    # rate() reads it low): the operator's window; 0 where the first reading is a full window.
+    demand_fill_seconds: float = 60.0
+    shed_percent: int = 0  # percent of all traffic moved off this variant to the fallback now
+    starts: tuple[startups.PodStart, ...] = ()  # its live pods' creation and Ready times: the start-up learned
 
     @property
     def ready(self) -> int:
@@ -119,6 +130,10 @@ class PolicyState:
     demands: tuple[tuple[float, float], ...] = ()  # (time, demand rps) for the growth rate
     panic_until: float = -math.inf  # burst mode lasts until then
     bursts: recurring.Bursts = field(default_factory=recurring.Bursts)  # for the hold between recurring bursts
+    shed_percent: int = 0  # the weight moved off the variant at the last evaluation
+    shed_moved_at: float = -math.inf  # when that weight last changed
+    demand_since: float | None = None  # when a demand was first read
+    startup: startups.Startup = field(default_factory=startups.Startup)  # learned from pods' creation to Ready
 
 
 @dataclass(frozen=True)
@@ -216,7 +231,12 @@ def growth(points: tuple[tuple[float, float], ...]) -> float:
 
 
 def _demand(
-    obs: Observation, policy: Autoscaling, capacity: float | None, history: tuple, metrics: dict[str, float]
+    obs: Observation,
+    policy: Autoscaling,
+    capacity: float | None,
+    history: tuple,
+    startup_s: float,
+    metrics: dict[str, float],
 ) -> _Desire | None:
     """ceil(demand / (capacity x target)), plus what the demand grows by while new replicas start."""
     target = policy.targets.capacity_utilization_percent / 100
@@ -230,7 +250,7 @@ def _demand(
     # (the scrape, the rate window and the wait for this tick: about two intervals). With the
     # start-up alone, a ramp met each new replica at 91% of capacity (the refitted ResNet-50's
     # stalls refused 0.002% of diurnal there).
-    ahead = needed + rising * (policy.capacity.startup_seconds + 2 * policy.interval_seconds) / per_replica
+    ahead = needed + rising * (startup_s + 2 * policy.interval_seconds) / per_replica
     headroom = _ceil(ahead) - _ceil(needed)
     metrics.update(demand_rps=demand.rps, capacity_rps=capacity, demand_growth_rps_per_s=rising)
     where = f"{demand.source}, 503s included" if demand.measurable else f"{demand.source}: served only"
@@ -243,12 +263,18 @@ def _demand(
 
 
 def _recurring(
-    bursts: recurring.Bursts, capacity: float | None, policy: Autoscaling, now: float, unit: str, metrics: dict
+    bursts: recurring.Bursts,
+    capacity: float | None,
+    policy: Autoscaling,
+    now: float,
+    unit: str,
+    startup: float,
+    metrics: dict,
 ) -> _Desire | None:
     """The floor of recurring bursts, or of a short one (scaling/bursts.py): what the largest needs at full capacity."""
     seconds = policy.capacity.burst_recurrence_seconds
     on = seconds and capacity and policy.targets.capacity_utilization_percent  # part of the demand rule
-    held = recurring.hold(bursts, now, seconds, policy.capacity.startup_seconds) if on else None
+    held = recurring.hold(bursts, now, seconds, startup) if on else None
     if held is None:
         return None
     wanted = recurring.replicas(held, capacity)
@@ -256,8 +282,7 @@ def _recurring(
     if held.bursts > 1:
         what = f"{held.bursts} bursts within {seconds}s of each other: holding {wanted} replicas for their peak"
     else:
-        startup = policy.capacity.startup_seconds
-        what = f"a burst over within the {startup}s start-up: holding {wanted} replicas for its peak"
+        what = f"a burst over within the {startup:.0f}s start-up: holding {wanted} replicas for its peak"
     peak, each = _fmt_rate(held.peak_rps, unit), _fmt_capacity(capacity, unit)
     text = f"{what} {peak} at capacity {each} for {held.until - now:.0f}s more"
     return _Desire(wanted, held.peak_rps / capacity, text, "bursts")
@@ -386,9 +411,12 @@ def _hold(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state:
 
 def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state: PolicyState, now: float) -> Decision:
     """Replicas for one variant, with the reason and the state for the next evaluation."""
+    # Pods start whether or not Prometheus answers.
+    state = replace(state, startup=startups.learn(state.startup, obs.starts))
+    startup_s = startups.seconds(policy.capacity.startup_seconds, state.startup)
     if obs.samples is None:
         return _hold(obs, policy, bounds, state, f"metrics unavailable ({obs.error or 'Prometheus unreachable'})")
-    metrics: dict[str, float] = {"current": obs.current, "ready": obs.ready}
+    metrics: dict[str, float] = {"current": obs.current, "ready": obs.ready, "startup_seconds": startup_s}
     targets, tolerance = policy.targets, policy.tolerance
     # Counted in tokens (an LLM on a decoupled backend), Triton's queue stays near 0 however loaded the
     # engine is, and its GPU reading says little (0.88 unsaturated, 0.56 collapsing: LLM-PROBE): the
@@ -406,18 +434,29 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
     guarded = [d for d in (_guard(g, obs.ready, obs.current, metrics) for g in obs.guards) if d is not None]
     # rpsPerReplica counts requests; a fleet counted in tokens starts from its own hint.
     start = (policy.capacity.rps_per_replica if obs.unit == REQUESTS else None) or obs.capacity_hint
-    capacity = capacities.learn(state.capacity, start, capacities.saturated_rates(obs.samples, obs.saturated_pending))
+    moved_at = now if obs.shed_percent != state.shed_percent else state.shed_moved_at
+    # The samples read now span the window before the last scrape: a weight moved within it mixes two loads.
+    seen = capacities.readings(
+        obs.samples, obs.saturated_pending, obs.full_batch, obs.window_seconds, now - moved_at <= obs.window_seconds
+    )
+    capacity = capacities.learn(state.capacity, start, seen)
     window = max(120, 8 * policy.interval_seconds)  # the growth rate's: long enough to be more than noise
-    demands = state.demands
+    demands, since = state.demands, state.demand_since
+    if since is None and demands:
+        since = demands[0][0]
     if obs.demand is not None:
         demands = tuple((t, d) for t, d in (*demands, (now, obs.demand.rps)) if t > now - window)
-    by_demand = _demand(obs, policy, capacity, demands, metrics)
+        since = now if since is None else since
+    # Readings while the rate window first fills rise with it (a new counter, or the loop's own
+    # start): read as growth, they ordered start-up headroom for half a replica's load (issue 23).
+    full = tuple((t, d) for t, d in demands if since is not None and t >= since + obs.demand_fill_seconds)
+    by_demand = _demand(obs, policy, capacity, full, startup_s, metrics)
     bursts = state.bursts
     if obs.demand is not None:
         refused = obs.demand.rejected_rps if obs.demand.measurable else 0.0
         serving = obs.ready * capacity if capacity else 0.0
         bursts = recurring.observe(bursts, demands, now, policy.capacity.panic_threshold, refused, serving)
-    by_bursts = _recurring(bursts, capacity, policy, now, obs.unit, metrics)
+    by_bursts = _recurring(bursts, capacity, policy, now, obs.unit, startup_s, metrics)
     by_season = _seasonal(obs, policy, capacity, metrics)
     panic_until = state.panic_until
     if obs.demand is not None and capacity and obs.demand.rps >= policy.capacity.panic_threshold * obs.ready * capacity:
@@ -505,6 +544,9 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
         demands=demands,
         panic_until=panic_until,
         bursts=bursts,
+        shed_percent=obs.shed_percent,
+        shed_moved_at=moved_at,
+        demand_since=since,
     )
     reason = f"{best.text}: {obs.current} -> {final}" + "".join(f"; {note}" for note in notes)
     return Decision(final, reason, metrics, True, next_state, best.floor)

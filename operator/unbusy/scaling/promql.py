@@ -29,6 +29,8 @@ class Queries:
     queue_time_ms_per_pod: str  # mean wait in Triton's queue; no sample while a pod has no traffic
     served_rate_per_pod: str  # requests answered per second: a saturated pod's is its capacity
     least_pending_per_pod: str  # the least pending count over the rate window: saturated throughout?
+    refused_rate_per_pod: str  # requests refused for a full queue per second
+    batch_mean_per_pod: str  # inferences per execution: batches that ran full say saturated
     demand: DemandQueries  # offered load of the variant, refused requests included where the edge is read
 
 
@@ -42,11 +44,16 @@ class PerPod:
     queue_time_ms: str
     served_rate: str
     least_pending: str
+    refused_rate: str
+    batch_mean: str
 
 
-def per_pod(triton: str, requests: str, dcgm: str, mig: bool, by: str, dcgm_by: str, window: str) -> PerPod:
-    """The per-pod queries over Triton series `triton` (and `requests`: its answered and failed
-    counters), DCGM series `dcgm`, grouped `by` (DCGM's by `dcgm_by`), rates over `window`."""
+def per_pod(
+    triton: str, requests: str, refused: str, dcgm: str, mig: bool, by: str, dcgm_by: str, window: str
+) -> PerPod:
+    """The per-pod queries over Triton series `triton` (`requests`: its answered and failed
+    counters; `refused`: its failures for a full queue), DCGM series `dcgm`, grouped `by` (DCGM's
+    by `dcgm_by`), rates over `window`."""
     waited = f"sum by ({by}) (rate({series.QUEUE_DURATION_US}{triton}{window}))"
     # `> 0` drops idle pods instead of dividing by zero into NaN.
     answered = f"(sum by ({by}) (rate({series.REQUEST_SUCCESS}{triton}{window})) > 0)"
@@ -57,6 +64,9 @@ def per_pod(triton: str, requests: str, dcgm: str, mig: bool, by: str, dcgm_by: 
         queue_time_ms=f"{waited} / {answered} / 1000",
         served_rate=f"sum by ({by}) (rate({series.REQUEST_SUCCESS}{triton}{window}))",
         least_pending=f"sum by ({by}) (min_over_time({series.PENDING_REQUESTS}{triton}{window}))",
+        refused_rate=f"sum by ({by}) (rate({series.REQUEST_FAILURE}{refused}{window}))",
+        batch_mean=f"sum by ({by}) (rate({series.INFERENCE_COUNT}{triton}{window}))"
+        f" / (sum by ({by}) (rate({series.EXEC_COUNT}{triton}{window})) > 0)",
     )
 
 
@@ -68,6 +78,7 @@ def _window(window_seconds: int) -> str:
 
 # Answered and failed requests: both counters, selected by name.
 _REQUESTS = series.matcher("__name__", series.names_regex([series.REQUEST_SUCCESS, series.REQUEST_FAILURE]), "=~")
+_REFUSED = series.matcher(series.REASON, series.REJECTED)
 
 
 def queries(scope: series.Scope, model: str, mig: bool, demand: DemandQueries, window_seconds: int = 60) -> Queries:
@@ -75,7 +86,8 @@ def queries(scope: series.Scope, model: str, mig: bool, demand: DemandQueries, w
     window = _window(window_seconds)
     triton = scope.triton(series.matcher(series.MODEL, model))
     requests = scope.triton(_REQUESTS, series.matcher(series.MODEL, model))
-    pods = per_pod(triton, requests, scope.dcgm(), mig, series.POD, series.POD, window)
+    refused = scope.triton(_REFUSED, series.matcher(series.MODEL, model))
+    pods = per_pod(triton, requests, refused, scope.dcgm(), mig, series.POD, series.POD, window)
     return Queries(
         pending_total=scope.pending_total(model),
         pending_per_pod=pods.pending,
@@ -84,6 +96,8 @@ def queries(scope: series.Scope, model: str, mig: bool, demand: DemandQueries, w
         queue_time_ms_per_pod=pods.queue_time_ms,
         served_rate_per_pod=pods.served_rate,
         least_pending_per_pod=pods.least_pending,
+        refused_rate_per_pod=pods.refused_rate,
+        batch_mean_per_pod=pods.batch_mean,
         demand=demand,
     )
 
@@ -100,8 +114,9 @@ def fleet_per_pod(namespaces: Iterable[str], mig: bool, window_seconds: int = 60
     where = series.matcher(series.NAMESPACE, series.names_regex(namespaces), "=~")
     managed = series.matcher(series.INFERENCE_SERVICE, "", "!=")
     triton, requests = series.selector(where, managed), series.selector(_REQUESTS, where, managed)
+    refused = series.selector(_REFUSED, where, managed)
     by, dcgm_by = ", ".join(FLEET_TRITON_BY), ", ".join(FLEET_DCGM_BY)
-    return per_pod(triton, requests, series.selector(where), mig, by, dcgm_by, _window(window_seconds))
+    return per_pod(triton, requests, refused, series.selector(where), mig, by, dcgm_by, _window(window_seconds))
 
 
 def variant_queries(

@@ -81,9 +81,10 @@ def sample(base: ReplicaSample, pod: PodTokens, costs: TokenCosts) -> ReplicaSam
     """A replica's sample counted in weighted tokens: its served rate is what it prefilled and
     generated, and it reads as saturated (queue_depth_min) when requests waited all window."""
     if pod.prompt_rate is None or pod.output_rate is None:
-        return replace(base, served_rate=None, request_rate=None, queue_depth_min=None)
+        return replace(base, served_rate=None, request_rate=None, queue_depth_min=None, batch_mean=None)
     served = costs.weighted(pod.prompt_rate, pod.output_rate)
-    return replace(base, served_rate=served, request_rate=served, queue_depth_min=pod.waiting)
+    # Triton's batches say nothing of an engine that batches by iteration: requests waiting do.
+    return replace(base, served_rate=served, request_rate=served, queue_depth_min=pod.waiting, batch_mean=None)
 
 
 def per_request(costs: TokenCosts, prompt_rate: float, output_rate: float, finished_rps: float) -> float | None:

@@ -39,6 +39,8 @@ class SimConfig:
     startup_s: float = 60.0  # image pull + model load until the replica is ready
     scrape_interval_s: int = 15
     metrics_delay_s: int = 10  # from scrape to the sample being readable by the scaling loop
+    # The window rates are read over (the operator's queries: 60 s); None: each scrape's own interval.
+    rate_window_s: int | None = None
     seed: int = 0
     fallback: SimFallback | None = None  # None: no shedding, what is beyond the ready replicas is refused
 

@@ -53,6 +53,7 @@ _TYPES = {
     series.REQUEST_SUCCESS: "counter",
     series.REQUEST_FAILURE: "counter",
     series.INFERENCE_COUNT: "counter",
+    series.EXEC_COUNT: "counter",
     series.PENDING_REQUESTS: "gauge",
     series.QUEUE_DURATION_US: "counter",
     series.REQUEST_DURATION_US: "counter",
@@ -250,6 +251,7 @@ class Emulator:
                 for reason in FAILURE_REASONS:
                     add(series.REQUEST_FAILURE, {**triton, series.REASON: reason}, int(failures.get(reason, 0)))
                 add(series.INFERENCE_COUNT, triton, int(pod.served))
+                add(series.EXEC_COUNT, triton, int(pod.executions))
                 add(series.PENDING_REQUESTS, triton, round(pod.pending))
                 add(series.QUEUE_DURATION_US, triton, int(pod.queue_us))
                 add(series.REQUEST_DURATION_US, triton, int(pod.request_us))

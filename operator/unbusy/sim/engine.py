@@ -16,12 +16,16 @@ stops receiving traffic at once and holds its GPU until its queue is empty.
 Fallback (config.fallback): a fixed pool of replicas of another model; at each evaluation
 traffic/shedding.py moves a share of the arrivals to it, as the operator moves route weight.
 Its replicas count in the GPU-hours.
+Metrics: each scrape's rates are read over config.rate_window_s (the operator's queries: 60 s;
+by default the scrape's own interval), a replica younger than the window over the whole window,
+as Prometheus's rate() reads a young counter low; the edge's latest rate is the last scrape's.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -29,6 +33,7 @@ from unbusy.api.autoscaling import Autoscaling
 from unbusy.scaling import seasonal
 from unbusy.scaling.demand import Demand
 from unbusy.scaling.policy import Decision, Observation, PolicyState, ReplicaSample, decide
+from unbusy.scaling.startup import PodStart
 from unbusy.serving.batcher import SHARES
 from unbusy.serving.model import ServiceModel
 from unbusy.sim.config import SimConfig
@@ -48,9 +53,24 @@ _ALIGNMENTS = 4
 Policy = Callable[[Observation, Autoscaling, tuple[int, int], PolicyState, float], Decision]
 
 
+@dataclass(frozen=True)
+class Scraped:
+    """One replica's counts between two scrapes (and its pending gauge's least value then)."""
+
+    at: float
+    arrived: float
+    served: float
+    waited_s: float
+    refused: float
+    executions: float
+    least_pending: float
+
+
 @dataclass
 class Replica:
     ready_at: float
+    created_at: float | None = None  # None: running before the run began
+    name: str = ""
     queue: list[list[float]] = field(default_factory=list)  # FIFO of [first arrival, last arrival, count]
     draining: bool = False
     pending: float = 0.0  # Triton's pending-request gauge
@@ -60,6 +80,10 @@ class Replica:
     arrived: float = 0.0
     served: float = 0.0
     waited_s: float = 0.0
+    refused: float = 0.0  # Triton's REJECTED failures: the queue was full
+    executions: float = 0.0  # batches run (nv_inference_exec_count)
+    # One Scraped per scrape over the rate window, newest last: what Prometheus's rate() reads.
+    scraped: deque = field(default_factory=deque)
 
     def ready(self, now: float) -> bool:
         return self.ready_at <= now and not self.draining
@@ -68,13 +92,17 @@ class Replica:
     def backlog(self) -> float:
         return sum(cohort[2] for cohort in self.queue)
 
-    def tally(self, arrivals: float, served: float, busy_s: float, pending: float) -> None:
+    def tally(
+        self, arrivals: float, served: float, busy_s: float, pending: float, refused: float, executions: float
+    ) -> None:
         """One tick's counts and gauge reading, for the next scrape."""
         self.busy_s += busy_s
         self.arrived += arrivals
         self.served += served
         self.pending = pending
         self.least_pending = min(self.least_pending, pending)
+        self.refused += refused
+        self.executions += executions
 
 
 @dataclass
@@ -106,10 +134,12 @@ class Simulation:
         self.config, self.trace, self.policy = config, trace, policy
         self.model = config.model
         self.rng = random.Random(config.seed)
-        self.replicas = [Replica(ready_at=0.0) for _ in range(config.initial_replicas)]
+        self.replicas = [Replica(ready_at=0.0, name=f"initial-{i}") for i in range(config.initial_replicas)]
+        self.created = 0  # replicas the policy added
         self.state = PolicyState()
         self.scrapes: list[tuple[float, tuple[ReplicaSample, ...], Demand]] = []
         self.offered = self.refused = 0.0  # at the edge since the last scrape, as ingress-nginx counts
+        self.edge: deque[tuple[float, float, float]] = deque()  # (scraped at, offered, refused) over the rate window
         self.minutes: list[_Minute] = []
         self.arrived = self.rejected = self.replica_s = 0.0
         self.scaling_events = 0
@@ -175,7 +205,8 @@ class Simulation:
             else:
                 replica.queue[0] = [first + (last - first) * taken / count, last, count - taken]
         busy = served_total / batch * service
-        replica.tally(arrivals, served_total, busy, replica.backlog + batch * busy / TICK_S)
+        pending = replica.backlog + batch * busy / TICK_S
+        replica.tally(arrivals, served_total, busy, pending, rejected, served_total / batch)
         return rejected
 
     def _serve_steady(self, replica: Replica, model: ServiceModel, rate: float, minute: _Minute) -> float:
@@ -192,7 +223,8 @@ class Simulation:
         replica.waited_s += state.mean_wait_s * served
         # Pending as Triton reads it: requests waiting for a batch (Little's law), which sits
         # near the queue limit past capacity (50-56 of 64 measured).
-        replica.tally(arrivals, served, served / batch * model.service_s(batch), served / TICK_S * state.mean_wait_s)
+        pending = served / TICK_S * state.mean_wait_s
+        replica.tally(arrivals, served, served / batch * model.service_s(batch), pending, rejected, served / batch)
         return rejected
 
     @staticmethod
@@ -214,24 +246,43 @@ class Simulation:
     # --- metrics and scaling -------------------------------------------------------------
 
     def _scrape(self, now: float) -> None:
-        interval = self.config.scrape_interval_s
+        """What Prometheus reads at `now`: per replica, its counters' rates and its pending gauge's
+        least value over the rate window; at the edge, the offered and refused rates. A replica
+        younger than the window reads its counts over the whole window, as rate() does."""
+        config = self.config
+        window = config.rate_window_s or config.scrape_interval_s
         samples = []
         for r in self.replicas:
             loaded = r.ready_at <= now  # Triton exports the model's series once it is loaded
+            r.scraped.append(Scraped(now, r.arrived, r.served, r.waited_s, r.refused, r.executions, r.least_pending))
+            while r.scraped[0].at <= now - window:
+                r.scraped.popleft()
+            seen = list(r.scraped) if loaded else []
+            served, waited = sum(c.served for c in seen), sum(c.waited_s for c in seen)
+            executions = sum(c.executions for c in seen)
+            least = min((c.least_pending for c in seen), default=math.inf)
             samples.append(
                 ReplicaSample(
                     ready=r.ready(now),
                     queue_depth=r.pending if loaded else None,
-                    gpu_utilization=100 * self.model.gpu_reading(r.served / interval) if loaded else None,
-                    request_rate=r.arrived / interval if loaded else None,
-                    queue_time_ms=1000 * r.waited_s / r.served if r.served > 0 else None,
-                    served_rate=r.served / interval if loaded else None,
-                    queue_depth_min=r.least_pending if loaded and r.least_pending < math.inf else None,
+                    gpu_utilization=100 * self.model.gpu_reading(served / window) if loaded else None,
+                    request_rate=sum(c.arrived for c in seen) / window if loaded else None,
+                    queue_time_ms=1000 * waited / served if served > 0 else None,
+                    served_rate=served / window if loaded else None,
+                    queue_depth_min=least if loaded and least < math.inf else None,
+                    refused_rate=sum(c.refused for c in seen) / window if loaded else None,
+                    batch_mean=served / executions if executions > 0 else None,
+                    ready_seconds=now - r.ready_at if loaded else None,
                 )
             )
-            r.busy_s = r.arrived = r.served = r.waited_s = 0.0
+            r.busy_s = r.arrived = r.served = r.waited_s = r.refused = r.executions = 0.0
             r.least_pending = math.inf
-        demand = Demand(self.offered / interval, self.refused / interval, "edge", measurable=True)
+        self.edge.append((now, self.offered, self.refused))
+        while self.edge[0][0] <= now - window:
+            self.edge.popleft()
+        offered, refused = sum(o for _, o, _ in self.edge), sum(x for _, _, x in self.edge)
+        latest = self.offered / config.scrape_interval_s  # irate: the last two scrapes
+        demand = Demand(offered / window, refused / window, "edge", True, latest)
         self.offered = self.refused = 0.0
         self.scrapes.append((now, tuple(samples), demand))
 
@@ -251,6 +302,15 @@ class Simulation:
             demand=demand,
             capacity_hint=self.model.capacity_rps,
             saturated_pending=max(1.0, self.model.max_queue / 4),
+            full_batch=self.model.saturated_batch,
+            window_seconds=config.rate_window_s or config.scrape_interval_s,
+            demand_fill_seconds=max(0, (config.rate_window_s or 0) - config.scrape_interval_s),
+            shed_percent=self.shed_percent,
+            starts=tuple(
+                PodStart(r.name, r.created_at, r.ready_at if r.ready_at <= now else None)
+                for r in live
+                if r.created_at is not None
+            ),
             # What Prometheus's `offset` reads: the scrapes of a period ago.
             seasonal_rps=seasonal.past_peak(((at, d.rps) for at, _, d in self.scrapes), now, floor)
             if floor.enabled
@@ -265,7 +325,11 @@ class Simulation:
         self.scaling_events += 1
         if decision.replicas > len(live):
             added = decision.replicas - len(live)
-            self.replicas += [Replica(ready_at=now + config.startup_s) for _ in range(added)]
+            self.created += added
+            self.replicas += [
+                Replica(ready_at=now + config.startup_s, created_at=now, name=f"replica-{self.created - i}")
+                for i in range(added)
+            ]
             return
         doomed = sorted(live, key=lambda r: (r.ready_at <= now, r.backlog))[: len(live) - decision.replicas]
         for replica in doomed:
@@ -280,7 +344,7 @@ class Simulation:
             shedding.Load("primary", 100, ready, capacity),
             shedding.Load(fallback.spec.variant, 0, len(self.fallback), fallback.spec.rps_per_replica),
         )
-        plan = shedding.plan(loads, fallback.spec, demand.rps if demand else None, self.moved, now)
+        plan = shedding.plan(loads, fallback.spec, shedding.offered([demand]), self.moved, now)
         self.moved, self.shed_percent = plan.moved, plan.percent
 
     def _serve_fallback(self, now: float, arrivals: float, minute: _Minute) -> float:

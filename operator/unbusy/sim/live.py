@@ -98,6 +98,11 @@ class Pod:
         return self.replica.pending
 
     @property
+    def executions(self) -> float:
+        """Batches run (Triton's nv_inference_exec_count)."""
+        return self.replica.executions
+
+    @property
     def queue_us(self) -> float:
         return self.replica.waited_s * 1e6
 

@@ -28,6 +28,8 @@ from unbusy.timestamps import parse, stamp
 
 # A share of demand that is a whole number of percent up to float error must not round up.
 _EPSILON = 1e-9
+# The latest rate counts beyond this multiple of the window's (the HPA's 10% tolerance).
+LATEST_ABOVE = 1.1
 Q = TypeVar("Q")  # what a caller keeps beside each observation (its queries)
 
 
@@ -150,11 +152,33 @@ def spread(demands: Mapping[str, Demand | None], planned: Mapping[str, int]) -> 
     if len(known) < len(demands) or not known:
         return {name: None for name in demands}
     total, rejected = sum(d.rps for d in known), sum(d.rejected_rps for d in known)
+    latest = None if any(d.latest_rps is None for d in known) else sum(d.latest_rps for d in known)
     first = known[0]
     return {
-        name: Demand(total * planned[name] / 100, rejected * planned[name] / 100, first.source, first.measurable)
+        name: Demand(
+            total * planned[name] / 100,
+            rejected * planned[name] / 100,
+            first.source,
+            first.measurable,
+            None if latest is None else latest * planned[name] / 100,
+        )
         for name in demands
     }
+
+
+def offered(demands: Sequence[Demand | None]) -> float | None:
+    """The whole service's offered load for shedding: the rate window's, or the latest (between the
+    last two scrapes) where that is more than LATEST_ABOVE of it: a step is shed from the scrape
+    after it, where the window's rate takes the window to catch up; within that band the latest's
+    noise (a 1 s scrape of 4,000 rps: 1.6%) would only ratchet the weight up, since more need moves
+    at once. None where a variant's demand is unknown."""
+    if not demands or None in demands:
+        return None
+    window = sum(d.rps for d in demands)
+    latest = [d.latest_rps for d in demands if d.latest_rps is not None]
+    if len(latest) == len(demands) and sum(latest) > LATEST_ABOVE * window:
+        return sum(latest)
+    return window
 
 
 def _points(rps: float, demand_rps: float) -> float:
@@ -168,10 +192,11 @@ def _needed(loads: Sequence[Load], spec: Fallback, demand_rps: float) -> dict[st
         if load.name == spec.variant or load.weight == 0:
             continue
         serves = load.ready * load.capacity_rps * spec.shed_above_percent / 100
+        # The excess over what the ready replicas serve, and no more: whole percent rounded down.
         excess = demand_rps * load.weight / 100 - serves
         if excess > 0:
-            needed[load.name] = min(load.weight, math.ceil(_points(excess, demand_rps) - _EPSILON))
-    return needed
+            needed[load.name] = min(load.weight, math.floor(_points(excess, demand_rps) + _EPSILON))
+    return {name: percent for name, percent in needed.items() if percent > 0}
 
 
 def _spare(loads: Sequence[Load], spec: Fallback, demand_rps: float) -> int:
