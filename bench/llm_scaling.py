@@ -133,10 +133,11 @@ def rows(trace: Trace, mix: MixShift, results: dict[str, LlmSimResult]) -> list[
     ]
 
 
-def table(trace: Trace, config: LlmSimConfig, ttft_slo_ms: float, results: dict[str, LlmSimResult]) -> str:
+def table(
+    trace: Trace, config: LlmSimConfig, ttft_slo_ms: float, results: dict[str, LlmSimResult], profile: str
+) -> str:
     first = config.mix.token_mix(0, trace.seconds)
     prompt, output = token_capacity(config.profile, first)
-    profile = config.profile.measured.split(";")[0] or "given"
     head = (
         f"trace {trace.name} ({trace.seconds} s), mix {config.mix}, profile {profile}: "
         f"{saturated_rps(config.profile, first):.2f} rps a replica on the first mix ({prompt:,.0f} prompt or "

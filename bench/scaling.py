@@ -311,7 +311,7 @@ def llm_main(args: argparse.Namespace) -> int:
         if args.json:
             every += llm_scaling.rows(trace, mix, results)
         else:
-            print(llm_scaling.table(trace, config, slo_ms, results))
+            print(llm_scaling.table(trace, config, slo_ms, results, args.llm_profile))
     if args.json:
         print(json.dumps(every, indent=1))
     return 0
