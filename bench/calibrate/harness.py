@@ -117,6 +117,7 @@ class Sampler:
     metrics_url: str
     model: str
     samples: list[Sample] = field(default_factory=list)
+    series: tuple[str, ...] = MODEL_SERIES  # the model's series it sums
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -134,7 +135,7 @@ class Sampler:
         text = urllib.request.urlopen(self.metrics_url, timeout=5).read().decode()
         values: dict[str, float] = {}
         for name, labels, value in _SERIES.findall(text):
-            if name in MODEL_SERIES and f'model="{self.model}"' in labels:
+            if name in self.series and f'model="{self.model}"' in labels:
                 values[name] = values.get(name, 0.0) + float(value)
             elif name == "nv_gpu_utilization":
                 values[name] = max(values.get(name, 0.0), float(value))

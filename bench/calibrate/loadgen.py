@@ -124,11 +124,16 @@ class LoadGenerator:
         self.pipes: list[mp.connection.Connection] = []
         self.workers: list[mp.Process] = []
 
+    def _worker(self) -> tuple:
+        """What each process runs, and its arguments before its end of the pipe."""
+        return _worker, (self.url,)
+
     def __enter__(self) -> LoadGenerator:
         context = mp.get_context("spawn")
+        target, args = self._worker()
         for _ in range(self.processes):
             ours, theirs = context.Pipe()
-            worker = context.Process(target=_worker, args=(self.url, theirs), daemon=True)
+            worker = context.Process(target=target, args=(*args, theirs), daemon=True)
             worker.start()
             self.pipes.append(ours)
             self.workers.append(worker)

@@ -17,13 +17,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import multiprocessing as mp
 import random
 import time
 from dataclasses import dataclass
 
 import aiohttp
-from loadgen import poisson_schedule  # bench/calibrate: the harness puts it on the path
+from loadgen import LoadGenerator, poisson_schedule  # bench/calibrate: the harness puts it on the path
 
 
 @dataclass(frozen=True)
@@ -124,28 +123,15 @@ def _worker(url: str, pairs: list[tuple[int, int]], inbox) -> None:
     asyncio.run(serve())
 
 
-class StreamLoad:
+class StreamLoad(LoadGenerator):
     """N worker processes streaming from one Triton model; use as a context manager."""
 
     def __init__(self, url: str, processes: int, pairs: list[tuple[int, int]]) -> None:
-        self.url, self.processes, self.pairs = url, processes, pairs
-        self.pipes, self.workers = [], []
+        super().__init__(url, processes)
+        self.pairs = pairs
 
-    def __enter__(self) -> StreamLoad:
-        context = mp.get_context("spawn")
-        for _ in range(self.processes):
-            ours, theirs = context.Pipe()
-            worker = context.Process(target=_worker, args=(self.url, self.pairs, theirs), daemon=True)
-            worker.start()
-            self.pipes.append(ours)
-            self.workers.append(worker)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        for pipe in self.pipes:
-            pipe.send(None)
-        for worker in self.workers:
-            worker.join(timeout=10)
+    def _worker(self) -> tuple:
+        return _worker, (self.url, self.pairs)
 
     def _run(self, messages: list[tuple]) -> tuple[list[Result], dict[int, list[int]]]:
         for pipe, message in zip(self.pipes, messages, strict=True):

@@ -43,7 +43,6 @@ SHAPES = {  # Llama-shaped decoders (random weights): hidden, layers, heads, KV 
     "tiny": dict(HIDDEN=64, LAYERS=2, HEADS=4, KV_HEADS=2, FFN=128, VOCAB=1000, DTYPE="float32"),
 }
 MODEL = "llm"
-_SERIES = re.compile(r"^([a-zA-Z_:][\w:]*)\{([^}]*)\} (\S+)$", re.M)
 GAUGES = (
     "vllm:num_requests_running",
     "vllm:num_requests_waiting",
@@ -111,22 +110,6 @@ SECONDS = [
     "gpu_util",
 ]
 LATE_S = 0.05  # a send this much behind its schedule counts as late
-
-
-class LlmSampler(Sampler):
-    """Triton's /metrics (the model's vllm:* series and pending count) and NVML, once a second."""
-
-    def read(self) -> Sample:
-        text = urllib.request.urlopen(self.metrics_url, timeout=5).read().decode()
-        values: dict[str, float] = {}
-        for name, labels, value in _SERIES.findall(text):
-            if name in GAUGES and f'model="{self.model}"' in labels:
-                values[name] = values.get(name, 0.0) + float(value)
-            elif name == "nv_gpu_utilization":
-                values[name] = max(values.get(name, 0.0), float(value))
-        if self._nvml:
-            values["nvml_utilization"] = self._nvml()
-        return Sample(time.time(), values)
 
 
 def load_mix(tokens: Path, name: str, prompt_cap: int, output_cap: int) -> list[tuple[int, int]]:
@@ -227,7 +210,7 @@ def answer(url: str, sizes: list[tuple[int, int]], at_once: int = 1) -> None:
         list(pool.map(one, sizes))
 
 
-def wait_empty(sampler: LlmSampler, limit: float) -> float:
+def wait_empty(sampler: Sampler, limit: float) -> float:
     """Seconds until the engine reports nothing running or waiting (two fresh samples), at most `limit`."""
     started = time.time()
     while time.time() - started < limit:
@@ -304,7 +287,7 @@ def request_rows(mix, segment, offered, results: list[Result]) -> list[dict]:
     ]
 
 
-def second_rows(mix, segment, offered, seconds, results: list[Result], bins, sampler: LlmSampler, start) -> list:
+def second_rows(mix, segment, offered, seconds, results: list[Result], bins, sampler: Sampler, start) -> list:
     rows = []
     for t in range(int(seconds)):
         sample = sampler.at(start + t + 1)
@@ -443,7 +426,7 @@ def main() -> None:
         write_csv(args.out / f"{args.prefix}seconds.csv", header, SECONDS, seconds_rows)
 
     try:
-        with LlmSampler("http://127.0.0.1:8002/metrics", MODEL) as sampler:
+        with Sampler("http://127.0.0.1:8002/metrics", MODEL, series=GAUGES) as sampler:
             seed = 0
             for mix, pairs in mixes.items():
                 with StreamLoad(url, args.processes, pairs) as load:
