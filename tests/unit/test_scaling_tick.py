@@ -7,6 +7,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from builders import manifest
 
 from unbusy.api import load
@@ -100,3 +101,39 @@ def test_a_tick_that_scales_out_and_sheds_to_the_fallback_writes_the_status_once
     assert again.reroute is None and api.written(SCALE) == [] and api.written("Event") == []
     assert len(api.written(STATUS)) <= 1
     assert [(s["variant"], s["percent"]) for s in api.body["status"]["shedding"]] == [("main", 24)]
+
+
+def test_an_llm_sheds_to_its_fallback_counting_its_tokens_back_into_requests():
+    from unbusy.scaling import tokens
+    from unbusy.scaling.demand import Demand
+    from unbusy.scaling.policy import ReplicaSample
+
+    llm = {
+        "name": "llama",
+        "repository": "pvc://model-store/llm",
+        "config": {"backend": "vllm", "maxBatchSize": 0},
+        "llm": {
+            "slo": {"ttftP99Ms": 2000},
+            "capacity": {"promptTokensPerSecond": 20000, "outputTokensPerSecond": 2000},
+        },
+    }
+    spec = SPEC | {"model": llm, "fallback": {"variant": "small", "rpsPerReplica": 12, "maxPercent": 50}}
+    spec["autoscaling"] = spec["autoscaling"] | {"capacity": {}, "maxReplicas": 2}
+    planned = load(manifest(spec))
+    costs = tokens.TokenCosts(20000, 2000)
+    # 20 conversation requests/s (326.4 weighted tokens each: 6,528 tok/s) offered to main's 2 ready
+    # replicas of 2,000 tok/s (6.1 requests/s each), which answer 6 each; at most 2 replicas.
+    pod, idle = tokens.PodTokens(6 * 1154, 6 * 211), tokens.PodTokens(0, 0)
+    ready, none = (ReplicaSample(ready=True), ReplicaSample(ready=True)), tokens.Latency()
+    main = tokens.observation(2, ready, [pod, pod], Demand(20, 0, "nginx", True), 12, none, costs)
+    small = tokens.observation(1, ready[:1], [idle], Demand(0, 0, "nginx", True), 0, none, costs)
+    observed = {"main": (None, main), "small": (None, small)}
+    live = {
+        "main": VariantState("main", 100, desired=2, replicas=2, ready=2, exists=True),
+        "small": VariantState("small", 0, desired=1, replicas=1, ready=1, exists=True),
+    }
+    decided = autoscale.decide_tick(planned, planned, observed, live, {}, 0.0, "2026-12-07T00:00:00Z")
+    assert decided.decisions["main"].replicas == 2 and main.demand.per_request == pytest.approx(326.4)
+    # main serves 2 x 6.13 x 95% = 11.6 of the 20 requests/s: the excess, 8.4 (41%), goes to small,
+    # which takes up to 12 x 90% = 10.8 requests/s. Counted in tokens, small's 12 would read as 12 tok/s.
+    assert decided.shift.plan.percent == 41

@@ -27,6 +27,7 @@ from unbusy.render.context import RenderContext, replica_bounds, weight
 from unbusy.render.edge import demand_queries
 from unbusy.render.meta import variant_name
 from unbusy.scaling import startup as startups
+from unbusy.scaling.demand import Demand
 from unbusy.scaling.fleet import Answers, SourceError, VariantRead, llm_read
 from unbusy.scaling.policy import Decision, Observation, PolicyState, decide
 from unbusy.scaling.startup import PodStart
@@ -205,8 +206,13 @@ def decide_tick(
             )
     shift = None
     if isvc.spec.fallback is not None and decisions:
-        capacities = {n: d.metrics["capacity_rps"] for n, d in decisions.items() if d.metrics.get("capacity_rps")}
-        total = shedding.offered([o.demand for _, o in observed.values()])
+        # The fallback is sized in requests (fallback.rpsPerReplica): an LLM's tokens are counted back into them.
+        capacities = {
+            n: _in_requests(observed[n][1].demand, capacity)
+            for n, d in decisions.items()
+            if (capacity := d.metrics.get("capacity_rps"))
+        }
+        total = shedding.offered([o.demand.requests() if o.demand else None for _, o in observed.values()])
         shift = shedding.shift(planned, {n: s.ready for n, s in live.items()}, capacities, total, at)
     spec_startup = isvc.spec.autoscaling.capacity.startup_seconds
     learned = tuple(_learned(n, d, observed[n][1].unit, spec_startup) for n, d in decisions.items())
@@ -243,6 +249,10 @@ def tick(api: CountingClient, seen: Look, answers: Answers | None, states: dict[
         return Tick(interval)
     fallback.announce(api, written, planned, decided.shift)
     return Tick(interval, written if decided.shift.rerouted else None)
+
+
+def _in_requests(demand: Demand | None, rate: float) -> float:
+    return demand.in_requests(rate) if demand is not None else rate
 
 
 def _capacity_text(decision: Decision, unit: str) -> str | None:

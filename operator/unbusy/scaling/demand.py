@@ -22,3 +22,18 @@ class Demand:
     # The requests per second between the last two scrapes (irate), where read: a step shows in it
     # at once, in the window's rate only as the window fills. Shedding reads it (traffic/shedding.py).
     latest_rps: float | None = None
+    # Where the demand counts an LLM's weighted tokens (scaling/tokens.py) rather than requests: what
+    # a request costs in them now. Shedding, whose fallback is sized in requests, divides by it.
+    per_request: float | None = None
+
+    def in_requests(self, rate: float) -> float:
+        """A rate in this demand's unit (a capacity, say) in requests per second."""
+        return rate if self.per_request is None else rate / self.per_request
+
+    def requests(self) -> Demand:
+        """The same demand counted in requests."""
+        if self.per_request is None:
+            return self
+        latest = None if self.latest_rps is None else self.in_requests(self.latest_rps)
+        rps, rejected = self.in_requests(self.rps), self.in_requests(self.rejected_rps)
+        return Demand(rps, rejected, self.source, self.measurable, latest)

@@ -114,9 +114,10 @@ def demand(edge: Demand | None, pods: list[PodTokens], finished_rps: float | Non
     queued = f" + {waiting:,.0f} waiting" if backlog else ""
     if edge is not None and edge.measurable and cost is not None:
         source = f"{edge.source} {edge.rps:,.3g} rps{queued} x {cost:,.0f} tok/req"
-        return Demand(edge.rps * cost + backlog, edge.rejected_rps * cost, source, measurable=True)
+        latest = None if edge.latest_rps is None else edge.latest_rps * cost + backlog
+        return Demand(edge.rps * cost + backlog, edge.rejected_rps * cost, source, True, latest, cost)
     source = "engine token counters" + (f"{queued} x {cost:,.0f} tok/req" if backlog else "")
-    return Demand(costs.weighted(prompt, output) + backlog, 0.0, source, measurable=False)
+    return Demand(costs.weighted(prompt, output) + backlog, 0.0, source, False, per_request=cost)
 
 
 def guards(latency: Latency) -> tuple[Guard, ...]:

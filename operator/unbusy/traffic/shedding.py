@@ -161,6 +161,7 @@ def spread(demands: Mapping[str, Demand | None], planned: Mapping[str, int]) -> 
             first.source,
             first.measurable,
             None if latest is None else latest * planned[name] / 100,
+            first.per_request,
         )
         for name in demands
     }
