@@ -71,7 +71,7 @@ def service() -> dict:
         | {
             "model": {
                 "name": "llama-1b",
-                "repository": "pvc://model-store/llm",
+                "repository": "s3://models/llm",
                 "config": {"backend": "python", "maxBatchSize": 0},
                 "llm": {
                     "engine": "python",
@@ -164,8 +164,9 @@ def test_scales_out_on_tokens_before_ttft_leaves_the_slo(closed_loop, record_pro
                 edge.append((now, rate))
             time.sleep(max(0.0, 1 - (time.time() - wall)))
 
-    # The code mix, flat: one replica serves it.
-    watch(20)
+    # The code mix, flat: one replica serves it, for a full rate window of answered requests (the
+    # edge's counter of answers starts with the first one: until then its rate reads low).
+    watch(EDGE_WINDOW_S + INTERVAL_S)
     start = emulator.now
     schedule = [
         (start, MixShift("code", "conv"), MOVE_S),

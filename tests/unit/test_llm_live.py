@@ -50,6 +50,8 @@ def test_with_no_ready_pod_every_request_is_refused():
     assert fleet.rejected_fraction(10) == 1.0
     assert fleet.ttft_p99(0, 10) == math.inf  # refused: never answered
     assert fleet.pods[A].arrived == 0
+    run(fleet, 5, {A: ("main", True)}, 5, weights={})  # routes not read yet: nothing routes a request
+    assert fleet.rejected_fraction(5) == 1.0
 
 
 def test_a_pods_series_count_what_its_engine_served():

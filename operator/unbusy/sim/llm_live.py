@@ -91,9 +91,12 @@ class LlmLiveFleet:
         self.mix, self.mix_since, self.mix_over_s = mix, self.now, over_s
 
     def _pick(self, shares: list[tuple[LlmPod, float]], unrouted: float) -> LlmPod | None:
-        """nginx's smooth weighted round robin over the pods' shares; None for the share no ready pod takes."""
+        """nginx's smooth weighted round robin over the pods' shares; None for the share no ready pod
+        takes, and where nothing routes (routes of no weight yet)."""
         options: list[tuple[LlmPod | None, float]] = [*shares, (None, unrouted)]
         self._credit = {key: self._credit.get(key, 0.0) + share for key, share in options if share > 0}
+        if not self._credit:
+            return None
         chosen = max(self._credit, key=self._credit.__getitem__)
         self._credit[chosen] -= sum(share for _, share in options)
         return chosen
