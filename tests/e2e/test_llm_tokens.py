@@ -7,10 +7,10 @@ every request. A real Prometheus scrapes it and the operator reads that Promethe
 (spec.model.llm: the capacity is the profile's token_capacity for the code mix).
 
 Load: a flat rate, 0.65 of what one replica serves of the Azure trace's code requests (2,048 prompt and
-28 output tokens on average). Then the sizes move: code -> conversations (1,155 and 211) over 40 s,
--> conversations with prompts of 2,000 tokens or more (3,538 and 80) over 40 s, held 40 s. One
-replica would serve 1.24x what it can of the last mix: counted in requests nothing changed, counted
-in tokens the demand grows by ~1.9x.
+28 output tokens on average), for 25 s once the replica serves. Then the sizes move: code ->
+conversations (1,155 and 211) over 40 s, held 20 s, -> conversations with prompts of 2,000 tokens or
+more (3,538 and 80) over 40 s, held 40 s. One replica would be offered 1.24x what it serves of the
+last mix: counted in requests nothing changed, counted in tokens the demand grows by ~1.9x.
 
 The profile is not a measured one (bench/llmcal's H100 fit had not landed when this was written):
 an engine shaped like a ~1B model on an H100 with a fast scheduler, prefill 20k tokens/s, decode
@@ -57,8 +57,10 @@ RPS = round(0.65 * CODE_RPS, 1)
 TTFT_SLO_S = math.ceil(2 * ttft_p99_s(PROFILE, CODE, 0.8) * 10) / 10
 TARGET = 0.8  # capacityUtilizationPercent, and the rps rule's
 INTERVAL_S = 5
+CODE_S = 25  # the code mix, before the sizes move
 MOVE_S = 40  # each move of the mix
-HOLD_S = 40  # the last mix, held
+CONV_S = 20  # the conversations, held
+LONG_S = 40  # the long prompts, held
 WINDOW_S = 15  # of the emulator's own TTFT p99: three scaling intervals of arrivals
 EDGE_WINDOW_S = 60  # the operator's rate window (controller/autoscale.py WINDOW_S)
 
@@ -92,7 +94,7 @@ def service() -> dict:
                     "queueDepthPerReplica": 0,
                     "gpuUtilizationPercent": 0,
                 },
-                "capacity": {"startupSeconds": 10},  # a kwok pod is Ready within seconds
+                "capacity": {"startupSeconds": 5},  # a kwok pod is Ready within seconds
                 "behavior": {
                     "scaleUp": {"stabilizationWindowSeconds": 0, "maxPodsPerStep": 2, **rules},
                     "scaleDown": {"stabilizationWindowSeconds": 600, "maxPodsPerStep": 1, **rules},
@@ -164,19 +166,20 @@ def test_scales_out_on_tokens_before_ttft_leaves_the_slo(closed_loop, record_pro
                 edge.append((now, rate))
             time.sleep(max(0.0, 1 - (time.time() - wall)))
 
-    # The code mix, flat: one replica serves it, for a full rate window of answered requests (the
-    # edge's counter of answers starts with the first one: until then its rate reads low).
-    watch(EDGE_WINDOW_S + INTERVAL_S)
+    # The code mix, flat: one replica serves it.
+    serving = emulator.now
+    watch(CODE_S)
     start = emulator.now
+    long = long_prompts(tmp_path)
     schedule = [
         (start, MixShift("code", "conv"), MOVE_S),
-        (start + MOVE_S, MixShift("conv", long_prompts(tmp_path)), MOVE_S),
-        (start + 2 * MOVE_S, MixShift(long_prompts(tmp_path)), 0.0),
+        (start + MOVE_S + CONV_S, MixShift("conv", long), MOVE_S),
+        (start + 2 * MOVE_S + CONV_S, MixShift(long), 0.0),
     ]
     for at, mix, over in schedule:
         watch(max(0.0, at - emulator.now))
         emulator.set_mix(mix, over)
-    watch(HOLD_S)
+    watch(LONG_S)
     end = emulator.now
 
     # The first scale-out, on tokens.
@@ -204,7 +207,9 @@ def test_scales_out_on_tokens_before_ttft_leaves_the_slo(closed_loop, record_pro
 
     # Counted in requests, nothing moved: the edge's rate (as the operator reads it) stayed flat and
     # below one replica's code capacity, so an rps rule with that capacity asks for one replica throughout.
-    moving = [rate for t, rate in edge if t >= start]
+    # From a full rate window after the first answers on (the edge's counter of answers starts with
+    # the first one: until a window has passed its rate reads low).
+    moving = [rate for t, rate in edge if t >= serving + EDGE_WINDOW_S]
     note("edge_rps_min_max", (round(min(moving), 2), round(max(moving), 2)))
     mean = statistics.fmean(moving)
     assert all(abs(rate - mean) <= 0.1 * mean for rate in moving), (mean, moving)
