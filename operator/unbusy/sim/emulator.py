@@ -356,6 +356,11 @@ class LlmEmulator(Emulator):
         with self._lock:
             return self.fleet.now
 
+    def arrived(self, since: float, until: float) -> int:
+        """Requests that arrived in [since, until) by the fleet's clock: what clients sent."""
+        with self._lock:
+            return self.fleet.arrived(since, until)
+
     def ttft_p99(self, since: float, until: float) -> float | None:
         """TTFT p99 (s) of the requests that arrived in [since, until) by the fleet's clock (LlmLiveFleet.ttft_p99)."""
         with self._lock:

@@ -161,6 +161,10 @@ class LlmLiveFleet:
         arrived = sum(a for a, _ in recent)
         return sum(r for _, r in recent) / arrived if arrived else 0.0
 
+    def arrived(self, since: float, until: float) -> int:
+        """Requests that arrived in [since, until) by the fleet's clock, refused ones included."""
+        return sum(1 for r in self.requests if since <= r.arrival_s < until)
+
     def ttft_p99(self, since: float, until: float) -> float | None:
         """TTFT p99 (s) of the requests that arrived in [since, until) by the fleet's clock: one still
         without its first token counts with its wait so far, a refused one as never answered (inf).
