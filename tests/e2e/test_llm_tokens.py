@@ -215,10 +215,9 @@ def test_scales_out_on_tokens_before_ttft_leaves_the_slo(closed_loop, record_pro
     note("scale_outs", [(round(t - start), d["fromReplicas"], d["toReplicas"]) for t, d in decisions])
 
     # Counted in requests, nothing moved: clients sent a flat rate, below what one replica serves of
-    # code requests. The edge counts a request when it ends (as ingress-nginx does), so its rate moves
-    # with the requests in flight (more while outputs grow longer, fewer once they shrink), and an
-    # rps rule on it (the HPA's: ceil of rate over capacity x target, none within the tolerance) asks
-    # for one replica at every reading.
+    # code requests, and the edge read it so (it counts a request when it ends, as ingress-nginx
+    # does, so its rate also moves with the requests in flight); an rps rule on it (the HPA's: ceil
+    # of rate over capacity x target, none within the tolerance) asks for one replica at every reading.
     offered = [
         emulator.arrived(t - EDGE_WINDOW_S, t) / EDGE_WINDOW_S for t in range(int(start), int(end) + 1, INTERVAL_S)
     ]
@@ -226,6 +225,7 @@ def test_scales_out_on_tokens_before_ttft_leaves_the_slo(closed_loop, record_pro
     assert all(abs(rate - RPS) <= 0.1 * RPS for rate in offered), offered
     counted = [rate for t, rate in edge if t >= serving + EDGE_WINDOW_S]
     note("edge_rps_min_max", (round(min(counted), 2), round(max(counted), 2)))
+    assert all(abs(rate - RPS) <= 0.1 * RPS for rate in counted), counted
     assert max(counted) < CODE_RPS and max(offered) < CODE_RPS
     by_rps = {rps_rule(rate) for rate in counted}
     note("rps_rule_replicas", sorted(by_rps))
