@@ -38,6 +38,10 @@ class LlmSignals:
     tpot_p99_seconds: str | None
     running_per_pod: str | None  # requests in the engine's batch
     waiting_per_pod: str | None  # requests the engine holds outside its batch
+    # The least of them over the window (a window's mean where inferred), of pods a window old:
+    # requests waited throughout, so the pod served all it could (scaling/capacity.py). The gauge
+    # now would read a request that arrived during a step as waiting, a replica at half load as saturated.
+    least_waiting_per_pod: str | None
     kv_used_per_pod: str | None  # fraction 0-1 of the KV cache
     inferred: frozenset[str]
 
@@ -61,6 +65,12 @@ class Grouping:
         by = f" by ({', '.join(self.whole)})" if self.whole else ""
         count = f"sum{by} (rate({histogram}{series.COUNT}{where}{window}))"
         return f"sum{by} (rate({histogram}{series.SUM}{where}{window})) / ({count} > 0)"
+
+    def since_window_start(self, expr: str, counter: str, where: str, window: str) -> str:
+        """`expr` for the pods whose `counter` was there a window ago: over a younger pod's few
+        scrapes a least says nothing (its first may find a request waiting)."""
+        held = self.per_pod(f"{counter}{where} offset {window.strip('[]')}", "count")
+        return f"({expr}) and on ({', '.join(self.pods)}) ({held})"
 
     def p99(self, histogram: str, where: str, window: str) -> str:
         by = ", ".join([*self.whole, series.LE])
@@ -96,12 +106,15 @@ def _vllm(llm: Llm, engine: str, scope: series.Scope, window: str, group: Groupi
             for h in (series.VLLM_REQUEST_PROMPT_TOKENS, series.VLLM_REQUEST_OUTPUT_TOKENS)
         )
         kv_used = f"({running}) * ({prompt_each} + ({output_each}) / 2) / {llm.kv_cache_tokens}"
+    least_waiting = waiting
     if engine == "python":
         running = f"({group.per_pod(series.VLLM_RUNNING + where)}) or ({running})"
+        least_waiting = f"({group.per_pod(f'min_over_time({series.VLLM_WAITING}{where}{window})')}) or ({waiting})"
         waiting = f"({group.per_pod(series.VLLM_WAITING + where)}) or ({waiting})"
         reported = group.per_pod(series.VLLM_KV_USED + where, "max")
         kv_used = reported if kv_used is None else f"({reported}) or ({kv_used})"
-    inferred = {"running_per_pod", "waiting_per_pod"} | ({"kv_used_per_pod"} if llm.kv_cache_tokens else set())
+    inferred = {"running_per_pod", "waiting_per_pod", "least_waiting_per_pod"}
+    inferred |= {"kv_used_per_pod"} if llm.kv_cache_tokens else set()
     return LlmSignals(
         engine=engine,
         prompt_tokens_per_pod=prompt,
@@ -114,6 +127,7 @@ def _vllm(llm: Llm, engine: str, scope: series.Scope, window: str, group: Groupi
         tpot_p99_seconds=group.p99(series.VLLM_TPOT_SECONDS, where, window),
         running_per_pod=running,
         waiting_per_pod=waiting,
+        least_waiting_per_pod=group.since_window_start(least_waiting, series.VLLM_PROMPT_TOKENS, where, window),
         kv_used_per_pod=kv_used,
         inferred=frozenset(inferred),
     )
@@ -131,6 +145,8 @@ def _tensorrtllm(llm: Llm, model: str, scope: series.Scope, window: str, group: 
     def requests(kind: str) -> str:
         return group.per_pod(series.TRTLLM_REQUESTS + scope.triton(series.matcher(series.TRTLLM_REQUEST_TYPE, kind)))
 
+    waiting = scope.triton(series.matcher(series.TRTLLM_REQUEST_TYPE, series.TRTLLM_WAITING))
+
     kv = scope.triton(series.matcher(series.TRTLLM_KV_BLOCK_TYPE, series.TRTLLM_KV_FRACTION))
     # Triton's own histogram, of the model users call (an ensemble's, where it is one).
     first_response = group.p99(series.FIRST_RESPONSE_MS, scope.triton(series.matcher(series.MODEL, model)), window)
@@ -146,6 +162,12 @@ def _tensorrtllm(llm: Llm, model: str, scope: series.Scope, window: str, group: 
         tpot_p99_seconds=None,
         running_per_pod=requests(series.TRTLLM_SCHEDULED),
         waiting_per_pod=requests(series.TRTLLM_WAITING),
+        least_waiting_per_pod=group.since_window_start(
+            group.per_pod(f"min_over_time({series.TRTLLM_REQUESTS}{waiting}{window})"),
+            series.TRTLLM_INPUT_TOKENS + series.SUM,
+            inputs,
+            window,
+        ),
         kv_used_per_pod=group.per_pod(series.TRTLLM_KV_BLOCKS + kv, "max"),
         inferred=frozenset(),
     )

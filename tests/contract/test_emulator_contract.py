@@ -9,13 +9,16 @@ import pytest
 import yaml
 from builders import isvc, small_model
 from test_edge_contract import ingress_nginx, nginx_request_labels  # noqa: F401  (ingress_nginx is a fixture)
+from test_llm_contract import exposition, llm_query_texts, used_series
+from test_llm_live import PROFILE
 from test_promtool import promtool, run, text  # noqa: F401  (promtool is a fixture)
-from test_triton_contract import expected_series, metric_shapes, parse, served_metric_shapes
+from test_triton_contract import expected_series, metric_shapes, parse, served_metric_shapes, value
 
 from unbusy import series
 from unbusy.render.edge import demand_queries
 from unbusy.serving.model import ServiceModel
-from unbusy.sim.emulator import Emulator
+from unbusy.sim.emulator import Emulator, LlmEmulator
+from unbusy.sim.llm import MixShift
 
 pytestmark = pytest.mark.contract
 
@@ -125,3 +128,40 @@ def test_emulator_counts_at_the_edge_as_ingress_nginx_does(ingress_nginx, promto
     tests = {"rule_files": [], "evaluation_interval": "1s", "tests": [test]}
     (tmp_path / "test.yaml").write_text(yaml.safe_dump(tests))
     run(promtool, "test", "rules", "test.yaml", cwd=tmp_path)
+
+
+# --- an LLM (spec.model.llm) on a Python backend exporting vLLM's names ------------------------
+
+
+def test_the_llm_emulator_serves_what_a_python_backend_llm_exports():
+    """Every series the LLM queries of engine python read (scaling/promql.py llm_queries) is served by
+    the LLM emulator with the labels and type of the committed exposition (data/python_llm-metrics.txt
+    over the vLLM backend's), the target labels added; Triton's pending count reads 0: decoupled."""
+    pods = {"llama-main-abc12-x1y2z": ("main", True)}
+    emulator = LlmEmulator(
+        lambda: pods, profile=PROFILE, mix=MixShift("conv"), namespace="ml", inference_service="llama", model="llm"
+    )
+    emulator.set_rate(20)
+    try:
+        for _ in range(10):
+            emulator.tick()
+        text = emulator.render()
+    finally:
+        emulator.server.server_close()  # never started: no thread to stop
+    served = _by_name(metric_shapes(text))
+    types = {line.split()[2]: line.split()[3] for line in text.splitlines() if line.startswith("# TYPE ")}
+    documented = exposition("python")
+    read = {
+        (metric, tuple(sorted(m.items()))) for q in llm_query_texts("python").values() for metric, m in used_series(q)
+    }
+    assert len(read) >= 8
+    for metric, _ in sorted(read):
+        labels = {name for m, found, _, _ in documented if m == metric for name in found}
+        kinds = {kind for m, _, _, kind in documented if m == metric}
+        assert labels, f"{metric} is not in the documented exposition"
+        assert metric in served, f"the LLM emulator does not serve {metric}"
+        assert labels | SCRAPE_LABELS <= served[metric], (metric, labels, served[metric])
+        family = metric.removesuffix(series.BUCKET).removesuffix(series.SUM).removesuffix(series.COUNT)
+        assert {types.get(family) or types.get(metric)} == kinds, (metric, kinds)
+    assert value(parse(text), series.PENDING_REQUESTS) == 0
+    assert value(parse(text), series.VLLM_PROMPT_TOKENS) > 0

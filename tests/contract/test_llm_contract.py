@@ -102,7 +102,7 @@ def test_every_series_and_label_the_queries_read_is_exported(engine):
 def test_what_each_engine_does_not_report_is_inferred_or_absent():
     vllm, trt, python = queries("vllm"), queries("tensorrtllm"), queries("python")
     # The vLLM backend exports no scheduler gauge: running, waiting and KV use come from its histograms.
-    assert vllm.inferred == {"running_per_pod", "waiting_per_pod", "kv_used_per_pod"}
+    assert vllm.inferred == {"running_per_pod", "waiting_per_pod", "least_waiting_per_pod", "kv_used_per_pod"}
     assert series.VLLM_WAITING not in vllm.waiting_per_pod and series.VLLM_TTFT_SECONDS in vllm.waiting_per_pod
     # A Python-backend LLM's gauges are read where it exports them, inferred where not.
     assert python.waiting_per_pod.startswith(f"(sum by (pod) ({series.VLLM_WAITING}")

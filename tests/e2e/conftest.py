@@ -128,15 +128,15 @@ class Loop(ClosedLoop):
 
 
 @pytest.fixture
-def closed_loop(testbed, crd, namespace, prometheus_binary, tmp_path) -> Iterator[Callable[[dict, float], Loop]]:
-    """closed_loop(manifest, rps): the emulator at `rps` for the manifest's InferenceService (split by
-    the live Ingresses' weights with routing.provider nginx), a Prometheus scraping it, the operator
-    reading that Prometheus, and the manifest applied."""
+def closed_loop(testbed, crd, namespace, prometheus_binary, tmp_path) -> Iterator[Callable[..., Loop]]:
+    """closed_loop(manifest, rps, **options): the emulator at `rps` for the manifest's InferenceService
+    (split by the live Ingresses' weights with routing.provider nginx; ClosedLoop's options: an LLM's
+    profile and mix), a Prometheus scraping it, the operator reading that Prometheus, and the manifest applied."""
     started: list[Loop] = []
 
-    def start(manifest: dict, rps: float) -> Loop:
+    def start(manifest: dict, rps: float, **options) -> Loop:
         body = {**manifest, "metadata": {**manifest["metadata"], "namespace": namespace}}
-        loop = Loop(testbed.kubeconfig, load(body), rps, tmp_path, prometheus_binary)
+        loop = Loop(testbed.kubeconfig, load(body), rps, tmp_path, prometheus_binary, **options)
         started.append(loop)
         loop.start()
         testbed.apply(body)

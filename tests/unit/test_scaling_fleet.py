@@ -305,7 +305,7 @@ def test_an_llm_variant_reads_tokens_per_pod_and_its_p99s_and_counts_in_weighted
     rows[q.prompt_tokens_per_pod] = [pod(POD_A, 6000.0), pod(POD_B, 5540.0)]
     rows[q.output_tokens_per_pod] = [pod(POD_A, 1100.0), pod(POD_B, 1010.0)]
     rows[q.finished_per_pod] = [pod(POD_A, 5.0), pod(POD_B, 5.0)]
-    rows[q.waiting_per_pod] = [pod(POD_A, 2.0), pod(POD_B, 0.0)]
+    rows[q.least_waiting_per_pod] = [pod(POD_A, 2.0), pod(POD_B, 0.0)]
     rows[q.kv_used_per_pod] = [pod(POD_A, 0.95), pod(POD_B, 0.5)]
     rows[q.ttft_p99_seconds] = [({}, 2.5)]
     rows[q.tpot_p99_seconds] = [({}, float("nan"))]  # no decode yet: histogram_quantile's NaN reads as none
@@ -315,7 +315,7 @@ def test_an_llm_variant_reads_tokens_per_pod_and_its_p99s_and_counts_in_weighted
     assert obs.unit == "tok/s" and obs.capacity_hint == 2000
     # Pods in name order (POD_B's first): 5,540 prompt tokens at a tenth + 1,010 output tokens.
     assert [s.served_rate for s in obs.samples] == [pytest.approx(1564), pytest.approx(1700)]
-    assert [s.queue_depth_min for s in obs.samples] == [0.0, 2.0]  # POD_A's requests wait: saturated
+    assert [s.queue_depth_min for s in obs.samples] == [0.0, 2.0]  # POD_A's requests waited all window
     # 10 rps x 326.4 tok/req, and the 2 waiting to be served within a minute.
     assert obs.demand.rps == pytest.approx(3264 + 2 * 326.4 / 60)
     assert "10 rps + 2 waiting x 326 tok/req" in obs.demand.source

@@ -192,3 +192,27 @@ def test_the_vllm_backend_waiting_running_and_kv_are_inferred_by_littles_law(pro
     tests = {"rule_files": [], "tests": [{"interval": "1m", "input_series": input_series, "promql_expr_test": checks}]}
     (tmp_path / "test.yaml").write_text(yaml.safe_dump(tests))
     run(promtool, "test", "rules", "test.yaml", cwd=tmp_path)
+
+
+def test_the_least_waiting_reads_the_gauge_over_the_window_of_pods_a_window_old(promtool, tmp_path):  # noqa: F811
+    """A Python-backend LLM's waiting gauge reads 3 now but 0 at times in the window: its requests did
+    not wait throughout, so the pod is not read as saturated (the window's least, not the last value).
+    A pod 30 s old has no least: its first scrapes found a request waiting, which says nothing yet."""
+    q = llm_of("python")
+    young = POD.replace("x2k4p", "y7n3q")
+    labels = {"namespace": "ml", "inferenceservice": "resnet", "variant": "main", "model": "llama"}
+    inputs = [
+        {"series": text(series.VLLM_WAITING, labels | {"pod": POD}), "values": "2 0 1 0 2 3 3"},
+        {"series": text(series.VLLM_PROMPT_TOKENS, labels | {"pod": POD}), "values": "0+100x6"},
+        {"series": text(series.VLLM_WAITING, labels | {"pod": young}), "values": "_ _ _ _ 1 1 1"},
+        {"series": text(series.VLLM_PROMPT_TOKENS, labels | {"pod": young}), "values": "_ _ _ _ 0 100 200"},
+    ]
+    on = lambda pod, value: {"labels": f'{{pod="{pod}"}}', "value": value}  # noqa: E731
+    checks = [
+        {"expr": q.waiting_per_pod, "eval_time": "90s", "exp_samples": [on(POD, 3), on(young, 1)]},
+        {"expr": q.least_waiting_per_pod, "eval_time": "90s", "exp_samples": [on(POD, 0)]},
+    ]
+    group = {"interval": "15s", "input_series": inputs, "promql_expr_test": checks}
+    tests = {"rule_files": [], "evaluation_interval": "15s", "tests": [group]}  # data loaded up to each 15 s
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(tests))
+    run(promtool, "test", "rules", "test.yaml", cwd=tmp_path)

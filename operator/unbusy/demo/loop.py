@@ -11,9 +11,13 @@ from unbusy.api.model import Serving
 from unbusy.demo.processes import OperatorProcess, Prometheus
 from unbusy.kube.client import connect
 from unbusy.kube.observe import live_pods, nginx_weights
+from unbusy.serving.llm import LlmProfile
 from unbusy.serving.model import from_service
 from unbusy.sim.config import fallback_model
-from unbusy.sim.emulator import Emulator
+from unbusy.sim.emulator import Emulator, LlmEmulator
+from unbusy.sim.llm import MixShift
+
+DEFAULT_MIX = MixShift("conv")  # an LLM's requests: the Azure trace's conversations
 
 
 def emulator_for(
@@ -22,24 +26,35 @@ def emulator_for(
     rps: float,
     service: Serving | None = None,
     fallback: Serving | None = None,
+    llm: LlmProfile | None = None,
+    mix: MixShift = DEFAULT_MIX,
 ) -> Emulator:
-    """The emulator for `isvc`'s live pods at `rps`, serving as `service` (else the spec's own profile).
+    """The emulator for `isvc`'s live pods at `rps`, serving as `service` (else the spec's own profile),
+    or, for an LLM (spec.model.llm), as `llm`'s engine with request sizes from `mix`.
     With routing.provider nginx, load follows the live Ingresses' weights and the edge is counted.
     With spec.fallback and `fallback`, the fallback variant's replicas serve as that smaller model."""
     api = connect(str(kubeconfig))  # the emulator's own: it reads from its ticking thread
     namespace, name = isvc.metadata.namespace, isvc.metadata.name
     routed = isvc.spec.routing is not None and isvc.spec.routing.provider == "nginx"
+    common = {
+        "namespace": namespace,
+        "inference_service": name,
+        "model": isvc.spec.model.name,
+        "rps": rps,
+        "isvc": isvc if routed else None,
+        "weights": (lambda: nginx_weights(api, namespace, name)) if routed else None,
+    }
+    pods = lambda: live_pods(api, namespace, name)  # noqa: E731
+    if isvc.spec.model.llm is not None:
+        if llm is None:
+            raise ValueError("spec.model.llm: the emulator serves an LLM as a measured engine: pass its LlmProfile")
+        return LlmEmulator(pods, profile=llm, mix=mix, **common)
     smaller = fallback_model(isvc, fallback) if fallback else None
     return Emulator(
-        lambda: live_pods(api, namespace, name),
-        namespace=namespace,
-        inference_service=name,
-        model=isvc.spec.model.name,
-        service=from_service(isvc),
-        rps=rps,
-        isvc=isvc if routed else None,
-        weights=(lambda: nginx_weights(api, namespace, name)) if routed else None,
+        pods,
+        service=from_service(isvc, service),
         variant_services={isvc.spec.fallback.variant: smaller} if smaller else None,
+        **common,
     )
 
 
@@ -55,10 +70,12 @@ class ClosedLoop:
         workdir: Path,
         prometheus_binary: str,
         fallback: Serving | None = None,
+        llm: LlmProfile | None = None,
+        mix: MixShift = DEFAULT_MIX,
     ):
         self.kubeconfig, self.workdir = kubeconfig, workdir
         self.namespace, self.name = isvc.metadata.namespace, isvc.metadata.name
-        self.emulator = emulator_for(kubeconfig, isvc, rps, fallback=fallback)
+        self.emulator = emulator_for(kubeconfig, isvc, rps, fallback=fallback, llm=llm, mix=mix)
         self.prometheus = Prometheus(prometheus_binary, workdir, [self.emulator.address])
         namespaced = ("--prometheus-url", self.prometheus.url, "--namespace", self.namespace)
         self.operator = OperatorProcess(kubeconfig, workdir / "operator.log", *namespaced)

@@ -72,7 +72,7 @@ class LlmRead:
             q.finished_per_pod,
             q.ttft_p99_seconds,
             q.tpot_p99_seconds,
-            q.waiting_per_pod,
+            q.least_waiting_per_pod,
             q.kv_used_per_pod,
         )
         return tuple(text for text in found if text)
@@ -294,10 +294,12 @@ class Answers:
         llm = read.llm
         q = llm.queries
         prompt, output = self._by_pod(q.prompt_tokens_per_pod), self._by_pod(q.output_tokens_per_pod)
-        waiting, kv = self._by_pod(q.waiting_per_pod), self._by_pod(q.kv_used_per_pod)
+        least_waiting, kv = self._by_pod(q.least_waiting_per_pod), self._by_pod(q.kv_used_per_pod)
         pods = sorted(read.pods.items())
         counted = [
-            tokens.PodTokens(prompt.get(pod), output.get(pod), waiting.get(pod) if q.waiting_per_pod else None)
+            tokens.PodTokens(
+                prompt.get(pod), output.get(pod), least_waiting.get(pod) if q.least_waiting_per_pod else None
+            )
             for pod, _ in pods
         ]
         finished = sum(self._by_pod(q.finished_per_pod).values())

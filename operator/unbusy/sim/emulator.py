@@ -13,11 +13,15 @@ controller would count in front of those pods: `nginx_ingress_controller_request
 200 for each request a replica answered and 503 for each it refused (or, with no replica
 ready, every request: nginx has no endpoint to send it to), labelled as the controller labels
 a request the Ingresses Unbusy renders took (render/edge.py says how).
+
+LlmEmulator is its LLM mode (spec.model.llm): the same pods, edge and HTTP, with one serving/llm.py
+engine per pod (sim/llm_live.py) exporting what a Python-backend LLM exports in vLLM's names.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -27,8 +31,11 @@ from unbusy import series
 from unbusy.api import InferenceService
 from unbusy.render import meta, routing
 from unbusy.render.context import RenderContext
+from unbusy.serving.llm import LlmProfile
 from unbusy.serving.model import ServiceModel
-from unbusy.sim.live import TICK_S, Fault, LiveFleet, Tally
+from unbusy.sim.live import TICK_S, Fault, LiveFleet, Pod, Tally
+from unbusy.sim.llm import MixShift
+from unbusy.sim.llm_live import LlmLiveFleet, LlmPod
 
 log = logging.getLogger("unbusy.emulator")
 
@@ -49,7 +56,7 @@ NGINX_CONTROLLER = {
 ANSWERED = "200"
 INFERENCE_METHOD = "POST"  # Triton's HTTP inference requests
 
-_TYPES = {
+TRITON_TYPES = {
     series.REQUEST_SUCCESS: "counter",
     series.REQUEST_FAILURE: "counter",
     series.INFERENCE_COUNT: "counter",
@@ -65,11 +72,42 @@ _TYPES = {
 }
 
 
+# A Python-backend LLM on Triton: Triton's own per-model counters (decoupled: nothing waits in its
+# queue), the vLLM names its engine exports through Triton's custom metrics, the GPU's DCGM series.
+LLM_TYPES = {
+    series.REQUEST_SUCCESS: "counter",
+    series.REQUEST_FAILURE: "counter",
+    series.INFERENCE_COUNT: "counter",
+    series.PENDING_REQUESTS: "gauge",
+    series.VLLM_PROMPT_TOKENS: "counter",
+    series.VLLM_OUTPUT_TOKENS: "counter",
+    series.VLLM_TTFT_SECONDS: "histogram",
+    series.VLLM_TPOT_SECONDS: "histogram",
+    series.VLLM_E2E_SECONDS: "histogram",
+    series.VLLM_REQUEST_PROMPT_TOKENS: "histogram",
+    series.VLLM_REQUEST_OUTPUT_TOKENS: "histogram",
+    series.VLLM_RUNNING: "gauge",
+    series.VLLM_WAITING: "gauge",
+    series.VLLM_KV_USED: "gauge",
+    series.GPU_UTIL: "gauge",
+    series.GR_ENGINE_ACTIVE: "gauge",
+    series.FB_USED: "gauge",
+    series.FB_FREE: "gauge",
+}
+
+
+def _exact(value: float) -> str:
+    """A counter as a client library writes it: whole numbers in full (6 digits would round millions of tokens)."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
 def _labels(labels: Mapping[str, str]) -> str:
     return "{" + ",".join(f"{k}={series.quote(v)}" for k, v in labels.items()) + "}"
 
 
 class Emulator:
+    TYPES: Mapping[str, str] = TRITON_TYPES  # the series families a pod exports, in exposition order
+
     def __init__(
         self,
         pods: PodLister,
@@ -77,7 +115,7 @@ class Emulator:
         namespace: str,
         inference_service: str,
         model: str,
-        service: ServiceModel,
+        service: ServiceModel | None = None,
         rps: float = 0.0,
         version: str = "1",
         host: str = "127.0.0.1",
@@ -86,10 +124,11 @@ class Emulator:
         isvc: InferenceService | None = None,
         weights: WeightLister | None = None,
         variant_services: Mapping[str, ServiceModel] | None = None,
+        fleet: LiveFleet | LlmLiveFleet | None = None,
     ) -> None:
         self.list_pods, self.list_weights = pods, weights
         self.namespace, self.inference_service, self.model, self.version = namespace, inference_service, model, version
-        self.fleet = LiveFleet(service, seed=seed, variant_models=variant_services)
+        self.fleet = fleet or LiveFleet(service or ServiceModel(), seed=seed, variant_models=variant_services)
         self.rps = rps
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -229,48 +268,19 @@ class Emulator:
 
     def render(self) -> str:
         """The text a scrape of every Ready pod's Triton and DCGM exporter would return, merged."""
-        samples: dict[str, list[str]] = {name: [] for name in _TYPES}
+        samples: dict[str, list[str]] = {name: [] for name in self.TYPES}
 
-        def add(name: str, labels: Mapping[str, str], value: float) -> None:
-            samples[name].append(f"{name}{_labels(labels)} {value:.6g}")
+        def add(name: str, labels: Mapping[str, str], value: float | str, suffix: str = "") -> None:
+            """A sample of family `name` (`suffix`: a histogram's _bucket, _sum or _count); a str value as written."""
+            text = value if isinstance(value, str) else f"{value:.6g}"
+            samples[name].append(f"{name}{suffix}{_labels(labels)} {text}")
 
         with self._lock:
             for name, pod in sorted(self.fleet.pods.items()):
                 if not self._pods.get(name, ("", False))[1]:
                     continue  # not Ready: Triton's model is not loaded, nothing to scrape yet
-                triton = {
-                    series.NAMESPACE: self.namespace,
-                    series.INFERENCE_SERVICE: self.inference_service,
-                    series.VARIANT: pod.variant,
-                    series.POD: name,
-                    "model": self.model,
-                    "version": self.version,
-                }
-                add(series.REQUEST_SUCCESS, triton, int(pod.served - pod.failed))
-                failures = {series.REJECTED: pod.rejected, MODEL_ERROR: pod.failed}
-                for reason in FAILURE_REASONS:
-                    add(series.REQUEST_FAILURE, {**triton, series.REASON: reason}, int(failures.get(reason, 0)))
-                add(series.INFERENCE_COUNT, triton, int(pod.served))
-                add(series.EXEC_COUNT, triton, int(pod.executions))
-                add(series.PENDING_REQUESTS, triton, round(pod.pending))
-                add(series.QUEUE_DURATION_US, triton, int(pod.queue_us))
-                add(series.REQUEST_DURATION_US, triton, int(pod.request_us))
-                p99 = pod.record.latency.quantile(0.99)
-                if p99 is not None:
-                    add(series.REQUEST_SUMMARY_US, {**triton, series.QUANTILE: "0.99"}, p99 * 1000)
-                gpu = {
-                    "gpu": "0",
-                    "UUID": f"GPU-emulated-{name}",
-                    "modelName": GPU_MODEL,
-                    series.NAMESPACE: self.namespace,
-                    series.POD: name,
-                    "container": "triton",
-                }
-                add(series.GPU_UTIL, gpu, round(100 * pod.gpu_busy))
-                add(series.GR_ENGINE_ACTIVE, gpu, pod.gpu_busy)
-                add(series.FB_USED, gpu, FB_USED_MIB)
-                add(series.FB_FREE, gpu, FB_TOTAL_MIB - FB_USED_MIB)
-            types = dict(_TYPES)
+                self._expose(name, pod, add)
+            types = dict(self.TYPES)
             if self._ingress_of is not None:
                 types[series.NGINX_REQUESTS] = "counter"
                 samples[series.NGINX_REQUESTS] = []
@@ -280,3 +290,108 @@ class Emulator:
         for name, kind in types.items():
             lines += [f"# TYPE {name} {kind}", *samples[name]]
         return "\n".join(lines) + "\n"
+
+    def _triton_labels(self, name: str, variant: str) -> dict[str, str]:
+        """Triton's own labels of a pod's series, and the target labels the ServiceMonitor adds."""
+        return {
+            series.NAMESPACE: self.namespace,
+            series.INFERENCE_SERVICE: self.inference_service,
+            series.VARIANT: variant,
+            series.POD: name,
+            "model": self.model,
+            "version": self.version,
+        }
+
+    def _gpu(self, name: str, busy: float, add: Callable[..., None]) -> None:
+        """The DCGM exporter's series of the pod's GPU, `busy` of the time (0-1)."""
+        gpu = {
+            "gpu": "0",
+            "UUID": f"GPU-emulated-{name}",
+            "modelName": GPU_MODEL,
+            series.NAMESPACE: self.namespace,
+            series.POD: name,
+            "container": "triton",
+        }
+        add(series.GPU_UTIL, gpu, round(100 * busy))
+        add(series.GR_ENGINE_ACTIVE, gpu, busy)
+        add(series.FB_USED, gpu, FB_USED_MIB)
+        add(series.FB_FREE, gpu, FB_TOTAL_MIB - FB_USED_MIB)
+
+    def _expose(self, name: str, pod: Pod, add: Callable[..., None]) -> None:
+        """One Ready pod's series: Triton's, and the DCGM exporter's of its GPU."""
+        triton = self._triton_labels(name, pod.variant)
+        add(series.REQUEST_SUCCESS, triton, int(pod.served - pod.failed))
+        failures = {series.REJECTED: pod.rejected, MODEL_ERROR: pod.failed}
+        for reason in FAILURE_REASONS:
+            add(series.REQUEST_FAILURE, {**triton, series.REASON: reason}, int(failures.get(reason, 0)))
+        add(series.INFERENCE_COUNT, triton, int(pod.served))
+        add(series.EXEC_COUNT, triton, int(pod.executions))
+        add(series.PENDING_REQUESTS, triton, round(pod.pending))
+        add(series.QUEUE_DURATION_US, triton, int(pod.queue_us))
+        add(series.REQUEST_DURATION_US, triton, int(pod.request_us))
+        p99 = pod.record.latency.quantile(0.99)
+        if p99 is not None:
+            add(series.REQUEST_SUMMARY_US, {**triton, series.QUANTILE: "0.99"}, p99 * 1000)
+        self._gpu(name, pod.gpu_busy, add)
+
+
+class LlmEmulator(Emulator):
+    """The emulator of an LLM (spec.model.llm) on a Python-backend engine that exports vLLM's names:
+    one serving/llm.py Engine per Ready pod (sim/llm_live.py), requests of sizes drawn from a mix
+    the caller may change while running (set_mix); the edge counts them as for any model, a
+    request the engine refuses (its waiting limit) being a 503 there."""
+
+    TYPES = LLM_TYPES
+    fleet: LlmLiveFleet
+
+    def __init__(self, pods: PodLister, *, profile: LlmProfile, mix: MixShift, seed: int = 0, **kwargs) -> None:
+        super().__init__(pods, fleet=LlmLiveFleet(profile, mix, seed=seed), seed=seed, **kwargs)
+
+    def set_mix(self, mix: MixShift, over_s: float = 0.0) -> None:
+        """Request sizes from the next tick on: `mix`, moving from its start to its end over `over_s` seconds."""
+        with self._lock:
+            self.fleet.set_mix(mix, over_s)
+
+    @property
+    def now(self) -> float:
+        """The fleet's clock: seconds ticked."""
+        with self._lock:
+            return self.fleet.now
+
+    def arrived(self, since: float, until: float) -> int:
+        """Requests that arrived in [since, until) by the fleet's clock: what clients sent."""
+        with self._lock:
+            return self.fleet.arrived(since, until)
+
+    def ttft_p99(self, since: float, until: float) -> float | None:
+        """TTFT p99 (s) of the requests that arrived in [since, until) by the fleet's clock (LlmLiveFleet.ttft_p99)."""
+        with self._lock:
+            return self.fleet.ttft_p99(since, until)
+
+    def _expose(self, name: str, pod: LlmPod, add: Callable[..., None]) -> None:
+        triton = self._triton_labels(name, pod.variant)
+        add(series.REQUEST_SUCCESS, triton, _exact(pod.served))
+        refused = {MODEL_ERROR: pod.rejected}  # a refusal is the model's own error response
+        for reason in FAILURE_REASONS:
+            add(series.REQUEST_FAILURE, {**triton, series.REASON: reason}, _exact(refused.get(reason, 0)))
+        add(series.INFERENCE_COUNT, triton, _exact(pod.served))
+        add(series.PENDING_REQUESTS, triton, 0)  # decoupled: the engine takes every request in at once
+        engine = pod.engine
+        add(series.VLLM_PROMPT_TOKENS, triton, _exact(engine.prompt_tokens))
+        add(series.VLLM_OUTPUT_TOKENS, triton, _exact(engine.output_tokens))
+        for family, histogram in (
+            (series.VLLM_TTFT_SECONDS, pod.ttft),
+            (series.VLLM_TPOT_SECONDS, pod.tpot),
+            (series.VLLM_E2E_SECONDS, pod.e2e),
+            (series.VLLM_REQUEST_PROMPT_TOKENS, pod.prompts),
+            (series.VLLM_REQUEST_OUTPUT_TOKENS, pod.outputs),
+        ):
+            for bound, count in zip((*histogram.bounds, math.inf), histogram.cumulative(), strict=True):
+                le = "+Inf" if bound == math.inf else str(bound)
+                add(family, {**triton, series.LE: le}, _exact(count), series.BUCKET)
+            add(family, triton, _exact(histogram.total), series.SUM)
+            add(family, triton, _exact(histogram.count), series.COUNT)
+        add(series.VLLM_RUNNING, triton, engine.running)
+        add(series.VLLM_WAITING, triton, len(engine.waiting))
+        add(series.VLLM_KV_USED, triton, _exact(engine.kv_fraction))
+        self._gpu(name, pod.gpu_busy, add)

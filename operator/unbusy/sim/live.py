@@ -142,7 +142,7 @@ class LiveFleet:
         self.tally = Tally()  # since the last take_tally()
 
     @staticmethod
-    def _routed(
+    def routed(
         arrivals: float, ready: list[Pod], weights: Mapping[str, int] | None
     ) -> tuple[list[tuple[Pod, float]], float]:
         """Each ready pod's arrivals, and those no ready pod can take: split over the ready pods,
@@ -164,7 +164,7 @@ class LiveFleet:
         self.pods = {name: self.pods.get(name) or Pod(variant) for name, (variant, _) in pods.items()}
         ready = [self.pods[name] for name, (_, ok) in sorted(pods.items()) if ok]
         arrivals = engine.poisson(self._sim.rng, rps * TICK_S)
-        shares, rejected = self._routed(float(arrivals), ready, weights)
+        shares, rejected = self.routed(float(arrivals), ready, weights)
         tally = self.tally
         for pod, share in shares:
             fault = self.faults.get(pod.variant, Fault())
