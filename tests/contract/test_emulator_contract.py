@@ -4,6 +4,7 @@ Triton's own labels plus the ones the ServiceMonitor's relabelling adds in a clu
 from __future__ import annotations
 
 import urllib.request
+from dataclasses import replace
 
 import pytest
 import yaml
@@ -165,3 +166,30 @@ def test_the_llm_emulator_serves_what_a_python_backend_llm_exports():
         assert {types.get(family) or types.get(metric)} == kinds, (metric, kinds)
     assert value(parse(text), series.PENDING_REQUESTS) == 0
     assert value(parse(text), series.VLLM_PROMPT_TOKENS) > 0
+
+
+def test_the_llm_emulators_edge_counts_a_refusal_of_the_engine_as_a_503():
+    """With a waiting limit the engine refuses what it cannot hold: ingress-nginx's counter shows it as 503."""
+    service = isvc(EDGE_SPEC, name="svc", namespace="ml")
+    pods = {"svc-stable-abc12-x1y2z": ("stable", True)}
+    emulator = LlmEmulator(
+        lambda: pods,
+        profile=replace(PROFILE, kv_cache_tokens=20_000, max_waiting=4),
+        mix=MixShift("conv"),
+        namespace="ml",
+        inference_service="svc",
+        model="llm",
+        isvc=service,
+        weights=lambda: {"stable": 100},
+    )
+    emulator.set_rate(40)  # far past what one replica of this profile serves
+    try:
+        for _ in range(20):
+            emulator.tick()
+        samples = [s for s in parse(emulator.render()) if s.name == series.NGINX_REQUESTS]
+    finally:
+        emulator.server.server_close()  # never started: no thread to stop
+    pod = emulator.fleet.pods["svc-stable-abc12-x1y2z"]
+    by_status = {s.labels[series.NGINX_STATUS]: s.value for s in samples}
+    assert pod.rejected > 0
+    assert {status: count for status, count in by_status.items() if count} == {"200": pod.served, "503": pod.rejected}

@@ -339,7 +339,9 @@ class LlmEmulator(Emulator):
     """The emulator of an LLM (spec.model.llm) on a Python-backend engine that exports vLLM's names:
     one serving/llm.py Engine per Ready pod (sim/llm_live.py), requests of sizes drawn from a mix
     the caller may change while running (set_mix); the edge counts them as for any model, a
-    request the engine refuses (its waiting limit) being a 503 there."""
+    request the engine refuses (its waiting limit) being a 503 there. Faults (degrade) and the
+    load generator's tally (take_tally) are the fixed-cost fleet's: here ttft_p99 and arrived say
+    what the requests met."""
 
     TYPES = LLM_TYPES
     fleet: LlmLiveFleet
