@@ -63,7 +63,9 @@ class PodTokens:
 
     prompt_rate: float | None  # prompt tokens prefilled per second (vllm:prompt_tokens_total)
     output_rate: float | None  # tokens generated per second (vllm:generation_tokens_total)
-    waiting: float | None = None  # requests waiting outside the engine's batch now (None: not reported)
+    # Requests waiting outside the engine's batch: the least over the rate window where the engine has
+    # the gauge, the window's mean where it is inferred (llm_signals); None: not read.
+    waiting: float | None = None
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,7 @@ def demand(edge: Demand | None, pods: list[PodTokens], finished_rps: float | Non
     request costs now (the engine's token counters over its finished requests), so it sees the
     mix move and the requests the edge refused; without them, the tokens the engine served
     (measurable False: a saturated engine's backlog is not seen). Either way the requests waiting
-    in the engines now are added, to be served within BACKLOG_DRAIN_S: an engine that fell behind
+    in the engines are added, to be served within BACKLOG_DRAIN_S: an engine that fell behind
     queues, where Triton's fixed-cost models refuse."""
     counted = [p for p in pods if p.prompt_rate is not None and p.output_rate is not None]
     if not counted:
@@ -148,7 +150,7 @@ def observation(
     missing = latency.ttft_p99_ms is not None and latency.ttft_slo_ms and latency.ttft_p99_ms > latency.ttft_slo_ms
     ready = sum(1 for s in samples if s.ready)
     if missing and sum(p.waiting or 0.0 for p in pods) < ready:
-        # The window's p99 remembers requests that waited; with none waiting now (one a replica, the
+        # The window's p99 remembers requests that waited; with fewer waiting than one a replica (the
         # step's next prompts) the fleet has caught up: a guard on it would order for the past.
         latency, missing = replace(latency, ttft_p99_ms=None), False
     marked = pods if missing else [replace(p, waiting=None) for p in pods]
