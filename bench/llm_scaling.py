@@ -33,9 +33,8 @@ from typing import Any
 from tables import markdown
 
 from unbusy.api.autoscaling import Autoscaling
-from unbusy.scaling import tokens
 from unbusy.scaling.policy import decide
-from unbusy.serving.llm import LlmProfile, saturated_rps, token_capacity, ttft_p99_s
+from unbusy.serving.llm import LlmProfile, saturated_rps, ttft_p99_s
 from unbusy.sim.baselines import HPA_SYNC_S, KedaQueue, Oracle, hpa_autoscaling
 from unbusy.sim.llm import (
     LlmSimConfig,
@@ -46,7 +45,7 @@ from unbusy.sim.llm import (
     replicas_needed,
     simulate_llm,
 )
-from unbusy.sim.llm_tokens import observe_tokens
+from unbusy.sim.llm_tokens import first_mix_costs, observer
 from unbusy.sim.traces import Trace, builtin
 
 BASE_LOAD = 0.5  # built-in shapes start at this share of the starting fleet's capacity
@@ -81,13 +80,7 @@ def trace_of(name: str, base_rps: float) -> Trace:
 
 def contenders(config: LlmSimConfig, trace: Trace, ttft_slo_ms: float) -> dict[str, tuple[LlmSimConfig, Any, Any]]:
     """Each policy with the config it runs under and how it observes the fleet."""
-    first = config.mix.token_mix(0, trace.seconds)
-    prompt, output = token_capacity(config.profile, first)
-    costs = tokens.TokenCosts(prompt, output)
-
-    def unbusy_observes(window, profile, current):
-        return observe_tokens(window, current, costs, ttft_slo_ms)
-
+    unbusy_observes = observer(first_mix_costs(config.profile, config.mix, trace.seconds), ttft_slo_ms)
     spec = Autoscaling.model_validate(
         {
             **SPEC,
@@ -137,7 +130,8 @@ def table(
     trace: Trace, config: LlmSimConfig, ttft_slo_ms: float, results: dict[str, LlmSimResult], profile: str
 ) -> str:
     first = config.mix.token_mix(0, trace.seconds)
-    prompt, output = token_capacity(config.profile, first)
+    costs = first_mix_costs(config.profile, config.mix, trace.seconds)
+    prompt, output = costs.prompt_per_second, costs.output_per_second
     head = (
         f"trace {trace.name} ({trace.seconds} s), mix {config.mix}, profile {profile}: "
         f"{saturated_rps(config.profile, first):.2f} rps a replica on the first mix ({prompt:,.0f} prompt or "

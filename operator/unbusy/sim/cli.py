@@ -11,13 +11,15 @@ from typing import Any
 
 import yaml
 
-from unbusy.api import KIND, SpecError, load
+from unbusy.api import KIND, InferenceService, SpecError, load
+from unbusy.scaling.tokens import TokenCosts
 from unbusy.serving.llm import llm_profile_names, load_llm_profile, saturated_rps
 from unbusy.serving.model import DEFAULT_FALLBACK_PROFILE, DEFAULT_PROFILE, from_service, load_profile, profile_names
 from unbusy.sim import calibration, llm_calibration, plot
 from unbusy.sim.config import SimConfig, from_spec
 from unbusy.sim.engine import simulate as run_simulation
 from unbusy.sim.llm import LlmSimConfig, MixShift, simulate_llm
+from unbusy.sim.llm_tokens import first_mix_costs, observer
 from unbusy.sim.stats import SLO_SHARE, SimResult
 from unbusy.sim.traces import SHAPES, Trace, builtin, parse_csv
 
@@ -154,8 +156,11 @@ def _report(name: str, trace: Trace, policy: str, slo_s: float, result: SimResul
     return header + "".join(f"  {label:<34}{value.strip()}\n" for label, value in rows)
 
 
-def _simulate_llm(args: argparse.Namespace, name: str, spec: SimConfig, policy: str) -> str:
-    """An LLM profile under the trace, with the spec's scaling (the Triton model's settings aside)."""
+def _simulate_llm(args: argparse.Namespace, isvc: InferenceService, spec: SimConfig, policy: str) -> str:
+    """An LLM profile under the trace, with the spec's scaling (the Triton model's settings aside),
+    deciding on what the operator reads of an LLM: weighted tokens at the spec's llm.capacity (else
+    the profile's on the first mix), the TTFT guard at --ttft-slo-ms."""
+    name, llm = isvc.metadata.name, isvc.spec.model.llm
     try:
         profile = load_llm_profile(args.llm_profile)
     except (OSError, ValueError, TypeError) as error:
@@ -184,7 +189,12 @@ def _simulate_llm(args: argparse.Namespace, name: str, spec: SimConfig, policy: 
         trace = _trace(args.trace, base)
     except (OSError, ValueError) as error:
         raise args.usage_error(str(error)) from None
-    result = simulate_llm(config, trace)
+    costs = (
+        TokenCosts(llm.capacity.prompt_tokens_per_second, llm.capacity.output_tokens_per_second)
+        if llm is not None
+        else first_mix_costs(profile, mix, trace.seconds)
+    )
+    result = simulate_llm(config, trace, observe=observer(costs, args.ttft_slo_ms))
     if args.json:
         return json.dumps({**result.figures(), "minutes": [asdict(m) for m in result.minutes]}) + "\n"
     figures = result.figures()
@@ -246,7 +256,7 @@ def simulate(args: argparse.Namespace) -> str:
         raise UsageError("\n".join(f"{args.filename}: {problem}" for problem in error.problems)) from None
     policy = "Unbusy's policy" if config.policy else f"fixed at {config.initial_replicas} replicas"
     if args.llm_profile:
-        return _simulate_llm(args, isvc.metadata.name, config, policy)
+        return _simulate_llm(args, isvc, config, policy)
     base = args.base_rps or BASE_LOAD * model.capacity_rps * config.initial_replicas / config.weight
     try:
         trace = _trace(args.trace, base)

@@ -14,7 +14,8 @@ from collections.abc import Iterable
 
 from unbusy.scaling import tokens
 from unbusy.scaling.policy import Observation, ReplicaSample
-from unbusy.sim.llm import Buckets, Window, histogram_quantile, rate
+from unbusy.serving.llm import LlmProfile, token_capacity
+from unbusy.sim.llm import Buckets, MixShift, Observe, Window, histogram_quantile, rate
 
 
 def _summed(histograms: Iterable[Buckets | None]) -> Buckets | None:
@@ -69,3 +70,18 @@ def observe_tokens(
         kv_used=max(ready_kv) if ready_kv else None,
     )
     return tokens.observation(current, tuple(samples), pods, window.edge, finished, latency, costs)
+
+
+def first_mix_costs(profile: LlmProfile, mix: MixShift, seconds: float) -> tokens.TokenCosts:
+    """The capacity a platform engineer enters from a benchmark of the traffic they had: the profile's
+    tokens per second on the trace's first mix."""
+    return tokens.TokenCosts(*token_capacity(profile, mix.token_mix(0, seconds)))
+
+
+def observer(costs: tokens.TokenCosts, ttft_slo_ms: float, tpot_slo_ms: float | None = None) -> Observe:
+    """observe_tokens with the spec's numbers, in the shape simulate_llm takes."""
+
+    def observe(window: Window, profile: LlmProfile, current: int) -> Observation:
+        return observe_tokens(window, current, costs, ttft_slo_ms, tpot_slo_ms)
+
+    return observe
