@@ -421,14 +421,14 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
     # Counted in tokens (an LLM on a decoupled backend), Triton's queue stays near 0 however loaded the
     # engine is, and its GPU reading says little (0.88 unsaturated, 0.56 collapsing: LLM-PROBE): the
     # guards stand in for both.
-    per_request = obs.unit == REQUESTS
+    counts_requests = obs.unit == REQUESTS
     wanted = {
         name: read(obs, target, tolerance, metrics)
         for name, read, target in (
             ("queue", _queue, targets.queue_depth_per_replica),
             ("gpu", _gpu, targets.gpu_utilization_percent),
         )
-        if target and per_request  # 0: the metric is off
+        if target and counts_requests  # 0: the metric is off
     }
     missing = [name for name, d in wanted.items() if d is None]
     guarded = [d for d in (_guard(g, obs.ready, obs.current, metrics) for g in obs.guards) if d is not None]
