@@ -155,7 +155,7 @@ CEL_CASES = {
     "demand-edge-not-rendered": (
         {"routing": {"host": "a.example.com"}, "autoscaling": {"mode": "none", "demand": {"source": "istio"}}},
         "spec.autoscaling.demand.source: Invalid value",
-        "nginx reads the Ingresses of routing.provider nginx, envoy-gateway and istio the HTTPRoute",
+        "nginx reads the Ingresses of routing.provider nginx, envoy-gateway, istio and traefik the HTTPRoute",
     ),
     "demand-promql-query": (
         {"autoscaling": {"mode": "none", "demand": {"source": "promql"}}},

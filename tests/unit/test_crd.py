@@ -91,10 +91,11 @@ def test_cel_rules_for_the_cross_field_checks():
     assert "self.minReplicas <= self.maxReplicas" in _rules(props["autoscaling"])
     assert "self.minReplicas <= self.maxReplicas" in " ".join(_rules(props["variants"]["items"]))
     assert "has(self.count) != has(self.migProfile)" in _rules(props["gpu"])
-    assert "self.autoscaling.demand.source in ['nginx', 'envoy-gateway', 'istio']" in spec_rules
+    assert "self.autoscaling.demand.source in ['nginx', 'envoy-gateway', 'istio', 'traefik']" in spec_rules
     demand = props["autoscaling"]["properties"]["demand"]
     assert "self.source == 'promql' ? has(self.query)" in " ".join(_rules(demand))
-    assert demand["properties"]["source"]["enum"] == ["auto", "nginx", "envoy-gateway", "istio", "promql", "triton"]
+    sources = ["auto", "nginx", "envoy-gateway", "istio", "traefik", "promql", "triton"]
+    assert demand["properties"]["source"]["enum"] == sources
     model = props["model"]
     assert "self.llm.engine == self.config.backend" in " ".join(_rules(model))
     llm = model["properties"]["llm"]

@@ -57,7 +57,7 @@ def test_promtool_accepts_every_fleet_query(promtool, tmp_path):  # noqa: F811
     gateway = {"host": "resnet.example.com", "provider": "gateway", "gateway": {"name": "edge"}}
     reads = [*fleet_of(4)] + [
         read({"routing": gateway, "autoscaling": {"demand": {"source": source}}}, name=source)
-        for source in ("istio", "envoy-gateway")
+        for source in ("istio", "envoy-gateway", "traefik")
     ]
     templated = {"autoscaling": TEMPLATE | SEASONAL["autoscaling"]}
     reads += [seasonal_read({**NGINX, **SEASONAL}, name="s"), seasonal_read(templated, name="t")]

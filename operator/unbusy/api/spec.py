@@ -62,11 +62,11 @@ class InferenceServiceSpec(ApiModel):
         ),
         Rule(
             "!has(self.autoscaling) || !has(self.autoscaling.demand) || !has(self.autoscaling.demand.source)"
-            " || !(self.autoscaling.demand.source in ['nginx', 'envoy-gateway', 'istio'])"
+            f" || !(self.autoscaling.demand.source in [{', '.join(repr(s) for s in EDGE_PROVIDERS)}])"
             " || (has(self.routing) && self.routing.provider"
             " == (self.autoscaling.demand.source == 'nginx' ? 'nginx' : 'gateway'))",
-            "nginx reads the Ingresses of routing.provider nginx, envoy-gateway and istio the HTTPRoute of "
-            "routing.provider gateway; promql and triton need no routing",
+            "nginx reads the Ingresses of routing.provider nginx, envoy-gateway, istio and traefik the HTTPRoute "
+            "of routing.provider gateway; promql and triton need no routing",
             lambda spec: (
                 spec.autoscaling.demand.source not in EDGE_PROVIDERS
                 or (

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from unbusy import series
 from unbusy.api import InferenceService
 from unbusy.api.routing import Routing
 from unbusy.render import meta
@@ -14,6 +16,8 @@ NGINX = "nginx.ingress.kubernetes.io"
 BACKEND_PORT = "http"
 # The HTTPRoute has one rule, which carries every variant as a weighted backendRef.
 ROUTE_RULE = 0
+# The provider name Traefik qualifies the services of its Kubernetes Gateway provider with.
+TRAEFIK_GATEWAY_PROVIDER = "kubernetesgateway"
 
 
 def route_name(isvc: InferenceService) -> str:
@@ -32,6 +36,28 @@ def envoy_gateway_cluster(namespace: str, route: str) -> str:
     irRouteDestinationName): httproute/<namespace>/<name>/rule/<index>. Every backendRef of the
     rule, that is every variant, is a weighted locality of this one cluster."""
     return f"httproute/{namespace}/{route}/rule/{ROUTE_RULE}"
+
+
+def _traefik_normalize(name: str) -> str:
+    """Traefik's provider.Normalize: runs of anything but letters and digits become one '-'."""
+    return "-".join(re.findall(r"[^\W_]+", name))
+
+
+def traefik_service_regex(namespace: str, route: str, gateway_namespace: str, gateway: str, backend: str) -> str:
+    """An anchored regex of the `service` label of Traefik's counters for one backendRef (a
+    variant's Service) of the HTTPRoute `route`. Traefik's Kubernetes Gateway provider names it
+    <router>-svc-<namespace>-<backend>-<backend index>@kubernetesgateway, the router being
+    Normalize(httproute-<namespace>-<route>-gw-<gateway namespace>-<gateway>-ep-<entry point>-<rule
+    index>) and 10 bytes of a hash in hex. The entry point (one router per Gateway listener) and
+    the hash (of the match rule) are Traefik's own, and the index moves as variants come and go:
+    all three are matched, not named; the backend's name pins the variant."""
+    router = _traefik_normalize(f"httproute-{namespace}-{route}-gw-{gateway_namespace}-{gateway}")
+    parts = (
+        f"^{series.escape_regex(router)}-ep-[^@]+-{ROUTE_RULE}-[0-9a-f]{{20}}",
+        f"-svc-{series.escape_regex(namespace)}-{series.escape_regex(backend)}-[0-9]+",
+        f"@{series.escape_regex(TRAEFIK_GATEWAY_PROVIDER)}$",
+    )
+    return "".join(parts)
 
 
 def url(routing: Routing | None) -> str | None:
