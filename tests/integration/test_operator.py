@@ -179,7 +179,7 @@ CEL_CASES = {
             "variants": [{"name": "a", "weight": 50}, {"name": "b", "weight": 50}],
         },
         "spec.variants: Invalid value",
-        "with rollout.canary and routing.provider nginx only one variant may carry weight",
+        "with rollout.canary and ingress-nginx (routing.provider nginx, or no routing.gateway) only one variant",
     ),
     "rollout-canary-name": (
         {"rollout": {"canary": {}}, "variants": [{"name": "a-canary", "weight": 100}]},

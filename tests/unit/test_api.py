@@ -50,7 +50,7 @@ def test_partial_alert_keeps_that_alerts_own_defaults():
                 "routing": {"host": "x.example.com", "provider": "nginx"},
                 "variants": [{"name": "a", "weight": 50}, {"name": "b", "weight": 30}, {"name": "c", "weight": 20}],
             },
-            "spec.variants: with routing.provider nginx at most two variants may carry weight",
+            "spec.variants: with ingress-nginx (routing.provider nginx, or no routing.gateway) at most two variants",
         ),
         ({"routing": {"host": "x.example.com", "provider": "gateway"}}, "spec.routing.gateway: gateway is required"),
         ({"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}, "spec.autoscaling.minReplicas: must be <= maxReplicas"),

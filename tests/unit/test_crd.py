@@ -67,7 +67,8 @@ def test_defaults_enums_and_bounds_are_in_the_schema():
     rollout = props["rollout"]["properties"]
     assert rollout["maxSurge"]["default"] == "25%" and rollout["maxUnavailable"]["default"] == "10%"
     assert props["autoscaling"]["properties"]["mode"]["enum"] == ["operator", "hpa", "keda", "none"]
-    assert props["routing"]["properties"]["provider"]["enum"] == ["nginx", "gateway"]
+    provider = props["routing"]["properties"]["provider"]
+    assert provider["enum"] == ["gateway", "nginx"] and "default" not in provider  # inferred from routing.gateway
     assert props["variants"]["items"]["properties"]["weight"]["maximum"] == 100
     # A section left out still gets its nested defaults from the API server.
     assert props["alerts"]["default"]["p99LatencySeconds"] == {

@@ -151,6 +151,62 @@ def test_gateway_three_way_split_with_fallback():
     }
 
 
+GATEWAY_ROUTING = {"host": "a.example.com", "gateway": {"name": "edge"}}
+RATE_LIMIT = {"group": "traefik.io", "kind": "Middleware", "name": "ratelimit"}
+
+
+def routes(service) -> tuple[list[dict], list[dict]]:
+    manifests = render_all(service)
+    return by_kind(manifests, "HTTPRoute"), by_kind(manifests, "Ingress")
+
+
+def test_a_named_gateway_makes_the_gateway_api_the_provider():
+    route, ingresses = routes(isvc({"routing": GATEWAY_ROUTING}))
+    assert len(route) == 1 and not ingresses
+    # A manifest written when ingress-nginx was the default names no Gateway: it keeps its Ingress.
+    route, ingresses = routes(isvc({"routing": {"host": "a.example.com"}}))
+    assert not route and [i["metadata"]["name"] for i in ingresses] == ["resnet"]
+    # One the API server stored with that default (provider: nginx) keeps it too, and is told why
+    # its Gateway is not used.
+    pinned = isvc({"routing": GATEWAY_ROUTING | {"provider": "nginx"}})
+    route, ingresses = routes(pinned)
+    assert not route and ingresses
+    assert pinned.spec.ignored_fields() == [
+        "spec.routing.gateway: not read with routing.provider nginx: remove provider to route through the Gateway API"
+    ]
+
+
+def test_the_http_route_retries_503s_and_carries_the_implementations_filters():
+    (route,) = by_kind(render_all(isvc({"routing": GATEWAY_ROUTING | {"extensionFilters": [RATE_LIMIT]}})), "HTTPRoute")
+    schemas.validate(route)  # the Gateway API's standard channel: retry is in it since v1.7.0
+    (rule,) = route["spec"]["rules"]
+    assert rule["retry"] == {"codes": [503], "attempts": 1}
+    assert rule["timeouts"] == {"request": "60s"}
+    assert rule["filters"] == [{"type": "ExtensionRef", "extensionRef": RATE_LIMIT}]
+    (route,) = by_kind(render_all(isvc({"routing": GATEWAY_ROUTING | {"retriesOn503": 0}})), "HTTPRoute")
+    assert "retry" not in route["spec"]["rules"][0] and "filters" not in route["spec"]["rules"][0]
+
+
+@pytest.mark.parametrize(
+    ("retries", "on", "tries"),
+    [(1, "error timeout http_503", "2"), (3, "error timeout http_503", "4"), (0, "error timeout", "1")],
+)
+def test_nginx_retries_a_503_as_often_as_the_route_says(retries, on, tries):
+    (ingress,) = by_kind(render_all(isvc({"routing": {"host": "a.example.com", "retriesOn503": retries}})), "Ingress")
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/proxy-next-upstream"] == on
+    assert annotations["nginx.ingress.kubernetes.io/proxy-next-upstream-tries"] == tries
+
+
+def test_what_an_http_route_cannot_carry_is_named():
+    limited = GATEWAY_ROUTING | {"rateLimit": {"rps": 10}, "sessionAffinity": "cookie"}
+    problems = isvc({"routing": limited}).spec.ignored_fields()
+    assert [p.split(":")[0] for p in problems] == ["spec.routing.rateLimit", "spec.routing.sessionAffinity"]
+    assert all("use your implementation's policy (docs/routing.md)" in p for p in problems)
+    nginx = isvc({"routing": {"host": "a.example.com", "provider": "nginx", "extensionFilters": [RATE_LIMIT]}})
+    assert [p.split(":")[0] for p in nginx.spec.ignored_fields()] == ["spec.routing.extensionFilters"]
+
+
 def test_hpa_metrics_and_behaviour():
     (hpa,) = by_kind(render_all(load(dict(EXAMPLES)["resnet50-hpa.yaml"])), "HorizontalPodAutoscaler")
     spec = hpa["spec"]

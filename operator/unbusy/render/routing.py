@@ -16,6 +16,7 @@ NGINX = "nginx.ingress.kubernetes.io"
 BACKEND_PORT = "http"
 # The HTTPRoute has one rule, which carries every variant as a weighted backendRef.
 ROUTE_RULE = 0
+BUSY_STATUS = int(series.BUSY_STATUS)  # Triton's answer when its queue is full
 # The provider name Traefik qualifies the services of its Kubernetes Gateway provider with.
 TRAEFIK_GATEWAY_PROVIDER = "kubernetesgateway"
 
@@ -85,9 +86,9 @@ def _primary_annotations(routing: Routing) -> dict[str, str]:
         f"{NGINX}/proxy-connect-timeout": str(timeouts.connect_seconds),
         f"{NGINX}/proxy-read-timeout": str(timeouts.read_seconds),
         f"{NGINX}/proxy-send-timeout": str(timeouts.send_seconds),
-        # Triton answers 503 when its queue is full: let nginx retry another replica once.
-        f"{NGINX}/proxy-next-upstream": "error timeout http_503",
-        f"{NGINX}/proxy-next-upstream-tries": "2",
+        # Triton answers 503 when its queue is full: let nginx retry another replica.
+        f"{NGINX}/proxy-next-upstream": "error timeout http_503" if routing.retries_on_503 else "error timeout",
+        f"{NGINX}/proxy-next-upstream-tries": str(routing.retries_on_503 + 1),
     }
     limit = routing.rate_limit
     if limit and limit.rps:
@@ -155,11 +156,19 @@ def http_route(isvc: InferenceService, ctx: RenderContext) -> dict[str, Any]:
         {"name": meta.variant_name(isvc, variant), "port": meta.HTTP_PORT, "weight": share}
         for variant, share in _weights(isvc, ctx)
     ]
-    rule = {
+    rule: dict[str, Any] = {
         "matches": [{"path": {"type": "PathPrefix", "value": routing.path}}],
         "backendRefs": backends,
         "timeouts": {"request": f"{routing.timeouts.read_seconds}s"},
     }
+    if routing.retries_on_503:
+        # Triton answers 503 when its queue is full: the Gateway retries on another replica.
+        rule["retry"] = {"codes": [BUSY_STATUS], "attempts": routing.retries_on_503}
+    if routing.extension_filters:
+        rule["filters"] = [
+            {"type": "ExtensionRef", "extensionRef": {"group": f.group, "kind": f.kind, "name": f.name}}
+            for f in routing.extension_filters
+        ]
     return {
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
@@ -172,4 +181,4 @@ def render(isvc: InferenceService, ctx: RenderContext) -> list[dict[str, Any]]:
     routing = isvc.spec.routing
     if routing is None:
         return []
-    return nginx_ingresses(isvc, ctx) if routing.provider == "nginx" else [http_route(isvc, ctx)]
+    return nginx_ingresses(isvc, ctx) if routing.effective_provider == "nginx" else [http_route(isvc, ctx)]
