@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
+import jsonschema
 import pytest
 from builders import example_documents, isvc
+from builders import manifest as isvc_document
 
 import schemas
 from unbusy.api import SpecError, load
@@ -309,3 +312,86 @@ def test_a_model_that_is_no_llm_keeps_its_config_and_args():
     (deployment,) = by_kind(manifests, "Deployment")
     assert not any("histogram_latencies" in a for a in triton(deployment)["args"])
     assert "parameters" not in json.loads(by_kind(manifests, "ConfigMap")[0]["data"]["config.json"])
+
+
+# --- Gateway API Inference Extension ---------------------------------------------------------
+
+POOL_API = "inference.networking.k8s.io"
+
+
+def pooled_llm(variants: list[dict] | None = None, pool: dict | None = None, demand: str = "triton", **routing) -> dict:
+    """The vLLM example, its variants routed through InferencePools."""
+    document = copy.deepcopy(dict(EXAMPLES)["llm-vllm.yaml"])
+    document["spec"]["routing"] |= {"inferencePool": pool or {}} | routing
+    document["spec"]["autoscaling"]["demand"] = {"source": demand}
+    if variants:
+        document["spec"]["variants"] = variants
+    return document
+
+
+def test_an_llms_variants_are_inference_pools_that_the_route_weighs():
+    manifests = render_all(load(pooled_llm([{"name": "large", "weight": 80}, {"name": "small", "weight": 20}])))
+    pools = by_kind(manifests, "InferencePool")
+    for pool in pools:
+        schemas.validate(pool)  # the released v1 CRD (tests/data/crds)
+    assert [p["metadata"]["name"] for p in pools] == ["llama-8b-vllm-large", "llama-8b-vllm-small"]
+    large = pools[0]["spec"]
+    # The pool holds the pods the variant's Service selects, on the port Triton serves HTTP on.
+    (service,) = (s for s in by_kind(manifests, "Service") if s["metadata"]["name"] == "llama-8b-vllm-large")
+    assert large["selector"] == {"matchLabels": service["spec"]["selector"]}
+    assert large["selector"]["matchLabels"]["serving.unbusy.dev/variant"] == "large"
+    (deployment,) = (d for d in by_kind(manifests, "Deployment") if d["metadata"]["name"] == "llama-8b-vllm-large")
+    ports = {p["name"]: p["containerPort"] for p in triton(deployment)["ports"]}
+    assert large["targetPorts"] == [{"number": ports["http"]}]
+    assert large["endpointPickerRef"] == {
+        "name": "llama-8b-vllm-large-epp",
+        "port": {"number": 9002},
+        "failureMode": "FailClose",
+    }
+    (route,) = by_kind(manifests, "HTTPRoute")
+    schemas.validate(route)
+    assert route["spec"]["rules"][0]["backendRefs"] == [
+        {"group": POOL_API, "kind": "InferencePool", "name": "llama-8b-vllm-large", "weight": 80},
+        {"group": POOL_API, "kind": "InferencePool", "name": "llama-8b-vllm-small", "weight": 20},
+    ]
+
+
+def test_the_endpoint_picker_is_the_specs():
+    picker = {"endpointPicker": {"serviceSuffix": "-picker", "port": 9102, "failureMode": "FailOpen"}}
+    (pool,) = by_kind(render_all(load(pooled_llm(pool=picker))), "InferencePool")
+    schemas.validate(pool)
+    assert pool["spec"]["endpointPickerRef"] == {
+        "name": "llama-8b-vllm-main-picker",
+        "port": {"number": 9102},
+        "failureMode": "FailOpen",
+    }
+
+
+def test_the_released_crd_refuses_a_pool_without_its_required_fields():
+    (pool,) = by_kind(render_all(load(pooled_llm())), "InferencePool")
+    for field in ("selector", "targetPorts"):
+        broken = copy.deepcopy(pool)
+        del broken["spec"][field]
+        with pytest.raises(jsonschema.ValidationError, match=f"'{field}' is a required property"):
+            schemas.validate(broken)
+
+
+def test_inference_pools_are_opt_in():
+    manifests = render_all(load(dict(EXAMPLES)["llm-vllm.yaml"]))
+    assert not by_kind(manifests, "InferencePool")
+    (route,) = by_kind(manifests, "HTTPRoute")
+    assert route["spec"]["rules"][0]["backendRefs"] == [{"name": "llama-8b-vllm-main", "port": 8000, "weight": 100}]
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        isvc_document({"routing": GATEWAY_ROUTING | {"inferencePool": {}}}),  # not an LLM
+        pooled_llm(provider="nginx"),
+    ],
+    ids=["no-llm", "nginx"],
+)
+def test_an_inference_pool_needs_an_llm_behind_a_gateway(document):
+    with pytest.raises(SpecError) as error:
+        load(document)
+    assert any(p.startswith("spec.routing.inferencePool: needs spec.model.llm") for p in error.value.problems)

@@ -41,6 +41,32 @@ class ExtensionFilter(ApiModel):
     name: str = Field(max_length=253, description="Name of the filter object, in the service's namespace.")
 
 
+class EndpointPicker(ApiModel):
+    """The Inference Extension's endpoint picker (EPP) of each variant's InferencePool."""
+
+    service_suffix: str = Field(
+        "-epp",
+        pattern=r"^-[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=32,
+        description="A pool's picker is the Service <pool><suffix>, e.g. llama-main-epp for the pool of variant "
+        "main of llama: the name the Inference Extension's inferencepool chart gives it, released as the pool.",
+    )
+    port: int = Field(9002, ge=1, le=65535, description="The picker's Service port (its ext-proc gRPC port).")
+    failure_mode: Literal["FailClose", "FailOpen"] = Field(
+        "FailClose",
+        description="When the picker does not answer: FailClose refuses the request; FailOpen lets the Gateway "
+        "send it to a pod of the pool without the picker.",
+    )
+
+
+class InferencePoolRouting(ApiModel):
+    """Variants of an LLM as Gateway API Inference Extension InferencePools."""
+
+    endpoint_picker: EndpointPicker = Field(
+        default_factory=EndpointPicker, description="The endpoint picker each pool asks for a pod."
+    )
+
+
 class Routing(ApiModel):
     provider: Literal["gateway", "nginx"] | None = Field(
         None,
@@ -69,6 +95,14 @@ class Routing(ApiModel):
         None,
         description="Token-bucket rate limits at the edge (provider nginx; the Gateway API has none: use the "
         "implementation's policy, see extensionFilters).",
+    )
+    inference_pool: InferencePoolRouting | None = Field(
+        None,
+        description="Optional, for LLMs (spec.model.llm) behind a Gateway whose implementation serves the "
+        "Gateway API Inference Extension: one InferencePool (inference.networking.k8s.io/v1) per variant, "
+        "selecting its pods on Triton's HTTP port, and the HTTPRoute's backendRefs name the pools, at the "
+        "variants' weights, instead of their Services; an endpoint picker then chooses each request's pod by "
+        "queue and KV-cache load.",
     )
     retries_on_503: int = Field(
         1,

@@ -94,6 +94,18 @@ class InferenceServiceSpec(ApiModel):
             ".variants",
         ),
         Rule(
+            f"!has(self.routing) || !has(self.routing.inferencePool) || (has(self.model.llm) && {PROVIDER_CEL} "
+            "== 'gateway')",
+            "needs spec.model.llm (the endpoint picker reads an LLM server's queue and KV cache) and the Gateway "
+            "API (routing.gateway)",
+            lambda spec: (
+                spec.routing is None
+                or spec.routing.inference_pool is None
+                or (spec.model.llm is not None and spec.routing.effective_provider == "gateway")
+            ),
+            ".routing.inferencePool",
+        ),
+        Rule(
             "!has(self.fallback) || (has(self.variants) && self.variants.exists(v, v.name == self.fallback.variant))",
             "must name one of spec.variants",
             lambda spec: spec.fallback is None or any(v.name == spec.fallback.variant for v in spec.variants),

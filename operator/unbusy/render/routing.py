@@ -8,7 +8,7 @@ from typing import Any
 from unbusy import series
 from unbusy.api import InferenceService
 from unbusy.api.routing import Routing
-from unbusy.render import meta
+from unbusy.render import inference_pool, meta
 from unbusy.render.context import RenderContext, weight
 
 NGINX = "nginx.ingress.kubernetes.io"
@@ -147,15 +147,24 @@ def nginx_ingresses(isvc: InferenceService, ctx: RenderContext) -> list[dict[str
     return manifests
 
 
+def _backend(isvc: InferenceService, variant: str) -> dict[str, Any]:
+    """A variant as a backendRef: its InferencePool (no port: the pool's targetPorts say where its
+    pods listen), or its Service."""
+    if inference_pool.pooled(isvc):
+        return {
+            "group": inference_pool.GROUP,
+            "kind": inference_pool.KIND,
+            "name": inference_pool.pool_name(isvc, variant),
+        }
+    return {"name": meta.variant_name(isvc, variant), "port": meta.HTTP_PORT}
+
+
 def http_route(isvc: InferenceService, ctx: RenderContext) -> dict[str, Any]:
     routing = isvc.spec.routing
     gateway = routing.gateway
     parent = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": gateway.name}
     parent |= {k: v for k, v in (("namespace", gateway.namespace), ("sectionName", gateway.section_name)) if v}
-    backends = [
-        {"name": meta.variant_name(isvc, variant), "port": meta.HTTP_PORT, "weight": share}
-        for variant, share in _weights(isvc, ctx)
-    ]
+    backends = [_backend(isvc, variant) | {"weight": share} for variant, share in _weights(isvc, ctx)]
     rule: dict[str, Any] = {
         "matches": [{"path": {"type": "PathPrefix", "value": routing.path}}],
         "backendRefs": backends,
