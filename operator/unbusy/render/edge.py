@@ -24,8 +24,8 @@ tests/contract/test_edge_contract.py:
   service of its own, counted per server with the status code: a variant's requests are its
   backend's, selected by a regex of the name Traefik gives it (routing.traefik_service_regex),
   which no two variants share. A request to a variant with no ready replica is refused before
-  any server and counted nowhere. The regex differs by variant, so the fleet reads it one query
-  per variant rather than one per metric.
+  any server and counted nowhere. The fleet's one query groups by the service, and each variant
+  matches its regex to the rows.
 - promql: the user's template, with the variant's values substituted as quoted strings.
 - triton: no edge: Triton's answered requests plus those it refused after queueing. Those it
   refuses because its queue is full it counts nowhere: overload is not measurable.
@@ -49,17 +49,20 @@ RATE_WINDOW_S = 60
 
 @dataclass(frozen=True)
 class Counter:
-    """The series of one counter that make up part of a variant's demand: `fixed` matchers select
-    the series one query reads (the same for every variant, but for a regex that names one),
-    `labels` are this variant's own (label, value) equalities, which the fleet's query groups by.
+    """The series of one counter that make up part of a variant's demand: `fixed` matchers are the
+    same for every variant, `labels` are this variant's own (label, value) equalities and
+    `patterns` its own (label, anchored regex) matches, for a label whose values it cannot name
+    exactly (Traefik's service names carry a hash); the fleet's query groups by both kinds of label.
     A variant's counters never share a series, so their rates add up."""
 
     metric: str
     labels: tuple[tuple[str, str], ...]
     fixed: tuple[str, ...] = ()
+    patterns: tuple[tuple[str, str], ...] = ()
 
     def selector(self) -> str:
-        return series.selector(*(series.matcher(k, v) for k, v in self.labels), *self.fixed)
+        equal = (series.matcher(k, v) for k, v in self.labels)
+        return series.selector(*equal, *(series.matcher(k, r, "=~") for k, r in self.patterns), *self.fixed)
 
 
 @dataclass(frozen=True)
@@ -137,8 +140,7 @@ def _traefik(isvc: InferenceService, variant: str, *extra: tuple[str, str]) -> C
         gateway.name,
         meta.variant_name(isvc, variant),
     )
-    service = series.matcher(series.TRAEFIK_SERVICE, backend, "=~")
-    return Counters((Counter(series.TRAEFIK_SERVICE_REQUESTS, extra, (service,)),))
+    return Counters((Counter(series.TRAEFIK_SERVICE_REQUESTS, extra, patterns=((series.TRAEFIK_SERVICE, backend),)),))
 
 
 def _template(template: str, isvc: InferenceService, variant: str, window: str) -> str:
