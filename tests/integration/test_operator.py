@@ -127,6 +127,19 @@ CEL_CASES = {
         "spec.variants: Invalid value",
         "at most two variants may carry weight",
     ),
+    "nginx-by-default-two-weighted": (  # no routing.gateway: ingress-nginx, as before the Gateway API came first
+        {
+            "routing": {"host": "a.example.com"},
+            "variants": [{"name": "a", "weight": 50}, {"name": "b", "weight": 30}, {"name": "c", "weight": 20}],
+        },
+        "spec.variants: Invalid value",
+        "at most two variants may carry weight",
+    ),
+    "inference-pool-needs-llm": (
+        {"routing": {"host": "a.example.com", "gateway": {"name": "edge"}, "inferencePool": {}}},
+        "spec.routing.inferencePool: Invalid value",
+        "needs spec.model.llm",
+    ),
     "gateway-ref": (
         {"routing": {"host": "a.example.com", "provider": "gateway"}},
         "spec.routing.gateway: Invalid value",
