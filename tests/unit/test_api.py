@@ -50,7 +50,7 @@ def test_partial_alert_keeps_that_alerts_own_defaults():
                 "routing": {"host": "x.example.com", "provider": "nginx"},
                 "variants": [{"name": "a", "weight": 50}, {"name": "b", "weight": 30}, {"name": "c", "weight": 20}],
             },
-            "spec.variants: with routing.provider nginx at most two variants may carry weight",
+            "spec.variants: with ingress-nginx (routing.provider nginx, or no routing.gateway) at most two variants",
         ),
         ({"routing": {"host": "x.example.com", "provider": "gateway"}}, "spec.routing.gateway: gateway is required"),
         ({"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}, "spec.autoscaling.minReplicas: must be <= maxReplicas"),
@@ -67,8 +67,8 @@ def test_partial_alert_keeps_that_alerts_own_defaults():
         ),
         (
             {"autoscaling": {"demand": {"source": "istio"}}, "routing": {"host": "x.example.com"}},
-            "spec.autoscaling.demand.source: nginx reads the Ingresses of routing.provider nginx, envoy-gateway "
-            "and istio the HTTPRoute of routing.provider gateway",
+            "spec.autoscaling.demand.source: nginx reads the Ingresses of routing.provider nginx, envoy-gateway, "
+            "istio and traefik the HTTPRoute of routing.provider gateway",
         ),
         (
             {"autoscaling": {"demand": {"source": "promql"}}},
@@ -103,7 +103,8 @@ def test_three_weighted_variants_are_fine_through_gateway():
         ({"rollout": {"maxSurge": "lots"}}, "spec.rollout.maxSurge: String should match pattern"),
         (
             {"autoscaling": {"demand": {"source": "envoy"}}},
-            "spec.autoscaling.demand.source: must be one of 'auto', 'nginx', 'envoy-gateway', 'istio', 'promql' or",
+            "spec.autoscaling.demand.source: must be one of 'auto', 'nginx', 'envoy-gateway', 'istio', 'traefik', "
+            "'promql' or",
         ),
         (
             {"autoscaling": {"demand": {"source": "promql", "query": "sum(rate(x{svc=$svc}[1m]))"}}},

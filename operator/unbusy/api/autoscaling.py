@@ -144,7 +144,7 @@ class Seasonal(ApiModel):
 # (the variant's), except $window: the loop's rate window as a PromQL duration, e.g. 60s.
 PROMQL_PLACEHOLDERS = ("namespace", "inferenceservice", "variant", "service", "window")
 # The edge a demand source reads, and the routing.provider that renders it.
-EDGE_PROVIDERS = {"nginx": "nginx", "envoy-gateway": "gateway", "istio": "gateway"}
+EDGE_PROVIDERS = {"nginx": "nginx", "envoy-gateway": "gateway", "istio": "gateway", "traefik": "gateway"}
 
 
 class DemandMetric(ApiModel):
@@ -159,10 +159,10 @@ class DemandMetric(ApiModel):
         ),
     )
 
-    source: Literal["auto", "nginx", "envoy-gateway", "istio", "promql", "triton"] = Field(
+    source: Literal["auto", "nginx", "envoy-gateway", "istio", "traefik", "promql", "triton"] = Field(
         "auto",
-        description="nginx: ingress-nginx's request counter of the variant's Ingress; envoy-gateway or istio: "
-        "the Gateway's (routing.provider gateway); promql: query below; triton: Triton's served rate, which "
+        description="nginx: ingress-nginx's request counter of the variant's Ingress; envoy-gateway, istio or "
+        "traefik: the Gateway's (routing.provider gateway); promql: query below; triton: Triton's served rate, which "
         "cannot see demand beyond capacity; auto: nginx with routing.provider nginx, triton otherwise.",
     )
     query: str | None = Field(

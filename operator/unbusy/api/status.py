@@ -43,7 +43,7 @@ class ScalingDecision(ApiModel):
     to_replicas: int = Field(description="Replicas after.")
     reason: str = Field(description="Why, e.g. 'queue 34/replica > target 8: 3 -> 9'.")
     demand_source: str | None = Field(
-        None, description="Where the variant's demand was read: nginx, envoy-gateway, istio, promql or triton."
+        None, description="Where the variant's demand was read: nginx, envoy-gateway, istio, traefik, promql or triton."
     )
     capacity: str | None = Field(
         None, description="What one replica serves, learned from Triton's counters, e.g. '1,040 rps/replica'."
