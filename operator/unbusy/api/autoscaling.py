@@ -59,6 +59,14 @@ class Targets(ApiModel):
     )
 
 
+# What a refused request is worth in GPU-seconds, by default: ten times the GPU time of a request
+# served at 1,000 rps a GPU (ResNet-50, 8 images a request, on an H100 serves 1,004). A 503 is a
+# user who got nothing, not merely one request's compute lost, so it is priced above what serving
+# it costs; ten times holds through bursts that recur within minutes and lets a crowd that comes
+# back a quarter of an hour later go (the frontier in bench/RESULTS.md).
+REFUSAL_PRICE_GPU_SECONDS = 0.01
+
+
 class Capacity(ApiModel):
     """Requests per second one replica answers at saturation: learned from Triton's counters."""
 
@@ -88,16 +96,31 @@ class Capacity(ApiModel):
         "capacity, scale out at once past the step limits and do not scale in for panicWindowSeconds.",
     )
     panic_window_seconds: int = Field(60, ge=0, le=3600, description="How long burst mode lasts after its trigger.")
-    burst_recurrence_seconds: int = Field(
-        600,
+    refusal_price_gpu_seconds: float = Field(
+        REFUSAL_PRICE_GPU_SECONDS,
+        ge=0,
+        le=3600,
+        description="What one refused request (HTTP 503) is worth, in GPU-seconds: the one knob of the burst "
+        "hold. After bursts (demand jumping to panicThreshold x its least of the last intervals; a burst "
+        "shorter than the rate window read from the edge's 503s), the fleet keeps a replica through the lull "
+        "while the refusals it would save in the next burst's first startupSeconds (from the bursts seen: "
+        "their height, length and how often they come) at this price are worth more than its GPUs cost until "
+        "then. Higher: fewer 503s for more GPU-hours; 0: no hold. The default, 0.01, prices a refusal at ten "
+        "times the GPU time of a request served at 1,000 rps a GPU (ResNet-50 on an H100), and holds on the "
+        "bench's onoff (4x bursts every few minutes) but not for 8x crowds 15 minutes apart "
+        "(bench/RESULTS.md, the frontier).",
+    )
+    burst_recurrence_seconds: int | None = Field(
+        None,
         ge=0,
         le=86400,
-        description="Bursts (demand jumping to panicThreshold x its least of the last intervals, a burst shorter "
-        "than the rate window read from the edge's 503s) that start within this long of the previous one recur: "
-        "between them the fleet keeps the replicas the largest of them needs at full capacity, until this long "
-        "after the last of them began. A burst over within startupSeconds holds so alone (replicas ordered for it "
-        "come too late; only kept ones serve the next). 0: off.",
+        description="Deprecated: bursts are priced by refusalPriceGpuSeconds; any value but 0 is ignored "
+        "(with a Warning Event), and 0 turns the burst hold off as it did (refusalPriceGpuSeconds: 0 does so now).",
     )
+
+    def refusal_price(self) -> float:
+        """The price the burst hold weighs: 0 (no hold) where the deprecated burstRecurrenceSeconds is 0."""
+        return 0.0 if self.burst_recurrence_seconds == 0 else self.refusal_price_gpu_seconds
 
 
 class Forecast(ApiModel):
