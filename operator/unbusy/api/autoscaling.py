@@ -59,12 +59,14 @@ class Targets(ApiModel):
     )
 
 
-# What a refused request is worth in GPU-seconds, by default: ten times the GPU time of a request
-# served at 1,000 rps a GPU (ResNet-50, 8 images a request, on an H100 serves 1,004). A 503 is a
-# user who got nothing, not merely one request's compute lost, so it is priced above what serving
-# it costs; ten times holds through bursts that recur within minutes and lets a crowd that comes
-# back a quarter of an hour later go (the frontier in bench/RESULTS.md).
-REFUSAL_PRICE_GPU_SECONDS = 0.01
+# What a refused request is worth in GPU-seconds, by default: 20 ms of a GPU, twenty times the GPU
+# time of a request served at 1,000 rps a GPU (ResNet-50, 8 images a request, serves 1,004 on an
+# H100). A 503 is a user who got nothing, not one request's compute lost, so it is priced above
+# what serving it costs. At this price a replica kept through a lull pays when, between two bursts,
+# it saves 50 refusals per second it is kept: on the bench's onoff (4x bursts a few minutes apart)
+# it keeps the bursts' replicas, 1.21x the oracle's GPU-hours, where a one-off step keeps nothing
+# (bench/RESULTS.md, "Bursts priced": the frontier as this moves).
+REFUSAL_PRICE_GPU_SECONDS = 0.02
 
 
 class Capacity(ApiModel):
@@ -105,10 +107,9 @@ class Capacity(ApiModel):
         "shorter than the rate window read from the edge's 503s), the fleet keeps a replica through the lull "
         "while the refusals it would save in the next burst's first startupSeconds (from the bursts seen: "
         "their height, length and how often they come) at this price are worth more than its GPUs cost until "
-        "then. Higher: fewer 503s for more GPU-hours; 0: no hold. The default, 0.01, prices a refusal at ten "
-        "times the GPU time of a request served at 1,000 rps a GPU (ResNet-50 on an H100), and holds on the "
-        "bench's onoff (4x bursts every few minutes) but not for 8x crowds 15 minutes apart "
-        "(bench/RESULTS.md, the frontier).",
+        "then. Higher: fewer 503s for more GPU-hours; 0: no hold. The default, 0.02, prices a refusal at twenty "
+        "times the GPU time of a request served at 1,000 rps a GPU (ResNet-50 on an H100); raise it where a 503 "
+        "costs more (bench/RESULTS.md shows the frontier).",
     )
     burst_recurrence_seconds: int | None = Field(
         None,

@@ -159,14 +159,21 @@ class InferenceServiceSpec(ApiModel):
 
     def ignored_fields(self) -> list[str]:
         """Fields the spec sets that do nothing for it, each as 'field: why' (the operator warns of them)."""
+        ignored = []
         targets = self.autoscaling.targets
-        if self.model.llm is None or targets.queue_depth_per_replica == 0:
-            return []
-        return [
-            "spec.autoscaling.targets.queueDepthPerReplica: not read with spec.model.llm: an LLM backend takes every "
-            "request into its own scheduler at once, so Triton's pending count stays near 0 however loaded it is; "
-            "the llm block (capacity in tokens, slo.ttftP99Ms) scales it. Set it to 0"
-        ]
+        if self.model.llm is not None and targets.queue_depth_per_replica != 0:
+            ignored.append(
+                "spec.autoscaling.targets.queueDepthPerReplica: not read with spec.model.llm: an LLM backend takes "
+                "every request into its own scheduler at once, so Triton's pending count stays near 0 however loaded "
+                "it is; the llm block (capacity in tokens, slo.ttftP99Ms) scales it. Set it to 0"
+            )
+        if self.autoscaling.capacity.burst_recurrence_seconds:
+            ignored.append(
+                "spec.autoscaling.capacity.burstRecurrenceSeconds: deprecated and not read: the burst hold is priced "
+                "by capacity.refusalPriceGpuSeconds (what a refused request is worth in GPU-seconds; 0 turns the hold "
+                "off). Remove it"
+            )
+        return ignored
 
     def demand_source(self) -> str:
         """autoscaling.demand.source with auto resolved: the nginx Ingresses Unbusy renders, or Triton."""

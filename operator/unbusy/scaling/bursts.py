@@ -10,10 +10,10 @@ serve that part; each costs its GPUs every second it is kept.
 
 The model (`hold`) prices that trade from the bursts seen, with one number from the spec: what a
 refused request is worth in GPU-seconds (capacity.refusalPriceGpuSeconds).
-- How often bursts come: as a Poisson process, at the rate N / T, N the bursts remembered and T
-  the time they were seen over (from the first demand reading, or from the start of the last burst
-  forgotten), up to now: the lull going on counts, so a lull longer than the bursts' usual gaps
-  lowers the rate, and the hold lets go by itself.
+- How often bursts come: at the rate (N - 1) / T, N the bursts remembered and T the time from the
+  first of them to now: their gaps, the lull going on included, so a lull longer than the usual
+  gaps lowers the rate and the hold lets go by itself. A burst alone says nothing of how often
+  bursts come and holds nothing: a step or a crowd seen once costs no idle replicas after it.
 - What the j-th replica saves of a burst like those seen: the part of its height it would serve,
   min(capacity, peak - (j - 1) x capacity), for as long as a reactive fleet lacks it:
   min(exposure, the burst's length), exposure being the start-up plus two scaling intervals. The
@@ -22,11 +22,10 @@ refused request is worth in GPU-seconds (capacity.refusalPriceGpuSeconds).
   memoryless arrivals make the expected refusals saved per second of holding the rate times the
   refusals saved per burst. Each further replica saves no more than the one before, so the
   replicas kept are the first k that pay.
-A long burst and a short one save the same first start-up, so both count; a lone step is seen
-once over a long time, so its rate is low and holding for it rarely pays. A burst shorter than the
-rate window reads diluted by the lull around it (6 s at 4x reads 1.8x over 15 s): its height is
-read from the requests the edge refused (`height`), so it still counts, at what it needed rather
-than its average.
+A long burst and a short one are priced alike: what kept replicas save is each one's first
+start-up (or all of it, if shorter). A burst shorter than the rate window reads diluted by the lull
+around it (6 s at 4x reads 1.8x over 15 s): its height is read from the requests the edge refused
+(`height`), so it still counts, at what it needed rather than its average.
 """
 
 from __future__ import annotations
@@ -59,7 +58,6 @@ class Bursts:
     seen: tuple[Burst, ...] = ()  # the last MEMORY bursts
     jumping: bool = False  # the last evaluation's demand was a jump: a burst goes on, not a new one
     serving: float = 0.0  # rps the ready replicas could serve at the last evaluation
-    since: float | None = None  # every burst since then is in `seen`: the first reading, or a forgotten burst's start
 
 
 @dataclass(frozen=True)
@@ -119,14 +117,12 @@ def observe(
         return bursts
     before = [d for t, d in demands if t < now]
     served = min(serving, bursts.serving) if bursts.serving else serving
-    seen, since = bursts.seen, now if bursts.since is None else bursts.since
+    seen = bursts.seen
     base = min(before) if before else current
     level = height(current, base, refused, served)
     jump = bool(before) and base > 0 and level >= threshold * base
     if jump and not bursts.jumping:
-        seen = (*seen, Burst(now, level, base))
-        if len(seen) > MEMORY:  # forgotten: the rate counts bursts from its start on
-            since, seen = seen[-MEMORY - 1].start, seen[-MEMORY:]
+        seen = (*seen, Burst(now, level, base))[-MEMORY:]
     elif seen:
         last = seen[-1]
         level = height(current, last.base, refused, served)
@@ -135,14 +131,15 @@ def observe(
         if last.end is None and level < threshold * last.base:
             last = replace(last, end=now)
         seen = (*seen[:-1], last)
-    return Bursts(seen, jump, serving, since)
+    return Bursts(seen, jump, serving)
 
 
 def rate(bursts: Bursts, now: float) -> float:
-    """Bursts a second: those remembered over the time they were seen in, the lull going on included."""
-    if not bursts.seen or bursts.since is None or now <= bursts.since:
+    """Bursts a second, from the gaps between those remembered, the gap going on included: one
+    burst alone says nothing of how often they come."""
+    if len(bursts.seen) < 2 or now <= bursts.seen[0].start:
         return 0.0
-    return len(bursts.seen) / (now - bursts.since)
+    return (len(bursts.seen) - 1) / (now - bursts.seen[0].start)
 
 
 def saved(bursts: Bursts, replica: int, capacity: float, exposure: float, now: float) -> float:

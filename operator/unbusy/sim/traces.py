@@ -104,9 +104,9 @@ SHAPES: dict[str, Callable[[float], list[float]]] = {
     "flash": _flash,
     "sawtooth": _sawtooth,
     "onoff": _onoff,
+    "diurnal2d": _diurnal2d,
     "onoff-tall": _onoff_tall,
     "onoff-quick": _onoff_quick,
-    "diurnal2d": _diurnal2d,
 }
 
 
