@@ -56,16 +56,14 @@ def recording(policy: Policy, log: list[tuple[float, Decision]]) -> Policy:
     return decide
 
 
-def per_second(
-    log: list[tuple[float, Decision]], initial: int, seconds: int
-) -> list[tuple[int, float, Decision | None]]:
-    """(replicas, time of the decision, decision) in force at each second."""
-    out, current, at, decision, i = [], initial, 0.0, None, 0
+def per_second(log: list[tuple[float, Decision]], initial: int, seconds: int) -> list[tuple[int, Decision | None]]:
+    """(replicas, decision) in force at each second."""
+    out, current, decision, i = [], initial, None, 0
     for second in range(seconds):
         while i < len(log) and log[i][0] <= second:
-            at, decision = log[i]
+            decision = log[i][1]
             current, i = decision.replicas, i + 1
-        out.append((current, at, decision))
+        out.append((current, decision))
     return out
 
 
@@ -95,7 +93,7 @@ def explain(config, trace) -> dict[str, Any]:
     above: dict[str, float] = defaultdict(float)
     below: dict[str, float] = defaultdict(float)
     minutes: list[dict[str, Any]] = []
-    for second, ((mine, _, decision), (oracle, _, _)) in enumerate(zip(ours, theirs, strict=True)):
+    for second, ((mine, decision), (oracle, _)) in enumerate(zip(ours, theirs, strict=True)):
         why = cause(decision)
         if mine > oracle:
             above[why] += (mine - oracle) / 3600
@@ -118,8 +116,8 @@ def explain(config, trace) -> dict[str, Any]:
         "trace": trace.name,
         "gpu_hours": {name: r.gpu_hours for name, r in results.items()},
         "counted_gpu_hours": {
-            "unbusy": sum(n for n, _, _ in ours) / 3600,
-            "oracle": sum(n for n, _, _ in theirs) / 3600,
+            "unbusy": sum(n for n, _ in ours) / 3600,
+            "oracle": sum(n for n, _ in theirs) / 3600,
         },
         "rejected_pct": results["unbusy"].rejected_pct,
         "above": {c: above[c] for c in CAUSES if above[c]},
