@@ -21,7 +21,8 @@ where it has one, so that a user who knows the HPA can predict Unbusy (SCALING-N
 4. stabilisation: the recommendation is no lower than the lowest of the scale-up window and no
    higher than the highest of the scale-down window (the HPA's stabilizeRecommendation). The
    windows keep the metrics' recommendations only; the floors apply after them, so a floor that
-   ends (a burst hold let go, a seasonal floor that falls) is not waited out a second time.
+   ends (a burst hold let go, a seasonal floor that falls) is not waited out a second time, and
+   in a lull the burst hold caps what the scale-down window keeps.
 5. step limits per period: Pods and Percent policies from the rate of the period's start,
    the larger change wins going up (selectPolicy Max), the smaller going down (Min), as
    render/hpa.py writes them for the HPA.
