@@ -226,3 +226,18 @@ def test_an_llm_scaled_on_triton_pending_count_is_warned_of_by_field():
     off = {"autoscaling": {"targets": {"queueDepthPerReplica": 0}}}
     assert isvc(llm_model() | off).spec.ignored_fields() == []
     assert isvc().spec.ignored_fields() == []  # not an LLM: Triton's queue is the right signal
+
+
+def test_the_burst_hold_is_priced_and_the_recurrence_it_replaced_is_deprecated_not_refused():
+    capacity = isvc().spec.autoscaling.capacity
+    assert capacity.refusal_price_gpu_seconds == 0.02 and capacity.refusal_price() == 0.02
+    assert isvc().spec.ignored_fields() == []
+    old = isvc({"autoscaling": {"capacity": {"burstRecurrenceSeconds": 600}}}).spec
+    assert old.autoscaling.capacity.refusal_price() == 0.02  # ignored
+    (warning,) = old.ignored_fields()
+    assert warning.startswith("spec.autoscaling.capacity.burstRecurrenceSeconds: deprecated and not read")
+    off = isvc({"autoscaling": {"capacity": {"burstRecurrenceSeconds": 0}}}).spec
+    assert off.autoscaling.capacity.refusal_price() == 0.0 and off.ignored_fields() == []  # 0 still turns it off
+    assert "spec.autoscaling.capacity.refusalPriceGpuSeconds" in " ".join(
+        problems({"autoscaling": {"capacity": {"refusalPriceGpuSeconds": -1}}})
+    )

@@ -21,7 +21,7 @@ def test_smoke_run_prints_every_policy_with_finite_figures():
             str(ROOT / "bench" / "scaling.py"),
             "--smoke",
             "--json",
-            "--recurrence-seconds",
+            "--refusal-prices",
             "0",
             "--fixed-replicas",
             "3",
@@ -35,7 +35,7 @@ def test_smoke_run_prints_every_policy_with_finite_figures():
     assert [row["policy"] for row in rows] == [
         "unbusy",
         "unbusy+fallback",
-        "unbusy, recurrence 0 s",
+        "unbusy, 0 GPU-s a refusal",
         "fixed 3",
         "hpa-cpu",
         "keda-queue",

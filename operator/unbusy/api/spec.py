@@ -183,6 +183,12 @@ class InferenceServiceSpec(ApiModel):
                 "every request into its own scheduler at once, so Triton's pending count stays near 0 however "
                 "loaded it is; the llm block (capacity in tokens, slo.ttftP99Ms) scales it. Set it to 0"
             )
+        if self.autoscaling.capacity.burst_recurrence_seconds:
+            ignored.append(
+                "spec.autoscaling.capacity.burstRecurrenceSeconds: deprecated and not read: the burst hold is priced "
+                "by capacity.refusalPriceGpuSeconds (what a refused request is worth in GPU-seconds; 0 turns the hold "
+                "off). Remove it"
+            )
         return ignored
 
     def _ignored_routing(self) -> list[str]:

@@ -56,8 +56,8 @@ class ScalingDecision(ApiModel):
     floor: Literal["seasonal", "bursts"] | None = Field(
         None,
         description="Set when a floor, not the present demand, set the replicas: seasonal (the demand of the "
-        "same time a period ago, autoscaling.seasonal) or bursts (recurring bursts, or one over within the start-up, "
-        "autoscaling.capacity.burstRecurrenceSeconds).",
+        "same time a period ago, autoscaling.seasonal) or bursts (replicas kept through a lull because the "
+        "refusals they save in the next burst are worth their GPUs, autoscaling.capacity.refusalPriceGpuSeconds).",
     )
 
 
