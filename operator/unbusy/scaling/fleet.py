@@ -89,11 +89,16 @@ def llm_read(isvc: InferenceService, variant: str, share: float, window_seconds:
     if llm is None or queries is None:
         return None
     costs = tokens.TokenCosts(llm.capacity.prompt_tokens_per_second, llm.capacity.output_tokens_per_second)
-    pricing = None
-    if llm.profile is not None:
-        target = (isvc.spec.autoscaling.targets.capacity_utilization_percent or 100) / 100
-        pricing = tokens.Pricing(LlmProfile.from_document(llm.profile.model_dump(by_alias=True)), target)
-    return LlmRead(queries, costs, llm.slo.ttft_p99_ms, llm.slo.tpot_p99_ms, pricing)
+    return LlmRead(queries, costs, llm.slo.ttft_p99_ms, llm.slo.tpot_p99_ms, llm_pricing(isvc))
+
+
+def llm_pricing(isvc: InferenceService) -> tokens.Pricing | None:
+    """spec.model.llm.profile, to price each mix by; None without one."""
+    llm = isvc.spec.model.llm
+    if llm is None or llm.profile is None:
+        return None
+    target = (isvc.spec.autoscaling.targets.capacity_utilization_percent or 100) / 100
+    return tokens.Pricing(LlmProfile.from_document(llm.profile.model_dump(by_alias=True)), target)
 
 
 def _counter_query(

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from unbusy.api import KIND, InferenceService, SpecError, load
+from unbusy.scaling.fleet import llm_pricing
 from unbusy.scaling.tokens import TokenCosts
 from unbusy.serving.llm import llm_profile_names, load_llm_profile, saturated_rps
 from unbusy.serving.model import DEFAULT_FALLBACK_PROFILE, DEFAULT_PROFILE, from_service, load_profile, profile_names
@@ -159,7 +160,8 @@ def _report(name: str, trace: Trace, policy: str, slo_s: float, result: SimResul
 def _simulate_llm(args: argparse.Namespace, isvc: InferenceService, spec: SimConfig, policy: str) -> str:
     """An LLM profile under the trace, with the spec's scaling (the Triton model's settings aside),
     deciding on what the operator reads of an LLM: weighted tokens at the spec's llm.capacity (else
-    the profile's on the first mix), the TTFT guard at --ttft-slo-ms."""
+    the profile's on the first mix), each mix priced by the spec's llm.profile where it has one, the
+    TTFT guard at --ttft-slo-ms."""
     name, llm = isvc.metadata.name, isvc.spec.model.llm
     try:
         profile = load_llm_profile(args.llm_profile)
@@ -194,7 +196,7 @@ def _simulate_llm(args: argparse.Namespace, isvc: InferenceService, spec: SimCon
         if llm is not None
         else first_mix_costs(profile, mix, trace.seconds)
     )
-    result = simulate_llm(config, trace, observe=observer(costs, args.ttft_slo_ms))
+    result = simulate_llm(config, trace, observe=observer(costs, args.ttft_slo_ms, pricing=llm_pricing(isvc)))
     if args.json:
         return json.dumps({**result.figures(), "minutes": [asdict(m) for m in result.minutes]}) + "\n"
     figures = result.figures()
