@@ -77,8 +77,10 @@ def add_parser(subparsers: argparse._SubParsersAction, usage_error: type[Excepti
     )
     fitting.add_argument(
         "csv",
+        nargs="+",
         help="a rates CSV written by bench/calibrate (e.g. bench/data/h100-resnet50-rates.csv), or one of an LLM "
-        "sweep's three CSVs written by bench/llmcal (<prefix>rates.csv, requests.csv, seconds.csv): an `llm` profile",
+        "sweep's three CSVs written by bench/llmcal (<prefix>rates.csv, requests.csv, seconds.csv): an `llm` profile; "
+        "several LLM sweeps of one engine fit together, a mix's segments taken from the last sweep that has it",
     )
     fitting.set_defaults(run=calibrate, usage_error=usage_error)
     return command
@@ -86,17 +88,19 @@ def add_parser(subparsers: argparse._SubParsersAction, usage_error: type[Excepti
 
 def calibrate(args: argparse.Namespace) -> str:
     """The `serving` block fitted to a sweep, and how the simulator replays the held-out rates."""
-    if llm_calibration.is_llm_sweep(args.csv):
+    if all(llm_calibration.is_llm_sweep(path) for path in args.csv):
         return calibrate_llm(args)
+    if len(args.csv) > 1:
+        raise args.usage_error(f"csv: one Triton sweep at a time; several only of LLM sweeps, got {' '.join(args.csv)}")
     try:
-        sweep = calibration.read_sweep(args.csv)
+        sweep = calibration.read_sweep(args.csv[0])
         serving = calibration.rounded(calibration.fit(sweep))
     except (OSError, ValueError, KeyError) as error:
-        raise args.usage_error(f"{args.csv}: {error}") from None
+        raise args.usage_error(f"{args.csv[0]}: {error}") from None
     block = yaml.safe_dump({"serving": serving.model_dump(by_alias=True)}, sort_keys=False, width=200)
     runs = max((row.repeats for row in sweep.open), default=1)
     median = f" (the median of {runs} runs of each rate)" if runs > 1 else ""
-    lines = [f"# unbusy calibrate {args.csv}", f"# held-out rates, measured{median} / simulated:"]
+    lines = [f"# unbusy calibrate {args.csv[0]}", f"# held-out rates, measured{median} / simulated:"]
     for row, replayed in calibration.check(sweep, serving):
         low, high = row.p99_range_ms
         spread = f" ({low:.1f}-{high:.1f} in {row.repeats} runs)" if row.repeats > 1 else ""
@@ -112,16 +116,16 @@ def calibrate_llm(args: argparse.Namespace) -> str:
     """The `llm` profile fitted to all of an LLM sweep, and the validation: each held-out segment
     measured / replayed with the profile fitted without it."""
     try:
-        sweep = llm_calibration.read_llm_sweep(args.csv)
+        sweep = llm_calibration.read_llm_sweep(*args.csv)
         profile = llm_calibration.rounded(llm_calibration.fit_llm(sweep, sweep.segments))
         checks = llm_calibration.validation(sweep)
     except (OSError, ValueError, KeyError) as error:
-        raise args.usage_error(f"{args.csv}: {error}") from None
+        raise args.usage_error(f"{' '.join(args.csv)}: {error}") from None
     bounds = (
         f"served tokens/s within {100 * llm_calibration.SERVED_WITHIN:g}%, refused within "
         f"{llm_calibration.REFUSED_POINTS:g} points, TTFT p99 within {100 * llm_calibration.TTFT_WITHIN:g}%"
     )
-    lines = [f"# unbusy calibrate {args.csv}", f"# validation, measured / replayed ({bounds}):"]
+    lines = [f"# unbusy calibrate {' '.join(args.csv)}", f"# validation, measured / replayed ({bounds}):"]
     for name, results in checks.items():
         inside = sum(c.within for c in results)
         lines.append(f"# {name}: {inside} of {len(results)} held-out segments within the bounds")
