@@ -122,12 +122,13 @@ MEASURED = {
     "llm-h100-llama-8b": ("h100-llm-llama-8b-", "h100-llm-llama-8b-conv-long-"),
 }
 # Held-out segments whose TTFT p99 replays outside 25% (measured / replayed, ms), asserted to be so, so
-# that this list stays what the model misses: past saturation, where the engine's first tokens wait
-# behind the per-token work of 100-165 running conversations (1B conv 16.25: 872 / 315, step 2,946 /
-# 1,166) and the code queue's onset (1B 69.6: 3,870 / 5,155; 8B 12.0: 693 / 878, 16.6: 2,216 / 3,012).
+# that this list stays what the model misses: past saturation, where first tokens wait behind the
+# per-token work of 100-165 running conversations (1B conv 16.25 req/s: 872 / 315, the step: 2,946 /
+# 1,166), the code queue's onset (1B 69.6: 3,870 / 5,155; 8B 16.6: 2,216 / 2,981), and the 8B's conv
+# at 2.25 (423 / 310) and 5.6 (711 / 476), whose measured tail is heavier than an exponential's.
 TTFT_OUTSIDE = {
     "llm-h100-llama-1b": {"code sweep 69.5544 rps", "conv sweep 16.25 rps", "conv step 19.5 rps"},
-    "llm-h100-llama-8b": {"code sweep 11.9766 rps", "code sweep 16.6342 rps"},
+    "llm-h100-llama-8b": {"code sweep 16.6342 rps", "conv sweep 2.25 rps", "conv sweep 5.625 rps"},
 }
 
 
@@ -155,7 +156,7 @@ def test_the_committed_llm_profiles_are_what_calibrate_fits(name):
 def test_measured_held_out_rates_replay_within_the_bounds(name):
     """Fit on half the rates of the H100 sweeps, replay the other half: served tokens/s within 10% and the
     refused share within 2 points on every held-out segment, TTFT p99 within 25% on all but TTFT_OUTSIDE
-    (1B: 6 of 9 held-out segments within every bound, 8B: 7 of 9)."""
+    (1B: 6 of 9 held-out segments within every bound, 8B: 6 of 9)."""
     data = measured_sweep(name)
     fit, held = split_rates(data)
     checks = check_llm(fit_llm(data, fit), held)
