@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 from test_llm_serving import PROFILE
 
 from unbusy.cli import main
@@ -181,3 +182,33 @@ def test_measured_8b_fit_on_code_predicts_conv_below_saturation():
         assert abs(check.refused_points) <= 2, check.line()
     within = {c.segment.offered_rps for c in checks if c.within}
     assert within == {2.25, 3.375, 4.05, 4.5, 5.625}, [c.line() for c in checks]
+
+
+def test_unbusy_simulate_sheds_an_llm_to_its_fallback_llm_profile(tmp_path, capsys):
+    """`unbusy simulate --llm-profile --fallback-llm-profile` on a manifest with spec.fallback: one
+    replica at maxReplicas under 2x its load sheds to the fallback; without the option nothing is."""
+    document = yaml.safe_load((ROOT / "examples/llm-vllm.yaml").read_text())
+    spec = document["spec"]
+    spec["variants"] = [
+        {"name": "main", "weight": 100},
+        {"name": "small", "weight": 0, "modelRepository": "pvc://model-store/llm-small", "minReplicas": 2},
+    ]
+    spec["fallback"] = {"variant": "small", "rpsPerReplica": 10, "maxPercent": 70, "shedAbovePercent": 80}
+    spec["autoscaling"]["maxReplicas"] = 1
+    manifest, profile = tmp_path / "llm.yaml", tmp_path / "profile.yaml"
+    manifest.write_text(yaml.safe_dump(document))
+    profile.write_text(yaml.safe_dump(PROFILE.to_document()))
+    capacity = saturated_rps(PROFILE, TokenMix.from_sizes(list(mix_sizes("conv"))))
+    trace = tmp_path / "trace.csv"
+    trace.write_text(f"seconds,rps\n0,{2 * capacity:.3f}\n300,{2 * capacity:.3f}\n")
+    argv = ["simulate", "-f", str(manifest), "--llm-profile", str(profile), "--trace", str(trace), "--json"]
+    assert main([*argv, "--fallback-llm-profile", str(profile)]) == 0
+    shed = json.loads(capsys.readouterr().out)
+    assert main(argv) == 0
+    alone = json.loads(capsys.readouterr().out)
+    assert shed["fallback_pct"] > 30 and alone["fallback_pct"] == 0
+    assert shed["slo_minutes_pct"] > alone["slo_minutes_pct"]
+    document["spec"].pop("fallback")
+    manifest.write_text(yaml.safe_dump(document))
+    assert main([*argv, "--fallback-llm-profile", str(profile)]) == 1
+    assert "--fallback-llm-profile: the manifest has no spec.fallback" in capsys.readouterr().err

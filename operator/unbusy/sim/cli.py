@@ -18,7 +18,7 @@ from unbusy.serving.model import DEFAULT_FALLBACK_PROFILE, DEFAULT_PROFILE, from
 from unbusy.sim import calibration, llm_calibration, plot
 from unbusy.sim.config import SimConfig, from_spec
 from unbusy.sim.engine import simulate as run_simulation
-from unbusy.sim.llm import LlmSimConfig, MixShift, simulate_llm
+from unbusy.sim.llm import LlmFallback, LlmSimConfig, MixShift, simulate_llm
 from unbusy.sim.llm_tokens import first_mix_costs, observer
 from unbusy.sim.stats import SLO_SHARE, SimResult
 from unbusy.sim.traces import SHAPES, Trace, builtin, parse_csv
@@ -57,6 +57,11 @@ def add_parser(subparsers: argparse._SubParsersAction, usage_error: type[Excepti
         "--llm-profile",
         help=f"simulate an LLM: an LLM serving profile ({', '.join(llm_profile_names()) or 'none measured yet'}) "
         "or a file from `unbusy calibrate` on an LLM sweep; request sizes from --mix",
+    )
+    command.add_argument(
+        "--fallback-llm-profile",
+        help="with --llm-profile and a spec.fallback: the LLM profile of the fallback variant, which takes the "
+        "traffic shed to it (default: none, nothing is shed)",
     )
     command.add_argument(
         "--mix",
@@ -173,6 +178,15 @@ def _simulate_llm(args: argparse.Namespace, isvc: InferenceService, spec: SimCon
         mix = MixShift.parse(args.mix)
     except (OSError, ValueError, KeyError) as error:
         raise args.usage_error(f"--mix {error}") from None
+    fallback = None
+    if args.fallback_llm_profile:
+        if spec.fallback is None:
+            raise args.usage_error("--fallback-llm-profile: the manifest has no spec.fallback to shed to")
+        try:
+            fallback_profile = load_llm_profile(args.fallback_llm_profile)
+        except (OSError, ValueError, TypeError) as error:
+            raise args.usage_error(f"--fallback-llm-profile {error}") from None
+        fallback = LlmFallback(spec.fallback.spec, fallback_profile, spec.fallback.replicas)
     config = LlmSimConfig(
         profile=profile,
         mix=mix,
@@ -186,6 +200,7 @@ def _simulate_llm(args: argparse.Namespace, isvc: InferenceService, spec: SimCon
         scrape_interval_s=spec.scrape_interval_s,
         metrics_delay_s=spec.metrics_delay_s,
         seed=spec.seed,
+        fallback=fallback,
     )
     capacity = saturated_rps(profile, mix.token_mix(0, 1))
     base = args.base_rps or BASE_LOAD * capacity * config.initial_replicas / config.weight
@@ -204,9 +219,11 @@ def _simulate_llm(args: argparse.Namespace, isvc: InferenceService, spec: SimCon
     figures = result.figures()
     header = (
         f"{name}: LLM {args.llm_profile}, mix {mix}, trace {trace.name} ({trace.seconds} s), {policy}\n"
-        f"  refused {figures['refused_pct']:g}%, TTFT p99 {figures['ttft_p99_ms']} ms, minutes in SLO "
+        f"  refused {figures['refused_pct']:g}%, sent to the fallback {figures['fallback_pct']:g}%, "
+        f"TTFT p99 {figures['ttft_p99_ms']} ms, minutes in SLO "
         f"(TTFT p99 <= {args.ttft_slo_ms:g} ms, {100 * SLO_SHARE:g}% answered) {figures['slo_minutes_pct']:g}%, "
-        f"GPU-hours {figures['gpu_hours']:g}, tokens served {figures['prompt_tokens']:,} prompt + "
+        f"GPU-hours (the fallback's included) {figures['gpu_hours']:g}, "
+        f"tokens served {figures['prompt_tokens']:,} prompt + "
         f"{figures['output_tokens']:,} output, {result.scaling_events} scaling events\n"
     )
     rows = ["  minute  load rps  replicas  TTFT p99 ms  in SLO  refused  output tok/s"]
