@@ -95,6 +95,7 @@ LLM_KEYS = {
     "trace",
     "mix",
     "refused_pct",
+    "fallback_pct",
     "ttft_p50_ms",
     "ttft_p99_ms",
     "tpot_p99_ms",
