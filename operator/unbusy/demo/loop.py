@@ -10,6 +10,7 @@ from unbusy.api import InferenceService
 from unbusy.api.model import Serving
 from unbusy.demo.processes import OperatorProcess, Prometheus
 from unbusy.kube.client import connect
+from unbusy.kube.loopback import publish_loopback_endpoints
 from unbusy.kube.observe import live_pods, nginx_weights, ready_addresses
 from unbusy.serving.llm import LlmProfile
 from unbusy.serving.model import from_service
@@ -52,11 +53,17 @@ def emulator_for(
             raise ValueError("spec.model.llm: the emulator serves an LLM as a measured engine: pass its LlmProfile")
         return LlmEmulator(pods, profile=llm, mix=mix, **common)
     smaller = fallback_model(isvc, fallback) if fallback else None
+
+    def answered() -> dict[str, tuple[str, str]]:
+        """The Ready pods' addresses; the proxy in front learns them from their EndpointSlices."""
+        publish_loopback_endpoints(api, namespace, name)
+        return ready_addresses(api, namespace, name)
+
     return Emulator(
         pods,
         service=from_service(isvc, service),
         variant_services={isvc.spec.fallback.variant: smaller} if smaller else None,
-        answer=(lambda: ready_addresses(api, namespace, name)) if answer else None,
+        answer=answered if answer else None,
         **common,
     )
 
