@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import pytest
 from builders import ON_KWOK, manifest
 
+from polling import eventually
 from unbusy.api.model import Pauses, ServiceTime
 from unbusy.demo.http_load import Received, send
 from unbusy.serving.model import load_profile
@@ -67,9 +68,9 @@ def through_traefik(host: str, count: int, concurrency: int = 8, **options) -> R
     return send(TRAEFIK_WEB, host, INFER, count, concurrency, **options)
 
 
-def answered_by(host: str, variants: set[str], count: int = 100) -> Received | None:
+def answered_by(host: str, variants: set[str], count: int = 100, concurrency: int = 4) -> Received | None:
     """`count` requests through Traefik, if all were answered 200 by exactly `variants`' pods."""
-    received = through_traefik(host, count, concurrency=4)
+    received = through_traefik(host, count, concurrency)
     served = {variant for (variant, status) in received.answers if status == 200}
     return received if received.of(status=200) == count and served == variants else None
 
@@ -193,7 +194,7 @@ def test_a_weight_change_moves_traffic_and_a_removed_variant_gets_none(closed_lo
         share = through_traefik(host, 200, concurrency=4).shares().get("canary", 0.0)
         return abs(share - 0.5) <= 0.05
 
-    loop.eventually(half, timeout=30, every=0.1)
+    eventually(half, timeout=30, every=0.1, describe=loop.describe)
     moved_s = time.monotonic() - changed
     print(f"\nweight 10% -> 50%: measured traffic moved {moved_s:.1f}s after the change")
     record_property("weight_change_to_traffic_s", round(moved_s, 1))
@@ -220,7 +221,7 @@ def test_queue_full_503s_reach_the_client_and_traefik_counts_them(closed_loop, r
     body = service("busy", [("main", 100)], model_config=config)
     host = body["spec"]["routing"]["host"]
     loop = closed_loop(body, 0.0, proxy_metrics=TRAEFIK_METRICS, service=slow)
-    loop.eventually(lambda: answered_by(host, {"main"}, count=10), timeout=90)
+    loop.eventually(lambda: answered_by(host, {"main"}, count=10, concurrency=1), timeout=90)
     before = traefik_counts(backend(loop, "main")).get("503", 0.0)
 
     received = through_traefik(host, 2_000, concurrency=16)

@@ -19,10 +19,12 @@ load generator counts per variant what it received, not what the emulator's book
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
 import re
+import socket
 import threading
 import time
 from collections import deque
@@ -122,10 +124,22 @@ class PodServer:
     def __init__(self, name: str, variant: str, ip: str, port: int, model: str, batcher: Batcher, seed: int = 0):
         self.name, self.variant, self.model = name, variant, model
         self.replica = LiveBatcher(batcher, seed)
+        self._connections: set[socket.socket] = set()
+        self._lock = threading.Lock()
         pod = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive: a proxy reuses its connections to a backend
+
+            def setup(self) -> None:
+                super().setup()
+                with pod._lock:
+                    pod._connections.add(self.request)
+
+            def finish(self) -> None:
+                with pod._lock:
+                    pod._connections.discard(self.request)
+                super().finish()
 
             def _answer(self, status: int, document: dict | None = None) -> None:
                 body = json.dumps(document).encode() if document is not None else b""
@@ -168,8 +182,14 @@ class PodServer:
         self._thread.start()
 
     def stop(self) -> None:
+        """The pod is gone: its listener and its open connections close (a proxy's kept-alive ones too,
+        which would otherwise reach this pod's handlers after another pod took its address)."""
         self.server.shutdown()
         self.server.server_close()
+        with self._lock:
+            for connection in self._connections:
+                with contextlib.suppress(OSError):  # closed by the peer already
+                    connection.shutdown(socket.SHUT_RDWR)
         self.replica.stop()
 
 
