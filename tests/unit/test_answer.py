@@ -9,9 +9,12 @@ import urllib.request
 
 import pytest
 
+from polling import eventually
 from unbusy.demo.http_load import send
 from unbusy.serving.batcher import Batcher
+from unbusy.serving.model import ServiceModel
 from unbusy.sim.answer import Answerers, LiveBatcher
+from unbusy.sim.emulator import Emulator
 
 
 def _batcher(service_ms: float, batch: int = 1, max_queue: int = 0, delay_ms: float = 0.0) -> Batcher:
@@ -55,9 +58,41 @@ def test_past_capacity_the_queue_fills_and_requests_get_triton_s_503():
         # One in the batch and one waiting at a time: of 8 clients at once, most find the queue full.
         assert received.of("main", 503) > received.of("main", 200) > 0
         assert received.total == 40
-        assert answerers.servers["pod"].replica.refused == received.of("main", 503)
+        counted = answerers.pods()["pod"]  # what the emulator's /metrics shows of it
+        assert (counted.rejected, counted.served) == (received.of("main", 503), received.of("main", 200))
+        assert counted.executions >= counted.served / 2 and counted.request_us >= counted.served * 50_000
         request = urllib.request.Request(f"http://{address}/v2/models/other/infer", data=b"{}", method="POST")
         with pytest.raises(urllib.error.HTTPError, match="404"):
             urllib.request.urlopen(request, timeout=5)
     finally:
         answerers.stop()
+
+
+def test_the_emulator_s_metrics_count_the_real_requests_its_pods_answered():
+    emulator = Emulator(
+        lambda: {"resnet-main-a": ("main", True)},
+        namespace="ml",
+        inference_service="resnet",
+        model="resnet50",
+        service=ServiceModel(),
+        answer=lambda: {"resnet-main-a": ("main", "127.77.0.4")},
+        answer_port=0,
+    )
+    servers = emulator.answerers.servers
+    emulator.start()
+    try:
+        eventually(lambda: "resnet-main-a" in servers, timeout=5, every=0.05)  # its first tick: Ready, answering
+        address = "{}:{}".format(*servers["resnet-main-a"].server.server_address[:2])
+        assert send(address, "any", "/v2/models/resnet50/infer", count=30, concurrency=3).of("main", 200) == 30
+
+        def scraped() -> tuple[str, str] | None:
+            lines = emulator.render().splitlines()
+            success = next((line for line in lines if line.startswith("nv_inference_request_success{")), "")
+            gpu = next((line for line in lines if line.startswith("DCGM_FI_DEV_GPU_UTIL{")), " 0")
+            # The next tick reads the GPU busy with the 30 requests of the second before.
+            return (success, gpu) if success.endswith(" 30") and float(gpu.rpartition(" ")[2]) > 0 else None
+
+        success, _ = eventually(scraped, timeout=5, every=0.1)
+        assert 'namespace="ml",inferenceservice="resnet",variant="main",pod="resnet-main-a"' in success
+    finally:
+        emulator.stop()

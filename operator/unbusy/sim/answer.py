@@ -13,6 +13,10 @@ clock instead of simulated time):
 - a batch of b takes service_s(b); the serving process stalls pauses.ms at Poisson times and in
   a share of its executions.
 
+What each replica does is written into a sim/live.py Pod, as the fleet simulator's replicas write
+theirs, so that the emulator's /metrics shows Triton's counters of the real requests (Emulator,
+with `answer`).
+
 An answer says which pod and variant gave it (headers Unbusy-Pod, Unbusy-Variant), so that a
 load generator counts per variant what it received, not what the emulator's books say.
 """
@@ -32,6 +36,7 @@ from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from unbusy.serving.batcher import Batcher
+from unbusy.sim.live import Pod
 
 log = logging.getLogger("unbusy.answer")
 
@@ -44,16 +49,16 @@ _MODEL_READY = re.compile(r"^/v2/models/(?P<model>[^/]+)(/versions/[^/]+)?/ready
 
 
 class LiveBatcher:
-    """One model instance with Triton's dynamic batcher, on the wall clock."""
+    """One model instance with Triton's dynamic batcher, on the wall clock; its counters go to `pod`."""
 
-    def __init__(self, batcher: Batcher, seed: int = 0) -> None:
+    def __init__(self, batcher: Batcher, pod: Pod | None = None, seed: int = 0) -> None:
         self.batcher = batcher
+        self.pod = pod or Pod("")
         self._rng = random.Random(seed)
         self._lock = threading.Condition()
         self._waiting: deque[tuple[float, threading.Event]] = deque()  # admitted, not yet in a batch
         self._stopped = False
         self._next_stall = self._stall_after(time.monotonic())
-        self.answered = self.refused = 0
         self._thread = threading.Thread(target=self._run, name="live-batcher", daemon=True)
         self._thread.start()
 
@@ -63,11 +68,12 @@ class LiveBatcher:
         done = threading.Event()
         with self._lock:
             if self.batcher.max_queue and len(self._waiting) >= self.batcher.max_queue:
-                self.refused += 1
+                self.pod.rejected += 1
                 return 503
             if self._stopped:
                 return 500
             self._waiting.append((time.monotonic(), done))
+            self.pod.replica.pending = len(self._waiting)
             self._lock.notify()
         answered = done.wait(ANSWER_TIMEOUT_S)
         with self._lock:
@@ -83,7 +89,7 @@ class LiveBatcher:
         per_second = self.batcher.stalls_per_second
         return now + self._rng.expovariate(per_second) if per_second > 0 else float("inf")
 
-    def _next_batch(self) -> list[threading.Event] | None:
+    def _next_batch(self) -> list[tuple[float, threading.Event]] | None:
         """Wait until a batch may start (None once stopped), and take it off the queue."""
         most = self.batcher.saturated_batch
         with self._lock:
@@ -96,7 +102,9 @@ class LiveBatcher:
                 for _, done in self._waiting:  # unanswered: their handlers answer 500 at once
                     done.set()
                 return None
-            return [self._waiting.popleft()[1] for _ in range(min(most, len(self._waiting)))]
+            batch = [self._waiting.popleft() for _ in range(min(most, len(self._waiting)))]
+            self.pod.replica.pending = len(self._waiting)
+            return batch
 
     def _run(self) -> None:
         batcher = self.batcher
@@ -113,8 +121,14 @@ class LiveBatcher:
                 end += batcher.stall_s
             time.sleep(max(0.0, end - time.monotonic()))
             with self._lock:
-                self.answered += len(batch)
-            for done in batch:
+                replica = self.pod.replica
+                replica.served += len(batch)
+                replica.executions += 1
+                replica.busy_s += end - start
+                for arrived, _ in batch:
+                    replica.waited_s += start - arrived
+                    self.pod.record.latency.add((end - arrived) * 1000, 1)
+            for _, done in batch:
                 done.set()
 
 
@@ -123,7 +137,7 @@ class PodServer:
 
     def __init__(self, name: str, variant: str, ip: str, port: int, model: str, batcher: Batcher, seed: int = 0):
         self.name, self.variant, self.model = name, variant, model
-        self.replica = LiveBatcher(batcher, seed)
+        self.replica = LiveBatcher(batcher, Pod(variant), seed)
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
         pod = self
@@ -212,6 +226,10 @@ class Answerers:
                 self.servers[name] = PodServer(name, variant, ip, self.port, self.model, self.batcher_of(variant), seed)
             except OSError as error:  # an address not on this machine: say so, serve the others
                 log.warning("pod %s: cannot answer on %s:%d: %s", name, ip, self.port, error)
+
+    def pods(self) -> dict[str, Pod]:
+        """Each answering pod's counters, as Triton keeps them."""
+        return {name: server.replica.pod for name, server in self.servers.items()}
 
     def stop(self) -> None:
         self.sync({})

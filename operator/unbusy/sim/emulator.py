@@ -131,17 +131,19 @@ class Emulator:
         variant_services: Mapping[str, ServiceModel] | None = None,
         fleet: LiveFleet | LlmLiveFleet | None = None,
         answer: AddressLister | None = None,
+        answer_port: int = meta.HTTP_PORT,
     ) -> None:
         self.list_pods, self.list_weights, self.list_addresses = pods, weights, answer
         self.namespace, self.inference_service, self.model, self.version = namespace, inference_service, model, version
         self.fleet = fleet or LiveFleet(service or ServiceModel(), seed=seed, variant_models=variant_services)
         self.rps = rps
         self.answerers = None
+        self._answered: dict[str, tuple[float, float]] = {}  # pod -> (served, refused) at the last tick
         if answer is not None:
             if not isinstance(self.fleet, LiveFleet):
                 raise ValueError("spec.model.llm: the emulator answers HTTP requests for a fixed-cost model only")
             fleet = self.fleet
-            self.answerers = Answerers(model, lambda variant: fleet.model_of(variant).batcher, meta.HTTP_PORT, seed)
+            self.answerers = Answerers(model, lambda variant: fleet.model_of(variant).batcher, answer_port, seed)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._pods: Mapping[str, tuple[str, bool]] = {}
@@ -231,9 +233,28 @@ class Emulator:
             log.warning("listing pods or routes failed, keeping the last lists: %s", error)
         with self._lock:
             before = {name: (pod.served, pod.rejected, pod.failed) for name, pod in self.fleet.pods.items()}
-            self.fleet.tick(self.rps, self._pods, self._weights)
+            if self.answerers is None:
+                self.fleet.tick(self.rps, self._pods, self._weights)
+            else:
+                self._tick_answered(self.answerers)
             if self._ingress_of is not None:
                 self._count_at_the_edge(self._ingress_of, before)
+
+    def _tick_answered(self, answerers: Answerers) -> None:
+        """A second of the real requests the pods answered (their counters are the answerers'): the
+        GPU readings follow what each served, the latency summaries' window moves on."""
+        fleet, pods = self.fleet, answerers.pods()
+        arrived = rejected = 0.0
+        for name, pod in pods.items():
+            served, refused = self._answered.get(name, (0.0, 0.0))
+            pod.gpu_busy = fleet.model_of(pod.variant).gpu_reading((pod.served - served) / TICK_S)
+            pod.record.latency.next_tick()
+            arrived += pod.served - served + pod.rejected - refused
+            rejected += pod.rejected - refused
+        self._answered = {name: (pod.served, pod.rejected) for name, pod in pods.items()}
+        fleet.pods = pods
+        fleet.history.append((arrived, rejected))
+        fleet.now += TICK_S
 
     def _count_at_the_edge(self, isvc: InferenceService, before: Mapping[str, tuple[float, float, float]]) -> None:
         """What ingress-nginx counted this tick: the requests each variant's replicas answered, failed or refused."""
