@@ -8,6 +8,9 @@ as the calibrated replica would (sim/answer.py). What is measured is what the lo
   sampled during the load) and every EndpointSlice address it reads is a loopback one;
 - a weight change moves the measured traffic within one scaling interval; a removed variant gets
   no traffic at all;
+- load past the main variant's only replica makes the operator shed to the fallback variant (it
+  reads the emulator's metrics of the real requests), and the fallback's answers begin within one
+  scaling interval of the HTTPRoute's weight change;
 - past capacity the replicas' queue-full 503s reach the client, and Traefik counts exactly those
   for the variant's backend, which the testbed's Prometheus scrapes.
 
@@ -243,3 +246,77 @@ def test_queue_full_503s_reach_the_client_and_traefik_counts_them(closed_loop, r
         return [r for r in json.loads(answer)["data"]["result"] if "-busy-main-" in r["metric"]["service"]]
 
     loop.eventually(scraped, timeout=15)
+
+
+def route_weights(testbed, loop: Loop) -> dict[str, int]:
+    """{variant: weight} of the backendRefs of the HTTPRoute the operator rendered, as Traefik reads it."""
+    route = testbed.kubectl_json("get", "httproute", loop.name, "-n", loop.namespace)
+    refs = route["spec"]["rules"][0]["backendRefs"]
+    return {ref["name"].removeprefix(f"{loop.name}-"): ref.get("weight", 1) for ref in refs}
+
+
+class OpenLoad:
+    """`rate` requests a second through Traefik in one-second rounds until stopped: each round's
+    answers, with the time (monotonic) it began."""
+
+    def __init__(self, host: str, rate: int, concurrency: int = 16):
+        self.host, self.rate, self.concurrency = host, rate, concurrency
+        self.rounds: list[tuple[float, Received]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 300  # bounded whatever the test does
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            began = time.monotonic()
+            received = through_traefik(self.host, self.rate, self.concurrency, seconds=1.5, rate=self.rate)
+            self.rounds.append((began, received))
+
+    def __enter__(self) -> OpenLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def test_a_fallback_shed_moves_measured_traffic_within_a_scaling_interval(closed_loop, testbed, record_property):
+    # main: one replica of 2 requests per 40 ms, 50/s, that may not grow; the offered 90/s are more
+    # than it serves, so the operator sheds the excess to the fallback variant `small`.
+    slow = load_profile("h100-resnet50").model_copy(
+        update={"service_time": ServiceTime(floor_ms=40, base_ms=0, per_item_ms=0.001), "pauses": Pauses()}
+    )
+    body = service("shed", [("main", 100), ("small", 0)], {"maxBatchSize": 2, "dynamicBatching": {"maxQueueSize": 4}})
+    spec = body["spec"]
+    spec["model"]["serving"] = slow.to_wire()
+    spec["variants"] = [
+        {"name": "main", "weight": 100, "maxReplicas": 1},
+        {"name": "small", "weight": 0, "minReplicas": 1, "maxReplicas": 1},
+    ]
+    spec["fallback"] = {"variant": "small", "rpsPerReplica": 50, "restoreSeconds": 10}
+    spec["autoscaling"]["targets"] = {
+        "capacityUtilizationPercent": 80,
+        "queueDepthPerReplica": 0,
+        "gpuUtilizationPercent": 0,
+    }
+    host = spec["routing"]["host"]
+    loop = closed_loop(body, 0.0, proxy_metrics=TRAEFIK_METRICS)
+    loop.eventually(lambda: answered_by(host, {"main"}, count=10, concurrency=1), timeout=90)
+    assert route_weights(testbed, loop).get("small", 0) == 0
+
+    with OpenLoad(host, rate=90) as load:
+        started = time.monotonic()
+        weighted = eventually(lambda: route_weights(testbed, loop).get("small", 0) > 0 and time.monotonic(), 150)
+        eventually(lambda: any(r.of("small", 200) for began, r in load.rounds if began >= weighted - 1), 2 * INTERVAL_S)
+    # The end of the first one-second round with answers from the fallback: an upper bound of when it began.
+    moved = next(began + r.seconds for began, r in load.rounds if began >= weighted - 1 and r.of("small", 200))
+    moved_s = moved - weighted
+    after = [r for began, r in load.rounds if began >= moved]
+    share = sum(r.of("small", 200) for r in after) / max(1, sum(r.of(status=200) for r in after))
+    print(
+        f"\nshed {weighted - started:.1f}s into the load, to {route_weights(testbed, loop)}; the fallback answered "
+        f"within {moved_s:.1f}s of the weight change, {share:.1%} of the answers since"
+    )
+    record_property("shed_weight_to_traffic_s", round(moved_s, 1))
+    assert moved_s <= INTERVAL_S
