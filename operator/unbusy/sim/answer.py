@@ -110,8 +110,10 @@ class LiveBatcher:
         batcher = self.batcher
         while (batch := self._next_batch()) is not None:
             start = time.monotonic()
-            if start >= self._next_stall:  # a stall at a random time: no batch starts during it
-                start = max(start, self._next_stall + batcher.stall_s)
+            while self._next_stall + batcher.stall_s < start:  # stalls over while the instance idled
+                self._next_stall = self._stall_after(self._next_stall)
+            if self._next_stall <= start:  # in a stall at a random time: no batch starts during it
+                start = self._next_stall + batcher.stall_s
                 self._next_stall = self._stall_after(self._next_stall)
             end = start + batcher.service_s(len(batch))
             if self._next_stall < end:  # a stall while the batch runs ends it that much later
