@@ -96,4 +96,3 @@ def test_the_emulator_s_metrics_count_the_real_requests_its_pods_answered():
         assert 'namespace="ml",inferenceservice="resnet",variant="main",pod="resnet-main-a"' in success
     finally:
         emulator.stop()
-
