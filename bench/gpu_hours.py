@@ -9,7 +9,7 @@ at each second is the one the last decision set (the engine starts and drains re
 decision; a drained replica holds its GPU until its queue is empty, a second or so), so the sum is
 the engine's GPU-hours to a few replica-seconds; both are printed. What set Unbusy's count, from
 the decision in force:
-- hold, a run of bursts / hold, a short burst alone: the recurring-bursts floor (scaling/bursts.py);
+- burst hold: the replicas the bursts seen pay for at the refusal price (scaling/bursts.py);
 - seasonal floor;
 - scale-down window: the count is what the window's highest recommendation kept ("scale-down
   stabilised"), above what the metrics ask for now;
@@ -32,7 +32,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scaling as bench  # it puts operator/ on the path
 
-from unbusy.scaling import bursts as recurring
 from unbusy.scaling.policy import Decision
 from unbusy.serving.model import DEFAULT_PROFILE, from_service, load_profile
 from unbusy.sim.config import from_spec
@@ -40,8 +39,7 @@ from unbusy.sim.engine import Policy, simulate
 from unbusy.sim.traces import SHAPES, builtin
 
 CAUSES = (
-    "hold, a run of bursts",
-    "hold, a short burst alone",
+    "burst hold",
     "seasonal floor",
     "scale-down window",
     "burst mode",
@@ -58,26 +56,22 @@ def recording(policy: Policy, log: list[tuple[float, Decision]]) -> Policy:
     return decide
 
 
-def per_second(
-    log: list[tuple[float, Decision]], initial: int, seconds: int
-) -> list[tuple[int, float, Decision | None]]:
-    """(replicas, time of the decision, decision) in force at each second."""
-    out, current, at, decision, i = [], initial, 0.0, None, 0
+def per_second(log: list[tuple[float, Decision]], initial: int, seconds: int) -> list[tuple[int, Decision | None]]:
+    """(replicas, decision) in force at each second."""
+    out, current, decision, i = [], initial, None, 0
     for second in range(seconds):
         while i < len(log) and log[i][0] <= second:
-            at, decision = log[i]
+            decision = log[i][1]
             current, i = decision.replicas, i + 1
-        out.append((current, at, decision))
+        out.append((current, decision))
     return out
 
 
-def cause(decision: Decision | None, at: float, spec) -> str:
+def cause(decision: Decision | None) -> str:
     if decision is None:
         return "demand rule"
     if decision.floor == "bursts":
-        startup = decision.metrics["startup_seconds"]
-        held = recurring.hold(decision.state.bursts, at, spec.capacity.burst_recurrence_seconds, startup)
-        return "hold, a run of bursts" if held is not None and held.bursts > 1 else "hold, a short burst alone"
+        return "burst hold"
     if decision.floor == "seasonal":
         return "seasonal floor"
     if "scale-down stabilised" in decision.reason:
@@ -94,14 +88,13 @@ def explain(config, trace) -> dict[str, Any]:
     for name, log in logs.items():
         cfg, policy = plans[name]
         results[name] = simulate(cfg, trace, recording(policy, log))
-    spec = plans["unbusy"][0].policy
     ours = per_second(logs["unbusy"], config.initial_replicas, trace.seconds)
     theirs = per_second(logs["oracle"], config.initial_replicas, trace.seconds)
     above: dict[str, float] = defaultdict(float)
     below: dict[str, float] = defaultdict(float)
     minutes: list[dict[str, Any]] = []
-    for second, ((mine, at, decision), (oracle, _, _)) in enumerate(zip(ours, theirs, strict=True)):
-        why = cause(decision, at, spec)
+    for second, ((mine, decision), (oracle, _)) in enumerate(zip(ours, theirs, strict=True)):
+        why = cause(decision)
         if mine > oracle:
             above[why] += (mine - oracle) / 3600
         elif mine < oracle:
@@ -123,8 +116,8 @@ def explain(config, trace) -> dict[str, Any]:
         "trace": trace.name,
         "gpu_hours": {name: r.gpu_hours for name, r in results.items()},
         "counted_gpu_hours": {
-            "unbusy": sum(n for n, _, _ in ours) / 3600,
-            "oracle": sum(n for n, _, _ in theirs) / 3600,
+            "unbusy": sum(n for n, _ in ours) / 3600,
+            "oracle": sum(n for n, _ in theirs) / 3600,
         },
         "rejected_pct": results["unbusy"].rejected_pct,
         "above": {c: above[c] for c in CAUSES if above[c]},
@@ -168,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=DEFAULT_PROFILE, help="serving profile or a calibrate file")
     parser.add_argument("--base-rps", type=float, help="base rate of the shape; default: half of the capacity")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the arrivals")
-    parser.add_argument("--recurrence-seconds", type=int, help="burstRecurrenceSeconds (default: the spec's)")
+    parser.add_argument("--refusal-price", type=float, help="refusalPriceGpuSeconds (default: the spec's)")
     parser.add_argument("--scrape-seconds", type=int, help="Prometheus scrape interval (default: the spec's)")
     parser.add_argument("--metrics-delay-seconds", type=int, default=10, help="from scrape to readable")
     parser.add_argument("--interval-seconds", type=int, help="Unbusy's tick (default: autoscaling.intervalSeconds)")
@@ -185,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         metrics_delay_s=args.metrics_delay_seconds,
     )
     config = bench.with_pipeline(config, args.scrape_seconds, args.interval_seconds)
-    if args.recurrence_seconds is not None and config.policy is not None:
-        config = bench.with_recurrence(config, args.recurrence_seconds)
+    if args.refusal_price is not None and config.policy is not None:
+        config = bench.with_price(config, args.refusal_price)
     base = args.base_rps or bench.BASE_LOAD * config.model.capacity_rps * config.initial_replicas / config.weight
     trace = bench.smoke_trace(base) if args.smoke else builtin(args.trace, base)
     found = explain(config, trace)

@@ -5,8 +5,8 @@
     .venv/bin/python bench/scaling.py --smoke --json        # a short step, for CI (a few seconds)
     .venv/bin/python bench/scaling.py --trace step --scrape-seconds 5 --metrics-delay-seconds 3 --interval-seconds 5
                                                             # the same with a faster metrics pipeline
-    .venv/bin/python bench/scaling.py --trace onoff --recurrence-seconds 300,480,900 --fixed-replicas 4,5
-                                                            # beside: other burstRecurrenceSeconds, fixed fleets
+    .venv/bin/python bench/scaling.py --trace onoff --refusal-prices 0,0.003,0.03 --fixed-replicas 4,5
+                                                            # beside: other refusalPriceGpuSeconds, fixed fleets
 
 Per trace, the four policies drive four fleets in the simulator with the same spec (model,
 SLO, bounds, start-up), trace and seed; the engine's RNG draws only the arrivals, so every
@@ -76,6 +76,10 @@ def _seconds_list(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(",") if part.strip())
 
 
+def _numbers(text: str) -> tuple[float, ...]:
+    return tuple(float(part) for part in text.split(",") if part.strip())
+
+
 def with_pipeline(config: SimConfig, scrape_seconds: int | None, interval_seconds: int | None) -> SimConfig:
     """The run's metrics pipeline where the command line changes it (scrape, scaling tick)."""
     if scrape_seconds:
@@ -85,10 +89,10 @@ def with_pipeline(config: SimConfig, scrape_seconds: int | None, interval_second
     return config
 
 
-def with_recurrence(config: SimConfig, seconds: int) -> SimConfig:
-    """The same run with another capacity.burstRecurrenceSeconds."""
+def with_price(config: SimConfig, price: float) -> SimConfig:
+    """The same run with another capacity.refusalPriceGpuSeconds."""
     policy = config.policy
-    capacity = policy.capacity.model_copy(update={"burst_recurrence_seconds": seconds})
+    capacity = policy.capacity.model_copy(update={"refusal_price_gpu_seconds": price})
     return replace(config, policy=policy.model_copy(update={"capacity": capacity}))
 
 
@@ -101,11 +105,11 @@ def read_service(path: Path):
 
 
 def contenders(
-    config: SimConfig, trace: Trace, recurrences: tuple[int, ...] = (), fixed: tuple[int, ...] = ()
+    config: SimConfig, trace: Trace, prices: tuple[float, ...] = (), fixed: tuple[int, ...] = ()
 ) -> dict[str, tuple[SimConfig, Policy]]:
     """Each policy with the config it runs under (the baselines bring their own Autoscaling).
 
-    `recurrences`: Unbusy again with each of these burstRecurrenceSeconds; `fixed`: fleets of these
+    `prices`: Unbusy again with each of these refusalPriceGpuSeconds; `fixed`: fleets of these
     many replicas, scaling off."""
     from unbusy.scaling.policy import decide
 
@@ -131,8 +135,8 @@ def contenders(
         shedding["unbusy+seasonal"] = (replace(alone, policy=floored), decide)
         if config.fallback:
             shedding["unbusy+seasonal+fallback"] = (replace(config, policy=floored), decide)
-    for seconds in recurrences:
-        shedding[f"unbusy, recurrence {seconds} s"] = (with_recurrence(alone, seconds), decide)
+    for price in prices:
+        shedding[f"unbusy, {price:g} GPU-s a refusal"] = (with_price(alone, price), decide)
     for replicas in fixed:
         shedding[f"fixed {replicas}"] = (replace(alone, policy=None, initial_replicas=replicas), decide)
     oracle_config = replace(alone, policy=spec.model_copy(update={"interval_seconds": HPA_SYNC_S}))
@@ -146,7 +150,7 @@ def contenders(
     }
 
 
-def run_trace(config: SimConfig, trace: Trace, **more: tuple[int, ...]) -> dict[str, SimResult]:
+def run_trace(config: SimConfig, trace: Trace, **more: tuple) -> dict[str, SimResult]:
     results = {name: simulate(cfg, trace, policy) for name, (cfg, policy) in contenders(config, trace, **more).items()}
     loads = {name: tuple(m.load_rps for m in r.minutes) for name, r in results.items()}
     assert len(set(loads.values())) == 1, "the policies did not see the same arrivals"
@@ -239,10 +243,10 @@ def main(argv: list[str] | None = None) -> int:
         "--interval-seconds", type=int, help="Unbusy's evaluation tick (default: autoscaling.intervalSeconds)"
     )
     parser.add_argument(
-        "--recurrence-seconds",
-        type=_seconds_list,
+        "--refusal-prices",
+        type=_numbers,
         default=(),
-        help="also run Unbusy with each of these burstRecurrenceSeconds (comma-separated): the frontier",
+        help="also run Unbusy with each of these refusalPriceGpuSeconds (comma-separated): the frontier",
     )
     parser.add_argument(
         "--fixed-replicas", type=_seconds_list, default=(), help="also run fixed fleets of these many replicas"
@@ -284,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
 
     every: list[dict[str, Any]] = []
     for trace in traces:
-        results = run_trace(config, trace, recurrences=args.recurrence_seconds, fixed=args.fixed_replicas)
+        results = run_trace(config, trace, prices=args.refusal_prices, fixed=args.fixed_replicas)
         if args.json:
             every += rows(trace, results)
         else:

@@ -27,6 +27,7 @@ from typing import Any
 
 from kubernetes import config as kube_config
 from kubernetes import dynamic
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from unbusy.api import load
 from unbusy.kube.children import CHILD_KINDS
@@ -139,7 +140,11 @@ class Cluster:
         found: dict[Key, str] = {}
         managed = f"{MANAGED_BY}={OPERATOR}"
         for api_version, kind in [*CHILD_KINDS, ("apps/v1", "ReplicaSet")]:
-            for item in self.items(api_version, kind, label_selector=managed):
+            try:
+                items = self.items(api_version, kind, label_selector=managed)
+            except ResourceNotFoundError:
+                continue  # an optional API (CRD) the testbed does not install, e.g. InferencePool
+            for item in items:
                 meta = item["metadata"]
                 if meta.get("deletionTimestamp") is None:
                     found[(kind, meta["name"])] = meta["uid"]

@@ -1,5 +1,6 @@
 """Validate rendered objects the way a real API server would: Kubernetes' own OpenAPI schema
-for built-in kinds, and the CRDs' openAPIV3Schema for Prometheus Operator, Gateway API and KEDA kinds."""
+for built-in kinds, and the CRDs' openAPIV3Schema for Prometheus Operator, Gateway API (and its Inference
+Extension's InferencePool) and KEDA kinds."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 KUBERNETES_VERSION = "1.37.0"  # the testbed's release; kubernetes-validate ships its schema
 SHARED_CRDS = ROOT.parent / "shared" / "thirdparty-crds"
 KEDA_CRD = "config/crd/bases/keda.sh_scaledobjects.yaml"
+# CRDs committed as test data, each with its source and release noted at its top.
+DATA_CRDS = ROOT / "tests" / "data" / "crds"
 
 
 def _module_files(module: str, *globs: str) -> list[Path]:
@@ -44,7 +47,7 @@ def _crd_files() -> list[Path]:
         )
     gateway = _module_files(f"sigs.k8s.io/gateway-api@{versions['GATEWAY_API_VERSION']}", "config/crd/standard/*.yaml")
     keda = _module_files(f"github.com/kedacore/keda/v2@{versions['KEDA_VERSION']}", KEDA_CRD)
-    return prometheus + gateway + keda
+    return prometheus + gateway + keda + sorted(DATA_CRDS.glob("*.yaml"))
 
 
 def _strict(schema: dict[str, Any]) -> dict[str, Any]:

@@ -55,7 +55,7 @@ MODEL_SERIES = (
     "nv_inference_compute_output_duration_us",
     "nv_inference_pending_request_count",
 )
-_SERIES = re.compile(r"^(nv_\w+)\{([^}]*)\} (\S+)$", re.M)
+_SERIES = re.compile(r"^([a-zA-Z_:][\w:]*)\{([^}]*)\} (\S+)$", re.M)
 
 RATES_COLUMNS = [
     "mode",

@@ -312,6 +312,25 @@ def second_rows(mix, segment, offered, seconds, results: list[Result], bins, sam
     return rows
 
 
+def closed_loop_capacity(load: StreamLoad, args, mix: str, pairs, seed: int, log) -> float:
+    """Requests/s the engine serves of this mix: tokens/s of a closed loop over the mix's mean tokens a request."""
+    results, bins = load.closed_loop(args.concurrency, args.capacity_seconds, 0, time.time() + 0.3, seed)
+    warm = 2
+    span = args.capacity_seconds - warm
+    prompt_s = sum(bins.get(t, [0, 0])[0] for t in range(warm, int(args.capacity_seconds))) / span
+    output_s = sum(bins.get(t, [0, 0])[1] for t in range(warm, int(args.capacity_seconds))) / span
+    mean_prompt = sum(p for p, _ in pairs) / len(pairs)
+    mean_output = sum(o for _, o in pairs) / len(pairs)
+    capacity = (prompt_s + output_s) / (mean_prompt + mean_output)
+    done = sum(1 for r in results if r.outcome == "ok")
+    log(
+        f"{mix}: closed loop {args.concurrency}: {prompt_s:.0f} prompt + {output_s:.0f} output tok/s, "
+        f"{done} finished in {args.capacity_seconds:g} s; mean request {mean_prompt:.0f} + "
+        f"{mean_output:.0f} tokens -> capacity {capacity:.2f} req/s"
+    )
+    return capacity
+
+
 # --- the run ---------------------------------------------------------------------------------------------------
 
 
@@ -349,6 +368,11 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=4, help="load generator processes")
     parser.add_argument("--concurrency", type=int, default=64, help="closed-loop streams for the capacity")
     parser.add_argument("--capacity-seconds", type=float, default=12)
+    parser.add_argument(
+        "--capacity-rps", default="",
+        help="MIX=REQ/S,...: the capacity read from an earlier sweep, used instead of the closed-loop estimate "
+        "(which over-rates decode-bound mixes: its fresh streams spend their first seconds in prefill)",
+    )  # fmt: skip
     parser.add_argument("--fractions", default="0.25,0.5,0.75,0.9,1.0,1.25,1.5,2.0")
     parser.add_argument("--segment-seconds", type=float, default=16)
     parser.add_argument("--drain-seconds", type=float, default=4)
@@ -390,6 +414,7 @@ def main() -> None:
     mixes = {m: load_mix(args.tokens, m, args.prompt_cap, args.output_cap) for m in args.mixes.split(",")}
     rates, requests, seconds_rows, capacities = [], [], [], {}
     url = f"http://127.0.0.1:8000/v2/models/{MODEL}/generate_stream"
+    given = {m: float(c) for m, c in (item.split("=") for item in args.capacity_rps.split(",") if item)}
     pairs_all = [pair for pairs in mixes.values() for pair in pairs]
     time_left = lambda: args.deadline - (time.time() - begun) if args.deadline else float("inf")  # noqa: E731
 
@@ -411,8 +436,12 @@ def main() -> None:
             f"{args.prompt_cap}, outputs at {args.output_cap}; all mixes' mean {mean_all[0]:.0f} + {mean_all[1]:.0f}",
             "capacity_rps: "
             + ", ".join(f"{m} {c:.3f}" for m, c in capacities.items())
-            + f" (closed loop of {args.concurrency} streams, {args.capacity_seconds:g} s: served tokens/s over "
-            "the mix's mean tokens per request)",
+            + (
+                " (given: read from an earlier sweep's saturation)"
+                if given
+                else f" (closed loop of {args.concurrency} streams, {args.capacity_seconds:g} s: served tokens/s "
+                "over the mix's mean tokens per request)"
+            ),
             f"segments: open-loop Poisson, {args.segment_seconds:g} s at each fraction {args.fractions} of capacity, "
             f"then at most {args.drain_seconds:g} s to drain; what is left is cancelled (unfinished); served_rps "
             "counts requests finished inside the segment, latency percentiles all that finished",
@@ -432,23 +461,13 @@ def main() -> None:
                 with StreamLoad(url, args.processes, pairs) as load:
                     time.sleep(1.0)
                     seed += 1
-                    start_at = time.time() + 0.3
-                    results, bins = load.closed_loop(args.concurrency, args.capacity_seconds, 0, start_at, seed)
-                    warm = 2
-                    span = args.capacity_seconds - warm
-                    prompt_s = sum(bins.get(t, [0, 0])[0] for t in range(warm, int(args.capacity_seconds))) / span
-                    output_s = sum(bins.get(t, [0, 0])[1] for t in range(warm, int(args.capacity_seconds))) / span
-                    mean_prompt = sum(p for p, _ in pairs) / len(pairs)
-                    mean_output = sum(o for _, o in pairs) / len(pairs)
-                    capacity = (prompt_s + output_s) / (mean_prompt + mean_output)
-                    done = sum(1 for r in results if r.outcome == "ok")
+                    if mix in given:
+                        capacity = given[mix]
+                        log(f"{mix}: capacity {capacity:.2f} req/s as given (--capacity-rps)")
+                    else:
+                        capacity = closed_loop_capacity(load, args, mix, pairs, seed, log)
+                        log(f"  drained in {wait_empty(sampler, 20):.1f} s")
                     capacities[mix] = capacity
-                    log(
-                        f"{mix}: closed loop {args.concurrency}: {prompt_s:.0f} prompt + {output_s:.0f} output tok/s, "
-                        f"{done} finished in {args.capacity_seconds:g} s; mean request {mean_prompt:.0f} + "
-                        f"{mean_output:.0f} tokens -> capacity {capacity:.2f} req/s"
-                    )
-                    log(f"  drained in {wait_empty(sampler, 20):.1f} s")
                     segments = [
                         ("sweep", f, [(args.segment_seconds, f * capacity)])
                         for f in map(float, args.fractions.split(","))

@@ -106,6 +106,14 @@ ISTIO_CLIENT_REPORTERS = ("source", "waypoint")
 ISTIO_SERVICE = "destination_service_name"
 ISTIO_SERVICE_NAMESPACE = "destination_service_namespace"
 ISTIO_RESPONSE_CODE = "response_code"
+# Traefik v3 (github.com/traefik/traefik/v3, pkg/observability/metrics/prometheus.go): requests a
+# load-balancer service's servers answered, counted per server proxy (pkg/server/service), with
+# the status code. Its Kubernetes Gateway provider makes each backendRef of an HTTPRoute rule one
+# such service (render/routing.py traefik_service_regex); a request to a backend with no ready
+# server is answered 503 before any server proxy and counted under no service.
+TRAEFIK_SERVICE_REQUESTS = "traefik_service_requests_total"  # counter
+TRAEFIK_SERVICE = "service"  # <service>@<provider>
+TRAEFIK_CODE = "code"  # the response's HTTP status code, e.g. 503
 # The status of a request refused because no replica could take it: Triton's queue was full,
 # or no replica was ready.
 BUSY_STATUS = "503"

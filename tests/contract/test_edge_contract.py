@@ -9,7 +9,11 @@ uses, at the versions pinned in testbed/versions.env.
   every weighted backend a locality of it, from its translator's own test data; Envoy's cluster
   stats as its Grafana dashboards query them (Envoy itself is C++, not a Go module);
 - Istio (istio.io/istio): istio_requests_total and its labels as Istio's telemetry
-  integration test queries them, the reporters as its dashboards add them up.
+  integration test queries them, the reporters as its dashboards add them up;
+- Traefik (github.com/traefik/traefik/v3, the testbed's proxy): the service request counter,
+  its labels and defaults, counted per server of a load-balancer service under its qualified
+  name; the names its Kubernetes Gateway provider gives each backendRef of an HTTPRoute rule,
+  from its provider's own test fixtures and expected configurations.
 
 The modules are fetched by the testbed's own client (tests/go_modules.py). Where they cannot
 be fetched (no Go, no network) the tests skip; with CI=true they fail, as CI runs everything.
@@ -33,17 +37,27 @@ from unbusy.render.edge import demand_queries
 pytestmark = pytest.mark.contract
 
 INGRESS_NGINX, ENVOY_GATEWAY, ISTIO = "k8s.io/ingress-nginx", "github.com/envoyproxy/gateway", "istio.io/istio"
-PINS = {INGRESS_NGINX: "INGRESS_NGINX_VERSION", ENVOY_GATEWAY: "ENVOY_GATEWAY_VERSION", ISTIO: "ISTIO_VERSION"}
+TRAEFIK = "github.com/traefik/traefik/v3"
+PINS = {
+    INGRESS_NGINX: "INGRESS_NGINX_VERSION",
+    ENVOY_GATEWAY: "ENVOY_GATEWAY_VERSION",
+    ISTIO: "ISTIO_VERSION",
+    TRAEFIK: "TRAEFIK_VERSION",
+}
 GATEWAY = {"host": "resnet.example.com", "provider": "gateway", "gateway": {"name": "edge"}}
 SOURCE_SPECS = {
     "nginx": {"routing": {"host": "resnet.example.com"}},
     "envoy-gateway": {"routing": GATEWAY, "autoscaling": {"demand": {"source": "envoy-gateway"}}},
     "istio": {"routing": GATEWAY, "autoscaling": {"demand": {"source": "istio"}}},
+    "traefik": {"routing": GATEWAY, "autoscaling": {"demand": {"source": "traefik"}}},
 }
 
 
 def fetch(module: str) -> ModuleSource:
-    version = pinned_versions()[PINS[module]]
+    pins = pinned_versions()
+    if PINS[module] not in pins:
+        require(f"{PINS[module]} is not pinned in testbed/versions.env")
+    version = pins[PINS[module]]
     try:
         return module_source(module, version)
     except ModuleUnavailable as error:
@@ -63,6 +77,11 @@ def envoy_gateway() -> ModuleSource:
 @pytest.fixture(scope="session")
 def istio() -> ModuleSource:
     return fetch(ISTIO)
+
+
+@pytest.fixture(scope="session")
+def traefik() -> ModuleSource:
+    return fetch(TRAEFIK)
 
 
 def found(pattern: str, text: str, what: str) -> re.Match[str]:
@@ -245,10 +264,126 @@ def test_istio_requests_and_labels_as_its_telemetry_test_reads_them(istio):
     assert set(reporters.group(1).split("|")) == set(series.ISTIO_CLIENT_REPORTERS)
 
 
+# --- Traefik -------------------------------------------------------------------------------
+
+TRAEFIK_GATEWAY = "pkg/provider/kubernetes/gateway"
+
+
+def traefik_service_labels(source: ModuleSource) -> frozenset[str]:
+    """The labels of traefik_service_requests_total (without headerLabels, which a user adds)."""
+    prometheus = source.read("pkg/observability/metrics/prometheus.go")
+    opts = found(
+        r"serviceReqs := newCounterWithHeadersFrom\(stdprometheus\.CounterOpts\{\s*Name:\s*serviceReqsTotalName,"
+        r".*?\}, config\.HeaderLabels, \[\]string\{([^}]*)\}\)",
+        prometheus,
+        "the service requests counter",
+    )
+    return frozenset(go_strings(opts.group(1)))
+
+
+def test_traefik_service_request_counter_and_its_labels(traefik):
+    prometheus = traefik.read("pkg/observability/metrics/prometheus.go")
+    prefix = found(r'MetricNamePrefix = "(\w+)"', prometheus, "the metric prefix").group(1)
+    service = found(r'metricServicePrefix\s+= MetricNamePrefix \+ "(\w+)"', prometheus, "the service prefix").group(1)
+    total = found(r'serviceReqsTotalName\s+= metricServicePrefix \+ "(\w+)"', prometheus, "the counter's name").group(1)
+    assert prefix + service + total == series.TRAEFIK_SERVICE_REQUESTS
+    assert {series.TRAEFIK_SERVICE, series.TRAEFIK_CODE} <= traefik_service_labels(traefik)
+    # Service metrics are on by default (addServicesLabels).
+    defaults = traefik.read("pkg/observability/types/metrics.go")
+    set_defaults = found(r"func \(p \*Prometheus\) SetDefaults\(\) \{(.*?)\n}", defaults, "SetDefaults").group(1)
+    found(r"p\.AddServicesLabels = true", set_defaults, "addServicesLabels defaults to true")
+    # The code is the response's status (503), not its class.
+    middleware = traefik.read("pkg/middlewares/metrics/metrics.go")
+    found(r'labels = append\(labels, "code", strconv\.Itoa\(code\)\)', middleware, "code is the status")
+    found(r'baseLabels:\s+\[\]string\{"service", serviceName\}', middleware, "the service label")
+
+
+def test_traefik_counts_each_server_of_a_load_balancer_under_its_qualified_name(traefik):
+    services = traefik.read("pkg/server/service/service.go")
+    balancer = found(
+        r"func \(m \*Manager\) getLoadBalancerServiceHandler\((.*?)\n}\n", services, "the load-balancer handler"
+    ).group(1)
+    found(r"for i, server := range shuffle\(service\.Servers, m\.rand\) \{", balancer, "one proxy per server")
+    found(r"qualifiedSvcName := provider\.GetQualifiedName\(ctx, serviceName\)", balancer, "the qualified name")
+    found(
+        r"metricsMiddle\.ServiceMetricsHandler\(ctx, m\.observabilityMgr\.MetricsRegistry\(\), qualifiedSvcName\)",
+        balancer,
+        "the server's requests counted under it",
+    )
+    qualified = traefik.read("pkg/server/provider/provider.go")
+    found(
+        r"func MakeQualifiedName\(providerName, elementName string\) string \{\s*"
+        r'return elementName \+ "@" \+ providerName',
+        qualified,
+        "<name>@<provider>",
+    )
+    gateway = traefik.read(f"{TRAEFIK_GATEWAY}/kubernetes.go")
+    name = found(r'ProviderName = "(\w+)"', gateway, "the Gateway provider's name").group(1)
+    assert name == routing.TRAEFIK_GATEWAY_PROVIDER
+
+
+def test_traefik_names_backend_services_as_unbusy_selects_them(traefik):
+    httproute = traefik.read(f"{TRAEFIK_GATEWAY}/httproute.go")
+    found(
+        r'serviceName := fmt\.Sprintf\("%s-svc-%s-%s-%d", routerName, namespace, backendRef\.Name, backendIndex\)',
+        httproute,
+        "a backendRef's service name",
+    )
+    kubernetes = traefik.read(f"{TRAEFIK_GATEWAY}/kubernetes.go")
+    found(
+        r'label := provider\.Normalize\(fmt\.Sprintf\("%s-%s-%s-gw-%s-%s-ep-%s-%d", kind, namespace, name, '
+        r"gatewayNamespace, gatewayName, epName, ruleIndex\)\).*?"
+        r'return fmt\.Sprintf\("%s-%\.10x", label, h\.Sum\(nil\)\)',
+        kubernetes,
+        "the router's name: a normalised label and 10 bytes of a hash in hex",
+    )
+
+
+def expected_load_balancers(source: ModuleSource, desc: str) -> list[str]:
+    """The load-balancer services TestLoadHTTPRoutes expects for one of its cases."""
+    tests = source.read(f"{TRAEFIK_GATEWAY}/kubernetes_test.go")
+    case = found(rf'desc:\s+"{re.escape(desc)}",(.*?)\n\t\t\{{\n\t\t\tdesc:', tests, desc).group(1)
+    return re.findall(r'"([^"]+)": \{\s*LoadBalancer: &dynamic\.ServersLoadBalancer\{', case)
+
+
+@pytest.mark.parametrize(
+    ("desc", "fixture"),
+    [
+        ("One HTTPRoute with one rule two targets", "one_rule_two_targets.yml"),
+        ("Gateway with two listeners and one HTTPRoute", "with_two_listeners_one_httproute.yml"),
+    ],
+)
+def test_traefik_backend_services_of_its_own_tests_match_each_backends_regex(traefik, desc, fixture):
+    objects = list(yaml.safe_load_all(traefik.read(f"{TRAEFIK_GATEWAY}/fixtures/httproute/{fixture}")))
+    (route,) = (o for o in objects if o and o["kind"] == "HTTPRoute")
+    (gateway,) = (o for o in objects if o and o["kind"] == "Gateway")
+    (rule,) = route["spec"]["rules"]
+    namespace = route["metadata"]["namespace"]
+    regexes = {
+        ref["name"]: re.compile(
+            routing.traefik_service_regex(
+                namespace,
+                route["metadata"]["name"],
+                gateway["metadata"]["namespace"],
+                gateway["metadata"]["name"],
+                ref["name"],
+            )
+        )
+        for ref in rule["backendRefs"]
+    }
+    services = [f"{name}@{routing.TRAEFIK_GATEWAY_PROVIDER}" for name in expected_load_balancers(traefik, desc)]
+    assert services
+    routers = len(services) // len(regexes)  # one per listener the route attaches to
+    for backend, regex in regexes.items():
+        ours = [s for s in services if regex.fullmatch(s)]
+        assert len(ours) == routers, (backend, services)
+        assert all(f"-svc-{namespace}-{backend}-" in s for s in ours)
+
+
 # --- the queries use only what the contracts above check ------------------------------------
 
 
-def test_demand_queries_select_only_the_checked_labels(ingress_nginx):
+def test_demand_queries_select_only_the_checked_labels(ingress_nginx, traefik):
     checked = {
         "nginx": (series.NGINX_REQUESTS, nginx_request_labels(ingress_nginx) | {series.EXPORTED_NAMESPACE}),
         "envoy-gateway": (series.ENVOY_UPSTREAM_RESPONSES, {series.ENVOY_CLUSTER, series.ENVOY_CODE_CLASS}),
@@ -256,6 +391,7 @@ def test_demand_queries_select_only_the_checked_labels(ingress_nginx):
             series.ISTIO_REQUESTS,
             {series.ISTIO_REPORTER, series.ISTIO_SERVICE, series.ISTIO_SERVICE_NAMESPACE, series.ISTIO_RESPONSE_CODE},
         ),
+        "traefik": (series.TRAEFIK_SERVICE_REQUESTS, traefik_service_labels(traefik)),
     }
     for source, spec in SOURCE_SPECS.items():
         metric, allowed = checked[source]

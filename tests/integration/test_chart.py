@@ -59,6 +59,7 @@ NAMESPACED_NEEDS = [
             "ingresses.networking.k8s.io",
             "networkpolicies.networking.k8s.io",
             "httproutes.gateway.networking.k8s.io",
+            "inferencepools.inference.networking.k8s.io",
             "servicemonitors.monitoring.coreos.com",
             "podmonitors.monitoring.coreos.com",
             "prometheusrules.monitoring.coreos.com",

@@ -127,6 +127,19 @@ CEL_CASES = {
         "spec.variants: Invalid value",
         "at most two variants may carry weight",
     ),
+    "nginx-by-default-two-weighted": (  # no routing.gateway: ingress-nginx, as before the Gateway API came first
+        {
+            "routing": {"host": "a.example.com"},
+            "variants": [{"name": "a", "weight": 50}, {"name": "b", "weight": 30}, {"name": "c", "weight": 20}],
+        },
+        "spec.variants: Invalid value",
+        "at most two variants may carry weight",
+    ),
+    "inference-pool-needs-llm": (
+        {"routing": {"host": "a.example.com", "gateway": {"name": "edge"}, "inferencePool": {}}},
+        "spec.routing.inferencePool: Invalid value",
+        "needs spec.model.llm",
+    ),
     "gateway-ref": (
         {"routing": {"host": "a.example.com", "provider": "gateway"}},
         "spec.routing.gateway: Invalid value",
@@ -155,7 +168,7 @@ CEL_CASES = {
     "demand-edge-not-rendered": (
         {"routing": {"host": "a.example.com"}, "autoscaling": {"mode": "none", "demand": {"source": "istio"}}},
         "spec.autoscaling.demand.source: Invalid value",
-        "nginx reads the Ingresses of routing.provider nginx, envoy-gateway and istio the HTTPRoute",
+        "nginx reads the Ingresses of routing.provider nginx, envoy-gateway, istio and traefik the HTTPRoute",
     ),
     "demand-promql-query": (
         {"autoscaling": {"mode": "none", "demand": {"source": "promql"}}},
@@ -179,7 +192,7 @@ CEL_CASES = {
             "variants": [{"name": "a", "weight": 50}, {"name": "b", "weight": 50}],
         },
         "spec.variants: Invalid value",
-        "with rollout.canary and routing.provider nginx only one variant may carry weight",
+        "with rollout.canary and ingress-nginx (routing.provider nginx, or no routing.gateway) only one variant",
     ),
     "rollout-canary-name": (
         {"rollout": {"canary": {}}, "variants": [{"name": "a-canary", "weight": 100}]},

@@ -50,7 +50,7 @@ def test_partial_alert_keeps_that_alerts_own_defaults():
                 "routing": {"host": "x.example.com", "provider": "nginx"},
                 "variants": [{"name": "a", "weight": 50}, {"name": "b", "weight": 30}, {"name": "c", "weight": 20}],
             },
-            "spec.variants: with routing.provider nginx at most two variants may carry weight",
+            "spec.variants: with ingress-nginx (routing.provider nginx, or no routing.gateway) at most two variants",
         ),
         ({"routing": {"host": "x.example.com", "provider": "gateway"}}, "spec.routing.gateway: gateway is required"),
         ({"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}, "spec.autoscaling.minReplicas: must be <= maxReplicas"),
@@ -67,8 +67,8 @@ def test_partial_alert_keeps_that_alerts_own_defaults():
         ),
         (
             {"autoscaling": {"demand": {"source": "istio"}}, "routing": {"host": "x.example.com"}},
-            "spec.autoscaling.demand.source: nginx reads the Ingresses of routing.provider nginx, envoy-gateway "
-            "and istio the HTTPRoute of routing.provider gateway",
+            "spec.autoscaling.demand.source: nginx reads the Ingresses of routing.provider nginx, envoy-gateway, "
+            "istio and traefik the HTTPRoute of routing.provider gateway",
         ),
         (
             {"autoscaling": {"demand": {"source": "promql"}}},
@@ -103,7 +103,8 @@ def test_three_weighted_variants_are_fine_through_gateway():
         ({"rollout": {"maxSurge": "lots"}}, "spec.rollout.maxSurge: String should match pattern"),
         (
             {"autoscaling": {"demand": {"source": "envoy"}}},
-            "spec.autoscaling.demand.source: must be one of 'auto', 'nginx', 'envoy-gateway', 'istio', 'promql' or",
+            "spec.autoscaling.demand.source: must be one of 'auto', 'nginx', 'envoy-gateway', 'istio', 'traefik', "
+            "'promql' or",
         ),
         (
             {"autoscaling": {"demand": {"source": "promql", "query": "sum(rate(x{svc=$svc}[1m]))"}}},
@@ -208,10 +209,21 @@ def test_llm_fields_and_their_defaults():
         # KV blocks for tokens: 200 blocks of 16 is 3,200 tokens, not 200.
         (llm_model(kvCacheTokens=200), "spec.model.llm.kvCacheTokens: Input should be greater than or equal to 256"),
         (llm_model(tokensPerSecond=9000), "spec.model.llm.tokensPerSecond: unknown field"),
+        (llm_model(profile={"kvCacheTokens": 4096, "maxBatchedTokens": 512}), "spec.model.llm.profile.step: Field"),
     ],
 )
 def test_llm_errors_name_the_field(spec, expected):
     assert any(p.startswith(expected) for p in problems(spec)), problems(spec)
+
+
+def test_an_llm_profile_unbusy_calibrate_wrote_pastes_into_the_spec_as_is():
+    import yaml
+
+    from unbusy.serving.llm import PROFILES, LlmProfile
+
+    document = yaml.safe_load((PROFILES / "llm-h100-llama-8b.yaml").read_text())
+    profile = isvc(llm_model(profile=document["llm"])).spec.model.llm.profile
+    assert LlmProfile.from_document(profile.model_dump(by_alias=True)) == LlmProfile.from_document(document)
 
 
 @pytest.mark.parametrize(("backend", "engine"), [("python", "vllm"), ("python", "tensorrtllm"), ("vllm", "vllm")])
@@ -225,3 +237,18 @@ def test_an_llm_scaled_on_triton_pending_count_is_warned_of_by_field():
     off = {"autoscaling": {"targets": {"queueDepthPerReplica": 0}}}
     assert isvc(llm_model() | off).spec.ignored_fields() == []
     assert isvc().spec.ignored_fields() == []  # not an LLM: Triton's queue is the right signal
+
+
+def test_the_burst_hold_is_priced_and_the_recurrence_it_replaced_is_deprecated_not_refused():
+    capacity = isvc().spec.autoscaling.capacity
+    assert capacity.refusal_price_gpu_seconds == 0.02 and capacity.refusal_price() == 0.02
+    assert isvc().spec.ignored_fields() == []
+    old = isvc({"autoscaling": {"capacity": {"burstRecurrenceSeconds": 600}}}).spec
+    assert old.autoscaling.capacity.refusal_price() == 0.02  # ignored
+    (warning,) = old.ignored_fields()
+    assert warning.startswith("spec.autoscaling.capacity.burstRecurrenceSeconds: deprecated and not read")
+    off = isvc({"autoscaling": {"capacity": {"burstRecurrenceSeconds": 0}}}).spec
+    assert off.autoscaling.capacity.refusal_price() == 0.0 and off.ignored_fields() == []  # 0 still turns it off
+    assert "spec.autoscaling.capacity.refusalPriceGpuSeconds" in " ".join(
+        problems({"autoscaling": {"capacity": {"refusalPriceGpuSeconds": -1}}})
+    )

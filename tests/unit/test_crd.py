@@ -67,7 +67,8 @@ def test_defaults_enums_and_bounds_are_in_the_schema():
     rollout = props["rollout"]["properties"]
     assert rollout["maxSurge"]["default"] == "25%" and rollout["maxUnavailable"]["default"] == "10%"
     assert props["autoscaling"]["properties"]["mode"]["enum"] == ["operator", "hpa", "keda", "none"]
-    assert props["routing"]["properties"]["provider"]["enum"] == ["nginx", "gateway"]
+    provider = props["routing"]["properties"]["provider"]
+    assert provider["enum"] == ["gateway", "nginx"] and "default" not in provider  # inferred from routing.gateway
     assert props["variants"]["items"]["properties"]["weight"]["maximum"] == 100
     # A section left out still gets its nested defaults from the API server.
     assert props["alerts"]["default"]["p99LatencySeconds"] == {
@@ -91,10 +92,11 @@ def test_cel_rules_for_the_cross_field_checks():
     assert "self.minReplicas <= self.maxReplicas" in _rules(props["autoscaling"])
     assert "self.minReplicas <= self.maxReplicas" in " ".join(_rules(props["variants"]["items"]))
     assert "has(self.count) != has(self.migProfile)" in _rules(props["gpu"])
-    assert "self.autoscaling.demand.source in ['nginx', 'envoy-gateway', 'istio']" in spec_rules
+    assert "self.autoscaling.demand.source in ['nginx', 'envoy-gateway', 'istio', 'traefik']" in spec_rules
     demand = props["autoscaling"]["properties"]["demand"]
     assert "self.source == 'promql' ? has(self.query)" in " ".join(_rules(demand))
-    assert demand["properties"]["source"]["enum"] == ["auto", "nginx", "envoy-gateway", "istio", "promql", "triton"]
+    sources = ["auto", "nginx", "envoy-gateway", "istio", "traefik", "promql", "triton"]
+    assert demand["properties"]["source"]["enum"] == sources
     model = props["model"]
     assert "self.llm.engine == self.config.backend" in " ".join(_rules(model))
     llm = model["properties"]["llm"]

@@ -151,6 +151,49 @@ def test_istio_counts_each_request_once_before_the_server(promtool, tmp_path):  
     evaluate(promtool, tmp_path, given, checks(demand(service, "main"), 8, 1))
 
 
+# --- Traefik -------------------------------------------------------------------------------
+
+HASH = "799bcbf0c2317c5d1c93"  # Traefik's hash of the router's match rule: any 20 hex digits
+
+
+def traefik(code: str, backend: str, index: int, entry_point: str = "web", route: str = "ml-resnet-gw-ml-edge") -> str:
+    name = f"httproute-{route}-ep-{entry_point}-0-{HASH}-svc-{backend}-{index}@kubernetesgateway"
+    labels = {"service": name, "code": code, "method": "POST", "protocol": "http", "namespace": "traefik"}
+    return text(series.TRAEFIK_SERVICE_REQUESTS, labels)
+
+
+def test_traefik_reads_each_variants_backend_of_the_route(promtool, tmp_path):  # noqa: F811
+    service = isvc({"routing": GATEWAY, "autoscaling": {"demand": {"source": "traefik"}}} | TWO)
+    given = [
+        (traefik("200", "ml-resnet-stable", 0), per_second(10)),
+        (traefik("503", "ml-resnet-stable", 0), per_second(2)),
+        # the Gateway's second listener is a second router, and a removed variant moved stable's index
+        (traefik("200", "ml-resnet-stable", 0, entry_point="websecure"), per_second(1)),
+        (traefik("200", "ml-resnet-stable", 2), per_second(1)),
+        (traefik("200", "ml-resnet-canary", 1), per_second(3)),
+        (traefik("503", "ml-resnet-canary", 1), per_second(1)),
+        # strangers: the route of InferenceService resnet-stable, another namespace, another Gateway,
+        # a variant whose Service name extends stable's
+        (traefik("503", "ml-resnet-stable-main", 0, route="ml-resnet-stable-gw-ml-edge"), per_second(100)),
+        (traefik("503", "other-resnet-stable", 0, route="other-resnet-gw-other-edge"), per_second(100)),
+        (traefik("503", "ml-resnet-stable", 0, route="ml-resnet-gw-ml-edge2"), per_second(100)),
+        (traefik("503", "ml-resnet-stable-0", 3), per_second(100)),
+    ]
+    stable, canary = demand(service, "stable", 0.9), demand(service, "canary", 0.1)
+    assert stable.source == "traefik" and stable.measurable
+    evaluate(promtool, tmp_path, given, checks(stable, 14, 2) + checks(canary, 4, 1))
+
+
+def test_traefik_reads_the_gateway_of_another_namespace(promtool, tmp_path):  # noqa: F811
+    routed = GATEWAY | {"gateway": {"name": "edge", "namespace": "gateways"}}
+    q = demand(isvc({"routing": routed, "autoscaling": {"demand": {"source": "traefik"}}}), "main")
+    given = [
+        (traefik("503", "ml-resnet-main", 0, route="ml-resnet-gw-gateways-edge"), per_second(2)),
+        (traefik("503", "ml-resnet-main", 0), per_second(100)),
+    ]
+    evaluate(promtool, tmp_path, given, checks(q, 2, 2))
+
+
 # --- Triton's own counters -----------------------------------------------------------------
 
 

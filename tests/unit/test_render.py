@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
+import jsonschema
 import pytest
 from builders import example_documents, isvc
+from builders import manifest as isvc_document
 
 import schemas
 from unbusy.api import SpecError, load
@@ -151,6 +154,62 @@ def test_gateway_three_way_split_with_fallback():
     }
 
 
+GATEWAY_ROUTING = {"host": "a.example.com", "gateway": {"name": "edge"}}
+RATE_LIMIT = {"group": "traefik.io", "kind": "Middleware", "name": "ratelimit"}
+
+
+def routes(service) -> tuple[list[dict], list[dict]]:
+    manifests = render_all(service)
+    return by_kind(manifests, "HTTPRoute"), by_kind(manifests, "Ingress")
+
+
+def test_a_named_gateway_makes_the_gateway_api_the_provider():
+    route, ingresses = routes(isvc({"routing": GATEWAY_ROUTING}))
+    assert len(route) == 1 and not ingresses
+    # A manifest written when ingress-nginx was the default names no Gateway: it keeps its Ingress.
+    route, ingresses = routes(isvc({"routing": {"host": "a.example.com"}}))
+    assert not route and [i["metadata"]["name"] for i in ingresses] == ["resnet"]
+    # One the API server stored with that default (provider: nginx) keeps it too, and is told why
+    # its Gateway is not used.
+    pinned = isvc({"routing": GATEWAY_ROUTING | {"provider": "nginx"}})
+    route, ingresses = routes(pinned)
+    assert not route and ingresses
+    assert pinned.spec.ignored_fields() == [
+        "spec.routing.gateway: not read with routing.provider nginx: remove provider to route through the Gateway API"
+    ]
+
+
+def test_the_http_route_retries_503s_and_carries_the_implementations_filters():
+    (route,) = by_kind(render_all(isvc({"routing": GATEWAY_ROUTING | {"extensionFilters": [RATE_LIMIT]}})), "HTTPRoute")
+    schemas.validate(route)  # the Gateway API's standard channel: retry is in it since v1.7.0
+    (rule,) = route["spec"]["rules"]
+    assert rule["retry"] == {"codes": [503], "attempts": 1}
+    assert rule["timeouts"] == {"request": "60s"}
+    assert rule["filters"] == [{"type": "ExtensionRef", "extensionRef": RATE_LIMIT}]
+    (route,) = by_kind(render_all(isvc({"routing": GATEWAY_ROUTING | {"retriesOn503": 0}})), "HTTPRoute")
+    assert "retry" not in route["spec"]["rules"][0] and "filters" not in route["spec"]["rules"][0]
+
+
+@pytest.mark.parametrize(
+    ("retries", "on", "tries"),
+    [(1, "error timeout http_503", "2"), (3, "error timeout http_503", "4"), (0, "error timeout", "1")],
+)
+def test_nginx_retries_a_503_as_often_as_the_route_says(retries, on, tries):
+    (ingress,) = by_kind(render_all(isvc({"routing": {"host": "a.example.com", "retriesOn503": retries}})), "Ingress")
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/proxy-next-upstream"] == on
+    assert annotations["nginx.ingress.kubernetes.io/proxy-next-upstream-tries"] == tries
+
+
+def test_what_an_http_route_cannot_carry_is_named():
+    limited = GATEWAY_ROUTING | {"rateLimit": {"rps": 10}, "sessionAffinity": "cookie"}
+    problems = isvc({"routing": limited}).spec.ignored_fields()
+    assert [p.split(":")[0] for p in problems] == ["spec.routing.rateLimit", "spec.routing.sessionAffinity"]
+    assert all("use your implementation's policy (docs/routing.md)" in p for p in problems)
+    nginx = isvc({"routing": {"host": "a.example.com", "provider": "nginx", "extensionFilters": [RATE_LIMIT]}})
+    assert [p.split(":")[0] for p in nginx.spec.ignored_fields()] == ["spec.routing.extensionFilters"]
+
+
 def test_hpa_metrics_and_behaviour():
     (hpa,) = by_kind(render_all(load(dict(EXAMPLES)["resnet50-hpa.yaml"])), "HorizontalPodAutoscaler")
     spec = hpa["spec"]
@@ -253,3 +312,86 @@ def test_a_model_that_is_no_llm_keeps_its_config_and_args():
     (deployment,) = by_kind(manifests, "Deployment")
     assert not any("histogram_latencies" in a for a in triton(deployment)["args"])
     assert "parameters" not in json.loads(by_kind(manifests, "ConfigMap")[0]["data"]["config.json"])
+
+
+# --- Gateway API Inference Extension ---------------------------------------------------------
+
+POOL_API = "inference.networking.k8s.io"
+
+
+def pooled_llm(variants: list[dict] | None = None, pool: dict | None = None, demand: str = "triton", **routing) -> dict:
+    """The vLLM example, its variants routed through InferencePools."""
+    document = copy.deepcopy(dict(EXAMPLES)["llm-vllm.yaml"])
+    document["spec"]["routing"] |= {"inferencePool": pool or {}} | routing
+    document["spec"]["autoscaling"]["demand"] = {"source": demand}
+    if variants:
+        document["spec"]["variants"] = variants
+    return document
+
+
+def test_an_llms_variants_are_inference_pools_that_the_route_weighs():
+    manifests = render_all(load(pooled_llm([{"name": "large", "weight": 80}, {"name": "small", "weight": 20}])))
+    pools = by_kind(manifests, "InferencePool")
+    for pool in pools:
+        schemas.validate(pool)  # the released v1 CRD (tests/data/crds)
+    assert [p["metadata"]["name"] for p in pools] == ["llama-8b-vllm-large", "llama-8b-vllm-small"]
+    large = pools[0]["spec"]
+    # The pool holds the pods the variant's Service selects, on the port Triton serves HTTP on.
+    (service,) = (s for s in by_kind(manifests, "Service") if s["metadata"]["name"] == "llama-8b-vllm-large")
+    assert large["selector"] == {"matchLabels": service["spec"]["selector"]}
+    assert large["selector"]["matchLabels"]["serving.unbusy.dev/variant"] == "large"
+    (deployment,) = (d for d in by_kind(manifests, "Deployment") if d["metadata"]["name"] == "llama-8b-vllm-large")
+    ports = {p["name"]: p["containerPort"] for p in triton(deployment)["ports"]}
+    assert large["targetPorts"] == [{"number": ports["http"]}]
+    assert large["endpointPickerRef"] == {
+        "name": "llama-8b-vllm-large-epp",
+        "port": {"number": 9002},
+        "failureMode": "FailClose",
+    }
+    (route,) = by_kind(manifests, "HTTPRoute")
+    schemas.validate(route)
+    assert route["spec"]["rules"][0]["backendRefs"] == [
+        {"group": POOL_API, "kind": "InferencePool", "name": "llama-8b-vllm-large", "weight": 80},
+        {"group": POOL_API, "kind": "InferencePool", "name": "llama-8b-vllm-small", "weight": 20},
+    ]
+
+
+def test_the_endpoint_picker_is_the_specs():
+    picker = {"endpointPicker": {"serviceSuffix": "-picker", "port": 9102, "failureMode": "FailOpen"}}
+    (pool,) = by_kind(render_all(load(pooled_llm(pool=picker))), "InferencePool")
+    schemas.validate(pool)
+    assert pool["spec"]["endpointPickerRef"] == {
+        "name": "llama-8b-vllm-main-picker",
+        "port": {"number": 9102},
+        "failureMode": "FailOpen",
+    }
+
+
+def test_the_released_crd_refuses_a_pool_without_its_required_fields():
+    (pool,) = by_kind(render_all(load(pooled_llm())), "InferencePool")
+    for field in ("selector", "targetPorts"):
+        broken = copy.deepcopy(pool)
+        del broken["spec"][field]
+        with pytest.raises(jsonschema.ValidationError, match=f"'{field}' is a required property"):
+            schemas.validate(broken)
+
+
+def test_inference_pools_are_opt_in():
+    manifests = render_all(load(dict(EXAMPLES)["llm-vllm.yaml"]))
+    assert not by_kind(manifests, "InferencePool")
+    (route,) = by_kind(manifests, "HTTPRoute")
+    assert route["spec"]["rules"][0]["backendRefs"] == [{"name": "llama-8b-vllm-main", "port": 8000, "weight": 100}]
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        isvc_document({"routing": GATEWAY_ROUTING | {"inferencePool": {}}}),  # not an LLM
+        pooled_llm(provider="nginx"),
+    ],
+    ids=["no-llm", "nginx"],
+)
+def test_an_inference_pool_needs_an_llm_behind_a_gateway(document):
+    with pytest.raises(SpecError) as error:
+        load(document)
+    assert any(p.startswith("spec.routing.inferencePool: needs spec.model.llm") for p in error.value.problems)

@@ -299,7 +299,7 @@ def test_status_condition_and_column_follow_the_rollout():
                 "routing": {"host": "a.example.com"},
                 "variants": [{"name": "a", "weight": 50}, {"name": "b", "weight": 50}],
             },
-            "spec.variants: with rollout.canary and routing.provider nginx only one variant may carry weight",
+            "spec.variants: with rollout.canary and ingress-nginx (routing.provider nginx, or no routing.gateway) only",
         ),
         (
             {"rollout": {"canary": {}}, "variants": [{"name": "a-canary", "weight": 100}]},

@@ -1,5 +1,5 @@
-"""Recurring bursts (scaling/bursts.py): what counts as a burst, when bursts make a run, and the
-hold the policy keeps between them."""
+"""Bursts, priced (scaling/bursts.py): what counts as a burst, how often bursts come, what a kept
+replica saves of one, and the hold the policy keeps between them at the price of a refusal."""
 
 from __future__ import annotations
 
@@ -35,9 +35,7 @@ def test_a_burst_is_counted_once_with_its_peak_base_and_end():
     levels = [(0.0, LULL), (15.0, 2500.0), (30.0, BURST), (45.0, 4200.0), (60.0, 4100.0), (75.0, LULL)]
     seen = feed(levels)
     assert seen.seen == (bursts.Burst(start=15.0, peak=4200.0, base=LULL, end=75.0),)
-    assert seen.seen[0].short(startup=60)  # back to the lull 60 s after it began
-    assert not seen.seen[0].short(startup=45)
-    assert not feed(levels[:-1]).seen[0].short(startup=600)  # still going: no end yet
+    assert feed(levels[:-1]).seen[0].end is None  # still going: no end yet
 
 
 def test_a_burst_shorter_than_the_window_is_read_from_the_refusals():
@@ -64,66 +62,96 @@ def test_replicas_that_became_ready_within_the_window_do_not_count_for_the_heigh
     assert after.serving == 6000.0
 
 
-def test_bursts_within_the_recurrence_hold_the_largest_while_the_next_would_still_recur():
-    # bursts seen at 15, 315 and 510: gaps 300 and 195
-    levels = [(t, LULL) for t in range(-60, 601, 15)]
-    for start in (0, 300, 495):
-        levels = [(t, BURST if start < t <= start + 60 else d) for t, d in levels]
-    seen = feed(levels)
-    assert [b.start for b in seen.seen] == [15, 315, 510]
-    held = bursts.hold(seen, now=600.0, recurrence=600)
-    assert held == bursts.Hold(peak_rps=BURST, until=1110.0, bursts=3)  # the last burst + the recurrence
-    assert bursts.replicas(held, capacity=1000.0) == 4  # at full capacity, not the target
-    assert bursts.hold(seen, now=1111.0, recurrence=600) is None  # no burst came back: let go
-    assert bursts.hold(seen, now=600.0, recurrence=250) == bursts.Hold(BURST, 760.0, 2)  # the last two only
-    assert bursts.hold(seen, now=600.0, recurrence=150) is None  # no two bursts close enough
-    assert bursts.hold(bursts.Bursts(seen.seen[:1]), now=100.0, recurrence=600) is None  # a lone burst
+PRICE = bursts.Price(refusal_gpu_seconds=0.02, exposure_seconds=90.0)
 
 
-def test_a_short_burst_holds_alone_a_long_one_does_not():
-    short = bursts.Bursts((bursts.Burst(100.0, BURST, LULL, end=130.0),))
-    assert bursts.hold(short, now=200.0, recurrence=600, startup=60) == bursts.Hold(BURST, 700.0, 1)
-    assert bursts.hold(short, now=701.0, recurrence=600, startup=60) is None  # none came back within 600 s
-    assert bursts.hold(short, now=200.0, recurrence=600, startup=20) is None  # longer than a 20 s start-up
-    crowd = bursts.Bursts((bursts.Burst(100.0, BURST, LULL, end=220.0),))  # 2 min: reacting serves most of it
-    assert bursts.hold(crowd, now=300.0, recurrence=600, startup=60) is None
-    step = bursts.Bursts((bursts.Burst(100.0, BURST, LULL),))  # not over
-    assert bursts.hold(step, now=300.0, recurrence=600, startup=60) is None
+def seen(*spans: tuple[float, float], peak: float = BURST) -> bursts.Bursts:
+    """Bursts of `peak` over the lull, each (start, end)."""
+    return bursts.Bursts(tuple(bursts.Burst(start, peak, LULL, end) for start, end in spans))
 
 
-def test_the_policy_holds_after_a_short_burst_and_lets_a_long_one_go():
+def test_how_often_bursts_come_is_read_from_their_gaps_the_one_going_on_included():
+    three = seen((100.0, 160.0), (400.0, 460.0), (700.0, 760.0))
+    assert bursts.rate(three, now=700.0) == pytest.approx(2 / 600)  # two gaps of 300 s
+    assert bursts.rate(three, now=1300.0) == pytest.approx(2 / 1200)  # a long lull lowers it
+    assert bursts.rate(seen((100.0, 160.0)), now=200.0) == 0.0  # one burst: no gap to tell by
+    assert bursts.rate(bursts.Bursts(), now=200.0) == 0.0
+
+
+def test_a_kept_replica_saves_its_slice_of_the_height_for_the_exposure_or_the_whole_burst():
+    # 4,000 rps over bursts of 60 s and of 300 s: the 3rd replica at 1,000 serves 1,000 rps of
+    # each, for 60 s of the short one and the 90 s exposure of the long one
+    two = seen((0.0, 60.0), (400.0, 700.0))
+    assert bursts.saved(two, 3, capacity=1000.0, exposure=90.0, now=800.0) == pytest.approx(1000 * (60 + 90) / 2)
+    assert bursts.saved(two, 4, capacity=1200.0, exposure=90.0, now=800.0) == pytest.approx(400 * 75)  # the rest
+    assert bursts.saved(two, 5, capacity=1000.0, exposure=90.0, now=800.0) == 0.0  # over the height
+    going_on = seen((0.0, 60.0), (400.0, None))
+    assert bursts.saved(going_on, 1, capacity=1000.0, exposure=90.0, now=430.0) == pytest.approx(1000 * 45)
+
+
+def test_the_hold_keeps_the_replicas_whose_saved_refusals_are_worth_their_gpus_until_the_next_burst():
+    # bursts 300 s apart, each 4,000 rps for 60 s: a replica saves 60,000 refusals of one, worth
+    # 1,200 GPU-s at 0.02, over the 300 s it is kept between them: all 4 pay
+    three = seen((100.0, 160.0), (400.0, 460.0), (700.0, 760.0))
+    held = bursts.hold(three, 800.0, PRICE, capacity=1000.0)
+    assert held == bursts.Hold(4, BURST, 3, 350.0, 60_000.0, 1200.0)
+    # the 4th replica's slice is 400 rps at 1,200 a replica: 24,000 refusals, 480 GPU-s over 350 s
+    assert bursts.hold(three, 800.0, PRICE, capacity=1200.0).replicas == 4
+    cheap = bursts.Price(0.005, 90.0)
+    assert bursts.hold(three, 800.0, cheap, capacity=1000.0) is None  # 300 GPU-s a burst < 350 s between them
+    # at 1,200 a replica the first three save 72,000 refusals, 360 GPU-s, the 4th 24,000: 120
+    assert bursts.hold(three, 800.0, cheap, capacity=1200.0).replicas == 3
+    # a lull of 1,500 s: one burst per 950 s, and 1,200 GPU-s a burst no longer pays
+    assert bursts.hold(three, 2600.0, PRICE, capacity=1000.0) is None
+    # a replica of two GPUs costs twice as much a second
+    assert bursts.hold(three, 800.0, bursts.Price(0.02, 90.0, gpus_per_replica=4.0), capacity=1000.0) is None
+    assert bursts.hold(three, 800.0, bursts.Price(0, 90.0), capacity=1000.0) is None  # price 0: off
+
+
+def test_a_burst_alone_holds_nothing_whatever_the_price():
+    step = seen((300.0, 1200.0), peak=10 * LULL)
+    assert bursts.hold(step, 1300.0, bursts.Price(100.0, 90.0), capacity=1000.0) is None
+
+
+def test_tokens_are_priced_per_request():
+    # demand in tokens/s, 500 tokens a request: the same bursts save 500 times fewer requests
+    three = seen((100.0, 160.0), (400.0, 460.0), (700.0, 760.0))
+    assert bursts.hold(three, 800.0, bursts.Price(10.0, 90.0), capacity=1000.0, per_request=500.0).replicas == 4
+    assert bursts.hold(three, 800.0, PRICE, capacity=1000.0, per_request=500.0) is None
+
+
+def test_the_policy_holds_between_recurring_bursts_says_why_and_lets_go_when_they_stop():
     spec = {"targets": EDGE, "behavior": {"scaleUp": FREE, "scaleDown": FREE}}
-
-    def replay(timeline):
-        state, current = PolicyState(), 2
-        for now, demand in timeline:
-            decision = run(fleet(current, demand), state=state, now=float(now), **spec)
-            state, current = decision.state, decision.replicas
-        return decision
-
-    # one reading at 4,000 rps between lulls: over before a replica could start
-    short = replay([(t, BURST if t == 60 else LULL) for t in range(0, 301, 15)])
-    assert short.replicas == 4
-    assert short.floor == "bursts"
-    assert short.reason.startswith("a burst over within the 60s start-up: holding 4 replicas for its peak 4,000 rps")
-    assert short.reason.endswith("for 360s more: 4 -> 4")
-    # the same burst lasting 5 minutes: the fleet follows it up and back down
-    long = replay([(t, BURST if 60 <= t < 360 else LULL) for t in range(0, 601, 15)])
-    assert long.replicas == 2
-    assert long.floor is None
-
-
-def test_the_policy_holds_between_recurring_bursts_and_says_so():
-    spec = {"targets": EDGE, "behavior": {"scaleUp": FREE, "scaleDown": FREE}}
-    state, current = PolicyState(), 2
-    timeline = [(t, BURST if (t % 300) in (15, 30, 45) else LULL) for t in range(0, 691, 15)]
+    state, current, decisions = PolicyState(), 2, {}
+    # 4,000 rps for 45 s every 300 s over a 1,000 rps lull, three times, then a long lull
+    timeline = [(t, BURST if (t % 300) in (15, 30, 45) and t < 900 else LULL) for t in range(0, 2401, 15)]
     for now, demand in timeline:
         decision = run(fleet(current, demand), state=state, now=float(now), **spec)
-        state, current = decision.state, decision.replicas
-    # bursts 300 s apart: in the lull after the third the fleet keeps 4 replicas (5 at the target), not 2
-    assert current == 4
-    assert decision.reason.startswith("3 bursts within 600s of each other: holding 4 replicas for their peak 4,000 rps")
-    off = run(fleet(5, LULL), state=state, now=705.0, **spec, capacity={"burstRecurrenceSeconds": 0})
+        state, current, decisions[now] = decision.state, decision.replicas, decision
+    assert decisions[285].replicas == 2  # one burst says nothing of how often they come
+    # after the third: 4 replicas (5 at the target in the burst), each saving 45,000 refusals of a
+    # 45 s burst, 900 GPU-s at 0.02, more than the 345 s it is kept between bursts (690 s / 2 gaps)
+    held = decisions[705]
+    assert held.replicas == 4 and held.floor == "bursts"
+    assert held.reason == (
+        "3 bursts up to 4,000 rps, one per 345s: replica 4 kept saves 45,000 refusals a burst (its first 90s), "
+        "900 GPU-s at 0.02 a refusal, more than the 345 GPU-s it costs between bursts: holding 4 replicas: 4 -> 4"
+    )
+    assert held.metrics["burst_hold_replicas"] == 4
+    # as the lull goes on the rate falls: 900 GPU-s a burst pays while the bursts come every 900 s or
+    # less, two gaps in 1,800 s from the first
+    assert decisions[1800].replicas == 4 and decisions[1830].replicas == 2 and decisions[1830].floor is None
+    off = run(fleet(5, LULL), state=decisions[705].state, now=720.0, **spec, capacity={"refusalPriceGpuSeconds": 0})
+    assert off.replicas == 2
+
+
+def test_the_deprecated_recurrence_is_accepted_its_zero_still_turns_the_hold_off():
+    spec = {"targets": EDGE, "behavior": {"scaleUp": FREE, "scaleDown": FREE}}
+    three = PolicyState(bursts=seen((100.0, 160.0), (400.0, 460.0), (700.0, 760.0)))
+    assert run(fleet(2, LULL), state=three, now=800.0, **spec).replicas == 4
+    kept = run(fleet(2, LULL), state=three, now=800.0, **spec, capacity={"burstRecurrenceSeconds": 600})
+    assert kept.replicas == 4  # ignored
+    off = run(fleet(2, LULL), state=three, now=800.0, **spec, capacity={"burstRecurrenceSeconds": 0})
     assert off.replicas == 2
 
 
@@ -132,16 +160,24 @@ def test_demand_within_the_tolerance_moves_nothing_either_way():
     assert run(fleet(5, 4500), targets=EDGE).replicas == 6  # 5.6: past it
 
 
-def test_the_window_smooths_the_demand_not_the_hold_which_is_let_go_at_once():
+def test_the_window_smooths_the_demand_not_the_hold_which_caps_it_and_is_let_go_at_once():
     down = {"stabilizationWindowSeconds": 120, "maxPodsPerStep": 1000, "maxPercentPerStep": 100}
-    spec = {"targets": EDGE, "behavior": {"scaleUp": FREE, "scaleDown": down}}
+    spec = {
+        "targets": EDGE,
+        "behavior": {"scaleUp": FREE, "scaleDown": down},
+        "capacity": {"refusalPriceGpuSeconds": 0.1},
+    }
     state, current, seen = PolicyState(), 2, {}
-    for now in range(0, 781, 15):  # one reading at 4,000 rps (at 60 s): a short burst, held until 660 s
-        decision = run(fleet(current, BURST if now == 60 else LULL), state=state, now=float(now), **spec)
+    for now in range(0, 1621, 15):  # one reading at 4,000 rps at 60 s and at 360 s: bursts of 15 s
+        decision = run(fleet(current, BURST if now in (60, 360) else LULL), state=state, now=float(now), **spec)
         state, current, seen[now] = decision.state, decision.replicas, decision
     assert seen[60].replicas == 5  # 4,000 / 800
     assert seen[165].replicas == 5 and "scale-down stabilised over 120s" in seen[165].reason  # the burst's demand
-    assert seen[180].replicas == 4 and seen[180].floor == "bursts"  # then the hold: 4,000 at full capacity
-    assert seen[660].replicas == 4
-    assert seen[675].replicas == 2 and "stabilised" not in seen[675].reason  # over: not waited out again
-    assert seen[675].reason.endswith("-> 2 replicas: 4 -> 2")
+    assert seen[195].replicas == 2  # one burst alone holds nothing
+    assert seen[360].replicas == 5
+    # a replica saves 15,000 refusals a burst, 1,500 GPU-s at 0.1, more than the 375 s it waits for the
+    # next: the hold keeps 4 (4,000 at full capacity), and the window does not keep the burst's 5 beyond it
+    assert seen[435].replicas == 4 and seen[435].floor == "bursts" and "stabilised" not in seen[435].reason
+    assert seen[1560].replicas == 4  # one gap of 1,500 s: still worth 1,500 GPU-s
+    assert seen[1575].replicas == 2 and "stabilised" not in seen[1575].reason  # over: not waited out again
+    assert seen[1575].reason.endswith("-> 2 replicas: 4 -> 2")

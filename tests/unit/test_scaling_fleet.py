@@ -3,6 +3,7 @@ each variant handed exactly its own rows; checked against the variants' own quer
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
@@ -12,10 +13,11 @@ from test_promtool import promtool, run, text  # noqa: F401  (promtool is a fixt
 
 from unbusy import series
 from unbusy.render.edge import demand_queries
-from unbusy.scaling import fleet
+from unbusy.scaling import fleet, tokens
 from unbusy.scaling.fleet import Answers, SourceError, VariantRead
 
 NGINX = {"routing": {"host": "resnet.example.com"}}
+TRAEFIK_ROUTING = {"host": "resnet.example.com", "gateway": {"name": "edge"}}
 TWO = {"variants": [{"name": "stable", "weight": 90}, {"name": "canary", "weight": 10}]}
 TEMPLATE = {"demand": {"source": "promql", "query": "sum(rate(my_requests{service=$service}[$window]))"}}
 PER_POD = 8  # pending, GPU, request rate, queue time, served rate, least pending, refused rate, batch mean
@@ -46,6 +48,15 @@ def test_one_query_per_metric_whatever_the_fleets_size():
     assert len(mig.queries) == PER_POD + 1 + 3  # MIG slices' GPU reading is GR engine activity
 
 
+def test_traefik_is_one_query_whatever_the_fleets_size():
+    def traefik_fleet(n: int) -> list[VariantRead]:
+        spec = {**TWO, "routing": TRAEFIK_ROUTING, "autoscaling": {"demand": {"source": "traefik"}}}
+        return [read(spec, v, name=f"m{i}", namespace=f"team-{i % 3}") for i in range(n) for v in ("stable", "canary")]
+
+    small, large = fleet.plan(traefik_fleet(2)).queries, fleet.plan(traefik_fleet(1000)).queries
+    assert len(large) == PER_POD + 1 == len(small)  # requests and 503s: one counter, grouped by service and code
+
+
 def test_a_users_promql_runs_as_written_once_per_variant():
     templated = [read({"autoscaling": TEMPLATE}, name=f"t{i}") for i in range(3)]
     plan = fleet.plan([*fleet_of(10), *templated])
@@ -57,7 +68,7 @@ def test_promtool_accepts_every_fleet_query(promtool, tmp_path):  # noqa: F811
     gateway = {"host": "resnet.example.com", "provider": "gateway", "gateway": {"name": "edge"}}
     reads = [*fleet_of(4)] + [
         read({"routing": gateway, "autoscaling": {"demand": {"source": source}}}, name=source)
-        for source in ("istio", "envoy-gateway")
+        for source in ("istio", "envoy-gateway", "traefik")
     ]
     templated = {"autoscaling": TEMPLATE | SEASONAL["autoscaling"]}
     reads += [seasonal_read({**NGINX, **SEASONAL}, name="s"), seasonal_read(templated, name="t")]
@@ -217,6 +228,54 @@ def test_each_variant_reads_the_demand_its_own_query_reads(promtool, tmp_path): 
         assert (got.rps, got.rejected_rps) == pytest.approx(expected[name]), name
 
 
+def test_each_traefik_variant_matches_its_own_rows_as_its_own_query_does(promtool, tmp_path):  # noqa: F811
+    """Series as Traefik labels them, through the fleet's one grouped query (promtool evaluates it
+    and each variant's own query) and picked per variant by its pattern: the same numbers."""
+    spec = {**TWO, "routing": TRAEFIK_ROUTING, "autoscaling": {"demand": {"source": "traefik"}}}
+    variants = {
+        "ml/stable": read(spec, "stable"),
+        "ml/canary": read(spec, "canary"),
+        "other/stable": read(spec, "stable", namespace="other"),
+        "ml/resnet-stable": read({**spec, "variants": []}, "main", name="resnet-stable"),
+    }
+    plan = fleet.plan(variants.values())
+    (query,) = plan.counters.values()
+
+    def service(namespace: str, backend: str, index: int, entry_point: str = "web") -> str:
+        router = f"httproute-{namespace}-{backend.rsplit('-', 1)[0]}-gw-{namespace}-edge-ep-{entry_point}-0"
+        return f"{router}-799bcbf0c2317c5d1c93-svc-{namespace}-{backend}-{index}@kubernetesgateway"
+
+    per_second = {
+        (service("ml", "resnet-stable", 0), "200"): 10,
+        (service("ml", "resnet-stable", 0), "503"): 2,
+        (service("ml", "resnet-stable", 0, "websecure"), "200"): 1,
+        (service("ml", "resnet-canary", 1), "200"): 3,
+        (service("other", "resnet-stable", 0), "200"): 50,
+        (service("ml", "resnet-stable-main", 0), "503"): 7,
+    }
+    labels = {k: {"service": s, "code": code} for k in per_second for s, code in [k]}
+    given = [
+        {"series": text(series.TRAEFIK_SERVICE_REQUESTS, labels[k] | {"method": "GET"}), "values": f"0+{r * 15:g}x40"}
+        for k, r in per_second.items()
+    ]
+    rows = [(labels[k], float(r)) for k, r in per_second.items()]
+    expected = {"ml/stable": (13, 2), "ml/canary": (3, 0), "other/stable": (50, 0), "ml/resnet-stable": (7, 7)}
+    checks = [(query, [{"labels": text("", row), "value": v} for row, v in rows])]
+    for name, r in variants.items():
+        requests, rejected = expected[name]
+        checks.append((r.demand.requests, [{"labels": "{}", "value": requests}]))
+        checks.append((f"{r.demand.rejected} or vector(0)", [{"labels": "{}", "value": rejected}]))
+    evaluation = [{"expr": e, "eval_time": EVAL_AT, "exp_samples": samples} for e, samples in checks]
+    tests = {"rule_files": [], "tests": [{"interval": "15s", "input_series": given, "promql_expr_test": evaluation}]}
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(tests))
+    run(promtool, "test", "rules", "test.yaml", cwd=tmp_path)
+
+    answers = Answers(plan, {q: [] for q in plan.queries} | {query: rows})
+    for name, r in variants.items():
+        got = answers.demand(r)
+        assert (got.rps, got.rejected_rps or 0) == pytest.approx(expected[name]), name
+
+
 # --- the seasonal floor: the same counters a period ago, one query each for the whole fleet ---
 
 SEASONAL = {"autoscaling": {"seasonal": {"enabled": True, "periodSeconds": 86400, "leadSeconds": 900}}}
@@ -288,18 +347,15 @@ LLM = {
 }
 
 
-def llm_read(pods: dict[str, bool]) -> VariantRead:
-    service = isvc(LLM, name="llama", namespace="ml")
-    base = read(LLM, name="llama", pods=pods)
+def llm_read(pods: dict[str, bool], spec: dict = LLM) -> VariantRead:
+    service = isvc(spec, name="llama", namespace="ml")
+    base = read(spec, name="llama", pods=pods)
     return dataclasses.replace(base, model="llama", llm=fleet.llm_read(service, "main", 1.0, 60))
 
 
-def test_an_llm_variant_reads_tokens_per_pod_and_its_p99s_and_counts_in_weighted_tokens():
-    ours = llm_read({POD_A: True, POD_B: True})
-    plan = fleet.plan([ours, read({})])
+def llm_rows(ours: VariantRead, plan) -> dict:
+    """Two pods' token counters (POD_A's requests waited all window), TTFT over its SLO, 10 rps at nginx."""
     q = ours.llm.queries
-    assert set(ours.llm.texts) <= set(plan.queries)
-    assert len(plan.queries) == PER_POD + 3 + len(ours.llm.texts)  # the LLM's own beside the fleet's
     rows: dict = {query: [] for query in plan.queries}
     pod = lambda name, value: ({series.POD: name}, value)  # noqa: E731
     rows[q.prompt_tokens_per_pod] = [pod(POD_A, 6000.0), pod(POD_B, 5540.0)]
@@ -311,7 +367,15 @@ def test_an_llm_variant_reads_tokens_per_pod_and_its_p99s_and_counts_in_weighted
     rows[q.tpot_p99_seconds] = [({}, float("nan"))]  # no decode yet: histogram_quantile's NaN reads as none
     nginx = next(query for query in plan.queries if "nginx_ingress_controller_requests" in query)
     rows[nginx] = [({"exported_namespace": "ml", "ingress": "llama", "service": "llama-main"}, 10.0)]
-    obs = Answers(plan, rows).llm(ours, current=2)
+    return rows
+
+
+def test_an_llm_variant_reads_tokens_per_pod_and_its_p99s_and_counts_in_weighted_tokens():
+    ours = llm_read({POD_A: True, POD_B: True})
+    plan = fleet.plan([ours, read({})])
+    assert set(ours.llm.texts) <= set(plan.queries)
+    assert len(plan.queries) == PER_POD + 3 + len(ours.llm.texts)  # the LLM's own beside the fleet's
+    obs = Answers(plan, llm_rows(ours, plan)).llm(ours, current=2)
     assert obs.unit == "tok/s" and obs.capacity_hint == 2000
     # Pods in name order (POD_B's first): 5,540 prompt tokens at a tenth + 1,010 output tokens.
     assert [s.served_rate for s in obs.samples] == [pytest.approx(1564), pytest.approx(1700)]
@@ -320,3 +384,19 @@ def test_an_llm_variant_reads_tokens_per_pod_and_its_p99s_and_counts_in_weighted
     assert obs.demand.rps == pytest.approx(3264 + 2 * 326.4 / 60)
     assert "10 rps + 2 waiting x 326 tok/req" in obs.demand.source
     assert {g.name: g.value for g in obs.guards} == {"ttft p99": 2500.0, "kv cache": 95.0}
+
+
+def test_an_llm_with_a_profile_prices_the_mix_its_pods_served_in_the_specs_unit():
+    from test_llm_serving import PROFILE
+
+    spec = copy.deepcopy(LLM)
+    spec["model"]["llm"]["profile"] = PROFILE.to_document()["llm"]
+    ours = llm_read({POD_A: True, POD_B: True}, spec)
+    plan = fleet.plan([ours])
+    obs = Answers(plan, llm_rows(ours, plan)).llm(ours, current=2)
+    assert ours.llm.pricing == tokens.Pricing(PROFILE, 0.8)
+    pods = [tokens.PodTokens(5540.0, 1010.0, 0.0), tokens.PodTokens(6000.0, 1100.0, 2.0)]
+    costs = tokens.priced(ours.llm.costs, ours.llm.pricing, pods, 10.0, 2000.0)
+    assert obs.capacity_hint == 2000 and costs.output_per_second != 2000
+    cost = tokens.per_request(costs, 11540, 2110, 10)
+    assert obs.demand.rps == pytest.approx(10 * cost + 2 * cost / 60)  # the 2 waiting within a minute

@@ -69,10 +69,16 @@ def test_builtin_shapes():
     assert max(builtin("diurnal", 10).rps) == pytest.approx(40) and builtin("diurnal", 10).rps[0] == 10
     assert max(builtin("flash", 10).rps) == 80 and builtin("flash", 10).rps[0] == 10
     with pytest.raises(
-        ValueError, match="unknown trace shape 'ramp'; use one of step, diurnal, flash, sawtooth, onoff, diurnal2d"
+        ValueError,
+        match="unknown trace shape 'ramp'; use one of step, diurnal, flash, sawtooth, onoff, diurnal2d, "
+        "onoff-tall, onoff-quick",
     ):
         builtin("ramp", 10)
-    assert set(SHAPES) == {"step", "diurnal", "flash", "sawtooth", "onoff", "diurnal2d"}
+    assert set(SHAPES) == {"step", "diurnal", "flash", "sawtooth", "onoff", "diurnal2d", "onoff-tall", "onoff-quick"}
+    # the same on-off process with other heights, lengths and seeds: bursts the hold was not tuned on
+    for name, height, seconds in (("onoff", 40, 3600), ("onoff-tall", 60, 7200), ("onoff-quick", 30, 3600)):
+        rates = builtin(name, 10).rps
+        assert set(rates) == {10, height} and len(rates) == seconds
 
 
 # --- the serving model -----------------------------------------------------------------------
@@ -325,7 +331,7 @@ def _csv(tmp_path, text: str):
         (
             "ramp",
             "--trace ramp: neither a built-in shape "
-            "\\(step, diurnal, flash, sawtooth, onoff, diurnal2d\\) nor a CSV file",
+            "\\(step, diurnal, flash, sawtooth, onoff, diurnal2d, onoff-tall, onoff-quick\\) nor a CSV file",
         ),
         ("/x.csv", "neither"),
     ],

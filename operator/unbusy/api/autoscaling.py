@@ -59,6 +59,16 @@ class Targets(ApiModel):
     )
 
 
+# What a refused request is worth in GPU-seconds, by default: 20 ms of a GPU, twenty times the GPU
+# time of a request served at 1,000 rps a GPU (ResNet-50, 8 images a request, serves 1,004 on an
+# H100). A 503 is a user who got nothing, not one request's compute lost, so it is priced above
+# what serving it costs. At this price a replica kept through a lull pays when, between two bursts,
+# it saves 50 refusals per second it is kept: on the bench's onoff (4x bursts a few minutes apart)
+# it keeps the bursts' replicas, 1.21x the oracle's GPU-hours, where a one-off step keeps nothing
+# (bench/RESULTS.md, "Bursts priced": the frontier as this moves).
+REFUSAL_PRICE_GPU_SECONDS = 0.02
+
+
 class Capacity(ApiModel):
     """Requests per second one replica answers at saturation: learned from Triton's counters."""
 
@@ -88,16 +98,30 @@ class Capacity(ApiModel):
         "capacity, scale out at once past the step limits and do not scale in for panicWindowSeconds.",
     )
     panic_window_seconds: int = Field(60, ge=0, le=3600, description="How long burst mode lasts after its trigger.")
-    burst_recurrence_seconds: int = Field(
-        600,
+    refusal_price_gpu_seconds: float = Field(
+        REFUSAL_PRICE_GPU_SECONDS,
+        ge=0,
+        le=3600,
+        description="What one refused request (HTTP 503) is worth, in GPU-seconds: the one knob of the burst "
+        "hold. After bursts (demand jumping to panicThreshold x its least of the last intervals; a burst "
+        "shorter than the rate window read from the edge's 503s), the fleet keeps a replica through the lull "
+        "while the refusals it would save in the next burst's first startupSeconds (from the bursts seen: "
+        "their height, length and how often they come) at this price are worth more than its GPUs cost until "
+        "then. Higher: fewer 503s for more GPU-hours; 0: no hold. The default, 0.02, prices a refusal at twenty "
+        "times the GPU time of a request served at 1,000 rps a GPU (ResNet-50 on an H100); raise it where a 503 "
+        "costs more (bench/RESULTS.md shows the frontier).",
+    )
+    burst_recurrence_seconds: int | None = Field(
+        None,
         ge=0,
         le=86400,
-        description="Bursts (demand jumping to panicThreshold x its least of the last intervals, a burst shorter "
-        "than the rate window read from the edge's 503s) that start within this long of the previous one recur: "
-        "between them the fleet keeps the replicas the largest of them needs at full capacity, until this long "
-        "after the last of them began. A burst over within startupSeconds holds so alone (replicas ordered for it "
-        "come too late; only kept ones serve the next). 0: off.",
+        description="Deprecated: bursts are priced by refusalPriceGpuSeconds; any value but 0 is ignored "
+        "(with a Warning Event), and 0 turns the burst hold off as it did (refusalPriceGpuSeconds: 0 does so now).",
     )
+
+    def refusal_price(self) -> float:
+        """The price the burst hold weighs: 0 (no hold) where the deprecated burstRecurrenceSeconds is 0."""
+        return 0.0 if self.burst_recurrence_seconds == 0 else self.refusal_price_gpu_seconds
 
 
 class Forecast(ApiModel):
@@ -144,7 +168,7 @@ class Seasonal(ApiModel):
 # (the variant's), except $window: the loop's rate window as a PromQL duration, e.g. 60s.
 PROMQL_PLACEHOLDERS = ("namespace", "inferenceservice", "variant", "service", "window")
 # The edge a demand source reads, and the routing.provider that renders it.
-EDGE_PROVIDERS = {"nginx": "nginx", "envoy-gateway": "gateway", "istio": "gateway"}
+EDGE_PROVIDERS = {"nginx": "nginx", "envoy-gateway": "gateway", "istio": "gateway", "traefik": "gateway"}
 
 
 class DemandMetric(ApiModel):
@@ -159,10 +183,10 @@ class DemandMetric(ApiModel):
         ),
     )
 
-    source: Literal["auto", "nginx", "envoy-gateway", "istio", "promql", "triton"] = Field(
+    source: Literal["auto", "nginx", "envoy-gateway", "istio", "traefik", "promql", "triton"] = Field(
         "auto",
-        description="nginx: ingress-nginx's request counter of the variant's Ingress; envoy-gateway or istio: "
-        "the Gateway's (routing.provider gateway); promql: query below; triton: Triton's served rate, which "
+        description="nginx: ingress-nginx's request counter of the variant's Ingress; envoy-gateway, istio or "
+        "traefik: the Gateway's (routing.provider gateway); promql: query below; triton: Triton's served rate, which "
         "cannot see demand beyond capacity; auto: nginx with routing.provider nginx, triton otherwise.",
     )
     query: str | None = Field(

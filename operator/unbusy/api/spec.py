@@ -17,12 +17,15 @@ from unbusy.api.model import Model
 from unbusy.api.monitoring import Monitoring
 from unbusy.api.network_policy import NetworkPolicy
 from unbusy.api.rollout import CANARY_SUFFIX, Rollout
-from unbusy.api.routing import Routing
+from unbusy.api.routing import PROVIDER_CEL, Routing
 from unbusy.api.scheduling import Disruption, Scheduling
 from unbusy.api.triton import Triton
 from unbusy.api.variants import Variant
 
 MAX_VARIANTS = 8
+# How the rules below name ingress-nginx, and the way out of its one canary.
+NGINX = "with ingress-nginx (routing.provider nginx, or no routing.gateway)"
+FOR_MORE = "route through the Gateway API (routing.gateway) for more"
 DEFAULT_VARIANT = "main"
 
 
@@ -43,50 +46,64 @@ class InferenceServiceSpec(ApiModel):
             ".variants",
         ),
         Rule(
-            "!has(self.routing) || self.routing.provider != 'nginx' || !has(self.variants)"
+            f"!has(self.routing) || {PROVIDER_CEL} != 'nginx' || !has(self.variants)"
             " || self.variants.filter(v, v.weight > 0).size() <= 2",
-            "with routing.provider nginx at most two variants may carry weight "
-            "(ingress-nginx allows one canary per host and path); use routing.provider gateway for more",
+            f"{NGINX} at most two variants may carry weight "
+            f"(ingress-nginx allows one canary per host and path); {FOR_MORE}",
             lambda spec: (
                 spec.routing is None
-                or spec.routing.provider != "nginx"
+                or spec.routing.effective_provider != "nginx"
                 or sum(1 for v in spec.variants if v.weight > 0) <= 2
             ),
             ".variants",
         ),
         Rule(
-            "!has(self.routing) || self.routing.provider != 'gateway' || has(self.routing.gateway)",
+            "!has(self.routing) || !has(self.routing.provider) || self.routing.provider != 'gateway'"
+            " || has(self.routing.gateway)",
             "gateway is required with provider gateway",
             lambda spec: spec.routing is None or spec.routing.provider != "gateway" or spec.routing.gateway is not None,
             ".routing.gateway",
         ),
         Rule(
             "!has(self.autoscaling) || !has(self.autoscaling.demand) || !has(self.autoscaling.demand.source)"
-            " || !(self.autoscaling.demand.source in ['nginx', 'envoy-gateway', 'istio'])"
-            " || (has(self.routing) && self.routing.provider"
+            f" || !(self.autoscaling.demand.source in [{', '.join(repr(s) for s in EDGE_PROVIDERS)}])"
+            f" || (has(self.routing) && {PROVIDER_CEL}"
             " == (self.autoscaling.demand.source == 'nginx' ? 'nginx' : 'gateway'))",
-            "nginx reads the Ingresses of routing.provider nginx, envoy-gateway and istio the HTTPRoute of "
-            "routing.provider gateway; promql and triton need no routing",
+            "nginx reads the Ingresses of routing.provider nginx, envoy-gateway, istio and traefik the HTTPRoute "
+            "of routing.provider gateway (routing.gateway set); promql and triton need no routing",
             lambda spec: (
                 spec.autoscaling.demand.source not in EDGE_PROVIDERS
                 or (
-                    spec.routing is not None and spec.routing.provider == EDGE_PROVIDERS[spec.autoscaling.demand.source]
+                    spec.routing is not None
+                    and spec.routing.effective_provider == EDGE_PROVIDERS[spec.autoscaling.demand.source]
                 )
             ),
             ".autoscaling.demand.source",
         ),
         Rule(
-            "!has(self.rollout) || !has(self.rollout.canary) || !has(self.routing) || self.routing.provider != 'nginx'"
+            f"!has(self.rollout) || !has(self.rollout.canary) || !has(self.routing) || {PROVIDER_CEL} != 'nginx'"
             " || !has(self.variants) || self.variants.filter(v, v.weight > 0).size() <= 1",
-            "with rollout.canary and routing.provider nginx only one variant may carry weight (its canary takes "
-            "ingress-nginx's one canary Ingress); use routing.provider gateway for more",
+            f"with rollout.canary and {NGINX.removeprefix('with ')} only one variant may carry weight (its canary "
+            f"takes ingress-nginx's one canary Ingress); {FOR_MORE}",
             lambda spec: (
                 spec.rollout.canary is None
                 or spec.routing is None
-                or spec.routing.provider != "nginx"
+                or spec.routing.effective_provider != "nginx"
                 or sum(1 for v in spec.variants if v.weight > 0) <= 1
             ),
             ".variants",
+        ),
+        Rule(
+            f"!has(self.routing) || !has(self.routing.inferencePool) || (has(self.model.llm) && {PROVIDER_CEL} "
+            "== 'gateway')",
+            "needs spec.model.llm (the endpoint picker reads an LLM server's queue and KV cache) and the Gateway "
+            "API (routing.gateway)",
+            lambda spec: (
+                spec.routing is None
+                or spec.routing.inference_pool is None
+                or (spec.model.llm is not None and spec.routing.effective_provider == "gateway")
+            ),
+            ".routing.inferencePool",
         ),
         Rule(
             "!has(self.fallback) || (has(self.variants) && self.variants.exists(v, v.name == self.fallback.variant))",
@@ -102,14 +119,14 @@ class InferenceServiceSpec(ApiModel):
             ".fallback",
         ),
         Rule(
-            "!has(self.fallback) || !has(self.routing) || self.routing.provider != 'nginx' || !has(self.variants)"
+            f"!has(self.fallback) || !has(self.routing) || {PROVIDER_CEL} != 'nginx' || !has(self.variants)"
             " || self.variants.filter(v, v.weight > 0 && v.name != self.fallback.variant).size() <= 1",
-            "with routing.provider nginx only one variant besides the fallback may carry weight (the fallback "
-            "takes ingress-nginx's one canary Ingress); use routing.provider gateway for more",
+            f"{NGINX} only one variant besides the fallback may carry weight (the fallback "
+            f"takes ingress-nginx's one canary Ingress); {FOR_MORE}",
             lambda spec: (
                 spec.fallback is None
                 or spec.routing is None
-                or spec.routing.provider != "nginx"
+                or spec.routing.effective_provider != "nginx"
                 or sum(1 for v in spec.variants if v.weight > 0 and v.name != spec.fallback.variant) <= 1
             ),
             ".variants",
@@ -159,13 +176,41 @@ class InferenceServiceSpec(ApiModel):
 
     def ignored_fields(self) -> list[str]:
         """Fields the spec sets that do nothing for it, each as 'field: why' (the operator warns of them)."""
-        targets = self.autoscaling.targets
-        if self.model.llm is None or targets.queue_depth_per_replica == 0:
+        ignored = self._ignored_routing()
+        if self.model.llm is not None and self.autoscaling.targets.queue_depth_per_replica != 0:
+            ignored.append(
+                "spec.autoscaling.targets.queueDepthPerReplica: not read with spec.model.llm: an LLM backend takes "
+                "every request into its own scheduler at once, so Triton's pending count stays near 0 however "
+                "loaded it is; the llm block (capacity in tokens, slo.ttftP99Ms) scales it. Set it to 0"
+            )
+        if self.autoscaling.capacity.burst_recurrence_seconds:
+            ignored.append(
+                "spec.autoscaling.capacity.burstRecurrenceSeconds: deprecated and not read: the burst hold is priced "
+                "by capacity.refusalPriceGpuSeconds (what a refused request is worth in GPU-seconds; 0 turns the hold "
+                "off). Remove it"
+            )
+        return ignored
+
+    def _ignored_routing(self) -> list[str]:
+        routing = self.routing
+        if routing is None:
             return []
+        if routing.effective_provider == "nginx":
+            nginx_only = "not read with routing.provider nginx: remove provider to route through the Gateway API"
+            return [
+                f"spec.routing.{name}: {nginx_only}"
+                for name, unread in (("gateway", routing.gateway), ("extensionFilters", routing.extension_filters))
+                if unread
+            ]
+        # What the Gateway API's HTTPRoute has no field for (docs/routing.md: its implementations' policies).
+        no_field = "the Gateway API's HTTPRoute has no field for it: use your implementation's policy (docs/routing.md)"
         return [
-            "spec.autoscaling.targets.queueDepthPerReplica: not read with spec.model.llm: an LLM backend takes every "
-            "request into its own scheduler at once, so Triton's pending count stays near 0 however loaded it is; "
-            "the llm block (capacity in tokens, slo.ttftP99Ms) scales it. Set it to 0"
+            f"spec.routing.{name}: {no_field}"
+            for name, unread in (
+                ("rateLimit", routing.rate_limit),
+                ("sessionAffinity", routing.session_affinity != "none"),
+            )
+            if unread
         ]
 
     def demand_source(self) -> str:
@@ -173,4 +218,4 @@ class InferenceServiceSpec(ApiModel):
         source = self.autoscaling.demand.source
         if source != "auto":
             return source
-        return "nginx" if self.routing is not None and self.routing.provider == "nginx" else "triton"
+        return "nginx" if self.routing is not None and self.routing.effective_provider == "nginx" else "triton"

@@ -43,7 +43,7 @@ class ScalingDecision(ApiModel):
     to_replicas: int = Field(description="Replicas after.")
     reason: str = Field(description="Why, e.g. 'queue 34/replica > target 8: 3 -> 9'.")
     demand_source: str | None = Field(
-        None, description="Where the variant's demand was read: nginx, envoy-gateway, istio, promql or triton."
+        None, description="Where the variant's demand was read: nginx, envoy-gateway, istio, traefik, promql or triton."
     )
     capacity: str | None = Field(
         None, description="What one replica serves, learned from Triton's counters, e.g. '1,040 rps/replica'."
@@ -56,8 +56,8 @@ class ScalingDecision(ApiModel):
     floor: Literal["seasonal", "bursts"] | None = Field(
         None,
         description="Set when a floor, not the present demand, set the replicas: seasonal (the demand of the "
-        "same time a period ago, autoscaling.seasonal) or bursts (recurring bursts, or one over within the start-up, "
-        "autoscaling.capacity.burstRecurrenceSeconds).",
+        "same time a period ago, autoscaling.seasonal) or bursts (replicas kept through a lull because the "
+        "refusals they save in the next burst are worth their GPUs, autoscaling.capacity.refusalPriceGpuSeconds).",
     )
 
 

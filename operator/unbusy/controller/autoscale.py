@@ -18,7 +18,7 @@ from unbusy.api.status import Learned, ScalingDecision
 from unbusy.controller import fallback, rollout
 from unbusy.controller.metrics import METRIC_READ_FAILURES, SCALING_DECISIONS
 from unbusy.controller.reconcile import CONFLICT_ATTEMPTS
-from unbusy.gpu.request import gpu_request
+from unbusy.gpu.request import gpu_request, gpus_per_replica
 from unbusy.health import VariantState
 from unbusy.kube import observe
 from unbusy.kube.client import CountingClient
@@ -63,6 +63,7 @@ def _observation(
         "demand_fill_seconds": WINDOW_S,
         "shed_percent": shed,
         "starts": read.starts,
+        "gpus_per_replica": gpus_per_replica(isvc.spec.gpu, isvc.spec.model.gpu_memory),
     }
     try:
         if read.llm is not None:

@@ -38,7 +38,7 @@ def emulator_for(
     With spec.fallback and `fallback`, the fallback variant's replicas serve as that smaller model."""
     api = connect(str(kubeconfig))  # the emulator's own: it reads from its ticking thread
     namespace, name = isvc.metadata.namespace, isvc.metadata.name
-    routed = isvc.spec.routing is not None and isvc.spec.routing.provider == "nginx"
+    routed = isvc.spec.routing is not None and isvc.spec.routing.effective_provider == "nginx"
     common = {
         "namespace": namespace,
         "inference_service": name,

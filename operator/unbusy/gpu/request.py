@@ -84,3 +84,15 @@ def gpu_request(gpu: Gpu, gpu_memory: str | None = None) -> GpuRequest:
     # nvidia.com/gpu; GPU feature discovery names the slice in the product label instead.
     label = f"{PRODUCTS[gpu.product].label}-MIG-{profile.name}"
     return GpuRequest(GPU_RESOURCE, 1, {PRODUCT_LABEL: label}, profile.name)
+
+
+# A whole GPU has 7 compute slices under MIG (A100, H100, H200).
+MIG_SLICES_PER_GPU = 7
+
+
+def gpus_per_replica(gpu: Gpu, gpu_memory: str | None = None) -> float:
+    """GPUs one replica holds: its count, or its MIG slice's share of a GPU's compute (what it costs)."""
+    request = gpu_request(gpu, gpu_memory)
+    if request.mig_profile is None:
+        return float(request.count)
+    return PRODUCTS[gpu.product].profile(request.mig_profile).compute_slices / MIG_SLICES_PER_GPU

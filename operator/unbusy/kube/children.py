@@ -24,6 +24,7 @@ CHILD_KINDS = [
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
     ("keda.sh/v1alpha1", "ScaledObject"),
     ("networking.k8s.io/v1", "Ingress"),
+    ("inference.networking.k8s.io/v1", "InferencePool"),
     ("gateway.networking.k8s.io/v1", "HTTPRoute"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
     ("monitoring.coreos.com/v1", "PodMonitor"),
@@ -85,7 +86,8 @@ def owned_by(obj: dict[str, Any], owner: Owner) -> bool:
 def _missing_api(api_version: str, kind: str) -> str:
     return (
         f"{kind}: the {api_version} API is not served by this cluster; install its CRDs "
-        "(Prometheus Operator for monitors and rules, Gateway API for HTTPRoute) or turn the feature off in the spec"
+        "(Prometheus Operator for monitors and rules, Gateway API for HTTPRoute, its Inference Extension for "
+        "InferencePool) or turn the feature off in the spec"
     )
 
 

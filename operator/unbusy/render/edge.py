@@ -20,6 +20,12 @@ tests/contract/test_edge_contract.py:
   rule's times the variant's share of the weight, the split Envoy applies. Refused: 5xx.
 - istio: requests to the variant's Service as the proxies before it report them (the ingress
   gateway, client sidecars, a waypoint), so a request Triton refuses is counted once.
+- traefik: Traefik's Kubernetes Gateway provider makes each backendRef of the HTTPRoute's rule a
+  service of its own, counted per server with the status code: a variant's requests are its
+  backend's, selected by a regex of the name Traefik gives it (routing.traefik_service_regex),
+  which no two variants share. A request to a variant with no ready replica is refused before
+  any server and counted nowhere. The fleet's one query groups by the service, and each variant
+  matches its regex to the rows.
 - promql: the user's template, with the variant's values substituted as quoted strings.
 - triton: no edge: Triton's answered requests plus those it refused after queueing. Those it
   refuses because its queue is full it counts nowhere: overload is not measurable.
@@ -44,15 +50,19 @@ RATE_WINDOW_S = 60
 @dataclass(frozen=True)
 class Counter:
     """The series of one counter that make up part of a variant's demand: `fixed` matchers are the
-    same for every variant, `labels` are this variant's own (label, value) equalities. A variant's
-    counters never share a series, so their rates add up."""
+    same for every variant, `labels` are this variant's own (label, value) equalities and
+    `patterns` its own (label, anchored regex) matches, for a label whose values it cannot name
+    exactly (Traefik's service names carry a hash); the fleet's query groups by both kinds of label.
+    A variant's counters never share a series, so their rates add up."""
 
     metric: str
     labels: tuple[tuple[str, str], ...]
     fixed: tuple[str, ...] = ()
+    patterns: tuple[tuple[str, str], ...] = ()
 
     def selector(self) -> str:
-        return series.selector(*(series.matcher(k, v) for k, v in self.labels), *self.fixed)
+        equal = (series.matcher(k, v) for k, v in self.labels)
+        return series.selector(*equal, *(series.matcher(k, r, "=~") for k, r in self.patterns), *self.fixed)
 
 
 @dataclass(frozen=True)
@@ -72,7 +82,7 @@ class Counters:
 
 @dataclass(frozen=True)
 class DemandQueries:
-    source: str  # nginx | envoy-gateway | istio | promql | triton
+    source: str  # nginx | envoy-gateway | istio | traefik | promql | triton
     measurable: bool  # the source sees refused requests: demand beyond capacity is visible
     requests: str  # requests per second offered to the variant, refused ones included
     rejected: str | None  # of which refused with HTTP 503; None: the source has no query for them
@@ -121,6 +131,18 @@ def _istio(isvc: InferenceService, variant: str, *extra: tuple[str, str]) -> Cou
     return Counters((Counter(series.ISTIO_REQUESTS, labels, (reporters,)),))
 
 
+def _traefik(isvc: InferenceService, variant: str, *extra: tuple[str, str]) -> Counters:
+    namespace, gateway = isvc.metadata.namespace, isvc.spec.routing.gateway
+    backend = routing.traefik_service_regex(
+        namespace,
+        routing.route_name(isvc),
+        gateway.namespace or namespace,
+        gateway.name,
+        meta.variant_name(isvc, variant),
+    )
+    return Counters((Counter(series.TRAEFIK_SERVICE_REQUESTS, extra, patterns=((series.TRAEFIK_SERVICE, backend),)),))
+
+
 def _template(template: str, isvc: InferenceService, variant: str, window: str) -> str:
     """The user's PromQL with the variant's values in, as quoted strings that cannot end early,
     summed: whatever series it returns add up to the variant's one number."""
@@ -163,6 +185,9 @@ def demand_queries(isvc: InferenceService, variant: str, share: float, window_se
     if source == "istio":
         refused = (series.ISTIO_RESPONSE_CODE, series.BUSY_STATUS)
         return _queries(source, True, _istio(isvc, variant), _istio(isvc, variant, refused), window)
+    if source == "traefik":
+        refused = (series.TRAEFIK_CODE, series.BUSY_STATUS)
+        return _queries(source, True, _traefik(isvc, variant), _traefik(isvc, variant, refused), window)
     if source == "promql":
         demand = isvc.spec.autoscaling.demand
         requests = _template(demand.query, isvc, variant, window)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from unbusy import series
 from unbusy.api import InferenceService
 from unbusy.api.routing import Routing
-from unbusy.render import meta
+from unbusy.render import inference_pool, meta
 from unbusy.render.context import RenderContext, weight
 
 NGINX = "nginx.ingress.kubernetes.io"
@@ -14,6 +16,9 @@ NGINX = "nginx.ingress.kubernetes.io"
 BACKEND_PORT = "http"
 # The HTTPRoute has one rule, which carries every variant as a weighted backendRef.
 ROUTE_RULE = 0
+BUSY_STATUS = int(series.BUSY_STATUS)  # Triton's answer when its queue is full
+# The provider name Traefik qualifies the services of its Kubernetes Gateway provider with.
+TRAEFIK_GATEWAY_PROVIDER = "kubernetesgateway"
 
 
 def route_name(isvc: InferenceService) -> str:
@@ -32,6 +37,28 @@ def envoy_gateway_cluster(namespace: str, route: str) -> str:
     irRouteDestinationName): httproute/<namespace>/<name>/rule/<index>. Every backendRef of the
     rule, that is every variant, is a weighted locality of this one cluster."""
     return f"httproute/{namespace}/{route}/rule/{ROUTE_RULE}"
+
+
+def _traefik_normalize(name: str) -> str:
+    """Traefik's provider.Normalize: runs of anything but letters and digits become one '-'."""
+    return "-".join(re.findall(r"[^\W_]+", name))
+
+
+def traefik_service_regex(namespace: str, route: str, gateway_namespace: str, gateway: str, backend: str) -> str:
+    """An anchored regex of the `service` label of Traefik's counters for one backendRef (a
+    variant's Service) of the HTTPRoute `route`. Traefik's Kubernetes Gateway provider names it
+    <router>-svc-<namespace>-<backend>-<backend index>@kubernetesgateway, the router being
+    Normalize(httproute-<namespace>-<route>-gw-<gateway namespace>-<gateway>-ep-<entry point>-<rule
+    index>) and 10 bytes of a hash in hex. The entry point (one router per Gateway listener) and
+    the hash (of the match rule) are Traefik's own, and the index moves as variants come and go:
+    all three are matched, not named; the backend's name pins the variant."""
+    router = _traefik_normalize(f"httproute-{namespace}-{route}-gw-{gateway_namespace}-{gateway}")
+    parts = (
+        f"^{series.escape_regex(router)}-ep-[^@]+-{ROUTE_RULE}-[0-9a-f]{{20}}",
+        f"-svc-{series.escape_regex(namespace)}-{series.escape_regex(backend)}-[0-9]+",
+        f"@{series.escape_regex(TRAEFIK_GATEWAY_PROVIDER)}$",
+    )
+    return "".join(parts)
 
 
 def url(routing: Routing | None) -> str | None:
@@ -59,9 +86,9 @@ def _primary_annotations(routing: Routing) -> dict[str, str]:
         f"{NGINX}/proxy-connect-timeout": str(timeouts.connect_seconds),
         f"{NGINX}/proxy-read-timeout": str(timeouts.read_seconds),
         f"{NGINX}/proxy-send-timeout": str(timeouts.send_seconds),
-        # Triton answers 503 when its queue is full: let nginx retry another replica once.
-        f"{NGINX}/proxy-next-upstream": "error timeout http_503",
-        f"{NGINX}/proxy-next-upstream-tries": "2",
+        # Triton answers 503 when its queue is full: let nginx retry another replica.
+        f"{NGINX}/proxy-next-upstream": "error timeout http_503" if routing.retries_on_503 else "error timeout",
+        f"{NGINX}/proxy-next-upstream-tries": str(routing.retries_on_503 + 1),
     }
     limit = routing.rate_limit
     if limit and limit.rps:
@@ -120,20 +147,37 @@ def nginx_ingresses(isvc: InferenceService, ctx: RenderContext) -> list[dict[str
     return manifests
 
 
+def _backend(isvc: InferenceService, variant: str) -> dict[str, Any]:
+    """A variant as a backendRef: its InferencePool (no port: the pool's targetPorts say where its
+    pods listen), or its Service."""
+    if inference_pool.pooled(isvc):
+        return {
+            "group": inference_pool.GROUP,
+            "kind": inference_pool.KIND,
+            "name": inference_pool.pool_name(isvc, variant),
+        }
+    return {"name": meta.variant_name(isvc, variant), "port": meta.HTTP_PORT}
+
+
 def http_route(isvc: InferenceService, ctx: RenderContext) -> dict[str, Any]:
     routing = isvc.spec.routing
     gateway = routing.gateway
     parent = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": gateway.name}
     parent |= {k: v for k, v in (("namespace", gateway.namespace), ("sectionName", gateway.section_name)) if v}
-    backends = [
-        {"name": meta.variant_name(isvc, variant), "port": meta.HTTP_PORT, "weight": share}
-        for variant, share in _weights(isvc, ctx)
-    ]
-    rule = {
+    backends = [_backend(isvc, variant) | {"weight": share} for variant, share in _weights(isvc, ctx)]
+    rule: dict[str, Any] = {
         "matches": [{"path": {"type": "PathPrefix", "value": routing.path}}],
         "backendRefs": backends,
         "timeouts": {"request": f"{routing.timeouts.read_seconds}s"},
     }
+    if routing.retries_on_503:
+        # Triton answers 503 when its queue is full: the Gateway retries on another replica.
+        rule["retry"] = {"codes": [BUSY_STATUS], "attempts": routing.retries_on_503}
+    if routing.extension_filters:
+        rule["filters"] = [
+            {"type": "ExtensionRef", "extensionRef": {"group": f.group, "kind": f.kind, "name": f.name}}
+            for f in routing.extension_filters
+        ]
     return {
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
@@ -146,4 +190,4 @@ def render(isvc: InferenceService, ctx: RenderContext) -> list[dict[str, Any]]:
     routing = isvc.spec.routing
     if routing is None:
         return []
-    return nginx_ingresses(isvc, ctx) if routing.provider == "nginx" else [http_route(isvc, ctx)]
+    return nginx_ingresses(isvc, ctx) if routing.effective_provider == "nginx" else [http_route(isvc, ctx)]

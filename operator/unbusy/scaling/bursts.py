@@ -1,27 +1,31 @@
-"""Recurring bursts: keep what the last bursts needed through the lulls between them.
+"""Bursts, priced: keep replicas through a lull only while the refusals they save are worth their GPUs.
 
 A burst is demand that jumps faster than a replica starts: to `threshold` (the spec's
 panicThreshold, 2x) times the least demand of the last few intervals. From no demand at all
-(a first reading of 0, a service taking its first traffic) it is traffic starting, not a burst. No reactive policy
-serves the first start-up of a burst with the replicas of the lull before it: the new ones
-arrive a start-up late. When bursts recur, the next one is likely to come again, so the
-replicas are worth keeping between them, as KEDA's and the HPA's 300 s scale-down window keeps
-them by luck. Here the hold is earned from the demand's own history: bursts that start within
-`recurrence` seconds of the previous one form a run; while a run lasts, the fleet keeps the
-replicas its largest burst needs at full capacity (the target's headroom is ordered when the
-burst comes back, and is ready a start-up later), until `recurrence` seconds have passed since
-the last burst began: as long as the next burst would still count as recurring.
+(a first reading of 0, a service taking its first traffic) it is traffic starting, not a burst.
+No reactive policy serves a burst's first start-up with the replicas of the lull before it: the
+new ones arrive a start-up (and the age of the reading they were ordered on) late, and until
+then the edge refuses what the ready replicas cannot serve. Only replicas kept through the lull
+serve that part; each costs its GPUs every second it is kept.
 
-A short burst, one whose demand fell back below `threshold` times the level it jumped from
-within a start-up of its beginning, holds alone: replicas ordered for it arrive after it is
-over, so only replicas kept before the next one can serve that one. A long burst alone (a step,
-a flash crowd of minutes) holds nothing: reacting serves all of it but its first start-up, and
-crowds further apart than `recurrence` (15 minutes) would keep replicas idle far longer than
-the start-up they save.
-
-A burst shorter than the rate window reads diluted by the lull around it (6 s at 4x reads 1.8x
-over 15 s): its height is read from the requests the edge refused (`height`), so it still
-counts, and holds what it needed rather than its average.
+The model (`hold`) prices that trade from the bursts seen, with one number from the spec: what a
+refused request is worth in GPU-seconds (capacity.refusalPriceGpuSeconds).
+- How often bursts come: at the rate (N - 1) / T, N the bursts remembered and T the time from the
+  first of them to now: their gaps, the lull going on included, so a lull longer than the usual
+  gaps lowers the rate and the hold lets go by itself. A burst alone says nothing of how often
+  bursts come and holds nothing: a step or a crowd seen once costs no idle replicas after it.
+- What the j-th replica saves of a burst like those seen: the part of its height it would serve,
+  min(capacity, peak - (j - 1) x capacity), for as long as a reactive fleet lacks it:
+  min(exposure, the burst's length), exposure being the start-up plus two scaling intervals. The
+  mean over the bursts remembered.
+- Keep the j-th replica while price x rate x saved_j >= its GPUs (GPU-seconds a second, both):
+  memoryless arrivals make the expected refusals saved per second of holding the rate times the
+  refusals saved per burst. Each further replica saves no more than the one before, so the
+  replicas kept are the first k that pay.
+A long burst and a short one are priced alike: what kept replicas save is each one's first
+start-up (or all of it, if shorter). A burst shorter than the rate window reads diluted by the lull
+around it (6 s at 4x reads 1.8x over 15 s): its height is read from the requests the edge refused
+(`height`), so it still counts, at what it needed rather than its average.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-# Bursts remembered: the peak of the largest sets the hold.
+# Bursts remembered: their rate, heights and lengths price the hold.
 MEMORY = 8
 # Refusals below this share of an interval's demand are a full queue's noise, not a burst over capacity.
 REFUSED_SHARE = 0.05
@@ -46,10 +50,6 @@ class Burst:
     base: float  # rps: the least demand of the window before it
     end: float | None = None  # when demand first fell back below threshold x base; None: not yet
 
-    def short(self, startup: float) -> bool:
-        """Over within a start-up of its beginning: before replicas ordered for it could serve."""
-        return self.end is not None and self.end - self.start <= startup
-
 
 @dataclass(frozen=True)
 class Bursts:
@@ -61,12 +61,24 @@ class Bursts:
 
 
 @dataclass(frozen=True)
-class Hold:
-    """The floor bursts set: enough replicas for `peak_rps` at capacity until `until`."""
+class Price:
+    """What the hold weighs: a refusal's price, a replica's GPUs, and how long a burst lacks new replicas."""
 
-    peak_rps: float
-    until: float
-    bursts: int  # in the run; 1: a short burst alone
+    refusal_gpu_seconds: float  # what one refused request is worth (capacity.refusalPriceGpuSeconds)
+    exposure_seconds: float  # from a burst's start until replicas ordered for it serve
+    gpus_per_replica: float = 1.0  # GPU-seconds a replica costs a second (a MIG slice: its share)
+
+
+@dataclass(frozen=True)
+class Hold:
+    """The replicas bursts pay for: the first `replicas` save more than they cost between bursts."""
+
+    replicas: int
+    peak: float  # the highest burst remembered, in the demand's unit
+    bursts: int  # remembered
+    gap_seconds: float  # the mean time between bursts the rate says: 1 / rate
+    saved: float  # requests the last replica kept saves of a burst, on average
+    worth: float  # those refusals at the price, in GPU-seconds
 
 
 def height(reading: float, base: float, refused: float, serving: float) -> float:
@@ -122,28 +134,44 @@ def observe(
     return Bursts(seen, jump, serving)
 
 
-def hold(bursts: Bursts, now: float, recurrence: float, startup: float = 0.0) -> Hold | None:
-    """The floor of the run of bursts that ends with the last one, while it lasts; None without one.
+def rate(bursts: Bursts, now: float) -> float:
+    """Bursts a second, from the gaps between those remembered, the gap going on included: one
+    burst alone says nothing of how often they come."""
+    if len(bursts.seen) < 2 or now <= bursts.seen[0].start:
+        return 0.0
+    return (len(bursts.seen) - 1) / (now - bursts.seen[0].start)
 
-    A run is two or more bursts, each within `recurrence` of the one before, or a short burst
-    alone (over within `startup`).
+
+def saved(bursts: Bursts, replica: int, capacity: float, exposure: float, now: float) -> float:
+    """What the `replica`-th replica (from 1) serves of a burst like those seen, while a reactive
+    fleet lacks it: the mean over the bursts of its slice of the height times the shorter of the
+    exposure and the burst (one going on: so far). In the demand's unit."""
+    if not bursts.seen:
+        return 0.0
+    total = 0.0
+    for burst in bursts.seen:
+        slice_ = min(capacity, max(0.0, burst.peak - (replica - 1) * capacity))
+        length = (now if burst.end is None else burst.end) - burst.start
+        total += slice_ * min(exposure, max(0.0, length))
+    return total / len(bursts.seen)
+
+
+def hold(bursts: Bursts, now: float, price: Price, capacity: float, per_request: float | None = None) -> Hold | None:
+    """The replicas worth keeping through the lull now; None when not even one pays.
+
+    `capacity`: what a replica serves, in the demand's unit; `per_request`: that unit per request
+    (an LLM's weighted tokens), None where the demand counts requests.
     """
-    seen = bursts.seen
-    if not seen:
+    every = rate(bursts, now)
+    if not every or capacity <= 0 or price.refusal_gpu_seconds <= 0:
         return None
-    run = [seen[-1]]
-    for earlier in reversed(seen[:-1]):
-        if run[0].start - earlier.start > recurrence:
-            break
-        run.insert(0, earlier)
-    if len(run) < 2 and not run[0].short(startup):
+    kept, last = 0, 0.0
+    highest = max(b.peak for b in bursts.seen)
+    for replica in range(1, math.ceil(highest / capacity - 1e-9) + 1):
+        requests = saved(bursts, replica, capacity, price.exposure_seconds, now) / (per_request or 1.0)
+        if price.refusal_gpu_seconds * every * requests < price.gpus_per_replica:
+            break  # the next replicas save less still
+        kept, last = replica, requests
+    if not kept:
         return None
-    until = run[-1].start + recurrence
-    if now > until:
-        return None
-    return Hold(peak_rps=max(b.peak for b in run), until=until, bursts=len(run))
-
-
-def replicas(floor: Hold, capacity: float) -> int:
-    """Replicas that serve the run's largest burst at full capacity."""
-    return math.ceil(floor.peak_rps / capacity - 1e-9)
+    return Hold(kept, highest, len(bursts.seen), 1 / every, last, price.refusal_gpu_seconds * last)

@@ -17,7 +17,7 @@ class Demand:
 
     rps: float  # requests per second offered to the variant, refused ones included where measurable
     rejected_rps: float  # of which refused (HTTP 503 at the edge)
-    source: str  # nginx | envoy-gateway | istio | promql | triton
+    source: str  # nginx | envoy-gateway | istio | traefik | promql | triton
     measurable: bool  # False: Triton's served rate only, so demand beyond capacity is not seen
     # The requests per second between the last two scrapes (irate), where read: a step shows in it
     # at once, in the window's rate only as the window fills. Shedding reads it (traffic/shedding.py).

@@ -5,7 +5,8 @@ Per-pod inputs are grouped by namespace, pod and model (DCGM's by namespace and 
 takes the rows of its live pods, as its own `by (pod)` query would have returned them. Demand
 from an edge is a sum of counters (render/edge.py's Counter): one query per counter metric and
 fixed matchers, grouped by every label any variant's counter names; a variant sums the rows its
-counters match. A user's own demand PromQL (source promql) cannot be grouped and runs as
+counters match (equal to its label values, or matching its patterns where a label's value is
+not known exactly, as Traefik's service names). A user's own demand PromQL (source promql) cannot be grouped and runs as
 written, once per variant. The seasonal floor (autoscaling.seasonal) reads the same counters a
 period ago, one query per counter and (period, lead) in use: the most of the grouped rate over
 the lead, `offset` so that it ends where the same time a period ago plus the lead does. A
@@ -15,19 +16,22 @@ peaked at different times. Pure: the answers come in as rows, from scaling/sourc
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 
 from unbusy import series
 from unbusy.api import InferenceService
 from unbusy.api.autoscaling import Seasonal
-from unbusy.render.edge import Counters, DemandQueries
+from unbusy.render.edge import Counter, Counters, DemandQueries
 from unbusy.scaling import policy, tokens
 from unbusy.scaling.demand import Demand
 from unbusy.scaling.policy import ReplicaSample
 from unbusy.scaling.promql import FLEET_DCGM_BY, FLEET_TRITON_BY, LlmQueries, PerPod, fleet_per_pod, llm_queries
 from unbusy.scaling.startup import PodStart
+from unbusy.serving.llm import LlmProfile
 
 Labels = Mapping[str, str]
 Rows = list[tuple[Labels, float]]
@@ -62,6 +66,7 @@ class LlmRead:
     costs: tokens.TokenCosts
     ttft_slo_ms: float
     tpot_slo_ms: float | None
+    pricing: tokens.Pricing | None = None  # spec.model.llm.profile: each mix priced by the engine's model
 
     @property
     def texts(self) -> tuple[str, ...]:
@@ -84,7 +89,16 @@ def llm_read(isvc: InferenceService, variant: str, share: float, window_seconds:
     if llm is None or queries is None:
         return None
     costs = tokens.TokenCosts(llm.capacity.prompt_tokens_per_second, llm.capacity.output_tokens_per_second)
-    return LlmRead(queries, costs, llm.slo.ttft_p99_ms, llm.slo.tpot_p99_ms)
+    return LlmRead(queries, costs, llm.slo.ttft_p99_ms, llm.slo.tpot_p99_ms, llm_pricing(isvc))
+
+
+def llm_pricing(isvc: InferenceService) -> tokens.Pricing | None:
+    """spec.model.llm.profile, to price each mix by; None without one."""
+    llm = isvc.spec.model.llm
+    if llm is None or llm.profile is None:
+        return None
+    target = (isvc.spec.autoscaling.targets.capacity_utilization_percent or 100) / 100
+    return tokens.Pricing(LlmProfile.from_document(llm.profile.model_dump(by_alias=True)), target)
 
 
 def _counter_query(
@@ -102,6 +116,16 @@ def _past(query: str, seasonal: Seasonal, window_seconds: int) -> str:
 
 def _season(seasonal: Seasonal) -> tuple[int, int]:
     return seasonal.period_seconds, seasonal.lead_seconds
+
+
+@functools.lru_cache(maxsize=4096)
+def _compiled(regex: str) -> re.Pattern[str]:
+    return re.compile(regex)
+
+
+def _grouped_by(counter: Counter) -> tuple[str, ...]:
+    """The labels a fleet query groups a counter's rows by: those it equals and those it matches."""
+    return tuple(k for k, _ in (*counter.labels, *counter.patterns))
 
 
 def _counters(demand: DemandQueries) -> tuple[Counters, ...]:
@@ -146,11 +170,11 @@ def plan(reads: Iterable[VariantRead], window_seconds: int = 60) -> Plan:
             if read.seasonal is not None:
                 own.append(_past(read.demand.requests, read.seasonal, window_seconds))
         for counter in (c for counters in grouped for c in counters.counters):
-            labels.setdefault((counter.metric, counter.fixed), set()).update(k for k, _ in counter.labels)
+            labels.setdefault((counter.metric, counter.fixed), set()).update(_grouped_by(counter))
         if read.seasonal is not None and read.demand.requests_counters is not None:
             for counter in read.demand.requests_counters.counters:
                 key = (counter.metric, counter.fixed, *_season(read.seasonal))
-                past.setdefault(key, set()).update(k for k, _ in counter.labels)
+                past.setdefault(key, set()).update(_grouped_by(counter))
         if read.sheds and read.demand.requests_counters is not None:
             latest.update((c.metric, c.fixed) for c in read.demand.requests_counters.counters)
     counters = {key: _counter_query(*key, by, window_seconds) for key, by in labels.items()}
@@ -237,10 +261,29 @@ class Answers:
                 query = self.plan.latest[key]
             else:
                 query = self.plan.past[*key, *season] if season else self.plan.counters[key]
-            keys = tuple(k for k, _ in counter.labels)
-            values.append(self._index(query, keys).get(tuple(v for _, v in counter.labels)))
+            values.append(self._matched(query, counter) if counter.patterns else self._equal(query, counter))
         found = [v for v in values if v is not None]
         return sum(found) * counters.share if found else None
+
+    def _equal(self, query: str, counter: Counter) -> float | None:
+        """The counter's row of `query`, picked by its label values."""
+        keys = tuple(k for k, _ in counter.labels)
+        return self._index(query, keys).get(tuple(v for _, v in counter.labels))
+
+    def _matched(self, query: str, counter: Counter) -> float | None:
+        """The counter's rows of `query` summed: equal to its label values, matching its patterns
+        (anchored regexes, which Python's re reads as Prometheus' RE2 does: no backreferences or
+        lookarounds in them)."""
+        index = self._index(query, _grouped_by(counter))
+        equal = tuple(v for _, v in counter.labels)
+        patterns = [_compiled(regex) for _, regex in counter.patterns]
+        found = [
+            value
+            for at, value in index.items()
+            if at[: len(equal)] == equal
+            and all(p.fullmatch(v) for p, v in zip(patterns, at[len(equal) :], strict=True))
+        ]
+        return sum(found) if found else None
 
     def _own(self, query: str, field_name: str) -> float | None:
         try:
@@ -303,10 +346,11 @@ class Answers:
             for pod, _ in pods
         ]
         finished = sum(self._by_pod(q.finished_per_pod).values())
+        costs = tokens.priced(llm.costs, llm.pricing, counted, finished, llm.ttft_slo_ms)
         # The seasonal floor reads requests a period ago: at what a request costs now, in tokens.
         past, cost = (
             self.seasonal(read),
-            tokens.per_request(llm.costs, sum(v for v in prompt.values()), sum(v for v in output.values()), finished),
+            tokens.per_request(costs, sum(v for v in prompt.values()), sum(v for v in output.values()), finished),
         )
         ready_kv = [kv[pod] for pod, ready in pods if ready and pod in kv]
         ttft, tpot = self._whole(q.ttft_p99_seconds), self._whole(q.tpot_p99_seconds)
@@ -319,7 +363,7 @@ class Answers:
         )
         edge = self.demand(read)
         seasonal = past * cost if past is not None and cost is not None else None
-        return tokens.observation(current, self.samples(read), counted, edge, finished, latency, llm.costs, seasonal)
+        return tokens.observation(current, self.samples(read), counted, edge, finished, latency, costs, seasonal)
 
 
 def due(last: float | None, interval: float, now: float) -> bool:

@@ -16,12 +16,13 @@ where it has one, so that a user who knows the HPA can predict Unbusy (SCALING-N
 3. forecast (when enabled): a least-squares line over the window of request rate, projected
    `horizon` ahead and capped at 4x the window's mean (AIBrix APA), scales the current demand
    by projected/now; it only ever raises the recommendation, so it never scales down.
-   Floors beside it: recurring bursts (scaling/bursts.py) and the seasonal floor
+   Floors beside it: bursts, priced (scaling/bursts.py), and the seasonal floor
    (scaling/seasonal.py); Decision.floor names the one that won.
 4. stabilisation: the recommendation is no lower than the lowest of the scale-up window and no
    higher than the highest of the scale-down window (the HPA's stabilizeRecommendation). The
    windows keep the metrics' recommendations only; the floors apply after them, so a floor that
-   ends (a burst hold let go, a seasonal floor that falls) is not waited out a second time.
+   ends (a burst hold let go, a seasonal floor that falls) is not waited out a second time, and
+   in a lull the burst hold caps what the scale-down window keeps.
 5. step limits per period: Pods and Percent policies from the rate of the period's start,
    the larger change wins going up (selectPolicy Max), the smaller going down (Min), as
    render/hpa.py writes them for the HPA.
@@ -35,7 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from unbusy.api.autoscaling import Autoscaling, ScalingRules
-from unbusy.scaling import bursts as recurring
+from unbusy.scaling import bursts as bursting
 from unbusy.scaling import capacity as capacities
 from unbusy.scaling import seasonal as seasons
 from unbusy.scaling import startup as startups
@@ -112,6 +113,7 @@ class Observation:
     demand_fill_seconds: float = 60.0
     shed_percent: int = 0  # percent of all traffic moved off this variant to the fallback now
     starts: tuple[startups.PodStart, ...] = ()  # its live pods' creation and Ready times: the start-up learned
+    gpus_per_replica: float = 1.0  # GPUs a replica holds (a MIG slice: its share): what keeping one costs
 
     @property
     def ready(self) -> int:
@@ -129,7 +131,7 @@ class PolicyState:
     capacity: float | None = None  # learned requests/s per replica (scaling/capacity.py)
     demands: tuple[tuple[float, float], ...] = ()  # (time, demand rps) for the growth rate
     panic_until: float = -math.inf  # burst mode lasts until then
-    bursts: recurring.Bursts = field(default_factory=recurring.Bursts)  # for the hold between recurring bursts
+    bursts: bursting.Bursts = field(default_factory=bursting.Bursts)  # the bursts seen, which price the hold
     shed_percent: int = 0  # the weight moved off the variant at the last evaluation
     shed_moved_at: float = -math.inf  # when that weight last changed
     demand_since: float | None = None  # when a demand was first read
@@ -262,30 +264,34 @@ def _demand(
     return _Desire(_ceil(needed) + headroom, ahead, text)
 
 
-def _recurring(
-    bursts: recurring.Bursts,
+def _bursts(
+    bursts: bursting.Bursts,
     capacity: float | None,
     policy: Autoscaling,
+    obs: Observation,
     now: float,
-    unit: str,
     startup: float,
     metrics: dict,
 ) -> _Desire | None:
-    """The floor of recurring bursts, or of a short one (scaling/bursts.py): what the largest needs at full capacity."""
-    seconds = policy.capacity.burst_recurrence_seconds
-    on = seconds and capacity and policy.targets.capacity_utilization_percent  # part of the demand rule
-    held = recurring.hold(bursts, now, seconds, startup) if on else None
+    """The replicas the bursts seen pay for through a lull (scaling/bursts.py), at the spec's price of a refusal."""
+    price = policy.capacity.refusal_price()
+    if not price or not capacity or not policy.targets.capacity_utilization_percent:  # part of the demand rule
+        return None
+    # Replicas ordered for a burst serve a start-up after it, on a reading up to two intervals old.
+    exposure = startup + 2 * policy.interval_seconds
+    terms = bursting.Price(price, exposure, obs.gpus_per_replica)
+    per_request = obs.demand.per_request if obs.demand is not None else None
+    held = bursting.hold(bursts, now, terms, capacity, per_request)
     if held is None:
         return None
-    wanted = recurring.replicas(held, capacity)
-    metrics.update(burst_hold_replicas=wanted, burst_hold_until=held.until)
-    if held.bursts > 1:
-        what = f"{held.bursts} bursts within {seconds}s of each other: holding {wanted} replicas for their peak"
-    else:
-        what = f"a burst over within the {startup:.0f}s start-up: holding {wanted} replicas for its peak"
-    peak, each = _fmt_rate(held.peak_rps, unit), _fmt_capacity(capacity, unit)
-    text = f"{what} {peak} at capacity {each} for {held.until - now:.0f}s more"
-    return _Desire(wanted, held.peak_rps / capacity, text, "bursts")
+    metrics.update(burst_hold_replicas=held.replicas, burst_gap_seconds=held.gap_seconds)
+    text = (
+        f"{held.bursts} bursts up to {_fmt_rate(held.peak, obs.unit)}, one per {held.gap_seconds:,.0f}s: replica "
+        f"{held.replicas} kept saves {held.saved:,.0f} refusals a burst (its first {exposure:.0f}s), {held.worth:,.0f} "
+        f"GPU-s at {price:g} a refusal, more than the {held.gap_seconds * obs.gpus_per_replica:,.0f} GPU-s it costs "
+        f"between bursts: holding {held.replicas} replicas"
+    )
+    return _Desire(held.replicas, held.replicas, text, "bursts")
 
 
 def _seasonal(
@@ -455,8 +461,8 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
     if obs.demand is not None:
         refused = obs.demand.rejected_rps if obs.demand.measurable else 0.0
         serving = obs.ready * capacity if capacity else 0.0
-        bursts = recurring.observe(bursts, demands, now, policy.capacity.panic_threshold, refused, serving)
-    by_bursts = _recurring(bursts, capacity, policy, now, obs.unit, startup_s, metrics)
+        bursts = bursting.observe(bursts, demands, now, policy.capacity.panic_threshold, refused, serving)
+    by_bursts = _bursts(bursts, capacity, policy, obs, now, startup_s, metrics)
     by_season = _seasonal(obs, policy, capacity, metrics)
     panic_until = state.panic_until
     if obs.demand is not None and capacity and obs.demand.rps >= policy.capacity.panic_threshold * obs.ready * capacity:
@@ -483,9 +489,9 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
     if rate is not None:
         rates = tuple((t, r) for t, r in (*rates, (now, rate)) if t > now - policy.forecast.window_seconds)
 
-    # The floors (recurring bursts, seasonal) stand beside the window, not in it: the scale-down
-    # window smooths what the metrics ask for, and a floor that ends (a hold let go after
-    # burstRecurrenceSeconds of quiet) is not a recommendation to wait out again.
+    # The floors (bursts, seasonal) stand beside the window, not in it: the scale-down
+    # window smooths what the metrics ask for, and a floor that ends (a hold let go when the
+    # bursts no longer pay for it) is not a recommendation to wait out again.
     floors = [d for d in (by_bursts, by_season) if d is not None]
     floor = max(floors, key=lambda d: d.replicas, default=None)
     best = max((d for d in found if d.floor is None), key=lambda d: d.replicas, default=floor)
@@ -504,6 +510,10 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
     stabilised = _stabilise(raw, obs.current, state.recommendations, policy, now)
     if panicking and raw > obs.current:
         stabilised = raw  # burst mode: react to this interval's demand, not the window's
+    if floor is not None and floor.floor == "bursts" and floor.replicas > raw and not panicking:
+        # In a lull after bursts the hold has priced what to keep: the window's highest (the burst's own
+        # demand) is not kept beyond it (onoff: 1.28x -> 1.23x the oracle at 0.02 GPU-s a refusal).
+        stabilised = min(stabilised, floor.replicas)
     if floor is not None and floor.replicas >= stabilised and floor.replicas > raw:
         best, stabilised = floor, floor.replicas
     elif stabilised > raw:

@@ -9,13 +9,11 @@ from unbusy.api import InferenceService
 from unbusy.api.autoscaling import Autoscaling
 from unbusy.api.fallback import Fallback
 from unbusy.api.model import Serving
-from unbusy.gpu.catalogue import PRODUCTS
-from unbusy.gpu.request import gpu_request
+from unbusy.gpu.request import gpus_per_replica
 from unbusy.render.context import RenderContext, desired_replicas, replica_bounds
 from unbusy.serving.model import ServiceModel, from_config, from_service
 
 _SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
-_MIG_SLICES_PER_GPU = 7
 
 
 @dataclass(frozen=True)
@@ -48,14 +46,6 @@ class SimConfig:
 def _seconds(duration: str) -> int:
     number, unit = re.fullmatch(r"([0-9]+)(ms|s|m|h)", duration).groups()
     return max(1, int(int(number) * _SECONDS[unit]))
-
-
-def _gpus(isvc: InferenceService) -> float:
-    request = gpu_request(isvc.spec.gpu, isvc.spec.model.gpu_memory)
-    if request.mig_profile is None:
-        return float(request.count)
-    profile = PRODUCTS[isvc.spec.gpu.product].profile(request.mig_profile)
-    return profile.compute_slices / _MIG_SLICES_PER_GPU
 
 
 def fallback_model(isvc: InferenceService, serving: Serving) -> ServiceModel:
@@ -97,7 +87,7 @@ def from_spec(
         initial_replicas=max(fixed or low, 1),
         slo_s=spec.alerts.p99_latency_seconds.threshold,
         weight=variant.weight / 100,
-        gpus_per_replica=_gpus(isvc),
+        gpus_per_replica=gpus_per_replica(isvc.spec.gpu, isvc.spec.model.gpu_memory),
         scrape_interval_s=_seconds(spec.monitoring.interval),
         fallback=_fallback(isvc, fallback_serving) if active else None,
     )

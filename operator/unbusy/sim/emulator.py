@@ -149,7 +149,7 @@ class Emulator:
         self._pods: Mapping[str, tuple[str, bool]] = {}
         self._weights: Mapping[str, int] | None = None
         # ingress-nginx in front: the InferenceService its Ingresses come from, with routing.provider nginx.
-        routed = isvc is not None and isvc.spec.routing is not None and isvc.spec.routing.provider == "nginx"
+        routed = isvc is not None and isvc.spec.routing is not None and isvc.spec.routing.effective_provider == "nginx"
         self._ingress_of = isvc if routed else None
         self._at_the_edge: dict[tuple[str, str], float] = {}  # (variant, HTTP status) -> requests, cumulative
         emulator = self

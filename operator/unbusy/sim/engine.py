@@ -306,6 +306,7 @@ class Simulation:
             window_seconds=config.rate_window_s or config.scrape_interval_s,
             demand_fill_seconds=max(0, (config.rate_window_s or 0) - config.scrape_interval_s),
             shed_percent=self.shed_percent,
+            gpus_per_replica=config.gpus_per_replica,
             starts=tuple(
                 PodStart(r.name, r.created_at, r.ready_at if r.ready_at <= now else None)
                 for r in live

@@ -7,6 +7,9 @@ Built-in shapes are multiples of a base rate (the caller picks it, e.g. from rep
 - sawtooth: four 10-min ramps from base to 6x base, each dropping back at once;
 - onoff: bursty on-off: 4x base for on-periods and base for off-periods of random length
   (exponential, 2 and 4 min on average; a fixed seed, so the trace is the same every run);
+- onoff-tall, onoff-quick: the same process with other settings, made after the burst hold was
+  tuned on onoff to test it on bursts it was not tuned on: 6x bursts of 1 min between lulls of
+  8 min on average, two hours; 3x bursts of 30 s between lulls of 2.5 min, one hour;
 - diurnal2d: two days, each compressed into an hour: base at night, a morning rush to 5x base
   within a minute (faster than replicas start), a noon peak of 6x, an evening decline; the
   second day is 10% busier. A seasonal floor with a 3600 s period sees day 1 on day 2.
@@ -54,12 +57,25 @@ def _sawtooth(base: float) -> list[float]:
     return [base * (1 + 5 * (t % ramp) / ramp) for t in range(4 * ramp)]
 
 
-def _onoff(base: float) -> list[float]:
-    rng, rates, on = random.Random(7), [], False
-    while len(rates) < 3600:
-        rates += [base * (4 if on else 1)] * max(1, round(rng.expovariate(1 / (120 if on else 240))))
+def _on_off(base: float, height: float, on_s: float, off_s: float, seconds: int, seed: int) -> list[float]:
+    """`height` x base for on-periods and base for off-periods, of exponential lengths (means on_s, off_s)."""
+    rng, rates, on = random.Random(seed), [], False
+    while len(rates) < seconds:
+        rates += [base * (height if on else 1)] * max(1, round(rng.expovariate(1 / (on_s if on else off_s))))
         on = not on
-    return rates[:3600]
+    return rates[:seconds]
+
+
+def _onoff(base: float) -> list[float]:
+    return _on_off(base, 4, 120, 240, 3600, seed=7)
+
+
+def _onoff_tall(base: float) -> list[float]:
+    return _on_off(base, 6, 60, 480, 7200, seed=11)
+
+
+def _onoff_quick(base: float) -> list[float]:
+    return _on_off(base, 3, 30, 150, 3600, seed=5)
 
 
 def _day(base: float) -> list[float]:
@@ -89,6 +105,8 @@ SHAPES: dict[str, Callable[[float], list[float]]] = {
     "sawtooth": _sawtooth,
     "onoff": _onoff,
     "diurnal2d": _diurnal2d,
+    "onoff-tall": _onoff_tall,
+    "onoff-quick": _onoff_quick,
 }
 
 

@@ -101,7 +101,7 @@ def canary_ingress_taken(isvc: InferenceService) -> bool:
     """ingress-nginx has one canary Ingress: while a canary rollout holds it, no weight may move."""
     fallback, routing = isvc.spec.fallback, isvc.spec.routing
     weighted = [v for v in isvc.spec.effective_variants() if v.weight > 0 and v.name != fallback.variant]
-    return routing is not None and routing.provider == "nginx" and len(weighted) > 1
+    return routing is not None and routing.effective_provider == "nginx" and len(weighted) > 1
 
 
 def loads(planned: InferenceService, ready: Mapping[str, int], capacities: Mapping[str, float]) -> list[Load]:
