@@ -29,6 +29,7 @@ import logging
 import random
 import re
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -134,6 +135,15 @@ class LiveBatcher:
                 done.set()
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # the peer, or the pod's own stop, closed the connection mid-answer: nothing to tell
+        super().handle_error(request, client_address)
+
+
 class PodServer:
     """One pod's Triton HTTP endpoint, ip:port: health, model readiness and inference."""
 
@@ -192,8 +202,7 @@ class PodServer:
             def log_message(self, *args: object) -> None:  # one line per request is noise
                 pass
 
-        self.server = ThreadingHTTPServer((ip, port), Handler)
-        self.server.daemon_threads = True
+        self.server = _Server((ip, port), Handler)
         self._thread = threading.Thread(target=self.server.serve_forever, name=f"pod-{name}", daemon=True)
         self._thread.start()
 
