@@ -90,3 +90,26 @@ start_kwok() {
     --node-ip 127.0.0.1 \
     --server-address "127.0.0.1:$KWOK_PORT"
 }
+
+# Traefik, the testbed's Gateway API implementation: its Kubernetes Gateway provider reads the
+# GatewayClass `traefik`, the Gateway gateway-system/inference-gateway (gateway.yaml) and the
+# HTTPRoutes attached to it from the API server, and forwards HTTP from 127.0.0.1:$TRAEFIK_WEB_PORT
+# (the Gateway's listener) to the Ready endpoints of each backend's EndpointSlices: the pods'
+# loopback addresses, never a Service's ClusterIP (no Service here asks for Traefik's native
+# load balancing). Its request counters, per service and status code, are on
+# 127.0.0.1:$TRAEFIK_METRICS_PORT/metrics. It talks to nothing outside: no version check, no
+# usage report.
+start_traefik() {
+  KUBECONFIG="$KUBECONFIG_PATH" start_component traefik \
+    --global.checkNewVersion=false \
+    --global.sendAnonymousUsage=false \
+    --entryPoints.web.address="127.0.0.1:$TRAEFIK_WEB_PORT" \
+    --entryPoints.metrics.address="127.0.0.1:$TRAEFIK_METRICS_PORT" \
+    --providers.kubernetesGateway=true \
+    --metrics.prometheus=true \
+    --metrics.prometheus.entryPoint=metrics \
+    --metrics.prometheus.addServicesLabels=true \
+    --metrics.prometheus.addRoutersLabels=true \
+    --log.level=INFO
+  wait_for "traefik /metrics" 30 curl -fsS "http://127.0.0.1:$TRAEFIK_METRICS_PORT/metrics"
+}

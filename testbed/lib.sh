@@ -29,14 +29,21 @@ APISERVER_PORT="${TESTBED_APISERVER_PORT:-16443}"
 KCM_PORT="${TESTBED_KCM_PORT:-20257}"
 SCHEDULER_PORT="${TESTBED_SCHEDULER_PORT:-20259}"
 KWOK_PORT="${TESTBED_KWOK_PORT:-20247}"
+# Traefik, the Gateway API proxy: the Gateway's listener (its `web` entry point) and its metrics.
+TRAEFIK_WEB_PORT="${TESTBED_TRAEFIK_WEB_PORT:-18000}"
+TRAEFIK_METRICS_PORT="${TESTBED_TRAEFIK_METRICS_PORT:-18082}"
 APISERVER_URL="https://127.0.0.1:$APISERVER_PORT"
 
 SERVICE_CIDR="10.96.0.0/16"
 SERVICE_API_IP="10.96.0.1" # first address of SERVICE_CIDR: the `kubernetes` Service
-POD_CIDR="10.0.0.1/24"     # pod IPs kwok hands out
+# Pod IPs kwok hands out, on the loopback range so that a proxy's packets to a pod stay on this
+# machine (Linux routes all of 127/8 to lo): each node in nodes.yaml has a /24 of its own
+# (spec.podCIDR), this is for a node without one. Service ClusterIPs (SERVICE_CIDR) stay 10.x,
+# and nothing may send to them: no kube-proxy here, and such packets would leave the machine.
+POD_CIDR="127.10.255.1/24"
 
 # Start order; down stops them in reverse.
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok traefik)
 
 export PATH="$PATH:/usr/local/go/bin"
 

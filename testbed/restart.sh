@@ -3,7 +3,7 @@
 # SIGKILL (or SIGTERM with --graceful), down for --down-seconds, started again with the same
 # flags; etcd keeps its data. Waits until the component serves again. For the chaos tests.
 #
-# Usage: restart.sh etcd|kube-apiserver|kube-controller-manager|kube-scheduler|kwok
+# Usage: restart.sh etcd|kube-apiserver|kube-controller-manager|kube-scheduler|kwok|traefik
 #                   [--graceful] [--down-seconds S]
 set -euo pipefail
 # shellcheck source=lib.sh
@@ -51,6 +51,7 @@ main() {
     wait_for "kube-scheduler /readyz" 30 curl -kfsS "https://127.0.0.1:$SCHEDULER_PORT/readyz"
     ;;
   kwok) start_kwok ;;
+  traefik) start_traefik ;;
   esac
   # The API server answers only once etcd is back in reach as well.
   wait_for "kube-apiserver /readyz" 120 kube get --raw /readyz

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Bring the local testbed up: etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler and kwok, all on 127.0.0.1, plus fake GPU nodes and the third-party
-# CRDs. Idempotent: when everything already runs it only prints the kubeconfig path.
+# kube-scheduler, kwok and Traefik (the Gateway API proxy), all on 127.0.0.1, plus fake GPU
+# nodes, the third-party CRDs and the Gateway. Idempotent: when everything already runs it only prints the kubeconfig path.
 #
 # stdout: exactly one line, the admin kubeconfig path. Progress goes to stderr.
 set -euo pipefail
@@ -70,6 +70,17 @@ install_crds() {
   log "CRDs installed: Prometheus Operator, Gateway API $GATEWAY_API_VERSION, KEDA $KEDA_VERSION (ScaledObject)"
 }
 
+# Traefik's GatewayClass and the Gateway the InferenceServices' HTTPRoutes attach to; the
+# Gateway is Programmed once Traefik has taken it on its entry point.
+install_gateway() {
+  sed "s/port: TRAEFIK_WEB_PORT/port: $TRAEFIK_WEB_PORT/" "$TESTBED_SRC/gateway.yaml" |
+    kube apply --server-side --force-conflicts -f - >/dev/null
+  wait_for "Gateway gateway-system/inference-gateway Programmed" 60 \
+    kube -n gateway-system wait --for condition=Programmed gateway/inference-gateway --timeout 1s
+  log "Gateway gateway-system/inference-gateway on Traefik $TRAEFIK_VERSION at 127.0.0.1:$TRAEFIK_WEB_PORT" \
+    "(metrics 127.0.0.1:$TRAEFIK_METRICS_PORT)"
+}
+
 create_nodes() {
   kube apply --server-side --force-conflicts -f "$TESTBED_SRC/nodes.yaml" >/dev/null
 }
@@ -104,6 +115,8 @@ main() {
   start_kwok
   create_nodes # kwok readies them while the CRDs install
   install_crds
+  start_traefik # after the Gateway API CRDs: its informers need them
+  install_gateway
   wait_healthy
 
   log "up: Kubernetes $K8S_VERSION at $APISERVER_URL," \

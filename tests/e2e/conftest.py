@@ -131,7 +131,9 @@ class Loop(ClosedLoop):
 def closed_loop(testbed, crd, namespace, prometheus_binary, tmp_path) -> Iterator[Callable[..., Loop]]:
     """closed_loop(manifest, rps, **options): the emulator at `rps` for the manifest's InferenceService
     (split by the live Ingresses' weights with routing.provider nginx; ClosedLoop's options: an LLM's
-    profile and mix), a Prometheus scraping it, the operator reading that Prometheus, and the manifest applied."""
+    profile and mix, a serving profile, and proxy_metrics: the testbed's Traefik in front, its pods
+    answering the real requests), a Prometheus scraping it, the operator reading that Prometheus, and the
+    manifest applied."""
     started: list[Loop] = []
 
     def start(manifest: dict, rps: float, **options) -> Loop:

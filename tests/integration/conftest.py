@@ -32,7 +32,7 @@ from missing import require
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TESTBED_DIR = REPO_ROOT / "testbed"
-BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok", "helm")
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok", "helm", "traefik")
 UP_TIMEOUT_S = 3600  # a first run builds Kubernetes from source: ~15 minutes on 2 cores
 
 
@@ -45,7 +45,7 @@ class Testbed:
     """A running testbed: where its kubeconfig is, and helpers to talk to it."""
 
     kubeconfig: Path
-    bin_dir: Path  # etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm
+    bin_dir: Path  # etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm, traefik
     started_here: bool
 
     @property

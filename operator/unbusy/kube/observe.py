@@ -231,6 +231,16 @@ def live_pods(api: CountingClient, namespace: str, name: str) -> dict[str, tuple
     return live
 
 
+def ready_addresses(api: CountingClient, namespace: str, name: str) -> dict[str, tuple[str, str]]:
+    """Every Ready, live pod of an InferenceService that has an IP -> (its variant, its IP)."""
+    addresses = {}
+    for item in _items(api, "v1", "Pod", namespace, label_selector({INFERENCE_SERVICE: name})):
+        pod, ip = _pod(item), item.get("status", {}).get("podIP")
+        if pod.ready and not pod.deleting and ip:
+            addresses[pod.name] = (item["metadata"]["labels"].get(VARIANT, ""), ip)
+    return addresses
+
+
 def nginx_weights(api: CountingClient, namespace: str, name: str) -> dict[str, int]:
     """{variant: weight} as ingress-nginx splits traffic by the live Ingresses: the canary Ingress's
     variant takes its canary-weight, the primary's the rest."""

@@ -14,6 +14,10 @@ controller would count in front of those pods: `nginx_ingress_controller_request
 ready, every request: nginx has no endpoint to send it to), labelled as the controller labels
 a request the Ingresses Unbusy renders took (render/edge.py says how).
 
+Given a lister of the Ready pods' addresses (`answer`), every such pod also answers Triton's
+HTTP inference requests on its ip:8000 in real time, as its replica would (sim/answer.py): what
+a real proxy in front, the testbed's Traefik, sends there.
+
 LlmEmulator is its LLM mode (spec.model.llm): the same pods, edge and HTTP, with one serving/llm.py
 engine per pod (sim/llm_live.py) exporting what a Python-backend LLM exports in vLLM's names.
 """
@@ -33,6 +37,7 @@ from unbusy.render import meta, routing
 from unbusy.render.context import RenderContext
 from unbusy.serving.llm import LlmProfile
 from unbusy.serving.model import ServiceModel
+from unbusy.sim.answer import AddressLister, Answerers
 from unbusy.sim.live import TICK_S, Fault, LiveFleet, Pod, Tally
 from unbusy.sim.llm import MixShift
 from unbusy.sim.llm_live import LlmLiveFleet, LlmPod
@@ -125,11 +130,20 @@ class Emulator:
         weights: WeightLister | None = None,
         variant_services: Mapping[str, ServiceModel] | None = None,
         fleet: LiveFleet | LlmLiveFleet | None = None,
+        answer: AddressLister | None = None,
+        answer_port: int = meta.HTTP_PORT,
     ) -> None:
-        self.list_pods, self.list_weights = pods, weights
+        self.list_pods, self.list_weights, self.list_addresses = pods, weights, answer
         self.namespace, self.inference_service, self.model, self.version = namespace, inference_service, model, version
         self.fleet = fleet or LiveFleet(service or ServiceModel(), seed=seed, variant_models=variant_services)
         self.rps = rps
+        self.answerers = None
+        self._answered: dict[str, tuple[float, float]] = {}  # pod -> (served, refused) at the last tick
+        if answer is not None:
+            if not isinstance(self.fleet, LiveFleet):
+                raise ValueError("spec.model.llm: the emulator answers HTTP requests for a fixed-cost model only")
+            fleet = self.fleet
+            self.answerers = Answerers(model, lambda variant: fleet.model_of(variant).batcher, answer_port, seed)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._pods: Mapping[str, tuple[str, bool]] = {}
@@ -177,6 +191,8 @@ class Emulator:
         self.server.server_close()
         for thread in self._threads:
             thread.join(5)
+        if self.answerers is not None:
+            self.answerers.stop()
 
     # --- load and what it did ------------------------------------------------------------
 
@@ -211,13 +227,34 @@ class Emulator:
         try:
             self._pods = dict(self.list_pods())
             self._weights = dict(self.list_weights()) if self.list_weights else None
+            if self.answerers is not None:
+                self.answerers.sync(self.list_addresses())
         except Exception as error:  # an API server hiccup must not stop the clock
             log.warning("listing pods or routes failed, keeping the last lists: %s", error)
         with self._lock:
             before = {name: (pod.served, pod.rejected, pod.failed) for name, pod in self.fleet.pods.items()}
-            self.fleet.tick(self.rps, self._pods, self._weights)
+            if self.answerers is None:
+                self.fleet.tick(self.rps, self._pods, self._weights)
+            else:
+                self._tick_answered(self.answerers)
             if self._ingress_of is not None:
                 self._count_at_the_edge(self._ingress_of, before)
+
+    def _tick_answered(self, answerers: Answerers) -> None:
+        """A second of the real requests the pods answered (their counters are the answerers'): the
+        GPU readings follow what each served, the latency summaries' window moves on."""
+        fleet, pods = self.fleet, answerers.pods()
+        arrived = rejected = 0.0
+        for name, pod in pods.items():
+            served, refused = self._answered.get(name, (0.0, 0.0))
+            pod.gpu_busy = fleet.model_of(pod.variant).gpu_reading((pod.served - served) / TICK_S)
+            pod.record.latency.next_tick()
+            arrived += pod.served - served + pod.rejected - refused
+            rejected += pod.rejected - refused
+        self._answered = {name: (pod.served, pod.rejected) for name, pod in pods.items()}
+        fleet.pods = pods
+        fleet.history.append((arrived, rejected))
+        fleet.now += TICK_S
 
     def _count_at_the_edge(self, isvc: InferenceService, before: Mapping[str, tuple[float, float, float]]) -> None:
         """What ingress-nginx counted this tick: the requests each variant's replicas answered, failed or refused."""

@@ -141,6 +141,10 @@ class LiveFleet:
         self.faults: dict[str, Fault] = {}  # variant -> what makes its replicas bad
         self.tally = Tally()  # since the last take_tally()
 
+    def model_of(self, variant: str) -> ServiceModel:
+        """How the variant's replicas serve."""
+        return self.variant_models.get(variant, self._sim.model)
+
     @staticmethod
     def routed(
         arrivals: float, ready: list[Pod], weights: Mapping[str, int] | None
@@ -168,7 +172,7 @@ class LiveFleet:
         tally = self.tally
         for pod, share in shares:
             fault = self.faults.get(pod.variant, Fault())
-            model = self.variant_models.get(pod.variant, self._sim.model)
+            model = self.model_of(pod.variant)
             served = pod.replica.served
             pod.record.latency.next_tick()
             pod.record.latency.extra_ms = fault.latency_ms
