@@ -8,9 +8,9 @@ as the calibrated replica would (sim/answer.py). What is measured is what the lo
   sampled during the load) and every EndpointSlice address it reads is a loopback one;
 - a weight change moves the measured traffic within one scaling interval; a removed variant gets
   no traffic at all;
-- load past the main variant's only replica makes the operator shed to the fallback variant (it
-  reads the emulator's metrics of the real requests), and the fallback's answers begin within one
-  scaling interval of the HTTPRoute's weight change;
+- load past the main variant's only replica makes the operator shed to the fallback variant (its
+  demand is Traefik's per-backend counts, 503s included: autoscaling.demand.source traefik), and the
+  fallback's answers begin within one scaling interval of the HTTPRoute's weight change;
 - past capacity the replicas' queue-full 503s reach the client, and Traefik counts exactly those
   for the variant's backend, which the testbed's Prometheus scrapes.
 
@@ -301,6 +301,7 @@ def test_a_fallback_shed_moves_measured_traffic_within_a_scaling_interval(closed
         {"name": "small", "weight": 0, "minReplicas": 1, "maxReplicas": 1},
     ]
     spec["fallback"] = {"variant": "small", "rpsPerReplica": 50, "restoreSeconds": 10}
+    spec["autoscaling"]["demand"] = {"source": "traefik"}
     spec["autoscaling"]["targets"] = {
         "capacityUtilizationPercent": 80,
         "queueDepthPerReplica": 0,
@@ -313,7 +314,9 @@ def test_a_fallback_shed_moves_measured_traffic_within_a_scaling_interval(closed
 
     with OpenLoad(host, rate=90) as load:
         started = time.monotonic()
-        weighted = eventually(lambda: route_weights(testbed, loop).get("small", 0) > 0 and time.monotonic(), 150)
+        weighted = eventually(
+            lambda: route_weights(testbed, loop).get("small", 0) > 0 and time.monotonic(), 150, describe=loop.describe
+        )
         eventually(lambda: any(r.of("small", 200) for began, r in load.rounds if began >= weighted - 1), 2 * INTERVAL_S)
     # The end of the first one-second round with answers from the fallback: an upper bound of when it began.
     moved = next(began + r.seconds for began, r in load.rounds if began >= weighted - 1 and r.of("small", 200))

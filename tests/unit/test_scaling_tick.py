@@ -103,6 +103,37 @@ def test_a_tick_that_scales_out_and_sheds_to_the_fallback_writes_the_status_once
     assert [(s["variant"], s["percent"]) for s in api.body["status"]["shedding"]] == [("main", 24)]
 
 
+def test_a_fallback_the_routes_send_nothing_has_no_proxy_series_and_still_takes_the_excess():
+    # A proxy's counter of a backend starts with its first request (Traefik's, Envoy's): the fallback
+    # at weight 0 has none. Read as unknown, it held the weights while main refused 40% (issue 21).
+    body = manifest(SPEC)
+    body["metadata"] |= {"resourceVersion": "7", "generation": 1, "uid": "u1"}
+    service = load(body)
+    reads = {
+        variant: VariantRead(
+            "ml", "resnet50", False, {f"resnet-{variant}-0": True}, demand_queries(service, variant, 1.0, 60)
+        )
+        for variant in ("main", "small")
+    }
+    plan = fleet.plan(reads.values(), autoscale.WINDOW_S)
+    rows = {query: [] for query in plan.queries} | {reads["main"].demand.requests: [({}, 2500.0)]}
+    live = {
+        "main": VariantState("main", 100, desired=2, replicas=2, ready=2, exists=True),
+        "small": VariantState("small", 0, desired=1, replicas=1, ready=1, exists=True),
+    }
+    api = RecordingApi(body)
+    autoscale.tick(api, autoscale.Look(body, live, reads), Answers(plan, rows), {})
+    [status] = [patch["status"] for patch in api.written(STATUS)]
+    assert [(s["variant"], s["percent"]) for s in status["shedding"]] == [("main", 24)]
+
+    # Routed but unread (its series gone), the fallback's load is unknown: the weights are held.
+    live["small"] = VariantState("small", 24, desired=1, replicas=1, ready=1, exists=True)
+    api = RecordingApi(body)
+    autoscale.tick(api, autoscale.Look(body, live, reads), Answers(plan, rows), {})
+    [status] = [patch["status"] for patch in api.written(STATUS)]
+    assert not status.get("shedding")
+
+
 def test_an_llm_sheds_to_its_fallback_counting_its_tokens_back_into_requests():
     from unbusy.scaling import tokens
     from unbusy.scaling.demand import Demand

@@ -51,9 +51,10 @@ def _spec_capacity(isvc: InferenceService) -> tuple[float | None, float]:
 
 
 def _observation(
-    answers: Answers | None, read: VariantRead, current: int, isvc: InferenceService, shed: int
+    answers: Answers | None, read: VariantRead, current: int, isvc: InferenceService, shed: int, routed: int
 ) -> Observation:
-    """The policy's view of one variant; `shed` is the percent of traffic moved off it to the fallback now."""
+    """The policy's view of one variant; `shed` is the percent of traffic moved off it to the fallback
+    now, `routed` the weight its routes carry."""
     if answers is None:
         return Observation(current, None, error=NO_PROMETHEUS, starts=read.starts)
     hint, saturated = _spec_capacity(isvc)
@@ -69,6 +70,10 @@ def _observation(
         if read.llm is not None:
             return replace(answers.llm(read, current), **read_over)
         samples, demand, past = answers.samples(read), answers.demand(read), answers.seasonal(read)
+        if demand is None and not routed:
+            # The routes send it nothing (a fallback at rest), and a proxy's counter of a backend starts
+            # at its first request (Traefik's, Envoy's): offered none, not unknown.
+            demand = Demand(0.0, 0.0, read.demand.source, read.demand.measurable, 0.0 if read.sheds else None)
         return Observation(
             current,
             samples,
@@ -228,7 +233,10 @@ def tick(api: CountingClient, seen: Look, answers: Answers | None, states: dict[
     namespace, name = isvc.metadata.namespace, isvc.metadata.name
     shed = {m.variant: m.percent for m in shedding.recorded(planned)}
     observed = {
-        variant: (read, _observation(answers, read, live[variant].desired, isvc, shed.get(variant, 0)))
+        variant: (
+            read,
+            _observation(answers, read, live[variant].desired, isvc, shed.get(variant, 0), live[variant].weight),
+        )
         for variant, read in seen.reads.items()
     }
     if isvc.spec.fallback is not None:
