@@ -22,6 +22,15 @@ refused request is worth in GPU-seconds (capacity.refusalPriceGpuSeconds).
   memoryless arrivals make the expected refusals saved per second of holding the rate times the
   refusals saved per burst. Each further replica saves no more than the one before, so the
   replicas kept are the first k that pay.
+- Or, when the bursts come at a regular interval, let the replicas go in the lull and order them
+  back a start-up before the next is due (`due`): the last burst's start plus the mean of the gaps
+  between starts, give or take their spread (the farthest a gap seen was from the mean). Ordered
+  at due - spread - lead (the start-up and an interval), they serve from due - spread: each costs
+  the window up to due + spread, lead + 2 x spread, a burst, not the lull. Priced the same way
+  (keep the j-th replica while price x saved_j >= its GPUs x the window), and chosen where the
+  window is shorter than the lull's 1 / rate. A burst that comes earlier than every gap seen is
+  met by what is kept (the demand's replicas); one later than every gap seen ends the pre-warm,
+  and the hold through the lull prices what to keep from then on.
 A long burst and a short one are priced alike: what kept replicas save is each one's first
 start-up (or all of it, if shorter). A burst shorter than the rate window reads diluted by the lull
 around it (6 s at 4x reads 1.8x over 15 s): its height is read from the requests the edge refused
@@ -66,19 +75,34 @@ class Price:
 
     refusal_gpu_seconds: float  # what one refused request is worth (capacity.refusalPriceGpuSeconds)
     exposure_seconds: float  # from a burst's start until replicas ordered for it serve
+    lead_seconds: float  # from ordering a replica on schedule to its serving: the start-up and an interval
     gpus_per_replica: float = 1.0  # GPU-seconds a replica costs a second (a MIG slice: its share)
 
 
 @dataclass(frozen=True)
-class Hold:
-    """The replicas bursts pay for: the first `replicas` save more than they cost between bursts."""
+class Due:
+    """When the next burst is due, from the gaps between the starts of those seen."""
 
-    replicas: int
+    at: float  # the last burst's start plus the mean gap
+    spread: float  # the farthest any gap seen was from their mean
+    gaps: int
+
+
+@dataclass(frozen=True)
+class Hold:
+    """The replicas bursts pay for: the first `planned` save more than they cost a burst, kept
+    through the lull (`due` None) or ordered back before the next burst is due."""
+
+    replicas: int  # to keep now: `planned`, or 0 while a pre-warm waits for its window
     peak: float  # the highest burst remembered, in the demand's unit
     bursts: int  # remembered
     gap_seconds: float  # the mean time between bursts the rate says: 1 / rate
     saved: float  # requests the last replica kept saves of a burst, on average
     worth: float  # those refusals at the price, in GPU-seconds
+    planned: int = 0  # what the bursts pay for
+    cost_seconds: float = 0.0  # a replica's seconds a burst: the lull (1 / rate), or the pre-warm window
+    due: Due | None = None  # pre-warm: the next burst's due time; None: kept through the lull
+    order_at: float = 0.0  # pre-warm: when the replicas are ordered, due - spread - lead
 
 
 def height(reading: float, base: float, refused: float, serving: float) -> float:
@@ -156,8 +180,19 @@ def saved(bursts: Bursts, replica: int, capacity: float, exposure: float, now: f
     return total / len(bursts.seen)
 
 
+def due(bursts: Bursts) -> Due | None:
+    """The next burst's due time from the gaps between the starts of those seen; None before two."""
+    starts = [b.start for b in bursts.seen]
+    gaps = [later - earlier for earlier, later in zip(starts, starts[1:])]
+    if not gaps:
+        return None
+    mean = sum(gaps) / len(gaps)
+    return Due(starts[-1] + mean, max(abs(g - mean) for g in gaps), len(gaps))
+
+
 def hold(bursts: Bursts, now: float, price: Price, capacity: float, per_request: float | None = None) -> Hold | None:
-    """The replicas worth keeping through the lull now; None when not even one pays.
+    """The replicas worth keeping through the lull, or ordering back before the next burst; None
+    when not even one pays.
 
     `capacity`: what a replica serves, in the demand's unit; `per_request`: that unit per request
     (an LLM's weighted tokens), None where the demand counts requests.
@@ -165,13 +200,23 @@ def hold(bursts: Bursts, now: float, price: Price, capacity: float, per_request:
     every = rate(bursts, now)
     if not every or capacity <= 0 or price.refusal_gpu_seconds <= 0:
         return None
+    next_ = due(bursts)
+    window = price.lead_seconds + 2 * next_.spread if next_ is not None else math.inf
+    # Pre-warm while it costs less a burst than the lull and the burst is not later than every gap seen.
+    scheduled = next_ is not None and window < 1 / every and now <= next_.at + next_.spread
+    cost = window if scheduled else 1 / every
     kept, last = 0, 0.0
     highest = max(b.peak for b in bursts.seen)
     for replica in range(1, math.ceil(highest / capacity - 1e-9) + 1):
         requests = saved(bursts, replica, capacity, price.exposure_seconds, now) / (per_request or 1.0)
-        if price.refusal_gpu_seconds * every * requests < price.gpus_per_replica:
+        if price.refusal_gpu_seconds * requests < price.gpus_per_replica * cost:
             break  # the next replicas save less still
         kept, last = replica, requests
     if not kept:
         return None
-    return Hold(kept, highest, len(bursts.seen), 1 / every, last, price.refusal_gpu_seconds * last)
+    worth = price.refusal_gpu_seconds * last
+    if not scheduled:
+        return Hold(kept, highest, len(bursts.seen), 1 / every, last, worth, kept, cost)
+    order_at = next_.at - next_.spread - price.lead_seconds
+    now_kept = kept if now >= order_at else 0
+    return Hold(now_kept, highest, len(bursts.seen), 1 / every, last, worth, kept, cost, next_, order_at)
