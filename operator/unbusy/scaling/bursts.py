@@ -90,19 +90,17 @@ class Due:
 
 @dataclass(frozen=True)
 class Hold:
-    """The replicas bursts pay for: the first `planned` save more than they cost a burst, kept
-    through the lull (`due` None) or ordered back before the next burst is due."""
+    """The replicas bursts pay for: the first `planned` save more than they cost, now or from `order_at`."""
 
-    replicas: int  # to keep now: `planned`, or 0 while a pre-warm waits for its window
+    replicas: int  # to keep now: `planned`, or 0 until `order_at`
+    planned: int  # what the bursts pay for at `order_at`
+    order_at: float  # now, or when a pre-warm orders them
     peak: float  # the highest burst remembered, in the demand's unit
     bursts: int  # remembered
-    gap_seconds: float  # the mean time between bursts the rate says: 1 / rate
     saved: float  # requests the last replica kept saves of a burst, on average
     worth: float  # those refusals at the price, in GPU-seconds
-    planned: int = 0  # what the bursts pay for
-    cost_seconds: float = 0.0  # a replica's seconds a burst: the lull (1 / rate), or the pre-warm window
-    due: Due | None = None  # pre-warm: the next burst's due time; None: kept through the lull
-    order_at: float = 0.0  # pre-warm: when the replicas are ordered, due - spread - lead
+    odds: float  # the chance the next burst starts within the lead, at `order_at`
+    due: Due | None  # when the next burst is due, from the gaps
 
 
 def height(reading: float, base: float, refused: float, serving: float) -> float:
@@ -182,41 +180,78 @@ def saved(bursts: Bursts, replica: int, capacity: float, exposure: float, now: f
 
 def due(bursts: Bursts) -> Due | None:
     """The next burst's due time from the gaps between the starts of those seen; None before two."""
-    starts = [b.start for b in bursts.seen]
-    gaps = [later - earlier for earlier, later in zip(starts, starts[1:])]
+    gaps = _gaps(bursts)
     if not gaps:
         return None
     mean = sum(gaps) / len(gaps)
-    return Due(starts[-1] + mean, max(abs(g - mean) for g in gaps), len(gaps))
+    return Due(bursts.seen[-1].start + mean, max(abs(g - mean) for g in gaps), len(gaps))
 
 
-def hold(bursts: Bursts, now: float, price: Price, capacity: float, per_request: float | None = None) -> Hold | None:
-    """The replicas worth keeping through the lull, or ordering back before the next burst; None
-    when not even one pays.
+def _gaps(bursts: Bursts) -> list[float]:
+    starts = [b.start for b in bursts.seen]
+    return [later - earlier for earlier, later in zip(starts, starts[1:])]
+
+
+def chance(bursts: Bursts, now: float, lead: float) -> float:
+    """The chance that the next burst starts within `lead` seconds of now, none having started since
+    the last one did.
+
+    The gap going on is taken as one more like those seen (exchangeable): given that it is longer
+    than the lull so far, it falls with equal odds into each of the m + 1 slots that the m gaps
+    seen longer than that cut the time ahead into, spread evenly over its slot; past the longest
+    gap seen, memoryless at `rate`. So regular bursts give odds near 1 for the lead before the
+    next is due and near 0 before it, and irregular ones about rate x lead, as memoryless bursts do.
+    """
+    every = rate(bursts, now)
+    if not every:
+        return 0.0
+    lull = now - bursts.seen[-1].start
+    until = lull + lead
+    edges = [lull, *sorted(g for g in _gaps(bursts) if g > lull)]
+    odds = 0.0
+    for low, high in zip(edges, edges[1:]):
+        if high > low:
+            odds += max(0.0, min(high, until) - low) / (high - low)
+        else:  # gaps seen alike: their slot is the one moment
+            odds += float(high <= until)
+    odds += 1 - math.exp(-every * max(0.0, until - edges[-1]))
+    return odds / len(edges)
+
+
+def _kept(bursts: Bursts, now: float, price: Price, capacity: float, per_request: float | None) -> tuple[int, float]:
+    """How many replicas pay for their GPUs over the next `lead` seconds, and what the last saves a burst."""
+    odds = chance(bursts, now, price.lead_seconds)
+    kept, last = 0, 0.0
+    highest = max(b.peak for b in bursts.seen)
+    for replica in range(1, math.ceil(highest / capacity - 1e-9) + 1):
+        requests = saved(bursts, replica, capacity, price.exposure_seconds, now) / (per_request or 1.0)
+        if price.refusal_gpu_seconds * requests * odds < price.gpus_per_replica * price.lead_seconds:
+            break  # the next replicas save less still
+        kept, last = replica, requests
+    return kept, last
+
+
+def hold(
+    bursts: Bursts, now: float, price: Price, capacity: float, per_request: float | None = None, step: float = 15.0
+) -> Hold | None:
+    """The replicas worth keeping now, or, when none is but some will be before the longest gap seen
+    ends (a pre-warm, looked ahead every `step` seconds), those and when; None when not even one pays.
 
     `capacity`: what a replica serves, in the demand's unit; `per_request`: that unit per request
     (an LLM's weighted tokens), None where the demand counts requests.
     """
     every = rate(bursts, now)
-    if not every or capacity <= 0 or price.refusal_gpu_seconds <= 0:
+    if not every or capacity <= 0 or price.refusal_gpu_seconds <= 0 or price.lead_seconds <= 0:
         return None
-    next_ = due(bursts)
-    window = price.lead_seconds + 2 * next_.spread if next_ is not None else math.inf
-    # Pre-warm while it costs less a burst than the lull and the burst is not later than every gap seen.
-    scheduled = next_ is not None and window < 1 / every and now <= next_.at + next_.spread
-    cost = window if scheduled else 1 / every
-    kept, last = 0, 0.0
     highest = max(b.peak for b in bursts.seen)
-    for replica in range(1, math.ceil(highest / capacity - 1e-9) + 1):
-        requests = saved(bursts, replica, capacity, price.exposure_seconds, now) / (per_request or 1.0)
-        if price.refusal_gpu_seconds * requests < price.gpus_per_replica * cost:
-            break  # the next replicas save less still
-        kept, last = replica, requests
+    gaps, last_start = _gaps(bursts), bursts.seen[-1].start
+    at = now
+    while True:
+        kept, last = _kept(bursts, at, price, capacity, per_request)
+        if kept or at - last_start >= max(gaps):
+            break
+        at += step
     if not kept:
         return None
-    worth = price.refusal_gpu_seconds * last
-    if not scheduled:
-        return Hold(kept, highest, len(bursts.seen), 1 / every, last, worth, kept, cost)
-    order_at = next_.at - next_.spread - price.lead_seconds
-    now_kept = kept if now >= order_at else 0
-    return Hold(now_kept, highest, len(bursts.seen), 1 / every, last, worth, kept, cost, next_, order_at)
+    worth, odds = price.refusal_gpu_seconds * last, chance(bursts, at, price.lead_seconds)
+    return Hold(kept if at == now else 0, kept, at, highest, len(bursts.seen), last, worth, odds, due(bursts))

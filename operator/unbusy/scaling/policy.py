@@ -286,27 +286,17 @@ def _bursts(
     held = bursting.hold(bursts, now, terms, capacity, per_request)
     if held is None:
         return None, None
-    metrics.update(burst_hold_replicas=held.replicas, burst_gap_seconds=held.gap_seconds)
-    saves = (
-        f"replica {held.planned} kept saves {held.saved:,.0f} refusals a burst (its first {exposure:.0f}s), "
-        f"{held.worth:,.0f} GPU-s at {price:g} a refusal, more than the {held.cost_seconds * obs.gpus_per_replica:,.0f}"
-        f" GPU-s it costs"
-    )
-    if held.due is None:
-        text = (
-            f"{held.bursts} bursts up to {_fmt_rate(held.peak, obs.unit)}, one per {held.gap_seconds:,.0f}s: "
-            f"{saves} between bursts: holding {held.replicas} replicas"
-        )
-        return _Desire(held.replicas, held.replicas, text, "bursts"), None
+    metrics.update(burst_hold_replicas=held.replicas, burst_order_in_seconds=held.order_at - now)
     due = held.due
-    metrics.update(burst_due_seconds=due.at - now)
-    plan = (
-        f"next burst due in ~{due.at - now:,.0f}s ({due.gaps} gaps, +-{due.spread:,.0f}s): "
-        f"scale to {held.planned} at t-{due.at - held.order_at:,.0f}s"
-    )
+    when = f"next burst due in ~{due.at - now:,.0f}s ({due.gaps} gaps, +-{due.spread:,.0f}s)" if due else ""
     if not held.replicas:
-        return None, plan
-    text = f"{held.bursts} bursts up to {_fmt_rate(held.peak, obs.unit)}, {plan}: {saves} a burst from then"
+        return None, f"{when}: scale to {held.planned} at t{held.order_at - due.at:+,.0f}s"
+    text = (
+        f"{held.bursts} bursts up to {_fmt_rate(held.peak, obs.unit)}, {when}: replica {held.planned} kept saves "
+        f"{held.saved:,.0f} refusals a burst (its first {exposure:.0f}s), {held.worth:,.0f} GPU-s at {price:g} a "
+        f"refusal, x {held.odds:.0%} odds it starts in the {terms.lead_seconds:.0f}s a replica takes to come back, "
+        f"more than the {terms.lead_seconds * obs.gpus_per_replica:,.0f} GPU-s it costs: holding {held.replicas} replicas"
+    )
     return _Desire(held.replicas, held.replicas, text, "bursts"), None
 
 
