@@ -22,15 +22,17 @@ refused request is worth in GPU-seconds (capacity.refusalPriceGpuSeconds).
   memoryless arrivals make the expected refusals saved per second of holding the rate times the
   refusals saved per burst. Each further replica saves no more than the one before, so the
   replicas kept are the first k that pay.
-- Or, when the bursts come at a regular interval, let the replicas go in the lull and order them
-  back a start-up before the next is due (`due`): the last burst's start plus the mean of the gaps
-  between starts, give or take their spread (the farthest a gap seen was from the mean). Ordered
-  at due - spread - lead (the start-up and an interval), they serve from due - spread: each costs
-  the window up to due + spread, lead + 2 x spread, a burst, not the lull. Priced the same way
-  (keep the j-th replica while price x saved_j >= its GPUs x the window), and chosen where the
-  window is shorter than the lull's 1 / rate. A burst that comes earlier than every gap seen is
-  met by what is kept (the demand's replicas); one later than every gap seen ends the pre-warm,
-  and the hold through the lull prices what to keep from then on.
+- Or let them go in the lull and order them back before the next burst is due (`due`): the last
+  burst's start plus the mean of the n gaps between starts seen, give or take their spread (the
+  farthest a gap was from the mean). Ordered a lead (the start-up and an interval) before
+  due - spread, they serve until due + spread: a window of lead + 2 x spread a burst, not the
+  lull. The next gap is one more like those seen, so it falls outside the range of n with odds of
+  2 / (n + 1) (exchangeable: it is as likely as any to be the shortest or the longest), and then
+  the window misses it: a burst that comes early is met by the demand's replicas, one that comes
+  late by the hold from then on. So the j-th replica saves price x saved_j x (n - 1) / (n + 1)
+  for its window's GPUs; the pre-warm is planned where its replicas' worth less their GPUs beats
+  the hold's, which takes bursts as regular as the gaps seen show: a few, or spread as widely as
+  memoryless ones (onoff's), keep the hold.
 A long burst and a short one are priced alike: what kept replicas save is each one's first
 start-up (or all of it, if shorter). A burst shorter than the rate window reads diluted by the lull
 around it (6 s at 4x reads 1.8x over 15 s): its height is read from the requests the edge refused
@@ -90,17 +92,20 @@ class Due:
 
 @dataclass(frozen=True)
 class Hold:
-    """The replicas bursts pay for: the first `planned` save more than they cost, now or from `order_at`."""
+    """The replicas bursts pay for: the first `planned` save more than they cost, through the lull
+    or, when `due` is set, from `order_at` (a pre-warm) until `due` is over."""
 
-    replicas: int  # to keep now: `planned`, or 0 until `order_at`
-    planned: int  # what the bursts pay for at `order_at`
-    order_at: float  # now, or when a pre-warm orders them
+    replicas: int  # to keep now: `planned`, or 0 while a pre-warm waits for its window
+    planned: int
     peak: float  # the highest burst remembered, in the demand's unit
     bursts: int  # remembered
-    saved: float  # requests the last replica kept saves of a burst, on average
+    gap_seconds: float  # the mean time between bursts the rate says: 1 / rate
+    saved: float  # requests the last replica planned saves of a burst it meets, on average
     worth: float  # those refusals at the price, in GPU-seconds
-    odds: float  # the chance the next burst starts within the lead, at `order_at`
-    due: Due | None  # when the next burst is due, from the gaps
+    cost_seconds: float  # a replica's seconds a burst: the lull (1 / rate), or the pre-warm's window
+    due: Due | None = None  # a pre-warm's: the next burst's due time and spread
+    order_at: float = 0.0  # a pre-warm's: due - spread - lead
+    odds: float = 1.0  # the share of bursts the replicas meet: (n - 1) / (n + 1) for a pre-warm
 
 
 def height(reading: float, base: float, refused: float, serving: float) -> float:
@@ -180,78 +185,66 @@ def saved(bursts: Bursts, replica: int, capacity: float, exposure: float, now: f
 
 def due(bursts: Bursts) -> Due | None:
     """The next burst's due time from the gaps between the starts of those seen; None before two."""
-    gaps = _gaps(bursts)
+    starts = [b.start for b in bursts.seen]
+    gaps = [later - earlier for earlier, later in zip(starts, starts[1:])]
     if not gaps:
         return None
     mean = sum(gaps) / len(gaps)
-    return Due(bursts.seen[-1].start + mean, max(abs(g - mean) for g in gaps), len(gaps))
+    return Due(starts[-1] + mean, max(abs(g - mean) for g in gaps), len(gaps))
 
 
-def _gaps(bursts: Bursts) -> list[float]:
-    starts = [b.start for b in bursts.seen]
-    return [later - earlier for earlier, later in zip(starts, starts[1:])]
-
-
-def chance(bursts: Bursts, now: float, lead: float) -> float:
-    """The chance that the next burst starts within `lead` seconds of now, none having started since
-    the last one did.
-
-    The gap going on is taken as one more like those seen (exchangeable): given that it is longer
-    than the lull so far, it falls with equal odds into each of the m + 1 slots that the m gaps
-    seen longer than that cut the time ahead into, spread evenly over its slot; past the longest
-    gap seen, memoryless at `rate`. So regular bursts give odds near 1 for the lead before the
-    next is due and near 0 before it, and irregular ones about rate x lead, as memoryless bursts do.
-    """
-    every = rate(bursts, now)
-    if not every:
-        return 0.0
-    lull = now - bursts.seen[-1].start
-    until = lull + lead
-    edges = [lull, *sorted(g for g in _gaps(bursts) if g > lull)]
-    odds = 0.0
-    for low, high in zip(edges, edges[1:]):
-        if high > low:
-            odds += max(0.0, min(high, until) - low) / (high - low)
-        else:  # gaps seen alike: their slot is the one moment
-            odds += float(high <= until)
-    odds += 1 - math.exp(-every * max(0.0, until - edges[-1]))
-    return odds / len(edges)
-
-
-def _kept(bursts: Bursts, now: float, price: Price, capacity: float, per_request: float | None) -> tuple[int, float]:
-    """How many replicas pay for their GPUs over the next `lead` seconds, and what the last saves a burst."""
-    odds = chance(bursts, now, price.lead_seconds)
-    kept, last = 0, 0.0
+def _paying(
+    bursts: Bursts, now: float, price: Price, capacity: float, per_request: float | None, odds: float, seconds: float
+) -> list[float]:
+    """Refusals each replica that pays saves a burst (the first ones): met at `odds`, kept `seconds` a burst."""
+    out: list[float] = []
     highest = max(b.peak for b in bursts.seen)
     for replica in range(1, math.ceil(highest / capacity - 1e-9) + 1):
         requests = saved(bursts, replica, capacity, price.exposure_seconds, now) / (per_request or 1.0)
-        if price.refusal_gpu_seconds * requests * odds < price.gpus_per_replica * price.lead_seconds:
+        if price.refusal_gpu_seconds * requests * odds < price.gpus_per_replica * seconds:
             break  # the next replicas save less still
-        kept, last = replica, requests
-    return kept, last
+        out.append(requests)
+    return out
 
 
-def hold(
-    bursts: Bursts, now: float, price: Price, capacity: float, per_request: float | None = None, step: float = 15.0
-) -> Hold | None:
-    """The replicas worth keeping now, or, when none is but some will be before the longest gap seen
-    ends (a pre-warm, looked ahead every `step` seconds), those and when; None when not even one pays.
+def hold(bursts: Bursts, now: float, price: Price, capacity: float, per_request: float | None = None) -> Hold | None:
+    """The replicas worth keeping through the lull or ordering back before the next burst; None when
+    not even one pays.
 
     `capacity`: what a replica serves, in the demand's unit; `per_request`: that unit per request
     (an LLM's weighted tokens), None where the demand counts requests.
     """
     every = rate(bursts, now)
-    if not every or capacity <= 0 or price.refusal_gpu_seconds <= 0 or price.lead_seconds <= 0:
+    if not every or capacity <= 0 or price.refusal_gpu_seconds <= 0:
         return None
     highest = max(b.peak for b in bursts.seen)
-    gaps, last_start = _gaps(bursts), bursts.seen[-1].start
-    at = now
-    while True:
-        kept, last = _kept(bursts, at, price, capacity, per_request)
-        if kept or at - last_start >= max(gaps):
-            break
-        at += step
-    if not kept:
+
+    def worth(kept: list[float], odds: float, seconds: float) -> float:
+        return sum(price.refusal_gpu_seconds * r * odds - price.gpus_per_replica * seconds for r in kept)
+
+    through = _paying(bursts, now, price, capacity, per_request, 1.0, 1 / every)
+    next_ = due(bursts)
+    if next_ is not None and now <= next_.at + next_.spread:  # not later than every gap seen
+        odds, window = (next_.gaps - 1) / (next_.gaps + 1), price.lead_seconds + 2 * next_.spread
+        ahead = _paying(bursts, now, price, capacity, per_request, odds, window)
+        if ahead and worth(ahead, odds, window) > worth(through, 1.0, 1 / every):
+            order_at = next_.at - next_.spread - price.lead_seconds
+            kept = len(ahead) if now >= order_at else 0
+            last = ahead[-1]
+            value = price.refusal_gpu_seconds * last
+            return Hold(
+                kept, len(ahead), highest, len(bursts.seen), 1 / every, last, value, window, next_, order_at, odds
+            )
+    if not through:
         return None
-    worth, odds = price.refusal_gpu_seconds * last, chance(bursts, at, price.lead_seconds)
-    return Hold(kept if at == now else 0, kept, at, highest, len(bursts.seen), last, worth, odds, due(bursts))
+    last = through[-1]
+    return Hold(
+        len(through),
+        len(through),
+        highest,
+        len(bursts.seen),
+        1 / every,
+        last,
+        price.refusal_gpu_seconds * last,
+        1 / every,
+    )

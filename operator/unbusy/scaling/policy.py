@@ -278,24 +278,39 @@ def _bursts(
     price = policy.capacity.refusal_price()
     if not price or not capacity or not policy.targets.capacity_utilization_percent:  # part of the demand rule
         return None, None
-    # Replicas ordered for a burst serve a start-up after it, on a reading up to two intervals old;
-    # ordered on schedule, a start-up after the tick that orders them.
+    # Replicas ordered for a burst serve a start-up after it, on a reading up to two intervals old.
+    # Ordered on schedule, a pre-warm's serve a start-up after the first tick past its time, and must
+    # by then meet a burst that the reading its due time is counted from saw up to two intervals late.
     exposure = startup + 2 * policy.interval_seconds
-    terms = bursting.Price(price, exposure, startup + policy.interval_seconds, obs.gpus_per_replica)
+    terms = bursting.Price(price, exposure, exposure + policy.interval_seconds, obs.gpus_per_replica)
     per_request = obs.demand.per_request if obs.demand is not None else None
     held = bursting.hold(bursts, now, terms, capacity, per_request)
     if held is None:
         return None, None
-    metrics.update(burst_hold_replicas=held.replicas, burst_order_in_seconds=held.order_at - now)
+    metrics.update(burst_hold_replicas=held.replicas, burst_gap_seconds=held.gap_seconds)
+    saves = (
+        f"replica {held.planned} kept saves {held.saved:,.0f} refusals a burst (its first {exposure:.0f}s), "
+        f"{held.worth:,.0f} GPU-s at {price:g} a refusal"
+    )
+    if held.due is None:
+        text = (
+            f"{held.bursts} bursts up to {_fmt_rate(held.peak, obs.unit)}, one per {held.gap_seconds:,.0f}s: {saves}, "
+            f"more than the {held.cost_seconds * obs.gpus_per_replica:,.0f} GPU-s it costs between bursts: "
+            f"holding {held.replicas} replicas"
+        )
+        return _Desire(held.replicas, held.replicas, text, "bursts"), None
     due = held.due
-    when = f"next burst due in ~{due.at - now:,.0f}s ({due.gaps} gaps, +-{due.spread:,.0f}s)" if due else ""
+    metrics.update(burst_due_seconds=due.at - now)
+    plan = (
+        f"next burst due in ~{due.at - now:,.0f}s ({due.gaps} gaps, +-{due.spread:,.0f}s): "
+        f"scale to {held.planned} at t-{due.at - held.order_at:,.0f}s"
+    )
     if not held.replicas:
-        return None, f"{when}: scale to {held.planned} at t{held.order_at - due.at:+,.0f}s"
+        return None, plan
     text = (
-        f"{held.bursts} bursts up to {_fmt_rate(held.peak, obs.unit)}, {when}: replica {held.planned} kept saves "
-        f"{held.saved:,.0f} refusals a burst (its first {exposure:.0f}s), {held.worth:,.0f} GPU-s at {price:g} a "
-        f"refusal, x {held.odds:.0%} odds it starts in the {terms.lead_seconds:.0f}s a replica takes to come back, "
-        f"more than the {terms.lead_seconds * obs.gpus_per_replica:,.0f} GPU-s it costs: holding {held.replicas} replicas"
+        f"{held.bursts} bursts up to {_fmt_rate(held.peak, obs.unit)}, {plan}: {saves} in the {held.odds:.0%} of "
+        f"bursts within the gaps seen, more than the {held.cost_seconds * obs.gpus_per_replica:,.0f} GPU-s of its "
+        f"window: pre-warming {held.replicas} replicas"
     )
     return _Desire(held.replicas, held.replicas, text, "bursts"), None
 
