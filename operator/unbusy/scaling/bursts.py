@@ -41,6 +41,7 @@ around it (6 s at 4x reads 1.8x over 15 s): its height is read from the requests
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, replace
 
@@ -186,7 +187,7 @@ def saved(bursts: Bursts, replica: int, capacity: float, exposure: float, now: f
 def due(bursts: Bursts) -> Due | None:
     """The next burst's due time from the gaps between the starts of those seen; None before two."""
     starts = [b.start for b in bursts.seen]
-    gaps = [later - earlier for earlier, later in zip(starts, starts[1:])]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
     if not gaps:
         return None
     mean = sum(gaps) / len(gaps)
@@ -229,22 +230,12 @@ def hold(bursts: Bursts, now: float, price: Price, capacity: float, per_request:
         ahead = _paying(bursts, now, price, capacity, per_request, odds, window)
         if ahead and worth(ahead, odds, window) > worth(through, 1.0, 1 / every):
             order_at = next_.at - next_.spread - price.lead_seconds
+            value = price.refusal_gpu_seconds * ahead[-1]
             kept = len(ahead) if now >= order_at else 0
-            last = ahead[-1]
-            value = price.refusal_gpu_seconds * last
             return Hold(
-                kept, len(ahead), highest, len(bursts.seen), 1 / every, last, value, window, next_, order_at, odds
+                kept, len(ahead), highest, len(bursts.seen), 1 / every, ahead[-1], value, window, next_, order_at, odds
             )
     if not through:
         return None
-    last = through[-1]
-    return Hold(
-        len(through),
-        len(through),
-        highest,
-        len(bursts.seen),
-        1 / every,
-        last,
-        price.refusal_gpu_seconds * last,
-        1 / every,
-    )
+    value = price.refusal_gpu_seconds * through[-1]
+    return Hold(len(through), len(through), highest, len(bursts.seen), 1 / every, through[-1], value, 1 / every)

@@ -289,8 +289,8 @@ def _bursts(
         return None, None
     metrics.update(burst_hold_replicas=held.replicas, burst_gap_seconds=held.gap_seconds)
     saves = (
-        f"replica {held.planned} kept saves {held.saved:,.0f} refusals a burst (its first {exposure:.0f}s), "
-        f"{held.worth:,.0f} GPU-s at {price:g} a refusal"
+        f"replica {held.planned} {'kept' if held.due is None else 'ordered'} saves {held.saved:,.0f} refusals a "
+        f"burst (its first {exposure:.0f}s), {held.worth:,.0f} GPU-s at {price:g} a refusal"
     )
     if held.due is None:
         text = (
