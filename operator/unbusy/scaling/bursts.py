@@ -1,4 +1,5 @@
-"""Bursts, priced: keep replicas through a lull only while the refusals they save are worth their GPUs.
+"""Bursts, priced: keep replicas through a lull, or order them back before the next burst is due,
+only while the refusals they save are worth their GPUs.
 
 A burst is demand that jumps faster than a replica starts: to `threshold` (the spec's
 panicThreshold, 2x) times the least demand of the last few intervals. From no demand at all
@@ -24,15 +25,14 @@ refused request is worth in GPU-seconds (capacity.refusalPriceGpuSeconds).
   replicas kept are the first k that pay.
 - Or let them go in the lull and order them back before the next burst is due (`due`): the last
   burst's start plus the mean of the n gaps between starts seen, give or take their spread (the
-  farthest a gap was from the mean). Ordered a lead (the start-up and an interval) before
-  due - spread, they serve until due + spread: a window of lead + 2 x spread a burst, not the
+  farthest a gap was from the mean). Ordered a lead (the exposure and the tick that orders them)
+  before due - spread, they serve until due + spread: a window of lead + 2 x spread a burst, not the
   lull. The next gap is one more like those seen, so it falls outside the range of n with odds of
   2 / (n + 1) (exchangeable: it is as likely as any to be the shortest or the longest), and then
   the window misses it: a burst that comes early is met by the demand's replicas, one that comes
   late by the hold from then on. So the j-th replica saves price x saved_j x (n - 1) / (n + 1)
   for its window's GPUs; the pre-warm is planned where its replicas' worth less their GPUs beats
-  the hold's, which takes bursts as regular as the gaps seen show: a few, or spread as widely as
-  memoryless ones (onoff's), keep the hold.
+  the hold's. A few gaps, or gaps spread as widely as memoryless bursts' (onoff's), keep the hold.
 A long burst and a short one are priced alike: what kept replicas save is each one's first
 start-up (or all of it, if shorter). A burst shorter than the rate window reads diluted by the lull
 around it (6 s at 4x reads 1.8x over 15 s): its height is read from the requests the edge refused
