@@ -205,6 +205,19 @@ def test_the_policy_lets_regular_bursts_replicas_go_in_the_lull_and_orders_them_
     assert [decisions[t].replicas for t in (1860, 2295, 2310)] == [2, 2, 4]
 
 
+def test_while_a_pre_warm_waits_for_its_window_the_scale_down_window_keeps_no_burst_replicas():
+    down = {"stabilizationWindowSeconds": 120, "maxPodsPerStep": 1000, "maxPercentPerStep": 100}
+    spec = {"targets": EDGE, "behavior": {"scaleUp": FREE, "scaleDown": down}}
+    state, current, decisions = PolicyState(), 2, {}
+    for now in range(0, 1951, 15):
+        demand = BURST if now % 600 in (15, 30, 45) else LULL
+        decision = run(fleet(current, demand), state=state, now=float(now), **spec)
+        state, current, decisions[now] = decision.state, decision.replicas, decision
+    assert decisions[1845].replicas == 5  # the fourth burst, met by the 4 pre-warmed and one more
+    after = decisions[1860]  # the window holds 5 (its highest) for 120 s; the pre-warm has priced the lull
+    assert after.replicas == 2 and "stabilised" not in after.reason and "scale to 4 at t-105s" in after.reason
+
+
 def test_the_deprecated_recurrence_is_accepted_its_zero_still_turns_the_hold_off():
     spec = {"targets": EDGE, "behavior": {"scaleUp": FREE, "scaleDown": FREE}}
     three = PolicyState(bursts=seen((100.0, 160.0), (400.0, 460.0), (700.0, 760.0)))

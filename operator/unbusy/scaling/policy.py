@@ -535,6 +535,9 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
         # In a lull after bursts the hold has priced what to keep: the window's highest (the burst's own
         # demand) is not kept beyond it (onoff: 1.28x -> 1.23x the oracle at 0.02 GPU-s a refusal).
         stabilised = min(stabilised, floor.replicas)
+    elif prewarm and not panicking:
+        # So has a pre-warm waiting for its window: the burst's replicas go, and come back before the next.
+        stabilised = min(stabilised, raw)
     if floor is not None and floor.replicas >= stabilised and floor.replicas > raw:
         best, stabilised = floor, floor.replicas
     elif stabilised > raw:
