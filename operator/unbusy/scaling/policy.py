@@ -22,7 +22,7 @@ where it has one, so that a user who knows the HPA can predict Unbusy (SCALING-N
    higher than the highest of the scale-down window (the HPA's stabilizeRecommendation). The
    windows keep the metrics' recommendations only; the floors apply after them, so a floor that
    ends (a burst hold let go, a seasonal floor that falls) is not waited out a second time, and
-   in a lull the burst hold caps what the scale-down window keeps.
+   in a lull the burst hold caps what the scale-down window keeps (a pre-warm waiting: to the demand's).
 5. step limits per period: Pods and Percent policies from the rate of the period's start,
    the larger change wins going up (selectPolicy Max), the smaller going down (Min), as
    render/hpa.py writes them for the HPA.
