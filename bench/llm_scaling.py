@@ -12,6 +12,9 @@ request sizes drawn from the Azure LLM trace's mixes, every fleet seeing the ver
   the edge's requests times the tokens a request costs, TTFT/TPOT/KV guards), with the spec a
   platform engineer writes: capacity the profile's tokens per second on the trace's first mix (a
   benchmark of the traffic they had), capacityUtilizationPercent 80, the TTFT SLO;
+- unbusy+profile: the same spec with llm.profile, the engine's step-time model (what `unbusy
+  calibrate` fits): each mix seen priced by its closed forms (scaling/tokens.py priced), the
+  capacity of that mix and the load at which the TTFT SLO holds;
 - hpa-gpu: an HPA on GPU utilisation at 70% with the HPA's defaults (the GPU reading as NVML gives it);
 - keda-waiting: KEDA's Prometheus scaler on vllm:num_requests_waiting as an AverageValue of 5 a
   replica, polled every 30 s, with the HPA KEDA makes (KServe's and vLLM's production stack's recipe);
@@ -34,6 +37,7 @@ from tables import markdown
 
 from unbusy.api.autoscaling import Autoscaling
 from unbusy.scaling.policy import decide
+from unbusy.scaling.tokens import Pricing
 from unbusy.serving.llm import LlmProfile, saturated_rps, ttft_p99_s
 from unbusy.sim.baselines import HPA_SYNC_S, KedaQueue, Oracle, hpa_autoscaling
 from unbusy.sim.llm import (
@@ -80,7 +84,8 @@ def trace_of(name: str, base_rps: float) -> Trace:
 
 def contenders(config: LlmSimConfig, trace: Trace, ttft_slo_ms: float) -> dict[str, tuple[LlmSimConfig, Any, Any]]:
     """Each policy with the config it runs under and how it observes the fleet."""
-    unbusy_observes = observer(first_mix_costs(config.profile, config.mix, trace.seconds), ttft_slo_ms)
+    costs = first_mix_costs(config.profile, config.mix, trace.seconds)
+    pricing = Pricing(config.profile, SPEC["targets"]["capacityUtilizationPercent"] / 100)
     spec = Autoscaling.model_validate(
         {
             **SPEC,
@@ -94,7 +99,8 @@ def contenders(config: LlmSimConfig, trace: Trace, ttft_slo_ms: float) -> dict[s
     oracle = Oracle(needed, 1.0, 1.0, ORACLE_UTILISATION, config.startup_s, HPA_SYNC_S)
     planned = replace(config, policy=spec.model_copy(update={"interval_seconds": HPA_SYNC_S}))
     return {
-        "unbusy": (replace(config, policy=spec), decide, unbusy_observes),
+        "unbusy": (replace(config, policy=spec), decide, observer(costs, ttft_slo_ms)),
+        "unbusy+profile": (replace(config, policy=spec), decide, observer(costs, ttft_slo_ms, pricing=pricing)),
         "hpa-gpu": (replace(config, policy=hpa_autoscaling(utilisation=HPA_GPU_TARGET)), decide, default_observe),
         "keda-waiting": (replace(config, policy=keda.autoscaling), keda, observe_engine_waiting),
         "reactive-floor": (planned, replace(oracle, utilisation=1.0, lookahead_s=0), default_observe),

@@ -3,19 +3,16 @@ on tokens before time to first token leaves its SLO; a requests-per-second rule 
 
 The emulator's LLM mode serves one engine per Ready kwok pod (serving/llm.py, sim/llm_live.py) and
 exports what a Python-backend LLM exports in vLLM's names; ingress-nginx's counter at the edge counts
-every request. A real Prometheus scrapes it and the operator reads that Prometheus, in tokens
-(spec.model.llm: the capacity is the profile's token_capacity for the code mix).
+every request. A real Prometheus scrapes it and the operator reads that Prometheus, in tokens. The
+engine is the H100-calibrated Llama 1B (serving/profiles/llm-h100-llama-1b.yaml, fitted from
+bench/data's runs of a real tritonserver), and the spec carries that profile (spec.model.llm.profile):
+the operator prices each mix it sees by it.
 
-Load: a flat rate, 0.7 of what one replica serves of the Azure trace's code requests (2,048 prompt and
-28 output tokens on average), for a rate window once the replica serves. Then the sizes move: code ->
-conversations (1,155 and 211) over 30 s, held 40 s, -> conversations with prompts of 2,000 tokens or
-more (3,538 and 80) over 30 s, held 30 s. One replica would be offered 1.34x what it serves of the
-last mix: counted in requests nothing changed, counted in tokens the demand grows by ~1.9x.
-
-The profile is not a measured one (bench/llmcal's H100 fit had not landed when this was written):
-an engine shaped like a ~1B model on an H100 under vLLM, prefill 80k tokens/s, decode steps of 2.5 ms
-plus 0.075 ms a sequence: ~24 requests/s of the flat rate, whose 60 s windows Poisson noise moves by
-~2.6% (at a few requests/s it alone moves them 10%).
+Load: a flat rate, 1.1x what one replica serves of the Azure trace's conversations (a third of what it
+serves of code requests: 2,048 prompt and 28 output tokens on average against 1,155 and 211), for a
+rate window once the replica serves. Then the sizes move: code -> conversations over 30 s, held 40 s,
+-> conversations with prompts of 2,000 tokens or more (3,538 and 80) over 30 s, held 30 s. Counted in
+requests nothing changed, counted in tokens the demand grows ~3x, and one replica leaves the TTFT SLO.
 
 Measured figures are printed (pytest -s) and attached to the report as user properties.
 """
@@ -34,7 +31,7 @@ from unbusy.api import load
 from unbusy.api.spec import DEFAULT_VARIANT
 from unbusy.render.edge import demand_queries
 from unbusy.scaling.source import PrometheusSource
-from unbusy.serving.llm import LlmProfile, StepTime, TokenMix, saturated_rps, token_capacity, ttft_p99_s
+from unbusy.serving.llm import TokenMix, load_llm_profile, saturated_rps, token_capacity, ttft_p99_s
 from unbusy.sim.llm import MixShift, mix_sizes
 from unbusy.sim.llm_live import LlmLiveFleet
 
@@ -44,15 +41,10 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 NAME = "llm"
-PROFILE = LlmProfile(
-    step=StepTime(base_ms=2.5, per_prompt_token_ms=0.0125, per_sequence_ms=0.075, per_kv_token_ms=0.00001),
-    kv_cache_tokens=200_000,
-    max_batched_tokens=4096,
-    max_sequences=128,
-)
+PROFILE = load_llm_profile("llm-h100-llama-1b")
 CODE = TokenMix.from_sizes(list(mix_sizes("code")))
 CODE_RPS = saturated_rps(PROFILE, CODE)  # what one replica serves of code requests
-RPS = round(0.7 * CODE_RPS, 1)
+RPS = round(1.1 * saturated_rps(PROFILE, TokenMix.from_sizes(list(mix_sizes("conv")))), 1)
 # A few times the closed-form TTFT p99 of one replica at 80% of the code mix, to the 100 ms.
 TTFT_SLO_S = math.ceil(2 * ttft_p99_s(PROFILE, CODE, 0.8) * 10) / 10
 TARGET = 0.8  # capacityUtilizationPercent, and the rps rule's
@@ -80,6 +72,7 @@ def service() -> dict:
                     "slo": {"ttftP99Ms": TTFT_SLO_S * 1000},
                     "capacity": {"promptTokensPerSecond": round(prompt), "outputTokensPerSecond": round(output)},
                     "kvCacheTokens": PROFILE.kv_cache_tokens,
+                    "profile": PROFILE.to_document()["llm"],
                 },
             },
             "routing": {"provider": "nginx", "host": "llm.example.com"},

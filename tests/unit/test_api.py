@@ -209,10 +209,21 @@ def test_llm_fields_and_their_defaults():
         # KV blocks for tokens: 200 blocks of 16 is 3,200 tokens, not 200.
         (llm_model(kvCacheTokens=200), "spec.model.llm.kvCacheTokens: Input should be greater than or equal to 256"),
         (llm_model(tokensPerSecond=9000), "spec.model.llm.tokensPerSecond: unknown field"),
+        (llm_model(profile={"kvCacheTokens": 4096, "maxBatchedTokens": 512}), "spec.model.llm.profile.step: Field"),
     ],
 )
 def test_llm_errors_name_the_field(spec, expected):
     assert any(p.startswith(expected) for p in problems(spec)), problems(spec)
+
+
+def test_an_llm_profile_unbusy_calibrate_wrote_pastes_into_the_spec_as_is():
+    import yaml
+
+    from unbusy.serving.llm import PROFILES, LlmProfile
+
+    document = yaml.safe_load((PROFILES / "llm-h100-llama-8b.yaml").read_text())
+    profile = isvc(llm_model(profile=document["llm"])).spec.model.llm.profile
+    assert LlmProfile.from_document(profile.model_dump(by_alias=True)) == LlmProfile.from_document(document)
 
 
 @pytest.mark.parametrize(("backend", "engine"), [("python", "vllm"), ("python", "tensorrtllm"), ("vllm", "vllm")])

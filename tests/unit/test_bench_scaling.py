@@ -95,6 +95,7 @@ LLM_KEYS = {
     "trace",
     "mix",
     "refused_pct",
+    "fallback_pct",
     "ttft_p50_ms",
     "ttft_p99_ms",
     "tpot_p99_ms",
@@ -115,7 +116,14 @@ def test_an_llm_smoke_run_prints_every_policy_in_tokens(tmp_path):
     profile.write_text(yaml.safe_dump(PROFILE.to_document()))
     command = [sys.executable, str(ROOT / "bench" / "scaling.py"), "--llm-profile", str(profile), "--smoke", "--json"]
     rows = json.loads(subprocess.run(command, capture_output=True, text=True, timeout=60, check=True).stdout)
-    assert [row["policy"] for row in rows] == ["unbusy", "hpa-gpu", "keda-waiting", "reactive-floor", "oracle"]
+    assert [row["policy"] for row in rows] == [
+        "unbusy",
+        "unbusy+profile",
+        "hpa-gpu",
+        "keda-waiting",
+        "reactive-floor",
+        "oracle",
+    ]
     by = {row["policy"]: row for row in rows}
     assert all(set(row) == LLM_KEYS and row["mix"] == "conv" for row in rows)
     assert by["oracle"]["slo_minutes_pct"] == 100 and by["oracle"]["gpu_hours_vs_oracle"] == 1

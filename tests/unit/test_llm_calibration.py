@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 from test_llm_serving import PROFILE
 
 from unbusy.cli import main
@@ -55,7 +56,7 @@ def test_held_out_rates_replay_within_the_bounds():
     refused share 2 points, TTFT p99 25% where nothing was refused: past that the p99 is the queue's)."""
     data = sweep()
     fit, held = split_rates(data)
-    checks = check_llm(data, fit_llm(data, fit), held)
+    checks = check_llm(fit_llm(data, fit), held)
     assert len(checks) == len(held) == 8
     for check in checks:
         assert abs(check.served_error) <= 0.10, check.line()
@@ -115,40 +116,99 @@ def test_a_triton_sweep_is_still_read_as_one():
 
 # --- the measured sweeps (bench/llmcal on the H100) --------------------------------------------
 
-MEASURED = ("h100-llm-llama-1b-", "h100-llm-llama-8b-")
+# Per model: the first run (code, and conv in 15-s segments) and conv again in 40-s segments, which
+# replaces the first run's conv (conversations live 5-20 s: a 15-s segment is a transient).
+MEASURED = {
+    "llm-h100-llama-1b": ("h100-llm-llama-1b-", "h100-llm-llama-1b-conv-long-"),
+    "llm-h100-llama-8b": ("h100-llm-llama-8b-", "h100-llm-llama-8b-conv-long-"),
+}
+# Held-out segments whose TTFT p99 replays outside 25% (measured / replayed, ms), asserted to be so, so
+# that this list stays what the model misses: past saturation, where first tokens wait behind the
+# per-token work of 100-165 running conversations (1B conv 16.25 req/s: 872 / 315, the step: 2,946 /
+# 1,166), the code queue's onset (1B 69.6: 3,870 / 5,155; 8B 16.6: 2,216 / 2,981), and the 8B's conv
+# at 2.25 (423 / 310) and 5.6 (711 / 476), whose measured tail is heavier than an exponential's.
+TTFT_OUTSIDE = {
+    "llm-h100-llama-1b": {"code sweep 69.5544 rps", "conv sweep 16.25 rps", "conv step 19.5 rps"},
+    "llm-h100-llama-8b": {"code sweep 16.6342 rps", "conv sweep 2.25 rps", "conv sweep 5.625 rps"},
+}
 
 
 @functools.cache
-def measured_sweep(prefix: str) -> LlmSweep:
-    return read_llm_sweep(ROOT / "bench/data" / prefix)
+def measured_sweep(name: str) -> LlmSweep:
+    return read_llm_sweep(*(ROOT / "bench/data" / prefix for prefix in MEASURED[name]))
 
 
-@pytest.mark.parametrize("prefix", MEASURED)
-def test_the_committed_llm_profiles_are_what_calibrate_fits(prefix):
-    data = measured_sweep(prefix)
-    name = "llm-" + prefix.removesuffix("-").replace("-llm-", "-")
+def test_a_later_sweep_replaces_a_mix_of_an_earlier_one():
+    data = measured_sweep("llm-h100-llama-1b")
+    conv = [s for s in data.segments if s.mix == "conv"]
+    assert {s.seconds for s in conv if s.kind == "sweep"} == {40} and len(conv) == 8
+    assert {s.drain_s for s in conv} == {12} and {s.drain_s for s in data.segments if s.mix == "code"} == {3}
+    assert len([s for s in data.segments if s.mix == "code"]) == 9
+
+
+@pytest.mark.parametrize("name", MEASURED)
+def test_the_committed_llm_profiles_are_what_calibrate_fits(name):
+    data = measured_sweep(name)
     assert name in llm_profile_names()
     assert load_llm_profile(name) == rounded(fit_llm(data, data.segments))
 
 
-@pytest.mark.parametrize("prefix", MEASURED)
-def test_measured_held_out_rates_serve_and_refuse_within_the_bounds(prefix):
-    """Fit on half the rates of the H100 sweep, replay the other half: served tokens/s within 10% and the
-    refused share within 2 points on every held-out segment. TTFT p99 within 25% is NOT met: 1b 4 of 10
-    held-out segments within it (-61%..+35%), 8b 5 of 10 (-26%..+87%); what the engine model lacks there
-    is in the report, and the bound is not loosened: this test checks the two that hold."""
-    data = measured_sweep(prefix)
+@pytest.mark.parametrize("name", MEASURED)
+def test_measured_held_out_rates_replay_within_the_bounds(name):
+    """Fit on half the rates of the H100 sweeps, replay the other half: served tokens/s within 10% and the
+    refused share within 2 points on every held-out segment, TTFT p99 within 25% on all but TTFT_OUTSIDE
+    (1B: 6 of 9 held-out segments within every bound, 8B: 6 of 9)."""
+    data = measured_sweep(name)
     fit, held = split_rates(data)
-    for check in check_llm(data, fit_llm(data, fit), held):
+    checks = check_llm(fit_llm(data, fit), held)
+    assert len(checks) == 9
+    for check in checks:
         assert abs(check.served_error) <= 0.10, check.line()
         assert abs(check.refused_points) <= 2, check.line()
+        assert (abs(check.ttft_error) <= 0.25) == (check.segment.name not in TTFT_OUTSIDE[name]), check.line()
 
 
-def test_measured_8b_fit_on_conv_predicts_code_within_all_bounds():
-    """Across mixes on the 8B: fit on conv, replay code: all three bounds on every segment. The other
-    ways do not hold (code -> conv on the 8B: served -16% to -18% past capacity; both ways on the 1B:
-    served -47%..+34%), said in the report."""
-    data = measured_sweep("h100-llm-llama-8b-")
-    fit, held = split_mixes(data, "conv")
-    for check in check_llm(data, fit_llm(data, fit), held):
-        assert check.within, check.line()
+def test_measured_8b_fit_on_code_predicts_conv_below_saturation():
+    """Across mixes on the 8B: fit on code, replay conv: served tokens/s and refused within the bounds on
+    every segment, TTFT p99 within 25% from 2.25 to 5.6 req/s; outside at 1.1 req/s (298 / 381 ms), at
+    6.75 (964 / 1,430) and on the step (575 / 1,207). The other ways are outside (conv -> code served
+    -10%..-46%, the conv fit's prompt token costing 3x the code fit's; 1B code -> conv TTFT -29%..-96%,
+    1B conv -> code served -2%..-58%), said in the report."""
+    data = measured_sweep("llm-h100-llama-8b")
+    fit, held = split_mixes(data, "code")
+    checks = check_llm(fit_llm(data, fit), held)
+    for check in checks:
+        assert abs(check.served_error) <= 0.10, check.line()
+        assert abs(check.refused_points) <= 2, check.line()
+    within = {c.segment.offered_rps for c in checks if c.within}
+    assert within == {2.25, 3.375, 4.05, 4.5, 5.625}, [c.line() for c in checks]
+
+
+def test_unbusy_simulate_sheds_an_llm_to_its_fallback_llm_profile(tmp_path, capsys):
+    """`unbusy simulate --llm-profile --fallback-llm-profile` on a manifest with spec.fallback: one
+    replica at maxReplicas under 2x its load sheds to the fallback; without the option nothing is."""
+    document = yaml.safe_load((ROOT / "examples/llm-vllm.yaml").read_text())
+    spec = document["spec"]
+    spec["variants"] = [
+        {"name": "main", "weight": 100},
+        {"name": "small", "weight": 0, "modelRepository": "pvc://model-store/llm-small", "minReplicas": 2},
+    ]
+    spec["fallback"] = {"variant": "small", "rpsPerReplica": 10, "maxPercent": 70, "shedAbovePercent": 80}
+    spec["autoscaling"]["maxReplicas"] = 1
+    manifest, profile = tmp_path / "llm.yaml", tmp_path / "profile.yaml"
+    manifest.write_text(yaml.safe_dump(document))
+    profile.write_text(yaml.safe_dump(PROFILE.to_document()))
+    capacity = saturated_rps(PROFILE, TokenMix.from_sizes(list(mix_sizes("conv"))))
+    trace = tmp_path / "trace.csv"
+    trace.write_text(f"seconds,rps\n0,{2 * capacity:.3f}\n300,{2 * capacity:.3f}\n")
+    argv = ["simulate", "-f", str(manifest), "--llm-profile", str(profile), "--trace", str(trace), "--json"]
+    assert main([*argv, "--fallback-llm-profile", str(profile)]) == 0
+    shed = json.loads(capsys.readouterr().out)
+    assert main(argv) == 0
+    alone = json.loads(capsys.readouterr().out)
+    assert shed["fallback_pct"] > 30 and alone["fallback_pct"] == 0
+    assert shed["slo_minutes_pct"] > alone["slo_minutes_pct"]
+    document["spec"].pop("fallback")
+    manifest.write_text(yaml.safe_dump(document))
+    assert main([*argv, "--fallback-llm-profile", str(profile)]) == 1
+    assert "--fallback-llm-profile: the manifest has no spec.fallback" in capsys.readouterr().err

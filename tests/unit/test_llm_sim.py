@@ -8,10 +8,12 @@ import pytest
 from test_llm_serving import PROFILE
 
 from unbusy.api.autoscaling import Autoscaling
+from unbusy.api.fallback import Fallback
 from unbusy.scaling.policy import Decision, decide
 from unbusy.serving.llm import TokenMix, saturated_rps
 from unbusy.sim.llm import (
     Buckets,
+    LlmFallback,
     LlmSimConfig,
     LlmSimulation,
     MixShift,
@@ -23,6 +25,7 @@ from unbusy.sim.llm import (
     replicas_needed,
     simulate_llm,
 )
+from unbusy.sim.llm_tokens import first_mix_costs, observer
 from unbusy.sim.traces import Trace
 
 CONV = MixShift.parse("conv")
@@ -164,3 +167,37 @@ def test_histogram_quantile_reads_the_observations_between_two_scrapes_as_promet
     assert histogram_quantile(0.5, newest, before) == pytest.approx(0.1 + 0.9 * 50 / 98)
     assert histogram_quantile(0.995, newest, before) == pytest.approx(10.0)  # in +Inf: the top bound
     assert histogram_quantile(0.99, before, before) is None
+
+
+def test_an_llm_fleet_sheds_to_its_fallback_in_requests_counted_back_from_tokens():
+    """One replica at its maxReplicas under twice its load: with a fallback variant (two replicas of a
+    smaller LLM, sized in rpsPerReplica) the policy, scaling in tokens, moves the excess to it in
+    requests (tokens / what a request costs), and once the backlog of the first scrapes has drained the
+    minutes keep the TTFT SLO; without, the engine queues and misses it. The fallback's replicas count
+    in the GPU-hours."""
+    trace = flat(2 * CAPACITY, 600)
+    spec = Autoscaling.model_validate(
+        {
+            "mode": "operator",
+            "minReplicas": 1,
+            "maxReplicas": 1,
+            "targets": {"queueDepthPerReplica": 0, "gpuUtilizationPercent": 0, "capacityUtilizationPercent": 80},
+        }
+    )
+    observe = observer(first_mix_costs(PROFILE, CONV, trace.seconds), ttft_slo_ms=2000)
+    base = config(policy=spec, bounds=(1, 1), initial_replicas=1)
+    alone = simulate_llm(base, trace, observe=observe)
+    small = replace(PROFILE, step=replace(PROFILE.step, base_ms=PROFILE.step.base_ms / 2))
+    fallback_spec = Fallback(variant="small", rps_per_replica=CAPACITY, max_percent=70, shed_above_percent=80)
+    fallback = LlmFallback(fallback_spec, small, replicas=2)
+    shed = simulate_llm(replace(base, fallback=fallback), trace, observe=observe)
+    assert alone.fallback_pct == 0 and alone.slo_minutes_pct < 50
+    # Past the first scrapes (the policy reads a window 25 s old), 60% of the requests go to the
+    # fallback: what the one replica cannot serve at 80% of its capacity (1 - 0.8 / 2 of the demand),
+    # give or take what a request costs in tokens as the counters read it each minute.
+    shares = [m.shed / (m.load_rps * 60) for m in shed.minutes[1:]]
+    assert sum(shares) / len(shares) == pytest.approx(0.6, abs=0.03) and min(shares) > 0.5 and max(shares) < 0.7
+    assert 50 < shed.fallback_pct <= 60 and shed.refused_pct == 0
+    assert all(m.within_slo for m in shed.minutes[5:]), [m.ttft_p99_ms for m in shed.minutes]
+    assert shed.gpu_hours == pytest.approx(3 * 600 / 3600)
+    assert [m.load_rps for m in shed.minutes] == [m.load_rps for m in alone.minutes]

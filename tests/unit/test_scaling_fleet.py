@@ -3,6 +3,7 @@ each variant handed exactly its own rows; checked against the variants' own quer
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
@@ -12,7 +13,7 @@ from test_promtool import promtool, run, text  # noqa: F401  (promtool is a fixt
 
 from unbusy import series
 from unbusy.render.edge import demand_queries
-from unbusy.scaling import fleet
+from unbusy.scaling import fleet, tokens
 from unbusy.scaling.fleet import Answers, SourceError, VariantRead
 
 NGINX = {"routing": {"host": "resnet.example.com"}}
@@ -346,18 +347,15 @@ LLM = {
 }
 
 
-def llm_read(pods: dict[str, bool]) -> VariantRead:
-    service = isvc(LLM, name="llama", namespace="ml")
-    base = read(LLM, name="llama", pods=pods)
+def llm_read(pods: dict[str, bool], spec: dict = LLM) -> VariantRead:
+    service = isvc(spec, name="llama", namespace="ml")
+    base = read(spec, name="llama", pods=pods)
     return dataclasses.replace(base, model="llama", llm=fleet.llm_read(service, "main", 1.0, 60))
 
 
-def test_an_llm_variant_reads_tokens_per_pod_and_its_p99s_and_counts_in_weighted_tokens():
-    ours = llm_read({POD_A: True, POD_B: True})
-    plan = fleet.plan([ours, read({})])
+def llm_rows(ours: VariantRead, plan) -> dict:
+    """Two pods' token counters (POD_A's requests waited all window), TTFT over its SLO, 10 rps at nginx."""
     q = ours.llm.queries
-    assert set(ours.llm.texts) <= set(plan.queries)
-    assert len(plan.queries) == PER_POD + 3 + len(ours.llm.texts)  # the LLM's own beside the fleet's
     rows: dict = {query: [] for query in plan.queries}
     pod = lambda name, value: ({series.POD: name}, value)  # noqa: E731
     rows[q.prompt_tokens_per_pod] = [pod(POD_A, 6000.0), pod(POD_B, 5540.0)]
@@ -369,7 +367,15 @@ def test_an_llm_variant_reads_tokens_per_pod_and_its_p99s_and_counts_in_weighted
     rows[q.tpot_p99_seconds] = [({}, float("nan"))]  # no decode yet: histogram_quantile's NaN reads as none
     nginx = next(query for query in plan.queries if "nginx_ingress_controller_requests" in query)
     rows[nginx] = [({"exported_namespace": "ml", "ingress": "llama", "service": "llama-main"}, 10.0)]
-    obs = Answers(plan, rows).llm(ours, current=2)
+    return rows
+
+
+def test_an_llm_variant_reads_tokens_per_pod_and_its_p99s_and_counts_in_weighted_tokens():
+    ours = llm_read({POD_A: True, POD_B: True})
+    plan = fleet.plan([ours, read({})])
+    assert set(ours.llm.texts) <= set(plan.queries)
+    assert len(plan.queries) == PER_POD + 3 + len(ours.llm.texts)  # the LLM's own beside the fleet's
+    obs = Answers(plan, llm_rows(ours, plan)).llm(ours, current=2)
     assert obs.unit == "tok/s" and obs.capacity_hint == 2000
     # Pods in name order (POD_B's first): 5,540 prompt tokens at a tenth + 1,010 output tokens.
     assert [s.served_rate for s in obs.samples] == [pytest.approx(1564), pytest.approx(1700)]
@@ -378,3 +384,19 @@ def test_an_llm_variant_reads_tokens_per_pod_and_its_p99s_and_counts_in_weighted
     assert obs.demand.rps == pytest.approx(3264 + 2 * 326.4 / 60)
     assert "10 rps + 2 waiting x 326 tok/req" in obs.demand.source
     assert {g.name: g.value for g in obs.guards} == {"ttft p99": 2500.0, "kv cache": 95.0}
+
+
+def test_an_llm_with_a_profile_prices_the_mix_its_pods_served_in_the_specs_unit():
+    from test_llm_serving import PROFILE
+
+    spec = copy.deepcopy(LLM)
+    spec["model"]["llm"]["profile"] = PROFILE.to_document()["llm"]
+    ours = llm_read({POD_A: True, POD_B: True}, spec)
+    plan = fleet.plan([ours])
+    obs = Answers(plan, llm_rows(ours, plan)).llm(ours, current=2)
+    assert ours.llm.pricing == tokens.Pricing(PROFILE, 0.8)
+    pods = [tokens.PodTokens(5540.0, 1010.0, 0.0), tokens.PodTokens(6000.0, 1100.0, 2.0)]
+    costs = tokens.priced(ours.llm.costs, ours.llm.pricing, pods, 10.0, 2000.0)
+    assert obs.capacity_hint == 2000 and costs.output_per_second != 2000
+    cost = tokens.per_request(costs, 11540, 2110, 10)
+    assert obs.demand.rps == pytest.approx(10 * cost + 2 * cost / 60)  # the 2 waiting within a minute

@@ -121,3 +121,47 @@ def test_guards_count_ready_replicas_only():
     obs = llm(3, 5, CODE, tokens.Latency(ttft_p99_ms=3000, ttft_slo_ms=2000), waiting=1)
     loading = type(obs)(**{**obs.__dict__, "samples": (*obs.samples[:2], ReplicaSample(ready=False))})
     assert run(loading, PolicyState(), targets=TOKENS_ONLY).replicas == 3  # 2 ready + 1: the third is on its way
+
+
+# --- a mix priced by the engine's profile (spec.model.llm.profile) ---------------------------------
+
+
+def _priced(mix: tuple[int, int], rps: float = 10.0, slo_ms: float = 60_000.0) -> tokens.TokenCosts:
+    from test_llm_serving import PROFILE
+
+    prompt, output = mix
+    pods = [tokens.PodTokens(rps * prompt / 2, rps * output / 2)] * 2
+    return tokens.priced(COSTS, tokens.Pricing(PROFILE, 0.8), pods, rps, slo_ms)
+
+
+def test_with_a_profile_each_mix_costs_what_the_engine_serves_of_it_in_the_specs_unit():
+    from test_llm_serving import PROFILE
+
+    from unbusy.serving.llm import TokenMix, saturated_rps
+
+    for mix in (CONV, CODE):
+        costs = _priced(mix)
+        assert costs.capacity == COSTS.capacity  # one unit: the learned capacity and the status read it
+        # A replica saturated by this mix serves exactly its capacity in the spec's unit.
+        saturated = saturated_rps(PROFILE, TokenMix.from_means(*mix))
+        assert costs.weighted(saturated * mix[0], saturated * mix[1]) == pytest.approx(COSTS.capacity, rel=1e-6)
+    # The spec's one line prices both mixes as it priced the first; the profile sees conv cost more.
+    line, conv, code = COSTS.weighted(*CONV) / COSTS.weighted(*CODE), _priced(CONV), _priced(CODE)
+    assert conv.weighted(*CONV) / code.weighted(*CODE) != pytest.approx(line, rel=0.05)
+
+
+def test_without_a_profile_or_anything_finished_the_specs_line_prices_the_mix():
+    pods = [tokens.PodTokens(1154.0, 211.0)]
+    assert tokens.priced(COSTS, None, pods, 1.0, 1000.0) is COSTS
+    from test_llm_serving import PROFILE
+
+    assert tokens.priced(COSTS, tokens.Pricing(PROFILE, 0.8), pods, 0.0, 1000.0) is COSTS
+
+
+def test_a_tight_ttft_slo_counts_the_demand_at_the_share_of_the_target_it_allows():
+    loose, tight = _priced(CONV), _priced(CONV, slo_ms=1.0)
+    assert loose.slo_share == 1.0 and 0 < tight.slo_share < 1
+    edge, pods = Demand(10, 0.0, "nginx", True), [tokens.PodTokens(5 * 1154, 5 * 211)] * 2
+    relaxed, cooler = tokens.demand(edge, pods, 10, loose), tokens.demand(edge, pods, 10, tight)
+    assert cooler.rps == pytest.approx(relaxed.rps / tight.slo_share)
+    assert "of the target for the TTFT SLO" in cooler.source

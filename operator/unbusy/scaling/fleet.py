@@ -31,6 +31,7 @@ from unbusy.scaling.demand import Demand
 from unbusy.scaling.policy import ReplicaSample
 from unbusy.scaling.promql import FLEET_DCGM_BY, FLEET_TRITON_BY, LlmQueries, PerPod, fleet_per_pod, llm_queries
 from unbusy.scaling.startup import PodStart
+from unbusy.serving.llm import LlmProfile
 
 Labels = Mapping[str, str]
 Rows = list[tuple[Labels, float]]
@@ -65,6 +66,7 @@ class LlmRead:
     costs: tokens.TokenCosts
     ttft_slo_ms: float
     tpot_slo_ms: float | None
+    pricing: tokens.Pricing | None = None  # spec.model.llm.profile: each mix priced by the engine's model
 
     @property
     def texts(self) -> tuple[str, ...]:
@@ -87,7 +89,16 @@ def llm_read(isvc: InferenceService, variant: str, share: float, window_seconds:
     if llm is None or queries is None:
         return None
     costs = tokens.TokenCosts(llm.capacity.prompt_tokens_per_second, llm.capacity.output_tokens_per_second)
-    return LlmRead(queries, costs, llm.slo.ttft_p99_ms, llm.slo.tpot_p99_ms)
+    return LlmRead(queries, costs, llm.slo.ttft_p99_ms, llm.slo.tpot_p99_ms, llm_pricing(isvc))
+
+
+def llm_pricing(isvc: InferenceService) -> tokens.Pricing | None:
+    """spec.model.llm.profile, to price each mix by; None without one."""
+    llm = isvc.spec.model.llm
+    if llm is None or llm.profile is None:
+        return None
+    target = (isvc.spec.autoscaling.targets.capacity_utilization_percent or 100) / 100
+    return tokens.Pricing(LlmProfile.from_document(llm.profile.model_dump(by_alias=True)), target)
 
 
 def _counter_query(
@@ -335,10 +346,11 @@ class Answers:
             for pod, _ in pods
         ]
         finished = sum(self._by_pod(q.finished_per_pod).values())
+        costs = tokens.priced(llm.costs, llm.pricing, counted, finished, llm.ttft_slo_ms)
         # The seasonal floor reads requests a period ago: at what a request costs now, in tokens.
         past, cost = (
             self.seasonal(read),
-            tokens.per_request(llm.costs, sum(v for v in prompt.values()), sum(v for v in output.values()), finished),
+            tokens.per_request(costs, sum(v for v in prompt.values()), sum(v for v in output.values()), finished),
         )
         ready_kv = [kv[pod] for pod, ready in pods if ready and pod in kv]
         ttft, tpot = self._whole(q.ttft_p99_seconds), self._whole(q.tpot_p99_seconds)
@@ -351,7 +363,7 @@ class Answers:
         )
         edge = self.demand(read)
         seasonal = past * cost if past is not None and cost is not None else None
-        return tokens.observation(current, self.samples(read), counted, edge, finished, latency, llm.costs, seasonal)
+        return tokens.observation(current, self.samples(read), counted, edge, finished, latency, costs, seasonal)
 
 
 def due(last: float | None, interval: float, now: float) -> bool:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 
 from unbusy.scaling.demand import Demand
 from unbusy.scaling.policy import Guard, Observation, ReplicaSample
+from unbusy.serving.llm import LlmProfile, TokenMix, fraction_within, token_capacity
 
 TOKENS = "tok/s"
 # KV-cache use (0-1) over which a replica admits no more requests without preempting others:
@@ -42,19 +43,53 @@ BACKLOG_DRAIN_S = 60.0
 
 @dataclass(frozen=True)
 class TokenCosts:
-    """A saturated replica's prompt and output tokens per second (spec.model.llm.capacity)."""
+    """A saturated replica's prompt and output tokens per second (spec.model.llm.capacity, or the
+    engine's profile at the mix seen now: priced)."""
 
     prompt_per_second: float
     output_per_second: float
+    # What a saturated replica counts as, in weighted tokens/s: the spec's output tokens/s, so that a
+    # capacity priced anew at each mix keeps one unit (the learned capacity and the status read it).
+    unit_per_second: float | None = None
+    # The share of the utilisation target at which the TTFT SLO still holds at this mix (priced; 1: it
+    # holds at the target): the demand is counted at 1/share, so the fleet runs cooler where it must.
+    slo_share: float = 1.0
 
     def weighted(self, prompt_rate: float, output_rate: float) -> float:
         """Weighted tokens per second: output tokens, plus prompt tokens at what each costs in output tokens."""
-        return output_rate + prompt_rate * self.output_per_second / self.prompt_per_second
+        return self.capacity * (prompt_rate / self.prompt_per_second + output_rate / self.output_per_second)
 
     @property
     def capacity(self) -> float:
         """Weighted tokens per second one replica serves."""
-        return self.output_per_second
+        return self.unit_per_second or self.output_per_second
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """An engine's measured step-time model (spec.model.llm.profile, serving/llm.py), with which the
+    mix seen now is priced: its tokens a saturated replica serves, and the load at which the TTFT SLO
+    holds. Without it, one prompt/output line (the spec's capacity) prices every mix."""
+
+    profile: LlmProfile
+    target: float  # the utilisation the policy plans for (capacityUtilizationPercent / 100)
+
+
+def priced(costs: TokenCosts, pricing: Pricing | None, pods: list[PodTokens], finished_rps: float | None,
+           ttft_slo_ms: float | None) -> TokenCosts:  # fmt: skip
+    """The costs of the mix the pods served over the window (its mean prompt and output tokens a
+    request), at the spec's unit; `costs` where there is no profile or nothing finished."""
+    counted = [p for p in pods if p.prompt_rate is not None and p.output_rate is not None]
+    if pricing is None or not finished_rps or not counted:
+        return costs
+    output = sum(p.output_rate for p in counted) / finished_rps
+    if output <= 0:
+        return costs
+    mix = TokenMix.from_means(sum(p.prompt_rate for p in counted) / finished_rps, output)
+    prompt_capacity, output_capacity = token_capacity(pricing.profile, mix)
+    within = fraction_within(pricing.profile, mix, ttft_slo_ms / 1000) if ttft_slo_ms else pricing.target
+    share = min(1.0, max(within, 0.05) / pricing.target)
+    return TokenCosts(prompt_capacity, output_capacity, costs.capacity, share)
 
 
 @dataclass(frozen=True)
@@ -93,7 +128,7 @@ def per_request(costs: TokenCosts, prompt_rate: float, output_rate: float, finis
     """Weighted tokens a request costs, from what the engine served over the window."""
     if finished_rps <= 0:
         return None
-    return costs.weighted(prompt_rate, output_rate) / finished_rps
+    return costs.weighted(prompt_rate, output_rate) / finished_rps / costs.slo_share
 
 
 def demand(edge: Demand | None, pods: list[PodTokens], finished_rps: float | None, costs: TokenCosts) -> Demand | None:
@@ -114,12 +149,14 @@ def demand(edge: Demand | None, pods: list[PodTokens], finished_rps: float | Non
     waiting = sum(p.waiting or 0.0 for p in counted)
     backlog = waiting * cost / BACKLOG_DRAIN_S if cost is not None else 0.0
     queued = f" + {waiting:,.0f} waiting" if backlog else ""
+    if costs.slo_share < 1:
+        queued += f", at {costs.slo_share:.0%} of the target for the TTFT SLO"
     if edge is not None and edge.measurable and cost is not None:
         source = f"{edge.source} {edge.rps:,.3g} rps{queued} x {cost:,.0f} tok/req"
         latest = None if edge.latest_rps is None else edge.latest_rps * cost + backlog
         return Demand(edge.rps * cost + backlog, edge.rejected_rps * cost, source, True, latest, cost)
     source = "engine token counters" + (f"{queued} x {cost:,.0f} tok/req" if backlog else "")
-    return Demand(costs.weighted(prompt, output) + backlog, 0.0, source, False, per_request=cost)
+    return Demand(costs.weighted(prompt, output) / costs.slo_share + backlog, 0.0, source, False, per_request=cost)
 
 
 def guards(latency: Latency) -> tuple[Guard, ...]:

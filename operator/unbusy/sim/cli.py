@@ -12,13 +12,14 @@ from typing import Any
 import yaml
 
 from unbusy.api import KIND, InferenceService, SpecError, load
+from unbusy.scaling.fleet import llm_pricing
 from unbusy.scaling.tokens import TokenCosts
 from unbusy.serving.llm import llm_profile_names, load_llm_profile, saturated_rps
 from unbusy.serving.model import DEFAULT_FALLBACK_PROFILE, DEFAULT_PROFILE, from_service, load_profile, profile_names
 from unbusy.sim import calibration, llm_calibration, plot
 from unbusy.sim.config import SimConfig, from_spec
 from unbusy.sim.engine import simulate as run_simulation
-from unbusy.sim.llm import LlmSimConfig, MixShift, simulate_llm
+from unbusy.sim.llm import LlmFallback, LlmSimConfig, MixShift, simulate_llm
 from unbusy.sim.llm_tokens import first_mix_costs, observer
 from unbusy.sim.stats import SLO_SHARE, SimResult
 from unbusy.sim.traces import SHAPES, Trace, builtin, parse_csv
@@ -59,6 +60,11 @@ def add_parser(subparsers: argparse._SubParsersAction, usage_error: type[Excepti
         "or a file from `unbusy calibrate` on an LLM sweep; request sizes from --mix",
     )
     command.add_argument(
+        "--fallback-llm-profile",
+        help="with --llm-profile and a spec.fallback: the LLM profile of the fallback variant, which takes the "
+        "traffic shed to it (default: none, nothing is shed)",
+    )
+    command.add_argument(
         "--mix",
         default="conv",
         help="with --llm-profile: the request sizes, conv or code (Azure LLM trace 2023), a CSV of "
@@ -77,8 +83,10 @@ def add_parser(subparsers: argparse._SubParsersAction, usage_error: type[Excepti
     )
     fitting.add_argument(
         "csv",
+        nargs="+",
         help="a rates CSV written by bench/calibrate (e.g. bench/data/h100-resnet50-rates.csv), or one of an LLM "
-        "sweep's three CSVs written by bench/llmcal (<prefix>rates.csv, requests.csv, seconds.csv): an `llm` profile",
+        "sweep's three CSVs written by bench/llmcal (<prefix>rates.csv, requests.csv, seconds.csv): an `llm` profile; "
+        "several LLM sweeps of one engine fit together, a mix's segments taken from the last sweep that has it",
     )
     fitting.set_defaults(run=calibrate, usage_error=usage_error)
     return command
@@ -86,17 +94,19 @@ def add_parser(subparsers: argparse._SubParsersAction, usage_error: type[Excepti
 
 def calibrate(args: argparse.Namespace) -> str:
     """The `serving` block fitted to a sweep, and how the simulator replays the held-out rates."""
-    if llm_calibration.is_llm_sweep(args.csv):
+    if all(llm_calibration.is_llm_sweep(path) for path in args.csv):
         return calibrate_llm(args)
+    if len(args.csv) > 1:
+        raise args.usage_error(f"csv: one Triton sweep at a time; several only of LLM sweeps, got {' '.join(args.csv)}")
     try:
-        sweep = calibration.read_sweep(args.csv)
+        sweep = calibration.read_sweep(args.csv[0])
         serving = calibration.rounded(calibration.fit(sweep))
     except (OSError, ValueError, KeyError) as error:
-        raise args.usage_error(f"{args.csv}: {error}") from None
+        raise args.usage_error(f"{args.csv[0]}: {error}") from None
     block = yaml.safe_dump({"serving": serving.model_dump(by_alias=True)}, sort_keys=False, width=200)
     runs = max((row.repeats for row in sweep.open), default=1)
     median = f" (the median of {runs} runs of each rate)" if runs > 1 else ""
-    lines = [f"# unbusy calibrate {args.csv}", f"# held-out rates, measured{median} / simulated:"]
+    lines = [f"# unbusy calibrate {args.csv[0]}", f"# held-out rates, measured{median} / simulated:"]
     for row, replayed in calibration.check(sweep, serving):
         low, high = row.p99_range_ms
         spread = f" ({low:.1f}-{high:.1f} in {row.repeats} runs)" if row.repeats > 1 else ""
@@ -112,16 +122,16 @@ def calibrate_llm(args: argparse.Namespace) -> str:
     """The `llm` profile fitted to all of an LLM sweep, and the validation: each held-out segment
     measured / replayed with the profile fitted without it."""
     try:
-        sweep = llm_calibration.read_llm_sweep(args.csv)
+        sweep = llm_calibration.read_llm_sweep(*args.csv)
         profile = llm_calibration.rounded(llm_calibration.fit_llm(sweep, sweep.segments))
         checks = llm_calibration.validation(sweep)
     except (OSError, ValueError, KeyError) as error:
-        raise args.usage_error(f"{args.csv}: {error}") from None
+        raise args.usage_error(f"{' '.join(args.csv)}: {error}") from None
     bounds = (
         f"served tokens/s within {100 * llm_calibration.SERVED_WITHIN:g}%, refused within "
         f"{llm_calibration.REFUSED_POINTS:g} points, TTFT p99 within {100 * llm_calibration.TTFT_WITHIN:g}%"
     )
-    lines = [f"# unbusy calibrate {args.csv}", f"# validation, measured / replayed ({bounds}):"]
+    lines = [f"# unbusy calibrate {' '.join(args.csv)}", f"# validation, measured / replayed ({bounds}):"]
     for name, results in checks.items():
         inside = sum(c.within for c in results)
         lines.append(f"# {name}: {inside} of {len(results)} held-out segments within the bounds")
@@ -159,7 +169,8 @@ def _report(name: str, trace: Trace, policy: str, slo_s: float, result: SimResul
 def _simulate_llm(args: argparse.Namespace, isvc: InferenceService, spec: SimConfig, policy: str) -> str:
     """An LLM profile under the trace, with the spec's scaling (the Triton model's settings aside),
     deciding on what the operator reads of an LLM: weighted tokens at the spec's llm.capacity (else
-    the profile's on the first mix), the TTFT guard at --ttft-slo-ms."""
+    the profile's on the first mix), each mix priced by the spec's llm.profile where it has one, the
+    TTFT guard at --ttft-slo-ms."""
     name, llm = isvc.metadata.name, isvc.spec.model.llm
     try:
         profile = load_llm_profile(args.llm_profile)
@@ -169,6 +180,15 @@ def _simulate_llm(args: argparse.Namespace, isvc: InferenceService, spec: SimCon
         mix = MixShift.parse(args.mix)
     except (OSError, ValueError, KeyError) as error:
         raise args.usage_error(f"--mix {error}") from None
+    fallback = None
+    if args.fallback_llm_profile:
+        if spec.fallback is None:
+            raise args.usage_error("--fallback-llm-profile: the manifest has no spec.fallback to shed to")
+        try:
+            fallback_profile = load_llm_profile(args.fallback_llm_profile)
+        except (OSError, ValueError, TypeError) as error:
+            raise args.usage_error(f"--fallback-llm-profile {error}") from None
+        fallback = LlmFallback(spec.fallback.spec, fallback_profile, spec.fallback.replicas)
     config = LlmSimConfig(
         profile=profile,
         mix=mix,
@@ -182,6 +202,7 @@ def _simulate_llm(args: argparse.Namespace, isvc: InferenceService, spec: SimCon
         scrape_interval_s=spec.scrape_interval_s,
         metrics_delay_s=spec.metrics_delay_s,
         seed=spec.seed,
+        fallback=fallback,
     )
     capacity = saturated_rps(profile, mix.token_mix(0, 1))
     base = args.base_rps or BASE_LOAD * capacity * config.initial_replicas / config.weight
@@ -194,15 +215,17 @@ def _simulate_llm(args: argparse.Namespace, isvc: InferenceService, spec: SimCon
         if llm is not None
         else first_mix_costs(profile, mix, trace.seconds)
     )
-    result = simulate_llm(config, trace, observe=observer(costs, args.ttft_slo_ms))
+    result = simulate_llm(config, trace, observe=observer(costs, args.ttft_slo_ms, pricing=llm_pricing(isvc)))
     if args.json:
         return json.dumps({**result.figures(), "minutes": [asdict(m) for m in result.minutes]}) + "\n"
     figures = result.figures()
     header = (
         f"{name}: LLM {args.llm_profile}, mix {mix}, trace {trace.name} ({trace.seconds} s), {policy}\n"
-        f"  refused {figures['refused_pct']:g}%, TTFT p99 {figures['ttft_p99_ms']} ms, minutes in SLO "
+        f"  refused {figures['refused_pct']:g}%, sent to the fallback {figures['fallback_pct']:g}%, "
+        f"TTFT p99 {figures['ttft_p99_ms']} ms, minutes in SLO "
         f"(TTFT p99 <= {args.ttft_slo_ms:g} ms, {100 * SLO_SHARE:g}% answered) {figures['slo_minutes_pct']:g}%, "
-        f"GPU-hours {figures['gpu_hours']:g}, tokens served {figures['prompt_tokens']:,} prompt + "
+        f"GPU-hours (the fallback's included) {figures['gpu_hours']:g}, "
+        f"tokens served {figures['prompt_tokens']:,} prompt + "
         f"{figures['output_tokens']:,} output, {result.scaling_events} scaling events\n"
     )
     rows = ["  minute  load rps  replicas  TTFT p99 ms  in SLO  refused  output tok/s"]

@@ -18,6 +18,12 @@ the edge's demand, with the profile's saturated requests/s for the mix the token
 
 Scale-in: loading replicas go first, then the least busy; a removed replica takes no more
 requests and holds its GPU until its engine is empty.
+
+Fallback (config.fallback): a fixed pool of replicas of a smaller LLM (spec.fallback's variant); at
+each evaluation traffic/shedding.py moves a share of the arrivals to it, as the operator moves route
+weight, with the LLM's demand and capacity counted back from tokens into requests (Demand.requests,
+Demand.in_requests: the fallback is sized in rpsPerReplica), as controller/autoscale.py does. Its
+replicas count in the GPU-hours; the requests they answer count in the minutes as any other.
 """
 
 from __future__ import annotations
@@ -29,16 +35,18 @@ import itertools
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from unbusy.api.autoscaling import Autoscaling
+from unbusy.api.fallback import Fallback
 from unbusy.scaling.demand import Demand
-from unbusy.scaling.policy import Observation, PolicyState, ReplicaSample, decide
+from unbusy.scaling.policy import Decision, Observation, PolicyState, ReplicaSample, decide
 from unbusy.serving.llm import Engine, LlmProfile, Request, TokenMix, saturated_rps
 from unbusy.sim.engine import Policy, poisson
 from unbusy.sim.stats import SLO_SHARE, Histogram
 from unbusy.sim.traces import Trace
+from unbusy.traffic import shedding
 
 MIXES = Path(__file__).parent / "mixes"
 # vLLM's bucket boundaries (s), as the Triton vLLM backend declares them, and bench/llmcal exports them.
@@ -255,6 +263,15 @@ Observe = Callable[[Window, LlmProfile, int], Observation]
 
 
 @dataclass(frozen=True)
+class LlmFallback:
+    """spec.fallback's variant: a fixed pool of replicas of a smaller LLM that takes shed traffic."""
+
+    spec: Fallback
+    profile: LlmProfile
+    replicas: int
+
+
+@dataclass(frozen=True)
 class LlmSimConfig:
     profile: LlmProfile
     mix: MixShift
@@ -270,6 +287,7 @@ class LlmSimConfig:
     metrics_delay_s: int = 10
     rate_window_s: int = 60  # the scaling queries' rate window, as the operator's (controller/autoscale.py)
     seed: int = 0
+    fallback: LlmFallback | None = None  # None: no shedding, requests beyond the ready replicas queue in them
 
 
 @dataclass
@@ -301,6 +319,7 @@ class LlmMinute:
     ttft_p99_ms: float | None  # of the requests that arrived in the minute and were answered
     tpot_p99_ms: float | None
     refused: float  # requests refused (no ready replica, or the engine's waiting limit)
+    shed: float  # requests sent to the fallback variant
     prompt_tokens: float  # of the answered requests that arrived in the minute
     output_tokens: float
     within_slo: bool  # SLO_SHARE of its requests had their first token within the TTFT SLO (a refusal misses)
@@ -313,12 +332,13 @@ class LlmSimResult:
     ttft_p99_ms: float | None
     tpot_p99_ms: float | None
     slo_minutes_pct: float
-    gpu_hours: float
+    gpu_hours: float  # the fallback's included
     prompt_tokens: float  # served (of answered requests)
     output_tokens: float
     scaling_events: int
     preemptions: float
     minutes: tuple[LlmMinute, ...]
+    fallback_pct: float = 0.0  # of the requests, sent to the fallback variant
 
     def figures(self) -> dict[str, float | None]:
         def rounded(value: float | None, digits: int) -> float | None:
@@ -326,6 +346,7 @@ class LlmSimResult:
 
         return {
             "refused_pct": round(self.refused_pct, 3),
+            "fallback_pct": round(self.fallback_pct, 3),
             "ttft_p50_ms": rounded(self.ttft_p50_ms, 1),
             "ttft_p99_ms": rounded(self.ttft_p99_ms, 1),
             "tpot_p99_ms": rounded(self.tpot_p99_ms, 2),
@@ -341,6 +362,7 @@ class LlmSimResult:
 class _Minute:
     arrived: float = 0.0
     refused: float = 0.0
+    shed: float = 0.0
     within: float = 0.0
     replica_s: float = 0.0
     ready_s: float = 0.0
@@ -365,6 +387,12 @@ class LlmSimulation:
         self.scaling_events = 0
         self.turn = 0
         self.finished_replicas: list[LlmReplica] = []
+        fallback = config.fallback
+        self.fallback = [LlmReplica(Engine(fallback.profile), 0.0) for _ in range(fallback.replicas if fallback else 0)]
+        self.shedding = random.Random(config.seed + 2)  # which arrivals go to the fallback: a stream of its own
+        self.moved: tuple[shedding.Moved, ...] = ()
+        self.shed_percent = 0  # of the arrivals, to the fallback
+        self.fallback_turn = 0
 
     def _replica(self, ready_at: float) -> LlmReplica:
         return LlmReplica(Engine(self.config.profile, now=ready_at), ready_at)
@@ -399,6 +427,14 @@ class LlmSimulation:
         minute = self._minute(at)
         minute.arrived += 1
         self.offered += 1
+        if self.fallback and self.shedding.random() * 100 < self.shed_percent:
+            minute.shed += 1
+            replica = self.fallback[self.fallback_turn % len(self.fallback)]
+            self.fallback_turn += 1
+            replica.engine.advance_to(at)
+            replica.arrived += 1
+            replica.engine.submit(Request(at, prompt, output))  # what its engine refuses, _settle counts
+            return
         ready = [r for r in self.replicas if r.ready(at)]
         if not ready:
             minute.refused += 1
@@ -440,6 +476,9 @@ class LlmSimulation:
                 busy_s=engine.busy_s,
                 gpu_utilization=busy * self.config.profile.gpu_busy_reading,
             )
+        for replica in self.fallback:  # another variant: answered requests count, its series are not this one's
+            replica.engine.advance_to(now)
+            self._settle(replica)
         edge = Demand(self.offered / interval, self.refused_at_edge / interval, "edge", measurable=True)
         self.offered = self.refused_at_edge = 0.0
         self.scrapes.append((now, scraped, edge))
@@ -466,8 +505,11 @@ class LlmSimulation:
         config = self.config
         live = [r for r in self.replicas if not r.draining]
         observation = self.observe(self._window(now), config.profile, len(live))
+        observation = replace(observation, shed_percent=self.shed_percent)
         decision = self.policy(observation, config.policy, config.bounds, self.state, now)
         self.state = decision.state
+        if config.fallback and observation.samples:
+            self._shed(decision, observation, now)
         if decision.replicas == len(live):
             return
         self.scaling_events += 1
@@ -478,6 +520,24 @@ class LlmSimulation:
         for replica in doomed[: len(live) - decision.replicas]:
             replica.draining = True
         self.replicas = [r for r in self.replicas if not (r.draining and r.ready_at > now)]
+
+    def _shed(self, decision: Decision, observation: Observation, now: float) -> None:
+        """Move arrivals to the fallback as the operator moves route weight (traffic/shedding.py), in
+        requests: the capacity and demand the policy counted in tokens, divided by what a request costs."""
+        config, demand = self.config, observation.demand
+        fallback, capacity = config.fallback, decision.metrics.get("capacity_rps")
+        if capacity:
+            per_replica = demand.in_requests(capacity) if demand is not None else capacity
+        else:  # a policy that says none (a baseline): what a replica serves of the mix now
+            per_replica = saturated_rps(config.profile, config.mix.token_mix(now, self.trace.seconds))
+        ready = sum(1 for s in observation.samples if s.ready)
+        loads = (
+            shedding.Load("primary", 100, ready, per_replica),
+            shedding.Load(fallback.spec.variant, 0, len(self.fallback), fallback.spec.rps_per_replica),
+        )
+        offered = shedding.offered([demand.requests() if demand else None])
+        plan = shedding.plan(loads, fallback.spec, offered, self.moved, now)
+        self.moved, self.shed_percent = plan.moved, plan.percent
 
     def _retire(self, now: float) -> None:
         """Draining replicas whose engines ran dry give their GPU back."""
@@ -503,12 +563,12 @@ class LlmSimulation:
             for at in sorted(now + self.rng.random() for _ in range(count)):
                 self._arrive(at)
             minute = self._minute(now)
-            minute.replica_s += len(self.replicas)
-            minute.ready_s += sum(1 for r in self.replicas if r.ready(now))
+            minute.replica_s += len(self.replicas) + len(self.fallback)
+            minute.ready_s += sum(1 for r in self.replicas if r.ready(now)) + len(self.fallback)
             if (second + 1) % config.scrape_interval_s == 0:
                 self._scrape(now + 1)
                 self._retire(now + 1)
-        for replica in [*self.replicas]:
+        for replica in [*self.replicas, *self.fallback]:
             replica.engine.advance_to(self.trace.seconds + DRAIN_S)
             self._settle(replica)
         return self._result()
@@ -527,6 +587,7 @@ class LlmSimulation:
                 ttft_p99_ms=m.ttft.quantile(0.99),
                 tpot_p99_ms=m.tpot.quantile(0.99),
                 refused=m.refused,
+                shed=m.shed,
                 prompt_tokens=m.prompt_tokens,
                 output_tokens=m.output_tokens,
                 within_slo=m.within >= SLO_SHARE * m.arrived - 1e-9,
@@ -534,7 +595,7 @@ class LlmSimulation:
             for i, m in enumerate(self.minutes)
         )
         arrived = sum(m.arrived for m in self.minutes)
-        engines = [r.engine for r in (*self.replicas, *self.finished_replicas)]
+        engines = [r.engine for r in (*self.replicas, *self.finished_replicas, *self.fallback)]
         replica_s = sum(m.replica_s for m in self.minutes)
         return LlmSimResult(
             refused_pct=100 * sum(m.refused for m in self.minutes) / arrived if arrived else 0.0,
@@ -548,6 +609,7 @@ class LlmSimulation:
             scaling_events=self.scaling_events,
             preemptions=sum(e.preemptions for e in engines),
             minutes=minutes,
+            fallback_pct=100 * sum(m.shed for m in self.minutes) / arrived if arrived else 0.0,
         )
 
 

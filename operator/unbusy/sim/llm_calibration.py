@@ -41,6 +41,11 @@ from unbusy.serving.llm import Engine, LlmProfile, Request, StepTime, TokenMix, 
 from unbusy.sim.calibration import read_commented
 
 BUSY_RUNNING = 3.0  # requests running on average from which a second counts as busy throughout
+# Requests waiting on average under which a segment's queue counts as empty: where the response time is
+# fitted. Past it the engine model's own misses at overload weigh in (with < 1, the 1B's conv segments
+# at 16.25 req/s and the step, 0.93 and 0.52 waiting, made the mean 140 ms: an idle replica's TTFT p99
+# 0.65 s against the 0.2 s measured).
+QUIET_WAITING = 0.25
 DRAIN_S = 30.0  # how long a segment's requests may finish after it, where the header does not say
 SAMPLES_PER_SECOND = 4  # gauge readings a second in a simulated sweep (bench/llmcal: every 0.25 s)
 # Bounds of the validation (issue 20): served tokens/s, refused share, TTFT p99.
@@ -86,6 +91,8 @@ class Segment:
     rates: dict[str, float]
     requests: tuple[tuple[float, int, int], ...]
     per_second: tuple[dict[str, float], ...]
+    drain_s: float = DRAIN_S  # how long its requests could finish after it (then the harness cancelled them)
+    first_tokens_ms: tuple[float | None, ...] = ()  # the measured TTFT of each of `requests`, where it got one
 
     @property
     def name(self) -> str:
@@ -156,46 +163,67 @@ def validation(sweep: LlmSweep) -> dict[str, list[Check]]:
     """The issue's validation: fit on half the rates and check the other half; fit on each mix and
     check the others (where the sweep has several)."""
     fit, held = split_rates(sweep)
-    checks = {"half the rates": check_llm(sweep, fit_llm(sweep, fit), held)}
+    checks = {"half the rates": check_llm(fit_llm(sweep, fit), held)}
     for mix in sweep.mixes if len(sweep.mixes) > 1 else ():
         fit, held = split_mixes(sweep, mix)
-        checks[f"fit on {mix}"] = check_llm(sweep, fit_llm(sweep, fit), held)
+        checks[f"fit on {mix}"] = check_llm(fit_llm(sweep, fit), held)
     return checks
 
 
-def read_llm_sweep(prefix: str | Path) -> LlmSweep:
+def read_llm_sweep(*prefixes: str | Path) -> LlmSweep:
     """The sweep of `<prefix>rates.csv`, `<prefix>requests.csv` and `<prefix>seconds.csv`; a path to
-    one of the three stands for its prefix."""
+    one of the three stands for its prefix. With several prefixes (runs of one engine, e.g. a mix run
+    again in longer segments), a mix's segments are those of the last run that has it."""
+    sweeps = [_read_one(prefix) for prefix in prefixes]
+    first = sweeps[0]
+    for other in sweeps[1:]:
+        if other.settings() != first.settings():
+            raise ValueError(
+                f"{other.source}: engine settings {other.settings()} differ from {first.source}'s "
+                f"{first.settings()}; a sweep combines runs of one engine"
+            )
+    latest = {mix: sweep for sweep in sweeps for mix in sweep.mixes}
+    segments = tuple(s for sweep in sweeps for s in sweep.segments if latest[s.mix] is sweep)
+    return LlmSweep(" + ".join(s.source for s in sweeps), first.header, segments)
+
+
+def _read_one(prefix: str | Path) -> LlmSweep:
     prefix = str(prefix)
     for tail in ("rates.csv", "requests.csv", "seconds.csv"):
         prefix = prefix.removesuffix(tail)
     header, rates = read_commented(f"{prefix}rates.csv")
     _, requests = read_commented(f"{prefix}requests.csv")
     _, seconds = read_commented(f"{prefix}seconds.csv")
+    drain_s = LlmSweep(prefix, header, ()).drain_s
 
     def key(row: dict[str, str]) -> tuple[str, str, float]:
         return row["mix"], row["segment"], float(row["offered_rps"])
 
-    sent: dict[tuple, list[tuple[float, int, int]]] = {}
+    sent: dict[tuple, list[tuple[float, int, int, float | None]]] = {}
     for row in requests:
         output = int(float(row["max_tokens"] or row["generated_tokens"] or 1))
-        sent.setdefault(key(row), []).append((float(row["sent_s"]), int(float(row["prompt_tokens"])), output))
+        ttft = float(row["ttft_ms"]) if row.get("ttft_ms") else None
+        sent.setdefault(key(row), []).append((float(row["sent_s"]), int(float(row["prompt_tokens"])), output, ttft))
     per_second: dict[tuple, list[dict[str, float]]] = {}
     for row in seconds:
         per_second.setdefault(key(row), []).append(_numbers(row))
-    segments = tuple(
-        Segment(
-            mix=row["mix"],
-            kind=row["segment"],
-            offered_rps=float(row["offered_rps"]),
-            seconds=float(row["seconds"]),
-            rates=_numbers(row),
-            requests=tuple(sorted(sent.get(key(row), []))),
-            per_second=tuple(sorted(per_second.get(key(row), []), key=lambda r: r["t_s"])),
+    segments = []
+    for row in rates:
+        ordered = sorted(sent.get(key(row), []), key=lambda r: r[:3])
+        segments.append(
+            Segment(
+                mix=row["mix"],
+                kind=row["segment"],
+                offered_rps=float(row["offered_rps"]),
+                seconds=float(row["seconds"]),
+                rates=_numbers(row),
+                requests=tuple(r[:3] for r in ordered),
+                per_second=tuple(sorted(per_second.get(key(row), []), key=lambda r: r["t_s"])),
+                drain_s=drain_s,
+                first_tokens_ms=tuple(r[3] for r in ordered),
+            )
         )
-        for row in rates
-    )
-    return LlmSweep(prefix, header, segments)
+    return LlmSweep(prefix, header, tuple(segments))
 
 
 # --- the fit ---------------------------------------------------------------------------------
@@ -277,7 +305,8 @@ def fit_llm(sweep: LlmSweep, segments: Sequence[Segment]) -> LlmProfile:
     default_reserve = TRANSFORMERS_SAFETY_MARGIN if transformers else VLLM_WATERMARK
     measured = (
         f"{sweep.header.get('model', '?')} on {sweep.header.get('device', '?')}; fitted from "
-        f"{Path(sweep.source).name}{{rates,requests,seconds}}.csv ({len(segments)} of {len(sweep.segments)} segments)"
+        f"{' + '.join(f'{Path(p).name}{{rates,requests,seconds}}.csv' for p in sweep.source.split(' + '))} "
+        f"({len(segments)} of {len(sweep.segments)} segments)"
     )
     profile = LlmProfile(
         step=StepTime(base * 1000, per_prompt * 1000, per_sequence * 1000, per_kv * 1000),
@@ -292,20 +321,22 @@ def fit_llm(sweep: LlmSweep, segments: Sequence[Segment]) -> LlmProfile:
         ready_seconds=sweep.setting("ready_s") or 0.0,
         measured=measured[:512],
     )
-    return replace(profile, response_ms=response_ms(sweep, profile, segments))
+    return replace(profile, response_ms=response_ms(profile, segments))
 
 
-def response_ms(sweep: LlmSweep, profile: LlmProfile, segments: Sequence[Segment]) -> float:
-    """The time a first token takes from the engine to the client: the median of what the measured
-    TTFT p50 exceeds the engine's by, over the segments where nothing waited (waiting_mean < 1)."""
+def response_ms(profile: LlmProfile, segments: Sequence[Segment]) -> float:
+    """The mean time a first token takes from the engine to the client (exponential in the engine): the
+    mean of what each request's measured TTFT exceeds its TTFT in the engine (`profile` without a
+    response time) by, over the segments whose engine queue stayed empty (waiting_mean < QUIET_WAITING)."""
+    engine_only = replace(profile, response_ms=0.0)
     gaps = []
     for segment in segments:
-        if segment.rates.get("waiting_mean", 0) >= 1 or "ttft_p50_ms" not in segment.rates:
+        if segment.rates.get("waiting_mean", 0) >= QUIET_WAITING:
             continue
-        first = [r.ttft_s * 1000 for r in replay(profile, segment, sweep.drain_s) if r.ttft_s is not None]
-        if first:
-            gaps.append(segment.rates["ttft_p50_ms"] - statistics.median(first))
-    return round(max(0.0, statistics.median(gaps)), 1) if gaps else 0.0
+        for request, ttft_ms in zip(replay(engine_only, segment), segment.first_tokens_ms, strict=True):
+            if ttft_ms is not None and request.ttft_s is not None:
+                gaps.append(ttft_ms - request.ttft_s * 1000)
+    return round(max(0.0, statistics.fmean(gaps)), 1) if gaps else 0.0
 
 
 def rounded(profile: LlmProfile) -> LlmProfile:
@@ -344,7 +375,7 @@ def _p99(values: list[float]) -> float | None:
     return values[min(len(values) - 1, int(0.99 * len(values)))] if values else None
 
 
-def replay(profile: LlmProfile, segment: Segment, drain_s: float, served: list[float] | None = None) -> list[Request]:
+def replay(profile: LlmProfile, segment: Segment, served: list[float] | None = None) -> list[Request]:
     """The segment's requests through one replica of `profile`, those that finished by the end of the
     drain (what the harness did not cancel) with their answer; `served` gets the tokens/s of the segment."""
     engine = Engine(profile)
@@ -357,7 +388,7 @@ def replay(profile: LlmProfile, segment: Segment, drain_s: float, served: list[f
     engine.advance_to(segment.seconds)
     if served is not None:
         served.append((engine.prompt_tokens + engine.output_tokens) / segment.seconds)
-    horizon = segment.seconds + drain_s  # what is still running then, the harness cancels
+    horizon = segment.seconds + segment.drain_s  # what is still running then, the harness cancels
     engine.advance_to(horizon)
     for request in requests:
         if request.done_s is not None and request.done_s > horizon:
@@ -365,10 +396,10 @@ def replay(profile: LlmProfile, segment: Segment, drain_s: float, served: list[f
     return requests
 
 
-def replayed(profile: LlmProfile, segment: Segment, drain_s: float = DRAIN_S) -> Figures:
+def replayed(profile: LlmProfile, segment: Segment) -> Figures:
     """The segment's figures as bench/llmcal computes them, from its requests through `profile`."""
     served: list[float] = []
-    requests = replay(profile, segment, drain_s, served)
+    requests = replay(profile, segment, served)
     first = [r.ttft_s * 1000 for r in requests if r.done_s is not None and not r.refused]
     return Figures(
         served_tok_s=served[0],
@@ -423,8 +454,8 @@ class Check:
         )
 
 
-def check_llm(sweep: LlmSweep, profile: LlmProfile, segments: Sequence[Segment]) -> list[Check]:
-    return [Check(s, measured(s), replayed(profile, s, sweep.drain_s)) for s in segments]
+def check_llm(profile: LlmProfile, segments: Sequence[Segment]) -> list[Check]:
+    return [Check(s, measured(s), replayed(profile, s)) for s in segments]
 
 
 def split_rates(sweep: LlmSweep) -> tuple[list[Segment], list[Segment]]:
@@ -525,6 +556,8 @@ def simulated_segment(
         rates=rates,
         requests=tuple((r.arrival_s, r.prompt, r.output) for r in requests),
         per_second=tuple(rows),
+        drain_s=drain_s,
+        first_tokens_ms=tuple(None if r.ttft_s is None else r.ttft_s * 1000 for r in requests),
     )
 
 
@@ -573,9 +606,9 @@ def write_llm_sweep(sweep: LlmSweep, prefix: str | Path) -> None:
         "requests",
         REQUESTS_COLUMNS,
         (
-            {**labels(s), "sent_s": at, "prompt_tokens": p, "max_tokens": o, "outcome": "ok"}
+            {**labels(s), "sent_s": at, "prompt_tokens": p, "max_tokens": o, "ttft_ms": ttft, "outcome": "ok"}
             for s in sweep.segments
-            for at, p, o in s.requests
+            for (at, p, o), ttft in zip(s.requests, s.first_tokens_ms, strict=True)
         ),
     )
     write("seconds", SECONDS_COLUMNS, ({**second, **labels(s)} for s in sweep.segments for second in s.per_second))

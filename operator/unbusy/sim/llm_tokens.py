@@ -43,7 +43,12 @@ def _p99_ms(window: Window, name: str) -> float | None:
 
 
 def observe_tokens(
-    window: Window, current: int, costs: tokens.TokenCosts, ttft_slo_ms: float, tpot_slo_ms: float | None = None
+    window: Window,
+    current: int,
+    costs: tokens.TokenCosts,
+    ttft_slo_ms: float,
+    tpot_slo_ms: float | None = None,
+    pricing: tokens.Pricing | None = None,
 ) -> Observation:
     """The operator's observation of the simulated variant, in weighted tokens."""
     samples, pods, finished = [], [], 0.0
@@ -69,6 +74,7 @@ def observe_tokens(
         tpot_slo_ms=tpot_slo_ms,
         kv_used=max(ready_kv) if ready_kv else None,
     )
+    costs = tokens.priced(costs, pricing, pods, finished, ttft_slo_ms)
     return tokens.observation(current, tuple(samples), pods, window.edge, finished, latency, costs)
 
 
@@ -78,10 +84,15 @@ def first_mix_costs(profile: LlmProfile, mix: MixShift, seconds: float) -> token
     return tokens.TokenCosts(*token_capacity(profile, mix.token_mix(0, seconds)))
 
 
-def observer(costs: tokens.TokenCosts, ttft_slo_ms: float, tpot_slo_ms: float | None = None) -> Observe:
+def observer(
+    costs: tokens.TokenCosts,
+    ttft_slo_ms: float,
+    tpot_slo_ms: float | None = None,
+    pricing: tokens.Pricing | None = None,
+) -> Observe:
     """observe_tokens with the spec's numbers, in the shape simulate_llm takes."""
 
     def observe(window: Window, profile: LlmProfile, current: int) -> Observation:
-        return observe_tokens(window, current, costs, ttft_slo_ms, tpot_slo_ms)
+        return observe_tokens(window, current, costs, ttft_slo_ms, tpot_slo_ms, pricing)
 
     return observe
