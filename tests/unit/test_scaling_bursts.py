@@ -62,7 +62,7 @@ def test_replicas_that_became_ready_within_the_window_do_not_count_for_the_heigh
     assert after.serving == 6000.0
 
 
-PRICE = bursts.Price(refusal_gpu_seconds=0.02, exposure_seconds=90.0)
+PRICE = bursts.Price(refusal_gpu_seconds=0.02, exposure_seconds=90.0, lead_seconds=105.0)
 
 
 def seen(*spans: tuple[float, float], peak: float = BURST) -> bursts.Bursts:
@@ -94,29 +94,63 @@ def test_the_hold_keeps_the_replicas_whose_saved_refusals_are_worth_their_gpus_u
     # 1,200 GPU-s at 0.02, over the 300 s it is kept between them: all 4 pay
     three = seen((100.0, 160.0), (400.0, 460.0), (700.0, 760.0))
     held = bursts.hold(three, 800.0, PRICE, capacity=1000.0)
-    assert held == bursts.Hold(4, BURST, 3, 350.0, 60_000.0, 1200.0)
+    assert held == bursts.Hold(4, 4, BURST, 3, 350.0, 60_000.0, 1200.0, 350.0)
     # the 4th replica's slice is 400 rps at 1,200 a replica: 24,000 refusals, 480 GPU-s over 350 s
     assert bursts.hold(three, 800.0, PRICE, capacity=1200.0).replicas == 4
-    cheap = bursts.Price(0.005, 90.0)
+    cheap = bursts.Price(0.005, 90.0, 105.0)
     assert bursts.hold(three, 800.0, cheap, capacity=1000.0) is None  # 300 GPU-s a burst < 350 s between them
-    # at 1,200 a replica the first three save 72,000 refusals, 360 GPU-s, the 4th 24,000: 120
-    assert bursts.hold(three, 800.0, cheap, capacity=1200.0).replicas == 3
+    # at 1,200 a replica the first three save 72,000 refusals, 360 GPU-s, the 4th 24,000: 120. Kept
+    # through the lull each nets 10 GPU-s a burst; ordered back 105 s before the next is due (the gaps
+    # are alike), 360 / 3 - 105 = 15, as a third of the next gaps fall outside the two seen
+    prewarm = bursts.hold(three, 800.0, cheap, capacity=1200.0)
+    assert (prewarm.replicas, prewarm.planned, prewarm.order_at, prewarm.odds) == (0, 3, 895.0, pytest.approx(1 / 3))
+    assert bursts.hold(three, 900.0, cheap, capacity=1200.0).replicas == 3
     # a lull of 1,500 s: one burst per 950 s, and 1,200 GPU-s a burst no longer pays
     assert bursts.hold(three, 2600.0, PRICE, capacity=1000.0) is None
     # a replica of two GPUs costs twice as much a second
-    assert bursts.hold(three, 800.0, bursts.Price(0.02, 90.0, gpus_per_replica=4.0), capacity=1000.0) is None
-    assert bursts.hold(three, 800.0, bursts.Price(0, 90.0), capacity=1000.0) is None  # price 0: off
+    assert bursts.hold(three, 800.0, bursts.Price(0.02, 90.0, 105.0, gpus_per_replica=4.0), capacity=1000.0) is None
+    assert bursts.hold(three, 800.0, bursts.Price(0, 90.0, 105.0), capacity=1000.0) is None  # price 0: off
+
+
+def test_the_next_burst_is_due_the_mean_gap_after_the_last_give_or_take_their_spread():
+    assert bursts.due(seen((0.0, 60.0), (300.0, 360.0), (700.0, 760.0))) == bursts.Due(1050.0, 50.0, 2)
+    assert bursts.due(seen((0.0, 60.0))) is None
+
+
+REGULAR = seen(*((start, start + 120.0) for start in (0.0, 900.0, 1800.0, 2700.0, 3600.0)))
+
+
+def test_regular_bursts_are_met_by_replicas_ordered_back_a_lead_before_the_next_is_due():
+    # 4,000 rps for 2 min every 900 s: each replica saves 90,000 refusals a burst, 1,800 GPU-s at
+    # 0.02; kept through the lull (900 s a burst by the rate) each nets 870, ordered back at
+    # t-105 s 1,800 x 3/5 - 105 = 975, as 2 of the next 5 gaps fall outside the 4 seen
+    lull = bursts.hold(REGULAR, 3720.0, PRICE, capacity=1000.0)
+    assert (lull.replicas, lull.planned, lull.due, lull.order_at) == (0, 4, bursts.Due(4500.0, 0.0, 4), 4395.0)
+    assert (lull.cost_seconds, lull.odds) == (105.0, pytest.approx(0.6))
+    assert bursts.hold(REGULAR, 4395.0, PRICE, capacity=1000.0).replicas == 4
+    # later than every gap seen: the hold through the lull prices what to keep (1,800 > 1,125 s a burst)
+    late = bursts.hold(REGULAR, 4501.0, PRICE, capacity=1000.0)
+    assert (late.replicas, late.due) == (4, None)
+
+
+def test_few_or_irregular_gaps_keep_the_hold_through_the_lull():
+    # two gaps: a third of the next fall outside them, 1,800 / 3 - 105 = 495 < 1,800 - 960 a replica
+    three = seen((0.0, 120.0), (900.0, 1020.0), (1800.0, 1920.0))
+    assert bursts.hold(three, 1920.0, PRICE, capacity=1000.0).due is None
+    # gaps of 100 to 600 s (+-275 s): a window of 105 + 550 s costs more than the hold's 405 s
+    irregular = seen((0.0, 60.0), (100.0, 160.0), (700.0, 760.0), (900.0, 960.0), (1500.0, 1560.0))
+    assert bursts.hold(irregular, 1620.0, PRICE, capacity=1000.0).due is None
 
 
 def test_a_burst_alone_holds_nothing_whatever_the_price():
     step = seen((300.0, 1200.0), peak=10 * LULL)
-    assert bursts.hold(step, 1300.0, bursts.Price(100.0, 90.0), capacity=1000.0) is None
+    assert bursts.hold(step, 1300.0, bursts.Price(100.0, 90.0, 105.0), capacity=1000.0) is None
 
 
 def test_tokens_are_priced_per_request():
     # demand in tokens/s, 500 tokens a request: the same bursts save 500 times fewer requests
     three = seen((100.0, 160.0), (400.0, 460.0), (700.0, 760.0))
-    assert bursts.hold(three, 800.0, bursts.Price(10.0, 90.0), capacity=1000.0, per_request=500.0).replicas == 4
+    assert bursts.hold(three, 800.0, bursts.Price(10.0, 90.0, 105.0), capacity=1000.0, per_request=500.0).replicas == 4
     assert bursts.hold(three, 800.0, PRICE, capacity=1000.0, per_request=500.0) is None
 
 
@@ -143,6 +177,45 @@ def test_the_policy_holds_between_recurring_bursts_says_why_and_lets_go_when_the
     assert decisions[1800].replicas == 4 and decisions[1830].replicas == 2 and decisions[1830].floor is None
     off = run(fleet(5, LULL), state=decisions[705].state, now=720.0, **spec, capacity={"refusalPriceGpuSeconds": 0})
     assert off.replicas == 2
+
+
+def test_the_policy_lets_regular_bursts_replicas_go_in_the_lull_and_orders_them_back_before_the_next():
+    spec = {"targets": EDGE, "behavior": {"scaleUp": FREE, "scaleDown": FREE}}
+    state, current, decisions = PolicyState(), 2, {}
+    # 4,000 rps for 45 s every 600 s over a 1,000 rps lull
+    for now in range(0, 2461, 15):
+        demand = BURST if now % 600 in (15, 30, 45) else LULL
+        decision = run(fleet(current, demand), state=state, now=float(now), **spec)
+        state, current, decisions[now] = decision.state, decision.replicas, decision
+    # after the third burst the hold pays at first (900 GPU-s a replica saves, 622 s a burst by the
+    # rate), then, as the rate falls, less than ordering the replicas back 105 s before the next is due
+    assert decisions[1275].replicas == 4 and decisions[1275].floor == "bursts"
+    lull = decisions[1440]
+    assert lull.replicas == 2 and lull.floor is None
+    assert lull.reason.endswith("4 -> 2; next burst due in ~375s (2 gaps, +-0s): scale to 4 at t-105s")
+    warm = decisions[1710]
+    assert warm.replicas == 4 and warm.floor == "bursts"
+    assert warm.reason == (
+        "3 bursts up to 4,000 rps, next burst due in ~105s (2 gaps, +-0s): scale to 4 at t-105s: replica 4 "
+        "ordered saves 45,000 refusals a burst (its first 90s), 900 GPU-s at 0.02 a refusal in the 33% of bursts "
+        "within the gaps seen, more than the 105 GPU-s of its window: pre-warming 4 replicas: 2 -> 4"
+    )
+    assert decisions[1800].replicas == 4  # ready when the burst comes at 1,815
+    # with more gaps alike, none is held through the lull at all
+    assert [decisions[t].replicas for t in (1860, 2295, 2310)] == [2, 2, 4]
+
+
+def test_while_a_pre_warm_waits_for_its_window_the_scale_down_window_keeps_no_burst_replicas():
+    down = {"stabilizationWindowSeconds": 120, "maxPodsPerStep": 1000, "maxPercentPerStep": 100}
+    spec = {"targets": EDGE, "behavior": {"scaleUp": FREE, "scaleDown": down}}
+    state, current, decisions = PolicyState(), 2, {}
+    for now in range(0, 1951, 15):
+        demand = BURST if now % 600 in (15, 30, 45) else LULL
+        decision = run(fleet(current, demand), state=state, now=float(now), **spec)
+        state, current, decisions[now] = decision.state, decision.replicas, decision
+    assert decisions[1845].replicas == 5  # the fourth burst, met by the 4 pre-warmed and one more
+    after = decisions[1860]  # the window holds 5 (its highest) for 120 s; the pre-warm has priced the lull
+    assert after.replicas == 2 and "stabilised" not in after.reason and "scale to 4 at t-105s" in after.reason
 
 
 def test_the_deprecated_recurrence_is_accepted_its_zero_still_turns_the_hold_off():

@@ -71,14 +71,32 @@ def test_builtin_shapes():
     with pytest.raises(
         ValueError,
         match="unknown trace shape 'ramp'; use one of step, diurnal, flash, sawtooth, onoff, diurnal2d, "
-        "onoff-tall, onoff-quick",
+        "onoff-tall, onoff-quick, crowds, cron",
     ):
         builtin("ramp", 10)
-    assert set(SHAPES) == {"step", "diurnal", "flash", "sawtooth", "onoff", "diurnal2d", "onoff-tall", "onoff-quick"}
+    assert set(SHAPES) == {
+        "step",
+        "diurnal",
+        "flash",
+        "sawtooth",
+        "onoff",
+        "diurnal2d",
+        "onoff-tall",
+        "onoff-quick",
+        "crowds",
+        "cron",
+    }
     # the same on-off process with other heights, lengths and seeds: bursts the hold was not tuned on
     for name, height, seconds in (("onoff", 40, 3600), ("onoff-tall", 60, 7200), ("onoff-quick", 30, 3600)):
         rates = builtin(name, 10).rps
         assert set(rates) == {10, height} and len(rates) == seconds
+    # bursts on a schedule: flash's crowds six times, 15 min apart; a job every 5 min +-20 s
+    crowds = builtin("crowds", 10).rps
+    assert len(crowds) == 5700 and crowds[:3000] == builtin("flash", 10).rps and crowds[5100 + 60] == 80
+    cron = builtin("cron", 10).rps
+    starts = [t for t in range(1, len(cron)) if cron[t] > cron[t - 1]]
+    assert len(starts) == 11 and all(abs(start - 300 * k) <= 20 for k, start in enumerate(starts, 1))
+    assert set(cron) == {10, 40}
 
 
 # --- the serving model -----------------------------------------------------------------------
@@ -331,7 +349,8 @@ def _csv(tmp_path, text: str):
         (
             "ramp",
             "--trace ramp: neither a built-in shape "
-            "\\(step, diurnal, flash, sawtooth, onoff, diurnal2d, onoff-tall, onoff-quick\\) nor a CSV file",
+            "\\(step, diurnal, flash, sawtooth, onoff, diurnal2d, onoff-tall, onoff-quick, crowds, cron\\) "
+            "nor a CSV file",
         ),
         ("/x.csv", "neither"),
     ],

@@ -1,4 +1,5 @@
-"""Bursts, priced: keep replicas through a lull only while the refusals they save are worth their GPUs.
+"""Bursts, priced: keep replicas through a lull, or order them back before the next burst is due,
+only while the refusals they save are worth their GPUs.
 
 A burst is demand that jumps faster than a replica starts: to `threshold` (the spec's
 panicThreshold, 2x) times the least demand of the last few intervals. From no demand at all
@@ -22,6 +23,16 @@ refused request is worth in GPU-seconds (capacity.refusalPriceGpuSeconds).
   memoryless arrivals make the expected refusals saved per second of holding the rate times the
   refusals saved per burst. Each further replica saves no more than the one before, so the
   replicas kept are the first k that pay.
+- Or let them go in the lull and order them back before the next burst is due (`due`): the last
+  burst's start plus the mean of the n gaps between starts seen, give or take their spread (the
+  farthest a gap was from the mean). Ordered a lead (the exposure and the tick that orders them)
+  before due - spread, they serve until due + spread: a window of lead + 2 x spread a burst, not the
+  lull. The next gap is one more like those seen, so it falls outside the range of n with odds of
+  2 / (n + 1) (exchangeable: it is as likely as any to be the shortest or the longest), and then
+  the window misses it: a burst that comes early is met by the demand's replicas, one that comes
+  late by the hold from then on. So the j-th replica saves price x saved_j x (n - 1) / (n + 1)
+  for its window's GPUs; the pre-warm is planned where its replicas' worth less their GPUs beats
+  the hold's. A few gaps, or gaps spread as widely as memoryless bursts' (onoff's), keep the hold.
 A long burst and a short one are priced alike: what kept replicas save is each one's first
 start-up (or all of it, if shorter). A burst shorter than the rate window reads diluted by the lull
 around it (6 s at 4x reads 1.8x over 15 s): its height is read from the requests the edge refused
@@ -30,6 +41,7 @@ around it (6 s at 4x reads 1.8x over 15 s): its height is read from the requests
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, replace
 
@@ -66,19 +78,35 @@ class Price:
 
     refusal_gpu_seconds: float  # what one refused request is worth (capacity.refusalPriceGpuSeconds)
     exposure_seconds: float  # from a burst's start until replicas ordered for it serve
+    lead_seconds: float  # from ordering a replica on schedule to its serving: the start-up and an interval
     gpus_per_replica: float = 1.0  # GPU-seconds a replica costs a second (a MIG slice: its share)
 
 
 @dataclass(frozen=True)
-class Hold:
-    """The replicas bursts pay for: the first `replicas` save more than they cost between bursts."""
+class Due:
+    """When the next burst is due, from the gaps between the starts of those seen."""
 
-    replicas: int
+    at: float  # the last burst's start plus the mean gap
+    spread: float  # the farthest any gap seen was from their mean
+    gaps: int
+
+
+@dataclass(frozen=True)
+class Hold:
+    """The replicas bursts pay for: the first `planned` save more than they cost, through the lull
+    or, when `due` is set, from `order_at` (a pre-warm) until `due` is over."""
+
+    replicas: int  # to keep now: `planned`, or 0 while a pre-warm waits for its window
+    planned: int
     peak: float  # the highest burst remembered, in the demand's unit
     bursts: int  # remembered
     gap_seconds: float  # the mean time between bursts the rate says: 1 / rate
-    saved: float  # requests the last replica kept saves of a burst, on average
+    saved: float  # requests the last replica planned saves of a burst it meets, on average
     worth: float  # those refusals at the price, in GPU-seconds
+    cost_seconds: float  # a replica's seconds a burst: the lull (1 / rate), or the pre-warm's window
+    due: Due | None = None  # a pre-warm's: the next burst's due time and spread
+    order_at: float = 0.0  # a pre-warm's: due - spread - lead
+    odds: float = 1.0  # the share of bursts the replicas meet: (n - 1) / (n + 1) for a pre-warm
 
 
 def height(reading: float, base: float, refused: float, serving: float) -> float:
@@ -156,8 +184,33 @@ def saved(bursts: Bursts, replica: int, capacity: float, exposure: float, now: f
     return total / len(bursts.seen)
 
 
+def due(bursts: Bursts) -> Due | None:
+    """The next burst's due time from the gaps between the starts of those seen; None before two."""
+    starts = [b.start for b in bursts.seen]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    if not gaps:
+        return None
+    mean = sum(gaps) / len(gaps)
+    return Due(starts[-1] + mean, max(abs(g - mean) for g in gaps), len(gaps))
+
+
+def _paying(
+    bursts: Bursts, now: float, price: Price, capacity: float, per_request: float | None, odds: float, seconds: float
+) -> list[float]:
+    """Refusals each replica that pays saves a burst (the first ones): met at `odds`, kept `seconds` a burst."""
+    out: list[float] = []
+    highest = max(b.peak for b in bursts.seen)
+    for replica in range(1, math.ceil(highest / capacity - 1e-9) + 1):
+        requests = saved(bursts, replica, capacity, price.exposure_seconds, now) / (per_request or 1.0)
+        if price.refusal_gpu_seconds * requests * odds < price.gpus_per_replica * seconds:
+            break  # the next replicas save less still
+        out.append(requests)
+    return out
+
+
 def hold(bursts: Bursts, now: float, price: Price, capacity: float, per_request: float | None = None) -> Hold | None:
-    """The replicas worth keeping through the lull now; None when not even one pays.
+    """The replicas worth keeping through the lull or ordering back before the next burst; None when
+    not even one pays.
 
     `capacity`: what a replica serves, in the demand's unit; `per_request`: that unit per request
     (an LLM's weighted tokens), None where the demand counts requests.
@@ -165,13 +218,24 @@ def hold(bursts: Bursts, now: float, price: Price, capacity: float, per_request:
     every = rate(bursts, now)
     if not every or capacity <= 0 or price.refusal_gpu_seconds <= 0:
         return None
-    kept, last = 0, 0.0
     highest = max(b.peak for b in bursts.seen)
-    for replica in range(1, math.ceil(highest / capacity - 1e-9) + 1):
-        requests = saved(bursts, replica, capacity, price.exposure_seconds, now) / (per_request or 1.0)
-        if price.refusal_gpu_seconds * every * requests < price.gpus_per_replica:
-            break  # the next replicas save less still
-        kept, last = replica, requests
-    if not kept:
+
+    def worth(kept: list[float], odds: float, seconds: float) -> float:
+        return sum(price.refusal_gpu_seconds * r * odds - price.gpus_per_replica * seconds for r in kept)
+
+    through = _paying(bursts, now, price, capacity, per_request, 1.0, 1 / every)
+    next_ = due(bursts)
+    if next_ is not None and now <= next_.at + next_.spread:  # not later than every gap seen
+        odds, window = (next_.gaps - 1) / (next_.gaps + 1), price.lead_seconds + 2 * next_.spread
+        ahead = _paying(bursts, now, price, capacity, per_request, odds, window)
+        if ahead and worth(ahead, odds, window) > worth(through, 1.0, 1 / every):
+            order_at = next_.at - next_.spread - price.lead_seconds
+            value = price.refusal_gpu_seconds * ahead[-1]
+            kept = len(ahead) if now >= order_at else 0
+            return Hold(
+                kept, len(ahead), highest, len(bursts.seen), 1 / every, ahead[-1], value, window, next_, order_at, odds
+            )
+    if not through:
         return None
-    return Hold(kept, highest, len(bursts.seen), 1 / every, last, price.refusal_gpu_seconds * last)
+    value = price.refusal_gpu_seconds * through[-1]
+    return Hold(len(through), len(through), highest, len(bursts.seen), 1 / every, through[-1], value, 1 / every)

@@ -22,7 +22,7 @@ where it has one, so that a user who knows the HPA can predict Unbusy (SCALING-N
    higher than the highest of the scale-down window (the HPA's stabilizeRecommendation). The
    windows keep the metrics' recommendations only; the floors apply after them, so a floor that
    ends (a burst hold let go, a seasonal floor that falls) is not waited out a second time, and
-   in a lull the burst hold caps what the scale-down window keeps.
+   in a lull the burst hold caps what the scale-down window keeps (a pre-warm waiting: to the demand's).
 5. step limits per period: Pods and Percent policies from the rate of the period's start,
    the larger change wins going up (selectPolicy Max), the smaller going down (Min), as
    render/hpa.py writes them for the HPA.
@@ -272,26 +272,47 @@ def _bursts(
     now: float,
     startup: float,
     metrics: dict,
-) -> _Desire | None:
-    """The replicas the bursts seen pay for through a lull (scaling/bursts.py), at the spec's price of a refusal."""
+) -> tuple[_Desire | None, str | None]:
+    """The replicas the bursts seen pay for (scaling/bursts.py), at the spec's price of a refusal, and
+    while a pre-warm waits for its window, what it will order when."""
     price = policy.capacity.refusal_price()
     if not price or not capacity or not policy.targets.capacity_utilization_percent:  # part of the demand rule
-        return None
+        return None, None
     # Replicas ordered for a burst serve a start-up after it, on a reading up to two intervals old.
+    # Ordered on schedule, a pre-warm's serve a start-up after the first tick past its time, and must
+    # by then meet a burst that the reading its due time is counted from saw up to two intervals late.
     exposure = startup + 2 * policy.interval_seconds
-    terms = bursting.Price(price, exposure, obs.gpus_per_replica)
+    terms = bursting.Price(price, exposure, exposure + policy.interval_seconds, obs.gpus_per_replica)
     per_request = obs.demand.per_request if obs.demand is not None else None
     held = bursting.hold(bursts, now, terms, capacity, per_request)
     if held is None:
-        return None
+        return None, None
     metrics.update(burst_hold_replicas=held.replicas, burst_gap_seconds=held.gap_seconds)
-    text = (
-        f"{held.bursts} bursts up to {_fmt_rate(held.peak, obs.unit)}, one per {held.gap_seconds:,.0f}s: replica "
-        f"{held.replicas} kept saves {held.saved:,.0f} refusals a burst (its first {exposure:.0f}s), {held.worth:,.0f} "
-        f"GPU-s at {price:g} a refusal, more than the {held.gap_seconds * obs.gpus_per_replica:,.0f} GPU-s it costs "
-        f"between bursts: holding {held.replicas} replicas"
+    saves = (
+        f"replica {held.planned} {'kept' if held.due is None else 'ordered'} saves {held.saved:,.0f} refusals a "
+        f"burst (its first {exposure:.0f}s), {held.worth:,.0f} GPU-s at {price:g} a refusal"
     )
-    return _Desire(held.replicas, held.replicas, text, "bursts")
+    if held.due is None:
+        text = (
+            f"{held.bursts} bursts up to {_fmt_rate(held.peak, obs.unit)}, one per {held.gap_seconds:,.0f}s: {saves}, "
+            f"more than the {held.cost_seconds * obs.gpus_per_replica:,.0f} GPU-s it costs between bursts: "
+            f"holding {held.replicas} replicas"
+        )
+        return _Desire(held.replicas, held.replicas, text, "bursts"), None
+    due = held.due
+    metrics.update(burst_due_seconds=due.at - now)
+    plan = (
+        f"next burst due in ~{due.at - now:,.0f}s ({due.gaps} gaps, +-{due.spread:,.0f}s): "
+        f"scale to {held.planned} at t-{due.at - held.order_at:,.0f}s"
+    )
+    if not held.replicas:
+        return None, plan
+    text = (
+        f"{held.bursts} bursts up to {_fmt_rate(held.peak, obs.unit)}, {plan}: {saves} in the {held.odds:.0%} of "
+        f"bursts within the gaps seen, more than the {held.cost_seconds * obs.gpus_per_replica:,.0f} GPU-s of its "
+        f"window: pre-warming {held.replicas} replicas"
+    )
+    return _Desire(held.replicas, held.replicas, text, "bursts"), None
 
 
 def _seasonal(
@@ -462,7 +483,7 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
         refused = obs.demand.rejected_rps if obs.demand.measurable else 0.0
         serving = obs.ready * capacity if capacity else 0.0
         bursts = bursting.observe(bursts, demands, now, policy.capacity.panic_threshold, refused, serving)
-    by_bursts = _bursts(bursts, capacity, policy, obs, now, startup_s, metrics)
+    by_bursts, prewarm = _bursts(bursts, capacity, policy, obs, now, startup_s, metrics)
     by_season = _seasonal(obs, policy, capacity, metrics)
     panic_until = state.panic_until
     if obs.demand is not None and capacity and obs.demand.rps >= policy.capacity.panic_threshold * obs.ready * capacity:
@@ -495,7 +516,7 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
     floors = [d for d in (by_bursts, by_season) if d is not None]
     floor = max(floors, key=lambda d: d.replicas, default=None)
     best = max((d for d in found if d.floor is None), key=lambda d: d.replicas, default=floor)
-    notes = []
+    notes = [prewarm] if prewarm else []
     if missing and best.replicas < obs.current:
         # The HPA's rule: one metric unreadable and the rest say down -> do not scale down.
         best = _Desire(obs.current, best.demand, best.text, best.floor)
@@ -514,6 +535,9 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
         # In a lull after bursts the hold has priced what to keep: the window's highest (the burst's own
         # demand) is not kept beyond it (onoff: 1.28x -> 1.23x the oracle at 0.02 GPU-s a refusal).
         stabilised = min(stabilised, floor.replicas)
+    elif prewarm and not panicking:
+        # So has a pre-warm waiting for its window: the burst's replicas go, and come back before the next.
+        stabilised = min(stabilised, raw)
     if floor is not None and floor.replicas >= stabilised and floor.replicas > raw:
         best, stabilised = floor, floor.replicas
     elif stabilised > raw:

@@ -10,6 +10,8 @@ Built-in shapes are multiples of a base rate (the caller picks it, e.g. from rep
 - onoff-tall, onoff-quick: the same process with other settings, made after the burst hold was
   tuned on onoff to test it on bursts it was not tuned on: 6x bursts of 1 min between lulls of
   8 min on average, two hours; 3x bursts of 30 s between lulls of 2.5 min, one hour;
+- crowds, cron: bursts on a schedule, made for the pre-warm before a burst is due: flash's 8x crowds
+  of 2 min every 15 min, six of them; a job's 4x load for 90 s every 5 min, give or take 20 s;
 - diurnal2d: two days, each compressed into an hour: base at night, a morning rush to 5x base
   within a minute (faster than replicas start), a noon peak of 6x, an evening decline; the
   second day is 10% busier. A seasonal floor with a 3600 s period sees day 1 on day 2.
@@ -44,11 +46,23 @@ def _diurnal(base: float) -> list[float]:
     return [base * (1 + 3 * (1 - math.cos(2 * math.pi * t / day)) / 2) for t in range(day)]
 
 
-def _flash(base: float) -> list[float]:
-    rates = [base] * 3000
-    for start in (600, 1500, 2400):
+def _flash(base: float, crowds: int = 3) -> list[float]:
+    rates = [base] * (300 + 900 * crowds)
+    for start in range(600, len(rates), 900):
         for t in range(start, start + 120):
             rates[t] = base * (1 + 7 * min(1.0, (t - start + 1) / 5))
+    return rates
+
+
+def _crowds(base: float) -> list[float]:
+    return _flash(base, crowds=6)
+
+
+def _cron(base: float) -> list[float]:
+    rng, rates = random.Random(3), [base] * 3600
+    for k in range(1, 12):
+        start = 300 * k + rng.randint(-20, 20)
+        rates[start : start + 90] = [4 * base] * len(rates[start : start + 90])
     return rates
 
 
@@ -107,6 +121,8 @@ SHAPES: dict[str, Callable[[float], list[float]]] = {
     "diurnal2d": _diurnal2d,
     "onoff-tall": _onoff_tall,
     "onoff-quick": _onoff_quick,
+    "crowds": _crowds,
+    "cron": _cron,
 }
 
 
