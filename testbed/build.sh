@@ -121,7 +121,8 @@ text = text.replace(imp, "").replace(
     call, 'err = fmt.Errorf("DNS challenge provider %s: not built into this Traefik", p.DNSChallenge.Provider)')
 open(path, "w").write(text)
 PATCH
-    go build -trimpath -ldflags "$LDFLAGS -X $module/pkg/version.Version=$TRAEFIK_VERSION" \
+    # -mod=mod: the replaced fork's checksums are not in the module's go.sum; the build records them.
+    go build -mod=mod -trimpath -ldflags "$LDFLAGS -X $module/pkg/version.Version=$TRAEFIK_VERSION" \
       -o "$BIN_DIR/traefik" ./cmd/traefik
   )
   stamp traefik "$TRAEFIK_VERSION"
