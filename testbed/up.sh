@@ -46,8 +46,8 @@ write_kwok_config() {
 }
 
 # The CRDs the operator's children need: Prometheus Operator (PrometheusRule,
-# ServiceMonitor, PodMonitor), Gateway API (standard channel, HTTPRoute v1) and KEDA
-# (ScaledObject).
+# ServiceMonitor, PodMonitor), Gateway API (standard channel, HTTPRoute v1), KEDA
+# (ScaledObject) and the Gateway API Inference Extension (InferencePool v1).
 install_crds() {
   local dir="$STATE_DIR/crds"
   rm -rf "$dir"
@@ -65,9 +65,13 @@ install_crds() {
     "$dir/gateway-api" 'config/crd/standard/*.yaml'
   python3 "$TESTBED_SRC/modfiles.py" "github.com/kedacore/keda/v2@$KEDA_VERSION" \
     "$dir/keda" 'config/crd/bases/keda.sh_scaledobjects.yaml'
-  kube apply --server-side --force-conflicts -f "$dir/prometheus-operator" -f "$dir/gateway-api" -f "$dir/keda" >/dev/null
+  python3 "$TESTBED_SRC/modfiles.py" "sigs.k8s.io/gateway-api-inference-extension@$INFERENCE_EXTENSION_VERSION" \
+    "$dir/inference-extension" 'config/crd/bases/inference.networking.k8s.io_inferencepools.yaml'
+  kube apply --server-side --force-conflicts -f "$dir/prometheus-operator" -f "$dir/gateway-api" -f "$dir/keda" \
+    -f "$dir/inference-extension" >/dev/null
   kube wait --for condition=Established crd --all --timeout 60s >/dev/null
-  log "CRDs installed: Prometheus Operator, Gateway API $GATEWAY_API_VERSION, KEDA $KEDA_VERSION (ScaledObject)"
+  log "CRDs installed: Prometheus Operator, Gateway API $GATEWAY_API_VERSION, KEDA $KEDA_VERSION (ScaledObject)," \
+    "Inference Extension $INFERENCE_EXTENSION_VERSION (InferencePool)"
 }
 
 # Traefik's GatewayClass and the Gateway the InferenceServices' HTTPRoutes attach to; the

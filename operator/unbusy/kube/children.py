@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
+from kubernetes.dynamic.exceptions import DynamicApiError
 
 from unbusy.kube.client import CountingClient, plain
 from unbusy.render.meta import children_selector
@@ -125,9 +125,8 @@ class Children:
     def load(self) -> None:
         """List every child kind once: one LIST per kind, instead of one GET per child."""
         for api_version, kind in CHILD_KINDS:
-            try:
-                resource = self.api.resources.get(api_version=api_version, kind=kind)
-            except ResourceNotFoundError:
+            resource = self.api.served(api_version, kind)
+            if resource is None:
                 continue  # an optional API (CRD) this cluster does not have
             self.served[(api_version, kind)] = resource
             listing = self.api.get(

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from prometheus_client import Counter as Metric
 
 WRITE_VERBS = {"post", "put", "patch", "delete"}
+# How long an API the cluster does not serve (a CRD not installed) is taken as absent before
+# discovery is asked again: each miss makes the client rediscover every group.
+ABSENT_RECHECK_S = 10.0
 API_WRITES = Metric("unbusy_api_writes", "Write calls the operator made to the API server.", ["verb"])
 
 
@@ -26,6 +32,26 @@ class CountingClient(DynamicClient):
     def __init__(self, api_client: client.ApiClient):
         super().__init__(api_client)
         self.writes: Counter[str] = Counter()
+        self._discovery = threading.Lock()
+        self._absent: dict[tuple[str, str], float] = {}
+
+    def served(self, api_version: str, kind: str) -> Any | None:
+        """The resource of `kind`, or None where the cluster does not serve it (an optional API).
+        The client's discovery cache is not thread-safe: a miss empties and refills it, and a
+        reconcile thread searching it meanwhile failed with KeyError 'apis' (every reconcile, on a
+        cluster without one of the optional APIs). So one thread at a time, and a miss is
+        remembered for ABSENT_RECHECK_S."""
+        key = (api_version, kind)
+        with self._discovery:
+            if time.monotonic() - self._absent.get(key, -ABSENT_RECHECK_S) < ABSENT_RECHECK_S:
+                return None
+            try:
+                resource = self.resources.get(api_version=api_version, kind=kind)
+            except ResourceNotFoundError:
+                self._absent[key] = time.monotonic()
+                return None
+            self._absent.pop(key, None)
+            return resource
 
     def request(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
         verb = method.lower()
