@@ -179,14 +179,19 @@ def test_the_policy_holds_between_recurring_bursts_says_why_and_lets_go_when_the
     assert off.replicas == 2
 
 
-def test_the_policy_lets_regular_bursts_replicas_go_in_the_lull_and_orders_them_back_before_the_next():
-    spec = {"targets": EDGE, "behavior": {"scaleUp": FREE, "scaleDown": FREE}}
+def regular_bursts(spec: dict, until: int) -> dict:
+    """The policy's decisions every 15 s under 4,000 rps for 45 s every 600 s over a 1,000 rps lull."""
     state, current, decisions = PolicyState(), 2, {}
-    # 4,000 rps for 45 s every 600 s over a 1,000 rps lull
-    for now in range(0, 2461, 15):
+    for now in range(0, until + 1, 15):
         demand = BURST if now % 600 in (15, 30, 45) else LULL
         decision = run(fleet(current, demand), state=state, now=float(now), **spec)
         state, current, decisions[now] = decision.state, decision.replicas, decision
+    return decisions
+
+
+def test_the_policy_lets_regular_bursts_replicas_go_in_the_lull_and_orders_them_back_before_the_next():
+    spec = {"targets": EDGE, "behavior": {"scaleUp": FREE, "scaleDown": FREE}}
+    decisions = regular_bursts(spec, until=2460)
     # after the third burst the hold pays at first (900 GPU-s a replica saves, 622 s a burst by the
     # rate), then, as the rate falls, less than ordering the replicas back 105 s before the next is due
     assert decisions[1275].replicas == 4 and decisions[1275].floor == "bursts"
@@ -208,11 +213,7 @@ def test_the_policy_lets_regular_bursts_replicas_go_in_the_lull_and_orders_them_
 def test_while_a_pre_warm_waits_for_its_window_the_scale_down_window_keeps_no_burst_replicas():
     down = {"stabilizationWindowSeconds": 120, "maxPodsPerStep": 1000, "maxPercentPerStep": 100}
     spec = {"targets": EDGE, "behavior": {"scaleUp": FREE, "scaleDown": down}}
-    state, current, decisions = PolicyState(), 2, {}
-    for now in range(0, 1951, 15):
-        demand = BURST if now % 600 in (15, 30, 45) else LULL
-        decision = run(fleet(current, demand), state=state, now=float(now), **spec)
-        state, current, decisions[now] = decision.state, decision.replicas, decision
+    decisions = regular_bursts(spec, until=1950)
     assert decisions[1845].replicas == 5  # the fourth burst, met by the 4 pre-warmed and one more
     after = decisions[1860]  # the window holds 5 (its highest) for 120 s; the pre-warm has priced the lull
     assert after.replicas == 2 and "stabilised" not in after.reason and "scale to 4 at t-105s" in after.reason
