@@ -16,6 +16,7 @@ from unbusy.sim.config import SimConfig, SimFallback
 from unbusy.sim.engine import simulate
 from unbusy.sim.traces import Trace
 from unbusy.traffic.shedding import (
+    Level,
     Load,
     Moved,
     canary_ingress_taken,
@@ -88,8 +89,21 @@ def test_more_need_moves_at_once_and_restarts_the_clock():
     more = plan(loads(ready=2), SPEC, demand_rps=3000, previous=first, now=30).moved
     assert more == (Moved("main", 36, 30),)  # 1100 of 3000 beyond 1900: 36.7%, and no more
     less = plan(loads(ready=2), SPEC, demand_rps=2500, previous=more, now=80)
-    assert less.moved == more  # 50 s since it was last needed: held
+    assert less.percent == 36  # 50 s since it was last needed: held
     assert plan(loads(ready=2), SPEC, demand_rps=2500, previous=more, now=90).moved == (Moved("main", 24, 90),)
+
+
+def test_all_the_weight_comes_back_only_restore_seconds_after_the_last_tick_that_needed_any():
+    # The need eases from 24% to 12% at 40 s, and the load drops away at 55 s: the weight does not
+    # follow the 12% (seen at 40 s) straight to 0 when the 24% leaves the window at 60 s, but holds
+    # 12% until 100 s, restoreSeconds after the last tick that needed it.
+    shed = plan(loads(ready=2), SPEC, demand_rps=2500, previous=(), now=0).moved
+    eased = plan(loads(ready=2), SPEC, demand_rps=2160, previous=shed, now=40)  # 260 of 2160 beyond 1900
+    assert eased.moved == (Moved("main", 24, 0, Level(12, 40)),)
+    history = eased.moved
+    for t in (55, 60, 99, 100):
+        history = plan(loads(ready=2), SPEC, demand_rps=500, previous=history, now=t).moved
+        assert [m.percent for m in history] == {55: [24], 60: [12], 99: [12], 100: []}[t], t
 
 
 def test_unknown_demand_holds_the_moves():
@@ -133,10 +147,22 @@ def test_the_moves_round_trip_through_the_status_and_shift_the_routed_weights():
         "routing": {"host": "svc.example.com"},
     }
     service = isvc(spec)
-    moves = (Moved("main", 24, 1_764_000_000.0),)
+    moves = (Moved("main", 24, 1_764_000_000.0, Level(12, 1_764_000_030.0)),)
     status = to_status(service, moves)
     assert status["fallback"] == "24% main->small"
-    assert status["shedding"] == [{"variant": "main", "percent": 24, "neededAt": "2025-11-24T16:00:00Z"}]
+    assert status["shedding"] == [
+        {
+            "variant": "main",
+            "percent": 24,
+            "neededAt": "2025-11-24T16:00:00Z",
+            "latest": {"percent": 12, "neededAt": "2025-11-24T16:00:30Z"},
+        }
+    ]
+    assert to_status(service, (Moved("main", 24, 1_764_000_000.0),))["shedding"][0].keys() == {
+        "variant",
+        "percent",
+        "neededAt",
+    }
     recorded_service = service.model_copy(update={"status": InferenceServiceStatus.model_validate(status)})
     assert recorded(recorded_service) == moves
     assert {v.name: v.weight for v in routed(recorded_service).spec.effective_variants()} == {"main": 76, "small": 24}
@@ -154,3 +180,10 @@ def test_a_step_is_shed_from_the_latest_rate_while_the_windows_catches_up_and_no
         {"main": rising, "small": Demand(0.0, 0.0, "nginx", True, latest_rps=0.0)}, {"main": 100, "small": 0}
     )
     assert spread_out["main"].latest_rps == 4000.0 and spread_out["small"].latest_rps == 0.0
+
+
+def test_a_move_capped_by_the_fallbacks_spare_keeps_its_latest_need_under_the_cap():
+    # 1 fallback replica spares 1800 rps: 15% of 12,000; 11 ready main replicas leave 12% unserved.
+    held = (Moved("main", 30, 0, Level(20, 10)),)
+    done = plan(loads(ready=11), SPEC, demand_rps=12_000, previous=held, now=20)
+    assert done.moved == (Moved("main", 15, 0, Level(12, 20)),)

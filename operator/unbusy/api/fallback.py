@@ -37,5 +37,6 @@ class Fallback(ApiModel):
         60,
         ge=0,
         le=3600,
-        description="Weight moves back once the ready replicas have covered the demand for this long.",
+        description="Weight moves back once the ready replicas have covered the demand for this long: "
+        "the fallback keeps the most any tick of the last restoreSeconds needed.",
     )

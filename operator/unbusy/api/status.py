@@ -115,6 +115,13 @@ class RolloutState(ApiModel):
     message: str = Field("", max_length=4096, description="The last verdict, with measured values and limits.")
 
 
+class ShedLevel(ApiModel):
+    """A smaller share of traffic a variant's demand needed on the fallback, and when it last did."""
+
+    percent: int = Field(ge=1, le=100, description="Percent of all traffic.")
+    needed_at: str = Field(description="When its demand last needed that much (RFC 3339).")
+
+
 class Shed(ApiModel):
     """Traffic weight moved from a variant to spec.fallback's variant (traffic/shedding.py)."""
 
@@ -122,6 +129,11 @@ class Shed(ApiModel):
     percent: int = Field(ge=1, le=100, description="Percent of all traffic moved from it to the fallback.")
     needed_at: str = Field(
         description="When its demand last needed that much (RFC 3339); it moves back fallback.restoreSeconds after."
+    )
+    latest: ShedLevel | None = Field(
+        None,
+        description="The last smaller share its demand needed while this one was held: where nothing is needed "
+        "when this one expires, the weight steps down to that, not to 0, until it too is restoreSeconds old.",
     )
 
 

@@ -4,9 +4,10 @@ When the variants that carry traffic cannot serve their demand with the replicas
 (new ones still loading the model, or the variant at maxReplicas), the demand beyond their ready
 capacity goes to the declared fallback variant (a smaller model: the seeds' "degrade"), as far as
 the fallback has spare capacity and never more than spec.fallback.maxPercent. Weight moves to the
-fallback at once and back only after the ready capacity has covered the demand for restoreSeconds:
-hysteresis in time, as the HPA's scale-down window, so a replica that just became ready does not
-flap the routes.
+fallback at once and back only after the demand has needed less for restoreSeconds: hysteresis in
+time, as the HPA's scale-down window, so a replica that just became ready does not flap the routes.
+All of it comes back only restoreSeconds after the last tick that needed any: a load that drops
+just after its need eased a little still waits the whole window.
 
 Weights are whole percent, as the routes carry them (ingress-nginx canary-weight, HTTPRoute weight).
 """
@@ -21,7 +22,7 @@ from typing import Any, TypeVar
 
 from unbusy.api import InferenceService
 from unbusy.api.fallback import Fallback
-from unbusy.api.status import Shed
+from unbusy.api.status import Shed, ShedLevel
 from unbusy.scaling.demand import Demand
 from unbusy.scaling.policy import Observation
 from unbusy.timestamps import parse, stamp
@@ -44,12 +45,45 @@ class Load:
 
 
 @dataclass(frozen=True)
+class Level:
+    """A share of all traffic a variant's demand needed on the fallback, and when it last did."""
+
+    percent: int
+    needed_at: float
+
+
+@dataclass(frozen=True)
 class Moved:
-    """Weight moved from one variant to the fallback, and when its demand last needed that much."""
+    """Weight moved from one variant to the fallback, and when its demand last needed that much;
+    `latest`: the last smaller share it needed (not none) while this one was held."""
 
     variant: str
     percent: int
     needed_at: float
+    latest: Level | None = None
+
+    def levels(self) -> list[Level]:
+        return [Level(self.percent, self.needed_at), *([self.latest] if self.latest else [])]
+
+
+def _moved(variant: str, levels: Sequence[Level]) -> Moved | None:
+    if not levels:
+        return None
+    return Moved(variant, levels[0].percent, levels[0].needed_at, levels[1] if len(levels) > 1 else None)
+
+
+def _held(last: Moved | None, needed: int, now: float, restore_seconds: float) -> list[Level]:
+    """The move's levels with `needed` seen now. More need moves at once; less, once the held share
+    has not been needed for restore_seconds: then to what is needed now, or, where nothing is, to the
+    latest share that was within the window (it leaves in turn)."""
+    now_needed = [Level(needed, now)] if needed > 0 else []
+    if last is None or needed >= last.percent:
+        return now_needed
+    if now - last.needed_at < restore_seconds:
+        return [Level(last.percent, last.needed_at), *(now_needed or ([last.latest] if last.latest else []))]
+    if now_needed:
+        return now_needed
+    return [last.latest] if last.latest and now - last.latest.needed_at < restore_seconds else []
 
 
 @dataclass(frozen=True)
@@ -75,8 +109,18 @@ def recorded(isvc: InferenceService) -> tuple[Moved, ...]:
     """The moves the status holds (status.shedding)."""
     status = isvc.status
     return tuple(
-        Moved(s.variant, s.percent, parse(s.needed_at).timestamp()) for s in (status.shedding if status else [])
+        Moved(
+            s.variant,
+            s.percent,
+            parse(s.needed_at).timestamp(),
+            Level(s.latest.percent, parse(s.latest.needed_at).timestamp()) if s.latest else None,
+        )
+        for s in (status.shedding if status else [])
     )
+
+
+def _stamp(at: float) -> str:
+    return stamp(datetime.fromtimestamp(at, UTC))
 
 
 def to_status(isvc: InferenceService, moved: Sequence[Moved]) -> dict[str, Any]:
@@ -84,7 +128,10 @@ def to_status(isvc: InferenceService, moved: Sequence[Moved]) -> dict[str, Any]:
     return {
         "shedding": [
             Shed(
-                variant=m.variant, percent=m.percent, needed_at=stamp(datetime.fromtimestamp(m.needed_at, UTC))
+                variant=m.variant,
+                percent=m.percent,
+                needed_at=_stamp(m.needed_at),
+                latest=ShedLevel(percent=m.latest.percent, needed_at=_stamp(m.latest.needed_at)) if m.latest else None,
             ).to_wire()
             for m in moved
         ],
@@ -207,6 +254,16 @@ def _spare(loads: Sequence[Load], spec: Fallback, demand_rps: float) -> int:
     return max(0, math.floor(_points(spare, demand_rps) + _EPSILON) - fallback.weight)
 
 
+def _capped(m: Moved, percent: int) -> Moved | None:
+    """The move held to at most `percent`: the levels above it become one, the latest of them."""
+    levels = m.levels()
+    above = [lv for lv in levels if lv.percent >= percent]
+    if not above:
+        return m
+    rest = [lv for lv in levels if lv.percent < percent]
+    return _moved(m.variant, [Level(percent, above[-1].needed_at), *rest] if percent > 0 else [])
+
+
 def _trim(moved: list[Moved], limit: int) -> list[Moved]:
     """At most `limit` percent in all: the largest moves give back first."""
     excess = sum(m.percent for m in moved) - limit
@@ -214,8 +271,8 @@ def _trim(moved: list[Moved], limit: int) -> list[Moved]:
     for m in sorted(moved, key=lambda m: -m.percent):
         cut = min(max(excess, 0), m.percent)
         excess -= cut
-        trimmed.append(Moved(m.variant, m.percent - cut, m.needed_at))
-    return [m for m in trimmed if m.percent > 0]
+        trimmed.append(_capped(m, m.percent - cut))
+    return [m for m in trimmed if m is not None]
 
 
 def plan(
@@ -232,16 +289,11 @@ def plan(
     else:
         needed, spare = _needed(loads, spec, demand_rps), _spare(loads, spec, demand_rps)
     before = {m.variant: m for m in previous}
-    moves = []
-    for name in sorted(set(needed) | set(before)):
-        now_needed, last = needed.get(name, 0), before.get(name)
-        if last is None or now_needed >= last.percent:
-            moves.append(Moved(name, now_needed, now))
-        elif now - last.needed_at >= spec.restore_seconds:
-            moves.append(Moved(name, now_needed, now))  # covered for long enough: back to what is needed
-        else:
-            moves.append(last)
-    moved = tuple(_trim(moves, min(spare, spec.max_percent)))
+    moves = [
+        _moved(name, _held(before.get(name), needed.get(name, 0), now, spec.restore_seconds))
+        for name in sorted(set(needed) | set(before))
+    ]
+    moved = tuple(_trim([m for m in moves if m is not None], min(spare, spec.max_percent)))
     return Plan(moved, weights(spec_weights, spec.variant, moved), _reason(needed, moved, spare, spec))
 
 
