@@ -34,6 +34,10 @@ class LlmSignals:
     finished_per_pod: str  # requests finished per second
     prompt_tokens_per_request: str  # mean over the variant's requests finished in the window
     output_tokens_per_request: str
+    # How those requests spread in size: the size histograms' buckets over the window, one row per
+    # `le` (serving/llm.py SizeHistogram reads their second moments and quantiles from them).
+    prompt_tokens_buckets: str
+    output_tokens_buckets: str
     ttft_p99_seconds: str | None
     tpot_p99_seconds: str | None
     running_per_pod: str | None  # requests in the engine's batch
@@ -72,9 +76,13 @@ class Grouping:
         held = self.per_pod(f"{counter}{where} offset {window.strip('[]')}", "count")
         return f"({expr}) and on ({', '.join(self.pods)}) ({held})"
 
-    def p99(self, histogram: str, where: str, window: str) -> str:
+    def buckets(self, histogram: str, where: str, window: str) -> str:
+        """The observations per second at or below each bound (one row per `le`) over the window."""
         by = ", ".join([*self.whole, series.LE])
-        return f"histogram_quantile({P99}, sum by ({by}) (rate({histogram}{series.BUCKET}{where}{window})))"
+        return f"sum by ({by}) (rate({histogram}{series.BUCKET}{where}{window}))"
+
+    def p99(self, histogram: str, where: str, window: str) -> str:
+        return f"histogram_quantile({P99}, {self.buckets(histogram, where, window)})"
 
 
 def _work(prompt: str, output: str, llm: Llm) -> str:
@@ -123,6 +131,8 @@ def _vllm(llm: Llm, engine: str, scope: series.Scope, window: str, group: Groupi
         finished_per_pod=group.rate(series.VLLM_E2E_SECONDS + series.COUNT, where, window),
         prompt_tokens_per_request=group.mean(series.VLLM_REQUEST_PROMPT_TOKENS, where, window),
         output_tokens_per_request=group.mean(series.VLLM_REQUEST_OUTPUT_TOKENS, where, window),
+        prompt_tokens_buckets=group.buckets(series.VLLM_REQUEST_PROMPT_TOKENS, where, window),
+        output_tokens_buckets=group.buckets(series.VLLM_REQUEST_OUTPUT_TOKENS, where, window),
         ttft_p99_seconds=group.p99(series.VLLM_TTFT_SECONDS, where, window),
         tpot_p99_seconds=group.p99(series.VLLM_TPOT_SECONDS, where, window),
         running_per_pod=running,
@@ -158,6 +168,10 @@ def _tensorrtllm(llm: Llm, model: str, scope: series.Scope, window: str, group: 
         finished_per_pod=group.rate(series.TRTLLM_OUTPUT_TOKENS + series.COUNT, outputs, window),
         prompt_tokens_per_request=group.mean(series.TRTLLM_INPUT_TOKENS, inputs, window),
         output_tokens_per_request=group.mean(series.TRTLLM_OUTPUT_TOKENS, outputs, window),
+        # Bounds 10 to 1000 only: most of a long-prompt mix falls past the last, and its spread there
+        # is the exponential the histogram's sum leaves (serving/llm.py SizeHistogram).
+        prompt_tokens_buckets=group.buckets(series.TRTLLM_INPUT_TOKENS, inputs, window),
+        output_tokens_buckets=group.buckets(series.TRTLLM_OUTPUT_TOKENS, outputs, window),
         ttft_p99_seconds=f"{first_response} / 1000",
         tpot_p99_seconds=None,
         running_per_pod=requests(series.TRTLLM_SCHEDULED),

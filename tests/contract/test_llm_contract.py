@@ -130,6 +130,23 @@ def per_pod(field: str) -> bool:
     return field.endswith("_per_pod")
 
 
+def rows_of(engine: str, field: str, query: str) -> int:
+    """The series a query yields on the exposition: one per pod, one per bucket bound of a size
+    histogram's buckets (summed over the pods), else one."""
+    if per_pod(field):
+        return len(PODS)
+    if field.endswith("_buckets"):
+        (metric, matchers), *_ = used_series(query)
+        return len(
+            {
+                labels[series.LE]
+                for m, labels, _, _ in exposition(engine)
+                if m == metric and matchers.items() <= labels.items()
+            }
+        )
+    return 1
+
+
 def finite_count(query: str, expected: int) -> dict:
     """`query` yields `expected` series, none of them NaN (NaN != NaN)."""
     return {"expr": f"count(({query}) == ({query}))", "eval_time": "5m", "exp_samples": [{"value": expected}]}
@@ -155,7 +172,7 @@ def run_promtool(path: str, tmp_path: Path, engine: str, checks: list[dict]) -> 
 
 @pytest.mark.parametrize("engine", EXPOSITIONS)
 def test_every_query_evaluates_on_the_exposition(promtool, tmp_path, engine):  # noqa: F811
-    checks = [finite_count(q, len(PODS) if per_pod(f) else 1) for f, q in llm_query_texts(engine).items()]
+    checks = [finite_count(q, rows_of(engine, f, q)) for f, q in llm_query_texts(engine).items()]
     run_promtool(promtool, tmp_path, engine, checks)
 
 
@@ -173,6 +190,9 @@ def test_values_read_from_the_exposition(promtool, tmp_path):  # noqa: F811
             exact(trt.output_tokens_per_request, 200),
             exact(f"sum({trt.prompt_tokens_per_pod})", 60),
             exact(trt.ttft_p99_seconds, 1.97),
+            # Both pods' 2 requests a minute are at or below +Inf, none at or below 10 tokens.
+            exact(f"max({trt.prompt_tokens_buckets})", 0.067),
+            exact(f"min({trt.output_tokens_buckets})", 0),
             exact(f"max({trt.kv_used_per_pod})", 0.4875, None),
             exact(f"max({trt.waiting_per_pod})", 1, None),
         ],

@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 
 from unbusy.serving.llm import LlmProfile, StepTime
-from unbusy.sim.llm import MixShift, mix_sizes
-from unbusy.sim.llm_live import E2E_BUCKETS, TOKEN_BUCKETS, LlmLiveFleet, one_two_five
+from unbusy.sim.llm import TOKEN_BUCKETS, MixShift, mix_sizes, one_two_five
+from unbusy.sim.llm_live import E2E_BUCKETS, LlmLiveFleet
 
 PROFILE = LlmProfile(
     step=StepTime(base_ms=10, per_prompt_token_ms=0.05, per_sequence_ms=0.3, per_kv_token_ms=0.00004),

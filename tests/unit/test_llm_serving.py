@@ -10,9 +10,11 @@ import pytest
 import yaml
 
 from unbusy.serving.llm import (
+    _MIDDLES,
     Engine,
     LlmProfile,
     Request,
+    SizeHistogram,
     StepTime,
     TokenMix,
     fraction_within,
@@ -22,7 +24,7 @@ from unbusy.serving.llm import (
     token_capacity,
     ttft_p99_s,
 )
-from unbusy.sim.llm import mix_sizes
+from unbusy.sim.llm import TOKEN_BUCKETS, Buckets, mix_sizes
 
 # An 8B-like replica on an H100 (not a measured one: the engine's rules are what is tested here).
 PROFILE = LlmProfile(
@@ -213,3 +215,66 @@ def test_fraction_within_is_the_load_whose_ttft_p99_meets_the_slo():
     assert ttft_p99_s(PROFILE, mix, fraction) <= 1.0 < ttft_p99_s(PROFILE, mix, fraction + 0.002)
     assert fraction_within(PROFILE, mix, 2.0) > fraction
     assert fraction_within(PROFILE, mix, 0.01) == 0  # a 4,000-token prompt alone takes longer
+
+
+# --- the spread of the sizes, from the engine's size histograms --------------------------------
+
+
+def _histogram(sizes: list[int], bounds: tuple[float, ...] = TOKEN_BUCKETS) -> SizeHistogram:
+    """`sizes` as the engine's histogram counts them, read back from its `_bucket` series."""
+    counted = Buckets(bounds)
+    for size in sizes:
+        counted.observe(size)
+    return SizeHistogram.from_cumulative(zip((*bounds, math.inf), counted.cumulative(), strict=True))
+
+
+def test_a_size_histogram_parses_prometheus_buckets_in_any_order():
+    rows = [(math.inf, 10.0), (2.0, 4.0), (1.0, 1.0), (5.0, 9.0)]
+    assert SizeHistogram.from_cumulative(rows) == SizeHistogram((1.0, 2.0, 5.0), (1.0, 3.0, 5.0, 1.0))
+    assert SizeHistogram.from_cumulative([(1.0, 0.0), (math.inf, 0.0)]) is None  # nothing observed
+    assert SizeHistogram.from_cumulative([(1.0, 3.0), (2.0, 3.0)]) is None  # no +Inf: not the whole
+    assert SizeHistogram.from_cumulative([(math.inf, 3.0)]) is None  # no finite bucket: no spread
+    # A counter reset inside the rate window reads as a smaller cumulative count: no negative bucket.
+    assert SizeHistogram.from_cumulative([(1.0, 5.0), (2.0, 4.0), (math.inf, 6.0)]).counts == (5.0, 0.0, 1.0)
+
+
+@pytest.mark.parametrize("mix", ["conv", "code"])
+def test_second_moments_from_vllms_buckets_are_near_the_sizes(mix):
+    """E[x^2] / E[x]^2 of the Azure mixes, from the sizes and from vLLM's 1-2-5 buckets of them: within
+    6% (an exponential would say 2: conv's outputs are 1.60, code's 5.61)."""
+    sizes = mix_sizes(mix)
+    for values in ([p for p, _ in sizes], [o for _, o in sizes]):
+        mean = sum(values) / len(values)
+        exact = sum(v * v for v in values) / len(values) / mean**2
+        assert _histogram(values).squared_ratio(mean) == pytest.approx(exact, rel=0.06)
+
+
+def test_sizes_past_the_last_bound_spread_as_the_histograms_sum_says():
+    """TensorRT-LLM's bounds end at 1000: a mix of 2,000-token prompts is all past it, its mean from the sum."""
+    values = [1000 + round(-1000 * math.log(1 - (i + 0.5) / 1000)) for i in range(1000)]  # 1000 + Exp(1000)
+    mean = sum(values) / len(values)
+    estimated = _histogram(values, (10, 50, 100, 500, 1000))
+    exact = sum(v * v for v in values) / len(values) / mean**2
+    assert estimated.squared_ratio(mean) == pytest.approx(exact, rel=0.02)
+    median = estimated.quantiles(mean, [0.5])[0]
+    assert median == pytest.approx(1000 + 1000 * math.log(2), rel=0.02)
+
+
+def test_a_mix_spread_as_its_histograms_say_prices_near_its_sizes():
+    """From the means alone (exponential sizes) the closed forms underprice what a replica serves of
+    conv; the histograms' second moments bring it nearer the sizes' own (what remains: conv's prompt
+    and output are not independent, E[p o] = 0.92 E[p] E[o], which no histogram of one says)."""
+    sizes = list(mix_sizes("conv"))
+    exact = TokenMix.from_sizes(sizes)
+    prompts, outputs = _histogram([p for p, _ in sizes]), _histogram([o for _, o in sizes])
+    spread = TokenMix.from_means(exact.prompt, exact.output, prompts, outputs)
+    exponential = TokenMix.from_means(exact.prompt, exact.output)
+    assert exponential.output_squared == 2 * exact.output**2
+    assert spread.output_squared == pytest.approx(exact.output_squared, rel=0.06)
+    truth, by_means, by_spread = (saturated_rps(PROFILE, m) for m in (exact, exponential, spread))
+    assert by_means < by_spread < truth
+    # The TTFT tail reads the prompts' quantiles (past p90) from the buckets: off the sizes' by about half
+    # what an exponential's of the same mean is (0.52 of it).
+    tail = [i for i, q in enumerate(_MIDDLES) if q > 0.9]
+    off = {m: sum(abs(m.prompts[i] - exact.prompts[i]) for i in tail) for m in (spread, exponential)}
+    assert off[spread] < 0.6 * off[exponential]

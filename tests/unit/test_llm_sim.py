@@ -97,8 +97,13 @@ def test_replicas_export_the_vllm_series_and_triton_pending_stays_near_zero():
         "vllm:gpu_cache_usage_perc",
         'vllm:time_to_first_token_seconds_bucket{le="+Inf"}',
         "vllm:time_per_output_token_seconds_count",
+        'vllm:request_prompt_tokens_bucket{le="100000"}',
+        'vllm:request_generation_tokens_bucket{le="+Inf"}',
     ):
         assert name in series
+    # The sizes of the requests it finished, one observation each.
+    assert series["vllm:request_prompt_tokens_count"] == series["vllm:request_success_total"] > 0
+    assert series['vllm:request_generation_tokens_bucket{le="+Inf"}'] == series["vllm:request_success_total"]
     assert series["nv_inference_pending_request_count"] == 0
     assert series["vllm:generation_tokens_total"] > 0 and 0 < series["vllm:gpu_cache_usage_perc"] < 1
     assert edge.rps == pytest.approx(0.8 * CAPACITY, rel=0.3) and edge.source == "edge"
@@ -201,3 +206,39 @@ def test_an_llm_fleet_sheds_to_its_fallback_in_requests_counted_back_from_tokens
     assert all(m.within_slo for m in shed.minutes[5:]), [m.ttft_p99_ms for m in shed.minutes]
     assert shed.gpu_hours == pytest.approx(3 * 600 / 3600)
     assert [m.load_rps for m in shed.minutes] == [m.load_rps for m in alone.minutes]
+
+
+def test_the_operators_view_prices_the_mix_spread_as_the_replicas_size_histograms_say():
+    """observe_tokens reads the size histograms' growth over the rate window, summed over the replicas,
+    as `sum by (le) (rate(..._bucket[60s]))` does, and prices the mix with them."""
+    from unbusy.scaling import tokens
+    from unbusy.serving.llm import SizeHistogram
+    from unbusy.sim.llm import TOKEN_BUCKETS, Window
+    from unbusy.sim.llm_tokens import observe_tokens
+
+    simulation = LlmSimulation(config(), flat(0.8 * CAPACITY, 180))
+    simulation.run()
+    (_, before, _), (_, newest, edge) = simulation.scrapes[-5], simulation.scrapes[-1]
+    window = Window(180.0, tuple((scrape, before[key]) for key, scrape in newest.items()), edge, 15)
+    pricing, costs = tokens.Pricing(PROFILE, 0.8), first_mix_costs(PROFILE, CONV, 180)
+
+    def grown(name: str) -> SizeHistogram:
+        counts = [0.0] * (len(TOKEN_BUCKETS) + 1)
+        for scrape, earlier in window.replicas:
+            for i, (n, b) in enumerate(zip(getattr(scrape, name).counts, getattr(earlier, name).counts, strict=True)):
+                counts[i] += n - b
+        return SizeHistogram(TOKEN_BUCKETS, tuple(counts))
+
+    observed = observe_tokens(window, 2, costs, 2000, pricing=pricing)
+    pods = [
+        tokens.PodTokens(rate(n, b, "prompt_tokens"), rate(n, b, "generation_tokens"), n.waiting)
+        for n, b in window.replicas
+    ]
+    finished = sum(rate(n, b, "success") for n, b in window.replicas)
+    sizes = tokens.Sizes(grown("prompt_sizes"), grown("output_sizes"))
+    assert sum(sizes.outputs.counts) == pytest.approx(finished * 60)
+    spread = tokens.priced(costs, pricing, pods, finished, 2000, sizes)
+    exponential = tokens.priced(costs, pricing, pods, finished, 2000)
+    assert observed.demand.rps == pytest.approx(tokens.demand(edge, pods, finished, spread).rps)
+    # conv's outputs are tighter than an exponential's: a replica serves more of them than its means say.
+    assert spread.output_per_second > exponential.output_per_second

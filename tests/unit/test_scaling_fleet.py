@@ -400,3 +400,33 @@ def test_an_llm_with_a_profile_prices_the_mix_its_pods_served_in_the_specs_unit(
     assert obs.capacity_hint == 2000 and costs.output_per_second != 2000
     cost = tokens.per_request(costs, 11540, 2110, 10)
     assert obs.demand.rps == pytest.approx(10 * cost + 2 * cost / 60)  # the 2 waiting within a minute
+
+
+def test_with_a_profile_the_engines_size_histograms_spread_the_mix_it_prices():
+    from test_llm_serving import PROFILE
+
+    from unbusy.serving.llm import SizeHistogram
+
+    spec = copy.deepcopy(LLM)
+    spec["model"]["llm"]["profile"] = PROFILE.to_document()["llm"]
+    ours, plain = llm_read({POD_A: True, POD_B: True}, spec), llm_read({POD_A: True, POD_B: True})
+    q = ours.llm.queries
+    # Read only where a profile prices the mix: the spec's one line needs no spread.
+    assert {q.prompt_tokens_buckets, q.output_tokens_buckets} <= set(ours.llm.texts)
+    assert plain.llm.queries.output_tokens_buckets not in plain.llm.texts
+    assert q.output_tokens_buckets.startswith("sum by (le) (rate(vllm:request_generation_tokens_bucket{")
+    plan = fleet.plan([ours])
+    rows = llm_rows(ours, plan)
+    # Requests per second at or below each bound, as `sum by (le)` answers (any order, +Inf as Prometheus writes it).
+    le = lambda bound, value: ({series.LE: bound}, value)  # noqa: E731
+    rows[q.prompt_tokens_buckets] = [le("+Inf", 10.0), le("500", 2.0), le("1000", 5.0), le("2000", 9.0)]
+    rows[q.output_tokens_buckets] = [le("100", 3.0), le("200", 6.0), le("500", 9.5), le("+Inf", 10.0)]
+    spread = Answers(plan, rows).llm(ours, current=2)
+    exponential = Answers(plan, llm_rows(ours, plan)).llm(ours, current=2)
+    pods = [tokens.PodTokens(5540.0, 1010.0, 0.0), tokens.PodTokens(6000.0, 1100.0, 2.0)]
+    sizes = tokens.Sizes(
+        SizeHistogram((500, 1000, 2000), (2.0, 3.0, 4.0, 1.0)), SizeHistogram((100, 200, 500), (3.0, 3.0, 3.5, 0.5))
+    )
+    costs = tokens.priced(ours.llm.costs, ours.llm.pricing, pods, 10.0, 2000.0, sizes)
+    assert spread.demand.rps == pytest.approx(10 * tokens.per_request(costs, 11540, 2110, 10) * (1 + 2 / 600))
+    assert spread.demand.rps != pytest.approx(exponential.demand.rps, rel=1e-3)

@@ -165,6 +165,22 @@ def test_llm_queries_select_one_variant_and_carry_its_demand(backend):
     assert q.demand.requests and q.engine == backend
 
 
+def test_the_request_size_histograms_are_read_by_bucket_bound_over_the_variant():
+    """What the profile's pricing reads of how sizes spread: each bound's observations per second,
+    summed over the variant's pods (one row per `le`), from the names each engine exports."""
+    vllm, trt = llm_of("vllm"), llm_of("tensorrtllm")
+    scope = 'namespace="ml",inferenceservice="resnet",variant="main"'
+    assert vllm.prompt_tokens_buckets == f"sum by (le) (rate(vllm:request_prompt_tokens_bucket{{{scope}}}[60s]))"
+    assert vllm.output_tokens_buckets == f"sum by (le) (rate(vllm:request_generation_tokens_bucket{{{scope}}}[60s]))"
+    inputs = f'{scope},response_metric_type="total_input_tokens"'
+    assert trt.prompt_tokens_buckets == f"sum by (le) (rate(nv_llm_input_token_len_bucket{{{inputs}}}[60s]))"
+    assert trt.output_tokens_buckets.startswith("sum by (le) (rate(nv_llm_output_token_len_bucket{")
+    # The p99s read the same sums of buckets.
+    assert vllm.ttft_p99_seconds.startswith(
+        "histogram_quantile(0.99, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket{"
+    )
+
+
 def test_the_vllm_backend_waiting_running_and_kv_are_inferred_by_littles_law(promtool, tmp_path):  # noqa: F811
     """3 requests/s of TTFT summed (3 before their first token) of which 20,000 prompt tokens/s at a
     capacity of 20,000 are in prefill: 2 wait. 12 s of TPOT a second: 12 decode. Each holds its 1,000

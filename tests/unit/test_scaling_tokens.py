@@ -165,3 +165,29 @@ def test_a_tight_ttft_slo_counts_the_demand_at_the_share_of_the_target_it_allows
     relaxed, cooler = tokens.demand(edge, pods, 10, loose), tokens.demand(edge, pods, 10, tight)
     assert cooler.rps == pytest.approx(relaxed.rps / tight.slo_share)
     assert "of the target for the TTFT SLO" in cooler.source
+
+
+def test_a_mix_priced_with_its_size_histograms_takes_their_second_moments():
+    """Outputs all of one size (E[o^2] = E[o]^2, the histogram says so) cost a replica less KV and attention
+    than exponential ones of the same mean (E[o^2] = 2 E[o]^2): it serves more of them."""
+    from test_llm_serving import PROFILE
+
+    from unbusy.serving.llm import SizeHistogram, TokenMix, token_capacity
+
+    pods = [tokens.PodTokens(5 * 1154, 5 * 200)] * 2
+    pricing = tokens.Pricing(PROFILE, 0.8)
+    # 10 requests/s, every output in (100, 200] (its mean 200), the prompts spread over (500, 2000].
+    outputs = SizeHistogram((100, 200, 500), (0.0, 10.0, 0.0, 0.0))
+    prompts = SizeHistogram((500, 1000, 2000), (0.0, 4.0, 6.0, 0.0))
+    sizes = tokens.Sizes(prompts, outputs)
+    spread, exponential = (
+        tokens.priced(COSTS, pricing, pods, 10, 60_000, sizes),
+        tokens.priced(COSTS, pricing, pods, 10, 60_000),
+    )
+    assert spread.output_per_second > exponential.output_per_second
+    mix = TokenMix.from_means(1154, 200, prompts, outputs)
+    assert mix.output_squared == pytest.approx(200**2 * (100**2 + 100 * 200 + 200**2) / 3 / 150**2)
+    assert (spread.prompt_per_second, spread.output_per_second) == token_capacity(PROFILE, mix)
+    # Only one histogram read: the other keeps the exponential's spread.
+    half = tokens.priced(COSTS, pricing, pods, 10, 60_000, tokens.Sizes(outputs=outputs))
+    assert half.output_per_second == token_capacity(PROFILE, TokenMix.from_means(1154, 200, None, outputs))[1]

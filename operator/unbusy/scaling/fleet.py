@@ -31,7 +31,7 @@ from unbusy.scaling.demand import Demand
 from unbusy.scaling.policy import ReplicaSample
 from unbusy.scaling.promql import FLEET_DCGM_BY, FLEET_TRITON_BY, LlmQueries, PerPod, fleet_per_pod, llm_queries
 from unbusy.scaling.startup import PodStart
-from unbusy.serving.llm import LlmProfile
+from unbusy.serving.llm import LlmProfile, SizeHistogram
 
 Labels = Mapping[str, str]
 Rows = list[tuple[Labels, float]]
@@ -79,6 +79,8 @@ class LlmRead:
             q.tpot_p99_seconds,
             q.least_waiting_per_pod,
             q.kv_used_per_pod,
+            # The sizes' spread prices the mix by the profile: read only with one.
+            *((q.prompt_tokens_buckets, q.output_tokens_buckets) if self.pricing else ()),
         )
         return tuple(text for text in found if text)
 
@@ -331,6 +333,11 @@ class Answers:
         values = [value for _, value in self._rows(query) if math.isfinite(value)]
         return values[0] if values else None
 
+    def _sizes(self, query: str) -> SizeHistogram | None:
+        """A size histogram's buckets over the window (rows by `le`); None where it has none."""
+        rows = [(float(labels.get(series.LE, "nan")), value) for labels, value in self._rows(query)]
+        return SizeHistogram.from_cumulative((le, value) for le, value in rows if not math.isnan(le + value))
+
     def llm(self, read: VariantRead, current: int) -> policy.Observation:
         """An LLM variant's observation counted in weighted tokens (scaling/tokens.py): its pods'
         token counters, the edge's demand times the tokens a request costs, TTFT/TPOT/KV guards."""
@@ -346,7 +353,10 @@ class Answers:
             for pod, _ in pods
         ]
         finished = sum(self._by_pod(q.finished_per_pod).values())
-        costs = tokens.priced(llm.costs, llm.pricing, counted, finished, llm.ttft_slo_ms)
+        sizes = tokens.Sizes()
+        if llm.pricing:
+            sizes = tokens.Sizes(self._sizes(q.prompt_tokens_buckets), self._sizes(q.output_tokens_buckets))
+        costs = tokens.priced(llm.costs, llm.pricing, counted, finished, llm.ttft_slo_ms, sizes)
         # The seasonal floor reads requests a period ago: at what a request costs now, in tokens.
         past, cost = (
             self.seasonal(read),

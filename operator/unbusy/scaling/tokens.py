@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 from unbusy.scaling.demand import Demand
 from unbusy.scaling.policy import Guard, Observation, ReplicaSample
-from unbusy.serving.llm import LlmProfile, TokenMix, fraction_within, token_capacity
+from unbusy.serving.llm import LlmProfile, SizeHistogram, TokenMix, fraction_within, token_capacity
 
 TOKENS = "tok/s"
 # KV-cache use (0-1) over which a replica admits no more requests without preempting others:
@@ -75,17 +75,28 @@ class Pricing:
     target: float  # the utilisation the policy plans for (capacityUtilizationPercent / 100)
 
 
+@dataclass(frozen=True)
+class Sizes:
+    """How the requests finished over the window spread in prompt and output tokens: the engine's
+    size histograms (vllm:request_prompt_tokens, vllm:request_generation_tokens; TensorRT-LLM's
+    nv_llm_input/output_token_len); None where it exports none, or nothing was observed."""
+
+    prompts: SizeHistogram | None = None
+    outputs: SizeHistogram | None = None
+
+
 def priced(costs: TokenCosts, pricing: Pricing | None, pods: list[PodTokens], finished_rps: float | None,
-           ttft_slo_ms: float | None) -> TokenCosts:  # fmt: skip
+           ttft_slo_ms: float | None, sizes: Sizes = Sizes()) -> TokenCosts:  # fmt: skip
     """The costs of the mix the pods served over the window (its mean prompt and output tokens a
-    request), at the spec's unit; `costs` where there is no profile or nothing finished."""
+    request, spread as `sizes` show, else as exponentials), at the spec's unit; `costs` where there
+    is no profile or nothing finished."""
     counted = [p for p in pods if p.prompt_rate is not None and p.output_rate is not None]
     if pricing is None or not finished_rps or not counted:
         return costs
     output = sum(p.output_rate for p in counted) / finished_rps
     if output <= 0:
         return costs
-    mix = TokenMix.from_means(sum(p.prompt_rate for p in counted) / finished_rps, output)
+    mix = TokenMix.from_means(sum(p.prompt_rate for p in counted) / finished_rps, output, sizes.prompts, sizes.outputs)
     prompt_capacity, output_capacity = token_capacity(pricing.profile, mix)
     within = fraction_within(pricing.profile, mix, ttft_slo_ms / 1000) if ttft_slo_ms else pricing.target
     share = min(1.0, max(within, 0.05) / pricing.target)

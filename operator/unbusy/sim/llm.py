@@ -52,6 +52,23 @@ MIXES = Path(__file__).parent / "mixes"
 # vLLM's bucket boundaries (s), as the Triton vLLM backend declares them, and bench/llmcal exports them.
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
+MAX_MODEL_LEN = 131072  # a Llama 3.x context
+
+
+def one_two_five(limit: int) -> tuple[int, ...]:
+    """1, 2, 5, 10, 20, 50, ... up to `limit`: vLLM's build_1_2_5_buckets."""
+    bounds, magnitude = [], 1
+    while True:
+        for step in (1, 2, 5):
+            if step * magnitude > limit:
+                return tuple(bounds)
+            bounds.append(step * magnitude)
+        magnitude *= 10
+
+
+# A request's prompt and generation tokens, observed when it ends: the vLLM backend's
+# build_1_2_5_buckets(max_model_len) (src/utils/metrics.py).
+TOKEN_BUCKETS = one_two_five(MAX_MODEL_LEN)
 DRAIN_S = 3600.0  # after the trace, how long the engines may run to answer what they hold
 
 
@@ -156,6 +173,8 @@ class Scrape:
     kv_usage: float  # vllm:gpu_cache_usage_perc (0-1)
     ttft: Buckets  # vllm:time_to_first_token_seconds
     tpot: Buckets  # vllm:time_per_output_token_seconds
+    prompt_sizes: Buckets  # vllm:request_prompt_tokens
+    output_sizes: Buckets  # vllm:request_generation_tokens
     arrived: float  # requests the replica received (Triton's nv_inference_request_success + failures)
     busy_s: float  # engine time spent in steps (what the GPU reading follows)
     gpu_utilization: float  # 0-1, as NVML/DCGM reads it now
@@ -177,6 +196,8 @@ class Scrape:
         for name, histogram in (
             ("vllm:time_to_first_token_seconds", self.ttft),
             ("vllm:time_per_output_token_seconds", self.tpot),
+            ("vllm:request_prompt_tokens", self.prompt_sizes),
+            ("vllm:request_generation_tokens", self.output_sizes),
         ):
             for bound, count in zip((*histogram.bounds, math.inf), histogram.cumulative(), strict=True):
                 flat[f'{name}_bucket{{le="{"+Inf" if bound == math.inf else bound}"}}'] = count
@@ -298,6 +319,8 @@ class LlmReplica:
     arrived: float = 0.0
     ttft: Buckets = field(default_factory=lambda: Buckets(TTFT_BUCKETS))
     tpot: Buckets = field(default_factory=lambda: Buckets(TPOT_BUCKETS))
+    prompt_sizes: Buckets = field(default_factory=lambda: Buckets(TOKEN_BUCKETS))
+    output_sizes: Buckets = field(default_factory=lambda: Buckets(TOKEN_BUCKETS))
     success: float = 0.0
     last_busy_s: float = 0.0
 
@@ -413,6 +436,8 @@ class LlmSimulation:
             ttft, tpot = request.ttft_s, request.tpot_s
             replica.success += 1
             replica.ttft.observe(ttft)
+            replica.prompt_sizes.observe(request.prompt)
+            replica.output_sizes.observe(request.output)
             minute.ttft.add(ttft * 1000, 1)
             if tpot is not None:  # vLLM observes each output token after the first: the request's mean, as often
                 replica.tpot.observe(tpot, request.output - 1)
@@ -472,6 +497,8 @@ class LlmSimulation:
                 kv_usage=engine.kv_fraction,
                 ttft=replica.ttft.copy(),
                 tpot=replica.tpot.copy(),
+                prompt_sizes=replica.prompt_sizes.copy(),
+                output_sizes=replica.output_sizes.copy(),
                 arrived=replica.arrived,
                 busy_s=engine.busy_s,
                 gpu_utilization=busy * self.config.profile.gpu_busy_reading,

@@ -27,27 +27,11 @@ from typing import ClassVar
 from unbusy.serving.llm import P99, Engine, LlmProfile, Request
 from unbusy.sim.engine import poisson
 from unbusy.sim.live import TICK_S, LiveFleet
-from unbusy.sim.llm import TPOT_BUCKETS, TTFT_BUCKETS, Buckets, MixShift
+from unbusy.sim.llm import TOKEN_BUCKETS, TPOT_BUCKETS, TTFT_BUCKETS, Buckets, MixShift
 
-# The Triton vLLM backend's bounds (src/utils/metrics.py): end-to-end latency (s), and the request's
-# prompt and generation tokens, vLLM's build_1_2_5_buckets(max_model_len).
+# The Triton vLLM backend's bounds of end-to-end latency (s) (src/utils/metrics.py).
 E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0)
 E2E_BUCKETS = (*E2E_BUCKETS, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)
-MAX_MODEL_LEN = 131072  # a Llama 3.x context
-
-
-def one_two_five(limit: int) -> tuple[int, ...]:
-    """1, 2, 5, 10, 20, 50, ... up to `limit`: vLLM's build_1_2_5_buckets."""
-    bounds, magnitude = [], 1
-    while True:
-        for step in (1, 2, 5):
-            if step * magnitude > limit:
-                return tuple(bounds)
-            bounds.append(step * magnitude)
-        magnitude *= 10
-
-
-TOKEN_BUCKETS = one_two_five(MAX_MODEL_LEN)
 
 
 @dataclass(eq=False)  # by identity: a key of the round robin's credits

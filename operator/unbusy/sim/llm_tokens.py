@@ -5,16 +5,20 @@ from the replicas' scrapes (sim/llm.py Window), so the simulator runs the operat
 Per replica: its prompt and output tokens per second between two scrapes, and its waiting requests
 at the newest; over the variant: the requests finished per second (what a request costs in tokens),
 the TTFT and TPOT p99 of the histograms summed over replicas (what `histogram_quantile(0.99, sum by
-(le) (rate(...)))` reads) and the fullest ready replica's KV cache; the edge's requests and 503s.
+(le) (rate(...)))` reads), the requests' prompt and output sizes as their histograms spread them (the
+profile's pricing reads their second moments) and the fullest ready replica's KV cache; the edge's
+requests and 503s.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Iterable
 
 from unbusy.scaling import tokens
 from unbusy.scaling.policy import Observation, ReplicaSample
-from unbusy.serving.llm import LlmProfile, token_capacity
+from unbusy.serving.llm import LlmProfile, SizeHistogram, token_capacity
 from unbusy.sim.llm import Buckets, MixShift, Observe, Window, histogram_quantile, rate
 
 
@@ -31,15 +35,30 @@ def _summed(histograms: Iterable[Buckets | None]) -> Buckets | None:
     return total
 
 
-def _p99_ms(window: Window, name: str) -> float | None:
+def _over_window(window: Window, name: str) -> tuple[Buckets | None, Buckets | None]:
+    """Histogram `name` summed over the replicas, at the newest scrape and at the one before."""
     newest = _summed(getattr(n, name) for n, _ in window.replicas)
     before = _summed(
         getattr(b, name) if b is not None else Buckets(getattr(n, name).bounds) for n, b in window.replicas
     )
+    return newest, before
+
+
+def _p99_ms(window: Window, name: str) -> float | None:
+    newest, before = _over_window(window, name)
     if newest is None:
         return None
     p99 = histogram_quantile(0.99, newest, before)
     return None if p99 is None else 1000 * p99
+
+
+def _sizes(window: Window, name: str) -> SizeHistogram | None:
+    """What `sum by (le) (rate(<name>_bucket[...]))` reads of a size histogram, as the operator parses it."""
+    newest, before = _over_window(window, name)
+    if newest is None or before is None:
+        return None
+    grown = itertools.accumulate(n - b for n, b in zip(newest.counts, before.counts, strict=True))
+    return SizeHistogram.from_cumulative(zip((*newest.bounds, math.inf), grown, strict=True))
 
 
 def observe_tokens(
@@ -74,7 +93,8 @@ def observe_tokens(
         tpot_slo_ms=tpot_slo_ms,
         kv_used=max(ready_kv) if ready_kv else None,
     )
-    costs = tokens.priced(costs, pricing, pods, finished, ttft_slo_ms)
+    sizes = tokens.Sizes(_sizes(window, "prompt_sizes"), _sizes(window, "output_sizes"))
+    costs = tokens.priced(costs, pricing, pods, finished, ttft_slo_ms, sizes)
     return tokens.observation(current, tuple(samples), pods, window.edge, finished, latency, costs)
 
 
