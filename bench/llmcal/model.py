@@ -18,7 +18,7 @@ Engine settings come from config.pbtxt parameters (written by harness.py): the s
 KV_HEADS, FFN, VOCAB), DTYPE, BLOCK_SIZE, NUM_BLOCKS (0: from KV_MEMORY, a fraction of free GPU memory),
 MAX_BATCH_TOKENS, CUDA_GRAPHS, ATTENTION (varlen: torch's FlashAttention varlen kernel on the paged
 cache, checked at start against SDPA; sdpa: transformers' paged|sdpa), QUEUE_LIMIT (refuse a request when
-that many wait; 0 = no limit, as vLLM), STREAM_EVERY.
+that many wait; 0 = no limit, as vLLM), STREAM_EVERY, STEP_LOG (a file: one line per engine step, see StepLog).
 """
 
 import json
@@ -123,6 +123,75 @@ def check_varlen_attention(heads, kv_heads, head_dim, dtype):
     return worst
 
 
+class StepLog:
+    """Times every engine step (one batch through the model) from inside the engine thread, appending a line per step
+    to a file: `end_unix_s duration_s prefill_tokens prefill_requests decode_requests decode_kv_tokens running waiting
+    kv_used_tokens`.
+
+    The timed unit is the manager's loop body that ran a batch: schedule and prepare it, launch it, then update the
+    requests from a batch's tokens. That update waits on the batch's device-to-host copy (its CUDA event), so the wall
+    time (perf_counter, no synchronisation added) covers the GPU work too. With asynchronous batching the body updates
+    the batch launched by the previous body while the new one runs: its duration is the time between two batches'
+    tokens reaching the host, and is attributed to the previous body's batch; the first body after an idle wait
+    updates a batch left over from before it and is not logged. Decode requests are those with one query token;
+    their KV tokens are the contexts the step attends to; the rest is prefill (whole or split prompts)."""
+
+    def __init__(self, manager, path: str) -> None:
+        self.manager, self.path = manager, path
+        self.lines: list[str] = []  # appended by the engine thread, written by flush() (another thread)
+        self.scheduled = self.previous = None
+        body = manager._generation_loop_body
+        # An instance attribute shadows the method the engine thread calls: nothing else of the engine changes.
+        manager._generation_loop_body = lambda processor, bootstrapping: self._timed(body, processor, bootstrapping)
+
+    def _watch(self, scheduler) -> None:
+        schedule = scheduler.schedule_batch
+
+        def schedule_and_note(*args, **kwargs):
+            result = schedule(*args, **kwargs)
+            if result[0]:
+                prefill = prefill_requests = decode = decode_kv = 0
+                for future in result[0]:
+                    if future.query_length == 1:
+                        decode += 1
+                        decode_kv += future.state.current_len()
+                    else:
+                        prefill += future.query_length
+                        prefill_requests += 1
+                self.scheduled = (prefill, prefill_requests, decode, decode_kv)
+            return result
+
+        scheduler.schedule_batch = schedule_and_note
+        scheduler.unbusy_step_log = True
+
+    def _timed(self, body, processor, bootstrapping):
+        if not getattr(processor.scheduler, "unbusy_step_log", False):
+            self._watch(processor.scheduler)
+        batches, started = self.manager.current_batch, time.perf_counter()
+        more = body(processor, bootstrapping)
+        if self.manager.current_batch == batches:  # no batch: an idle wait
+            self.previous = None
+            return more
+        took = time.perf_counter() - started
+        if processor.use_async_batching:
+            done, self.previous = self.previous, self.scheduled
+        else:
+            done = self.scheduled
+        if done is not None and not bootstrapping:
+            scheduler, cache = processor.scheduler, processor.cache
+            used = (cache.num_blocks - cache.get_num_free_blocks()) * cache.block_size
+            waiting = len(scheduler.waiting_requests)
+            figures = (*done, len(scheduler.active_requests), waiting, used)
+            self.lines.append(f"{time.time():.4f} {took:.6f} " + " ".join(map(str, figures)) + "\n")
+        return more
+
+    def flush(self) -> None:
+        lines, self.lines = self.lines, []
+        if lines:
+            with open(self.path, "a") as out:
+                out.writelines(lines)
+
+
 def scalar(request, name):
     tensor = pb_utils.get_input_tensor_by_name(request, name)
     return None if tensor is None else int(tensor.as_numpy().reshape(-1)[0])
@@ -148,6 +217,7 @@ class TritonPythonModel:
         self.params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         p = lambda key, default: type(default)(self.params.get(key, default))  # noqa: E731
         import_engine(self.params.pop("SITE_PACKAGES", ""))
+        step_log = self.params.pop("STEP_LOG", "")
         from transformers import AttentionInterface, GenerationConfig, LlamaConfig, LlamaForCausalLM
         from transformers.generation import ContinuousBatchingConfig
 
@@ -204,6 +274,7 @@ class TritonPythonModel:
         generation = GenerationConfig(max_new_tokens=16, do_sample=False, eos_token_id=-1)
         self.manager = model.init_continuous_batching(generation_config=generation, continuous_batching_config=cb)
         self.manager.warmup()  # captures CUDA graphs (where on) before ready, as a serving replica would
+        self.step_log = StepLog(self.manager, step_log) if step_log else None
         self.manager.start()
         resolved = self.manager.continuous_batching_config
         self.params.update(
@@ -274,6 +345,8 @@ class TritonPythonModel:
                 if _preempted[0] > reported_preemptions:
                     self.metric["preemptions"].increment(_preempted[0] - reported_preemptions)
                     reported_preemptions = _preempted[0]
+                if self.step_log:
+                    self.step_log.flush()
 
     def engine_state(self):
         """(running requests, waiting requests, KV-cache fraction in use), read from the engine's scheduler."""

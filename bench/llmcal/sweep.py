@@ -14,12 +14,19 @@ unfinished), and the next segment starts only once the engine reports nothing ru
 Writes <prefix>rates.csv, <prefix>requests.csv, <prefix>seconds.csv (the format of the shared brief: one row
 per segment, per request, per second) and <prefix>run.log to --out. Each CSV starts with '#' lines: device,
 versions, model shape, engine settings, the caps, the ready time and the measured capacities.
+
+The engine logs each of its steps (model.py's StepLog: wall duration, prefill and decode tokens, requests running,
+KV tokens in use): <prefix>steps.csv holds them binned by (prefill tokens, decode requests) per segment, with each
+bin's means (what a regression of step time on the tokens a step carries needs); <prefix>steps.log.gz the raw log.
+With --engine-profile the run starts with a mix-independent engine profile (as NVIDIA Dynamo's profiler): isolated
+prefills of several prompt lengths, decoding at several batch sizes and contexts; its steps are the `profile` rows.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import json
 import re
 import shutil
@@ -109,7 +116,31 @@ SECONDS = [
     "pending",
     "gpu_util",
 ]
+STEPS = [
+    "mix",
+    "segment",
+    "offered_rps",
+    "prefill_from",
+    "decode_from",
+    "steps",
+    "busy_s",
+    "step_ms_mean",
+    "step_ms_p50",
+    "step_ms_p90",
+    "prefill_tokens_mean",
+    "prefill_requests_mean",
+    "decode_requests_mean",
+    "decode_kv_tokens_mean",
+    "running_mean",
+    "waiting_mean",
+    "kv_used_tokens_mean",
+]
+# Bin edges of a step's prefill tokens and decode requests (a bin holds [edge, next edge); the last is open).
+PREFILL_EDGES = (0, 1, 32, 128, 256, 512, 1024, 1536, 2048)
+DECODE_EDGES = (0, 1, 2, 4, 8, 16, 32, 64, 96, 128, 192, 256)
+STEP_FIELDS = ("end", "duration", "prefill", "prefill_requests", "decode", "decode_kv", "running", "waiting", "kv_used")
 LATE_S = 0.05  # a send this much behind its schedule counts as late
+PROFILE_RESERVE_S = 20  # an engine-profile part starts only with this much time left before the deadline
 
 
 def load_mix(tokens: Path, name: str, prompt_cap: int, output_cap: int) -> list[tuple[int, int]]:
@@ -164,6 +195,9 @@ def start(args, params: dict[str, str], log: Path) -> tuple[Server, dict[str, st
         f"--model-repository={repository}",
         f"--backend-directory={args.backends}",
         "--model-control-mode=explicit",
+        f"--http-port={args.port}",
+        f"--grpc-port={args.port + 1}",
+        f"--metrics-port={args.port + 2}",
         f"--load-model={MODEL}",
         f"--allow-gpu-metrics={str(args.gpu).lower()}",
         "--metrics-interval-ms=1000",
@@ -171,7 +205,7 @@ def start(args, params: dict[str, str], log: Path) -> tuple[Server, dict[str, st
     ]
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    base = "http://127.0.0.1:8000/v2"
+    base = f"http://127.0.0.1:{args.port}/v2"
     while _get(f"{base}/models/{MODEL}/ready") is None:
         if process.poll() is not None or time.perf_counter() - started > args.start_timeout:
             process.kill()
@@ -312,6 +346,83 @@ def second_rows(mix, segment, offered, seconds, results: list[Result], bins, sam
     return rows
 
 
+class StepReader:
+    """The engine's step log (model.py's StepLog), read as it grows: the steps that ended in a span of time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.offset, self.steps = path, 0, []
+
+    def between(self, start: float, end: float) -> list[dict[str, float]]:
+        if self.path.exists():
+            with self.path.open() as log:
+                log.seek(self.offset)
+                text = log.read()
+            complete = text[: text.rfind("\n") + 1]
+            self.offset += len(complete)
+            for line in complete.splitlines():
+                self.steps.append(dict(zip(STEP_FIELDS, map(float, line.split()), strict=True)))
+        return [step for step in self.steps if start <= step["end"] <= end]
+
+
+def _bin(value: float, edges: tuple[int, ...]) -> int:
+    return max(edge for edge in edges if edge <= value)
+
+
+def step_rows(mix, segment, offered, steps: list[dict[str, float]]) -> list[dict]:
+    """The steps binned by (prefill tokens, decode requests): each bin's count, busy time, duration quantiles, means."""
+    bins: dict[tuple[int, int], list[dict[str, float]]] = {}
+    for step in steps:
+        bins.setdefault((_bin(step["prefill"], PREFILL_EDGES), _bin(step["decode"], DECODE_EDGES)), []).append(step)
+    rows = []
+    for (prefill_from, decode_from), members in sorted(bins.items()):
+        average = lambda key: sum(m[key] for m in members) / len(members)  # noqa: E731, B023
+        durations = [1000 * m["duration"] for m in members]
+        rows.append(
+            {
+                "mix": mix,
+                "segment": segment,
+                "offered_rps": offered,
+                "prefill_from": prefill_from,
+                "decode_from": decode_from,
+                "steps": len(members),
+                "busy_s": sum(durations) / 1000,
+                "step_ms_mean": sum(durations) / len(durations),
+                "step_ms_p50": quantile(durations, 0.5),
+                "step_ms_p90": quantile(durations, 0.9),
+                "prefill_tokens_mean": average("prefill"),
+                "prefill_requests_mean": average("prefill_requests"),
+                "decode_requests_mean": average("decode"),
+                "decode_kv_tokens_mean": average("decode_kv"),
+                "running_mean": average("running"),
+                "waiting_mean": average("waiting"),
+                "kv_used_tokens_mean": average("kv_used"),
+            }
+        )
+    return rows
+
+
+def engine_profile(url: str, spec: dict[str, list[int]], output: int, log, time_left) -> list[tuple]:
+    """A mix-independent profile of the engine: isolated prefills of each prompt length (three each, one at a time,
+    one output token), then each batch size of concurrent short requests decoding `output` tokens, then each
+    batch size of requests with `context`-token prompts (a part is skipped with less than PROFILE_RESERVE_S left
+    before the deadline). Returns the parts as (segment, size, start, end)."""
+    parts = [("prefill", n, [(n, 1)] * 3, 1) for n in spec.get("prefill", [])]
+    parts += [("decode", b, [(32, output)] * b, b) for b in spec.get("decode", [])]
+    context = (spec.get("context") or [0])[0]
+    parts += [("decode-context", b, [(context, output)] * b, b) for b in spec.get("context_batches", []) if context]
+    spans = []
+    for segment, size, sizes, at_once in parts:
+        if time_left() < PROFILE_RESERVE_S:
+            log(f"profile {segment} {size} skipped: {time_left():.0f} s left before the deadline")
+            continue
+        started = time.time()
+        answer(url, sizes, at_once)
+        spans.append((segment, size, started, time.time()))
+        log(f"profile {segment} {size}: {time.time() - started:.1f} s")
+    time.sleep(1.0)  # the engine writes its step log every 0.25 s
+    return spans
+
+
 def closed_loop_capacity(load: StreamLoad, args, mix: str, pairs, seed: int, log) -> float:
     """Requests/s the engine serves of this mix: tokens/s of a closed loop over the mix's mean tokens a request."""
     results, bins = load.closed_loop(args.concurrency, args.capacity_seconds, 0, time.time() + 0.3, seed)
@@ -362,6 +473,7 @@ def main() -> None:
         help="KEY=VALUE ... to retry with if the server fails; repeat for further tries, each on top of the last",
     )  # fmt: skip
     parser.add_argument("--gpu", action="store_true")
+    parser.add_argument("--port", type=int, default=8000, help="tritonserver's HTTP port (gRPC +1, metrics +2)")
     parser.add_argument("--mixes", default="conv,code")
     parser.add_argument("--prompt-cap", type=int, default=4096)
     parser.add_argument("--output-cap", type=int, default=1024)
@@ -381,6 +493,12 @@ def main() -> None:
     parser.add_argument("--step-seconds", type=float, default=32)
     parser.add_argument("--start-timeout", type=float, default=240)
     parser.add_argument("--deadline", type=float, default=0, help="seconds: skip what would not end before it")
+    parser.add_argument(
+        "--engine-profile", default="",
+        help="KEY=N,N,...;... e.g. 'prefill=128,512,2048;decode=1,8,64,256;context=1024;context_batches=16,64': "
+        "a mix-independent engine profile before the mixes (empty: none)",
+    )  # fmt: skip
+    parser.add_argument("--profile-output", type=int, default=32, help="tokens each profile decode request makes")
     args = parser.parse_args()
     begun = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -399,6 +517,9 @@ def main() -> None:
         import site
 
         params["SITE_PACKAGES"] = site.getsitepackages()[0]
+    step_log = Path(tempfile.mkdtemp()) / "steps.log"
+    params["STEP_LOG"] = str(step_log)
+    steps = StepReader(step_log)
     server_log = args.out / f"{args.prefix}tritonserver.log"
     for fallback in [None, *args.fallback]:
         if fallback is not None:
@@ -412,8 +533,8 @@ def main() -> None:
         raise SystemExit("tritonserver never got the model ready")
     log(f"ready {server.ready_s:.1f} s after start, first answer {server.first_answer_s:.1f} s; engine {engine}")
     mixes = {m: load_mix(args.tokens, m, args.prompt_cap, args.output_cap) for m in args.mixes.split(",")}
-    rates, requests, seconds_rows, capacities = [], [], [], {}
-    url = f"http://127.0.0.1:8000/v2/models/{MODEL}/generate_stream"
+    rates, requests, seconds_rows, step_bins, capacities = [], [], [], [], {}
+    url = f"http://127.0.0.1:{args.port}/v2/models/{MODEL}/generate_stream"
     given = {m: float(c) for m, c in (item.split("=") for item in args.capacity_rps.split(",") if item)}
     pairs_all = [pair for pairs in mixes.values() for pair in pairs]
     time_left = lambda: args.deadline - (time.time() - begun) if args.deadline else float("inf")  # noqa: E731
@@ -453,9 +574,27 @@ def main() -> None:
         write_csv(args.out / f"{args.prefix}rates.csv", header, RATES, rates)
         write_csv(args.out / f"{args.prefix}requests.csv", header, REQUESTS, requests)
         write_csv(args.out / f"{args.prefix}seconds.csv", header, SECONDS, seconds_rows)
+        steps_note = (
+            "steps: each engine step (one batch: schedule, launch, update on its tokens reaching the host; wall time, "
+            "async batching attributes a step's time to the batch whose tokens it waited for) binned per segment by "
+            f"prefill tokens {PREFILL_EDGES} and decode requests {DECODE_EDGES} (each bin from its edge to the next); "
+            "decode_kv_tokens = the contexts the decoding requests attend to; segments with their drain; profile rows "
+            "(mix profile): offered_rps is the prompt length (prefill) or the concurrent requests (decode)"
+        )
+        write_csv(args.out / f"{args.prefix}steps.csv", [*header, steps_note], STEPS, step_bins)
 
     try:
-        with Sampler("http://127.0.0.1:8002/metrics", MODEL, series=GAUGES) as sampler:
+        with Sampler(f"http://127.0.0.1:{args.port + 2}/metrics", MODEL, series=GAUGES) as sampler:
+            if args.engine_profile:
+                spec = {
+                    key.strip(): [int(n) for n in values.split(",") if n.strip()]
+                    for key, values in (part.split("=") for part in args.engine_profile.split(";") if part.strip())
+                }
+                begun_profile = time.time()
+                for segment, size, start_at, end_at in engine_profile(url, spec, args.profile_output, log, time_left):
+                    step_bins += step_rows("profile", segment, size, steps.between(start_at, end_at))
+                log(f"engine profile: {time.time() - begun_profile:.1f} s, {len(step_bins)} step bins")
+                write()
             seed = 0
             for mix, pairs in mixes.items():
                 with StreamLoad(url, args.processes, pairs) as load:
@@ -493,10 +632,14 @@ def main() -> None:
                         rates.append(row)
                         requests += request_rows(mix, segment, offered, results)
                         seconds_rows += second_rows(mix, segment, offered, length, results, bins, sampler, start_at)
+                        segment_steps = steps.between(start_at, ended)
+                        step_bins += step_rows(mix, segment, offered, segment_steps)
                         shown = ("sent", "finished", "refused", "unfinished", "errors", "output_tok_s", "ttft_p50_ms",
                                  "ttft_p99_ms", "tpot_p50_ms", "e2e_p99_s", "running_mean", "waiting_mean",
                                  "kv_used_max", "preempted", "gpu_util_mean", "late_pct")  # fmt: skip
                         figures = " ".join(f"{key} {_format(row[key])}" for key in shown)
+                        busy = sum(step["duration"] for step in segment_steps)
+                        figures += f" steps {len(segment_steps)} busy {busy:.1f} s"
                         log(f"  {segment} {fraction:g}x = {offered:.2f} req/s: {figures}; empty after {drained:.1f} s")
                         errors = {r.detail for r in results if r.outcome == "error"}
                         if errors:
@@ -504,6 +647,9 @@ def main() -> None:
                         write()
     finally:
         stop_server(server)
+        if step_log.exists():
+            with step_log.open("rb") as raw, gzip.open(args.out / f"{args.prefix}steps.log.gz", "wb") as packed:
+                shutil.copyfileobj(raw, packed)
         log(
             f"total {time.time() - begun:.0f} s; {args.prefix}rates.csv {len(rates)} rows, requests.csv "
             f"{len(requests)}, seconds.csv {len(seconds_rows)}"

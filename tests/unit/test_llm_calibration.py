@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import random
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,16 +17,22 @@ from unbusy.cli import main
 from unbusy.serving.llm import TokenMix, llm_profile_names, load_llm_profile, saturated_rps
 from unbusy.sim.llm import mix_sizes
 from unbusy.sim.llm_calibration import (
+    PROFILE_MIX,
     LlmSweep,
+    StepBin,
     check_llm,
     fit_llm,
+    fit_step_time,
     is_llm_sweep,
     read_llm_sweep,
+    read_steps,
     rounded,
     simulated_sweep,
     split_mixes,
     split_rates,
+    split_step_rates,
     write_llm_sweep,
+    write_steps,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,6 +115,64 @@ def test_unbusy_calibrate_prints_the_validation_and_an_llm_profile_that_simulate
     assert "mix code->conv" in table and "TTFT p99 ms" in table and "GPU-hours" in table
     assert main([*argv, "--mix", "chat"]) == 1
     assert "--mix mix 'chat'" in capsys.readouterr().err
+
+
+def logged_steps(step, segments) -> list[StepBin]:
+    """What bench/llmcal's step log would hold of an engine whose steps take `step` (+-5%, at random):
+    per segment, bins of prefill tokens x decode requests x their contexts, and an engine profile's bins."""
+    bins, k, noise = [], 0, random.Random(0)
+    for mix, kind, rate in [(PROFILE_MIX, "decode", 0.0), *((s.mix, s.kind, s.offered_rps) for s in segments)]:
+        for prefill in (0, 128, 2048):
+            for decode in (0, 1, 16, 200):
+                for context in (300, 1500) if decode else (0,):
+                    if prefill or decode:
+                        k += 1
+                        took = 1000 * step.seconds(prefill, decode, decode * context) * noise.uniform(0.95, 1.05)
+                        bins.append(StepBin(mix, kind, rate, 10 + k % 7, took, prefill, decode, decode * context))
+    return bins
+
+
+def test_the_step_time_is_regressed_on_the_logged_steps_and_read_from_steps_csv(tmp_path):
+    """A run with a steps.csv: the step time comes from its logged steps (all four terms, which the
+    aggregates cannot separate), not from the busy seconds."""
+    other = replace(PROFILE.step, per_prompt_token_ms=0.02, per_kv_token_ms=0.0002)
+    steps = logged_steps(other, sweep().segments)
+    fitted = fit_step_time(steps)
+    for name in ("base_ms", "per_prompt_token_ms", "per_sequence_ms", "per_kv_token_ms"):
+        assert getattr(fitted, name) == pytest.approx(getattr(other, name), rel=0.05), name
+    write_llm_sweep(sweep(), tmp_path / "x-llm-")
+    write_steps(steps, tmp_path / "x-llm-steps.csv", sweep().header)
+    read = read_llm_sweep(tmp_path / "x-llm-rates.csv")
+    assert read.steps == tuple(steps)
+    profile = fit_llm(read, read.segments, read.steps)
+    assert profile.step == fitted and "logged steps" in profile.measured
+    assert fit_llm(read, read.segments).step == fit_llm(sweep(), sweep().segments).step  # no steps: aggregates
+    assert read_steps(tmp_path / "none.csv") == ()
+
+
+def test_logged_steps_split_as_the_segments():
+    """Half the rates: each mix's logged steps of its first, third, ... sweep rate, and the engine profile's;
+    a fit on one mix takes that mix's and the profile's."""
+    steps = logged_steps(PROFILE.step, sweep().segments)
+    half = split_step_rates(steps)
+    fit, _ = split_rates(sweep())
+    assert {(b.mix, b.offered_rps) for b in half if b.mix != PROFILE_MIX} == {(s.mix, s.offered_rps) for s in fit}
+    assert {b.mix for b in half} == {PROFILE_MIX, "conv", "code"}
+
+
+def test_the_cpu_runs_step_log_fits_inside_its_segments():
+    """bench/data/cpu-llm-tiny-steps.csv (the harness on the CPU): every segment logged its steps, whose
+    time together fits inside the segment and its drain; `unbusy calibrate` fits the step time on them."""
+    data = read_llm_sweep(ROOT / "bench/data/cpu-llm-tiny-")
+    for segment in data.segments:
+        logged = [
+            b for b in data.steps if (b.mix, b.kind, b.offered_rps) == (segment.mix, segment.kind, segment.offered_rps)
+        ]
+        assert logged, segment.name
+        # the window closes once the drain's cancellations returned: up to a few tenths of a second later
+        assert sum(b.steps * b.step_ms for b in logged) / 1000 <= segment.seconds + segment.drain_s + 0.5, segment.name
+    assert {b.kind for b in data.steps if b.mix == PROFILE_MIX} == {"prefill", "decode", "decode-context"}
+    assert "logged steps" in fit_llm(data, data.segments, data.steps).measured
 
 
 def test_a_triton_sweep_is_still_read_as_one():

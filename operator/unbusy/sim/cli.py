@@ -123,7 +123,7 @@ def calibrate_llm(args: argparse.Namespace) -> str:
     measured / replayed with the profile fitted without it."""
     try:
         sweep = llm_calibration.read_llm_sweep(*args.csv)
-        profile = llm_calibration.rounded(llm_calibration.fit_llm(sweep, sweep.segments))
+        profile = llm_calibration.rounded(llm_calibration.fit_llm(sweep, sweep.segments, sweep.steps))
         checks = llm_calibration.validation(sweep)
     except (OSError, ValueError, KeyError) as error:
         raise args.usage_error(f"{' '.join(args.csv)}: {error}") from None
@@ -131,7 +131,15 @@ def calibrate_llm(args: argparse.Namespace) -> str:
         f"served tokens/s within {100 * llm_calibration.SERVED_WITHIN:g}%, refused within "
         f"{llm_calibration.REFUSED_POINTS:g} points, TTFT p99 within {100 * llm_calibration.TTFT_WITHIN:g}%"
     )
-    lines = [f"# unbusy calibrate {' '.join(args.csv)}", f"# validation, measured / replayed ({bounds}):"]
+    lines = [f"# unbusy calibrate {' '.join(args.csv)}"]
+    if sweep.steps:
+        busy, rms = llm_calibration.step_fit_error(profile.step, sweep.steps)
+        count = sum(b.steps for b in sweep.steps)
+        lines.append(
+            f"# step time fitted on {count} logged steps ({len(sweep.steps)} bins): their busy time "
+            f"{100 * busy:+.1f}%, rms error {rms:.2f} ms a step"
+        )
+    lines.append(f"# validation, measured / replayed ({bounds}):")
     for name, results in checks.items():
         inside = sum(c.within for c in results)
         lines.append(f"# {name}: {inside} of {len(results)} held-out segments within the bounds")

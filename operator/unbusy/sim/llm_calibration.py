@@ -2,11 +2,18 @@
 
 Input: the three CSVs of one model shape, `<prefix>rates.csv`, `<prefix>requests.csv` and
 `<prefix>seconds.csv` (the format is in the shared brief; bench/llmcal writes them): `# key: value`
-header lines (the engine's settings among them), then one row per segment, per request, per second.
+header lines (the engine's settings among them), then one row per segment, per request, per second;
+and, where the run logged its engine's steps, `<prefix>steps.csv` (bench/llmcal's step log, binned by
+prefill tokens and decode requests per segment, `profile` rows from a mix-independent engine profile).
 
 What is fitted:
 - the step time t = base + per_prompt_token x prefilled + per_sequence x decoding + per_kv_token x
-  attended, from the seconds the engine was busy throughout (at least BUSY_RUNNING requests
+  attended. Where the fitted segments' mixes have logged steps: directly, a least-squares regression
+  (coefficients >= 0) of each bin's mean step time on its mean prefill tokens, decode requests and the
+  KV tokens they attend to, each bin weighted by its count of steps (as a regression on the steps
+  themselves), the engine profile's bins included (a run may log only a profile: its steps are the
+  engine's whatever the mix). Otherwise from the aggregates: from the seconds the
+  engine was busy throughout (at least BUSY_RUNNING requests
   running on average): in such a second the steps' times add up to the second, so
   1 s = base x steps + per_prompt_token x prompt tokens + per_sequence x output tokens (one per
   sequence a step) + per_kv_token x steps x context, where steps = output tokens / running and
@@ -74,6 +81,13 @@ REQUESTS_COLUMNS = (
     "mix", "segment", "offered_rps", "sent_s", "prompt_tokens", "max_tokens", "generated_tokens", "ttft_ms",
     "tpot_ms", "e2e_ms", "outcome",
 )  # fmt: skip
+STEPS_COLUMNS = (
+    "mix", "segment", "offered_rps", "prefill_from", "decode_from", "steps", "step_ms_mean", "prefill_tokens_mean",
+    "decode_requests_mean", "decode_kv_tokens_mean",
+)  # fmt: skip
+# The mix of a run's engine profile (isolated prefills, decoding at set batch sizes): mix-independent, so
+# in every fit that uses logged steps.
+PROFILE_MIX = "profile"
 SECONDS_COLUMNS = (
     "mix", "segment", "offered_rps", "t_s", "arrivals", "finished", "prompt_tokens", "output_tokens", "running",
     "waiting", "kv_used", "pending", "gpu_util",
@@ -100,10 +114,26 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class StepBin:
+    """Logged engine steps of one segment whose prefill tokens and decode requests fall in one bin: how
+    many, their mean time, and their mean prefill tokens, decode requests and the KV tokens those attend to."""
+
+    mix: str
+    kind: str  # the segment's: sweep | step, or the engine profile's part (prefill, decode, ...)
+    offered_rps: float
+    steps: int
+    step_ms: float
+    prefill_tokens: float
+    decode_requests: float
+    decode_kv_tokens: float
+
+
+@dataclass(frozen=True)
 class LlmSweep:
     source: str
     header: dict[str, str]
     segments: tuple[Segment, ...]
+    steps: tuple[StepBin, ...] = ()  # every run's logged steps, where it has a steps.csv
 
     def _text(self) -> str:
         return "\n".join(f"{key}: {value}" for key, value in self.header.items())
@@ -161,12 +191,13 @@ def is_llm_sweep(path: str | Path) -> bool:
 
 def validation(sweep: LlmSweep) -> dict[str, list[Check]]:
     """The issue's validation: fit on half the rates and check the other half; fit on each mix and
-    check the others (where the sweep has several)."""
+    check the others (where the sweep has several). Logged steps are split the same way."""
     fit, held = split_rates(sweep)
-    checks = {"half the rates": check_llm(fit_llm(sweep, fit), held)}
+    checks = {"half the rates": check_llm(fit_llm(sweep, fit, split_step_rates(sweep.steps)), held)}
     for mix in sweep.mixes if len(sweep.mixes) > 1 else ():
         fit, held = split_mixes(sweep, mix)
-        checks[f"fit on {mix}"] = check_llm(fit_llm(sweep, fit), held)
+        steps = [b for b in sweep.steps if b.mix in (mix, PROFILE_MIX)]
+        checks[f"fit on {mix}"] = check_llm(fit_llm(sweep, fit, steps), held)
     return checks
 
 
@@ -184,7 +215,8 @@ def read_llm_sweep(*prefixes: str | Path) -> LlmSweep:
             )
     latest = {mix: sweep for sweep in sweeps for mix in sweep.mixes}
     segments = tuple(s for sweep in sweeps for s in sweep.segments if latest[s.mix] is sweep)
-    return LlmSweep(" + ".join(s.source for s in sweeps), first.header, segments)
+    steps = tuple(b for sweep in sweeps for b in sweep.steps)
+    return LlmSweep(" + ".join(s.source for s in sweeps), first.header, segments, steps)
 
 
 def _read_one(prefix: str | Path) -> LlmSweep:
@@ -223,7 +255,44 @@ def _read_one(prefix: str | Path) -> LlmSweep:
                 first_tokens_ms=tuple(r[3] for r in ordered),
             )
         )
-    return LlmSweep(prefix, header, tuple(segments))
+    return LlmSweep(prefix, header, tuple(segments), read_steps(f"{prefix}steps.csv"))
+
+
+def read_steps(path: str | Path) -> tuple[StepBin, ...]:
+    """The step bins of a run's steps.csv; none where the run has no step log."""
+    if not Path(path).is_file():
+        return ()
+    _, rows = read_commented(path)
+    return tuple(
+        StepBin(
+            mix=row["mix"],
+            kind=row["segment"],
+            offered_rps=float(row["offered_rps"]),
+            steps=int(float(row["steps"])),
+            step_ms=float(row["step_ms_mean"]),
+            prefill_tokens=float(row["prefill_tokens_mean"]),
+            decode_requests=float(row["decode_requests_mean"]),
+            decode_kv_tokens=float(row["decode_kv_tokens_mean"]),
+        )
+        for row in rows
+        if float(row["steps"] or 0) > 0
+    )
+
+
+def write_steps(steps: Iterable[StepBin], path: str | Path, header: dict[str, str]) -> None:
+    """Step bins in bench/llmcal's steps.csv columns (those the fit reads)."""
+    with open(path, "w", newline="") as out:
+        out.writelines(f"# {key}: {value}\n" for key, value in header.items())
+        writer = csv.DictWriter(out, STEPS_COLUMNS)
+        writer.writeheader()
+        for b in steps:
+            writer.writerow(
+                {
+                    "mix": b.mix, "segment": b.kind, "offered_rps": b.offered_rps, "steps": b.steps,
+                    "step_ms_mean": b.step_ms, "prefill_tokens_mean": b.prefill_tokens,
+                    "decode_requests_mean": b.decode_requests, "decode_kv_tokens_mean": b.decode_kv_tokens,
+                }
+            )  # fmt: skip
 
 
 # --- the fit ---------------------------------------------------------------------------------
@@ -274,11 +343,65 @@ def busy_seconds(segments: Iterable[Segment]) -> list[dict[str, float]]:
     ]
 
 
-def fit_llm(sweep: LlmSweep, segments: Sequence[Segment]) -> LlmProfile:
-    """The LLM profile of `segments` (some of the sweep's) and the sweep's engine settings."""
+def fit_step_time(steps: Sequence[StepBin]) -> StepTime:
+    """The step time regressed on what the logged steps carried: each bin's mean time on its mean
+    prefill tokens, decode requests and their KV tokens, weighted by its count of steps, coefficients >= 0."""
+    rows, targets = [], []
+    for b in steps:
+        weight = math.sqrt(b.steps)  # a mean of n steps: its noise falls as 1/sqrt(n)
+        rows.append([weight, weight * b.prefill_tokens, weight * b.decode_requests, weight * b.decode_kv_tokens])
+        targets.append(weight * b.step_ms)
+    return StepTime(*nonnegative_least_squares(rows, targets))
+
+
+def step_fit_error(step: StepTime, steps: Sequence[StepBin]) -> tuple[float, float]:
+    """(modelled / logged busy time - 1, the steps' rms error in ms) of `step` over logged steps."""
+    count = sum(b.steps for b in steps)
+    logged = sum(b.steps * b.step_ms for b in steps)
+    modelled = [1000 * step.seconds(b.prefill_tokens, b.decode_requests, b.decode_kv_tokens) for b in steps]
+    squares = sum(b.steps * (m - b.step_ms) ** 2 for b, m in zip(steps, modelled, strict=True))
+    return sum(b.steps * m for b, m in zip(steps, modelled, strict=True)) / logged - 1, math.sqrt(squares / count)
+
+
+def fit_llm(sweep: LlmSweep, segments: Sequence[Segment], steps: Sequence[StepBin] = ()) -> LlmProfile:
+    """The LLM profile of `segments` (some of the sweep's) and the sweep's engine settings; the step time
+    from `steps` (logged steps of the same mixes, and the engine profile's) where there are any, else from
+    the segments' aggregates."""
     settings = sweep.settings()
     kv_tokens = settings["kv_cache_tokens"]
     block = settings.get("block_size", 16)
+    logged = bool(steps)
+    step = fit_step_time(steps) if logged else fit_step_time_from_aggregates(sweep, segments, kv_tokens, block)
+    readings = [s["gpu_util"] for s in busy_seconds(segments) if "gpu_util" in s]
+    transformers = "ContinuousBatchingManager" in sweep.header.get("engine", "")
+    default_reserve = TRANSFORMERS_SAFETY_MARGIN if transformers else VLLM_WATERMARK
+    runs = sweep.source.split(" + ")
+    csvs = "{rates,requests,seconds,steps}" if logged else "{rates,requests,seconds}"
+    measured = (
+        f"{sweep.header.get('model', '?')} on {sweep.header.get('device', '?')}; fitted from "
+        f"{' + '.join(f'{Path(p).name}{csvs}.csv' for p in runs)} ({len(segments)} of {len(sweep.segments)} "
+        f"segments{f'; step time from {sum(b.steps for b in steps)} logged steps' if logged else ''})"
+    )
+    profile = LlmProfile(
+        step=step,
+        kv_cache_tokens=int(kv_tokens),
+        max_batched_tokens=int(settings["max_batched_tokens"]),
+        max_sequences=int(settings.get("max_sequences") or 1024),
+        block_size=int(block),
+        max_waiting=int(settings.get("max_waiting", 0)),
+        kv_reserve=settings.get("kv_reserve", default_reserve),
+        scheduled_ahead=1 if re.search(r"async_batching\W{0,3}true", sweep.header.get("engine", ""), re.I) else 0,
+        gpu_busy_reading=round(sum(readings) / len(readings), 3) if readings else 1.0,
+        ready_seconds=sweep.setting("ready_s") or 0.0,
+        measured=measured[:512],
+    )
+    return replace(profile, response_ms=response_ms(profile, segments))
+
+
+def fit_step_time_from_aggregates(
+    sweep: LlmSweep, segments: Sequence[Segment], kv_tokens: float, block: float
+) -> StepTime:
+    """The step time from the busy seconds of `segments` (see the module's docstring)."""
     seconds = busy_seconds(segments)
     if len(seconds) < 4:
         raise ValueError(
@@ -299,29 +422,7 @@ def fit_llm(sweep: LlmSweep, segments: Sequence[Segment]) -> LlmProfile:
         weight = math.sqrt(len(busy))  # least squares on sums of n seconds: their noise grows as sqrt(n)
         rows.append([term * weight for term in terms])
         weights.append(weight)
-    base, per_prompt, per_sequence, per_kv = nonnegative_least_squares(rows, weights)
-    readings = [s["gpu_util"] for s in seconds if "gpu_util" in s]
-    transformers = "ContinuousBatchingManager" in sweep.header.get("engine", "")
-    default_reserve = TRANSFORMERS_SAFETY_MARGIN if transformers else VLLM_WATERMARK
-    measured = (
-        f"{sweep.header.get('model', '?')} on {sweep.header.get('device', '?')}; fitted from "
-        f"{' + '.join(f'{Path(p).name}{{rates,requests,seconds}}.csv' for p in sweep.source.split(' + '))} "
-        f"({len(segments)} of {len(sweep.segments)} segments)"
-    )
-    profile = LlmProfile(
-        step=StepTime(base * 1000, per_prompt * 1000, per_sequence * 1000, per_kv * 1000),
-        kv_cache_tokens=int(kv_tokens),
-        max_batched_tokens=int(settings["max_batched_tokens"]),
-        max_sequences=int(settings.get("max_sequences") or 1024),
-        block_size=int(block),
-        max_waiting=int(settings.get("max_waiting", 0)),
-        kv_reserve=settings.get("kv_reserve", default_reserve),
-        scheduled_ahead=1 if re.search(r"async_batching\W{0,3}true", sweep.header.get("engine", ""), re.I) else 0,
-        gpu_busy_reading=round(sum(readings) / len(readings), 3) if readings else 1.0,
-        ready_seconds=sweep.setting("ready_s") or 0.0,
-        measured=measured[:512],
-    )
-    return replace(profile, response_ms=response_ms(profile, segments))
+    return StepTime(*(1000 * x for x in nonnegative_least_squares(rows, weights)))
 
 
 def response_ms(profile: LlmProfile, segments: Sequence[Segment]) -> float:
@@ -467,6 +568,16 @@ def split_rates(sweep: LlmSweep) -> tuple[list[Segment], list[Segment]]:
         held += ranked[1::2]
     held += [s for s in sweep.segments if s.kind != "sweep"]
     return fit, held
+
+
+def split_step_rates(steps: Sequence[StepBin]) -> list[StepBin]:
+    """The logged steps of a fit on half the rates: as split_rates, of the runs' own segments (each mix's
+    sweep segments by offered rate, alternately: the first, third, ...), and the engine profile's."""
+    fitted = []
+    for mix in dict.fromkeys(b.mix for b in steps if b.mix != PROFILE_MIX):
+        rates = sorted({b.offered_rps for b in steps if b.mix == mix and b.kind == "sweep"})
+        fitted += [b for b in steps if b.mix == mix and b.kind == "sweep" and b.offered_rps in rates[0::2]]
+    return [b for b in steps if b.mix == PROFILE_MIX] + fitted
 
 
 def split_mixes(sweep: LlmSweep, fit_mix: str) -> tuple[list[Segment], list[Segment]]:
