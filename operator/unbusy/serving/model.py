@@ -51,6 +51,23 @@ def load_profile(name_or_path: str) -> Serving:
     return Serving.model_validate(document.get("serving", document) if isinstance(document, dict) else document)
 
 
+def slowed(serving: Serving, factor: float) -> Serving:
+    """`serving` run `factor` times slower: every batch and stall lasts `factor` times longer and stalls
+    come `factor` times less often, so a replica serves 1/`factor` of the requests with the same
+    batches, queues and share of 503s. The demo plays through a real proxy at rates Python can carry
+    this way. The start-up (readySeconds) is wall-clock time and stays."""
+    time, pauses = serving.service_time, serving.pauses
+    return serving.model_copy(
+        update={
+            "measured": f"slowed {factor:g}x: {serving.measured}"[:512],
+            "service_time": time.model_copy(
+                update={name: getattr(time, name) * factor for name in ("floor_ms", "base_ms", "per_item_ms")}
+            ),
+            "pauses": pauses.model_copy(update={"per_second": pauses.per_second / factor, "ms": pauses.ms * factor}),
+        }
+    )
+
+
 def _default() -> Serving:
     return load_profile(DEFAULT_PROFILE)
 
