@@ -14,7 +14,7 @@ from unbusy.api import load
 from unbusy.api.model import ModelConfig
 from unbusy.demo import playback, plot
 from unbusy.demo.playback import Roles, roles
-from unbusy.demo.player import SLOWER, demo_manifest
+from unbusy.demo.player import BATCH, SLOWER, demo_manifest
 from unbusy.serving.model import DEFAULT_FALLBACK_PROFILE, DEFAULT_PROFILE, from_config, from_service, load_profile
 from unbusy.sim.live import LiveFleet
 from unbusy.sim.stats import Histogram
@@ -190,20 +190,22 @@ def test_the_demo_plays_its_example_slowed_the_same_in_the_model_s_own_time():
     [document] = yaml.safe_load_all(EXAMPLE.read_text())
     example, slow = load(document), load(demo_manifest(document))
     calibrated, slowed = from_service(example), from_service(slow)
-    # The same batches and queue, every time in them SLOWER times longer: 1/SLOWER of the requests.
+    # 1/SLOWER of the requests, in batches BATCH the size, each batch SLOWER x BATCH times longer;
+    # the queue the same in requests (so the same in the model's own time).
     assert slowed.capacity_rps == pytest.approx(calibrated.capacity_rps / SLOWER)
-    assert (slowed.saturated_batch, slowed.max_queue) == (calibrated.saturated_batch, calibrated.max_queue)
-    assert slowed.max_queue_delay_s == pytest.approx(calibrated.max_queue_delay_s * SLOWER)
-    for batch in (1, 8, 32):
-        assert slowed.service_s(batch) == pytest.approx(calibrated.service_s(batch) * SLOWER)
+    assert (slowed.saturated_batch, slowed.max_queue) == (calibrated.saturated_batch * BATCH, calibrated.max_queue)
+    assert slowed.max_queue_delay_s == pytest.approx(calibrated.max_queue_delay_s * SLOWER * BATCH)
+    for batch in (8, 16, 32):
+        assert slowed.service_s(batch * BATCH) == pytest.approx(calibrated.service_s(batch) * SLOWER * BATCH)
     profile, pauses = load_profile(DEFAULT_PROFILE), slow.spec.model.serving.pauses
-    assert (pauses.ms, pauses.per_execution) == (profile.pauses.ms * SLOWER, profile.pauses.per_execution)
+    assert pauses.per_execution == profile.pauses.per_execution
+    assert pauses.ms == pytest.approx(profile.pauses.ms * SLOWER * BATCH)
     assert slow.spec.model.serving.ready_seconds == profile.ready_seconds  # wall-clock: the timeline stays
     # What the operator is told a replica serves, and what the fallback takes, scale alike.
     spec = example.spec
     assert slow.spec.autoscaling.capacity.rps_per_replica == spec.autoscaling.capacity.rps_per_replica / SLOWER
     assert slow.spec.fallback.rps_per_replica == spec.fallback.rps_per_replica / SLOWER
-    assert slow.spec.model.serving.measured.startswith(f"slowed {SLOWER}x: ")
+    assert slow.spec.model.serving.measured.startswith(f"slowed {SLOWER}x, batches {BATCH:g}x: ")
     assert slow.spec.routing == spec.routing and slow.spec.variants == spec.variants
 
 

@@ -37,20 +37,29 @@ def roles(isvc: InferenceService) -> Roles:
     return Roles(main.name, fallback, main.weight, *replica_bounds(isvc, main))
 
 
-def slowed_manifest(manifest: dict, factor: float, serving: Serving) -> dict:
-    """An InferenceService manifest whose model, serving as `serving`, runs `factor` times slower
-    (serving/model.py `slowed`): the profile in spec.model.serving, Triton's queue delays and the
-    rates per replica its spec states, all scaled by it. Its batches, queues, scaling and shedding
-    are the same in the model's own time; its rates a real proxy and a Python load generator carry."""
+def slowed_manifest(manifest: dict, factor: float, batch: float, serving: Serving) -> dict:
+    """An InferenceService manifest whose model, serving as `serving`, is slowed `factor` times with
+    batches `batch` times the size (serving/model.py `slowed`): the profile in spec.model.serving,
+    Triton's batch sizes and queue delays, and the rates per replica its spec states, all scaled.
+    Its queues (in requests), scaling and shedding are the same in the model's own time; its rates
+    ones a real proxy and a Python load generator carry."""
     slow = {**manifest, "spec": {**manifest["spec"]}}
     spec = slow["spec"]
-    spec["model"] = {**spec["model"], "serving": slowed(serving, factor).to_wire()}
+    spec["model"] = {**spec["model"], "serving": slowed(serving, factor, batch).to_wire()}
     for holder in [spec["model"], *spec.get("variants", [])]:
-        batching = (holder.get("config") or {}).get("dynamicBatching")
-        if batching and "maxQueueDelayMicroseconds" in batching:
-            config = holder["config"] = {**holder["config"]}
-            delay = round(batching["maxQueueDelayMicroseconds"] * factor)
-            config["dynamicBatching"] = {**batching, "maxQueueDelayMicroseconds": delay}
+        if not holder.get("config"):
+            continue
+        config = holder["config"] = {**holder["config"]}
+        if "maxBatchSize" in config:
+            config["maxBatchSize"] = max(1, round(config["maxBatchSize"] * batch))
+        if batching := config.get("dynamicBatching"):
+            batching = config["dynamicBatching"] = {**batching}
+            if "maxQueueDelayMicroseconds" in batching:
+                batching["maxQueueDelayMicroseconds"] = round(batching["maxQueueDelayMicroseconds"] * factor * batch)
+            if "preferredBatchSizes" in batching:
+                batching["preferredBatchSizes"] = sorted(
+                    {max(1, round(n * batch)) for n in batching["preferredBatchSizes"]}
+                )
     capacity = spec.get("autoscaling", {}).get("capacity", {})
     if "rpsPerReplica" in capacity:
         spec["autoscaling"] = {**spec["autoscaling"], "capacity": {**capacity}}

@@ -5,9 +5,9 @@ The load is real HTTP through the testbed's Gateway API proxy (Traefik), to ever
 address, where the emulator answers as the calibrated replica would (sim/answer.py); the summary
 counts what the load generator received, by the variant each answer names. A calibrated replica
 serves ~1,000 requests/s, more than Python's load and answerers push through the proxy on a small
-machine: the demo's model runs SLOWER times slower (playback.slowed_manifest, what
-`unbusy demo --manifest` prints and `make demo` applies), the same batches, queues, scaling and
-shedding at 1/SLOWER of the rates, on the same timeline.
+machine: the demo's model runs SLOWER times slower, in batches BATCH the size
+(playback.slowed_manifest: what `unbusy demo --manifest` prints and `make demo` applies), with
+the same queues, scaling and shedding at 1/SLOWER of the rates, on the same timeline.
 
 It runs until SIGTERM (`make demo-down`): after the step the load stays at its base rate, so
 that the cluster stays as the demo left it for a look around. Everything it writes goes to
@@ -41,8 +41,11 @@ from unbusy.timestamps import parse
 
 STEP_FACTOR = 8
 # The demo's model this many times slower than the calibrated one: ResNet-50's ~1,000 requests/s a
-# replica become ~20, and the 8x step ~80 requests/s through the proxy (Python carried ~145 on 2 cores).
+# replica become ~20, and the 8x step ~80 requests/s through the proxy (Python carried ~145 on 2 cores);
+# in batches this many times the size (32 -> 4), so that a batch takes 0.2 s, not 1.6: its answers,
+# which the proxy counts, come a few at a time and not in clumps longer than a scrape apart.
 SLOWER = 50
+BATCH = 1 / 8
 # Before, step, after. After the step, the demand's 60 s rate window must fall below the replicas'
 # capacity and restoreSeconds pass before the weight comes back: about 70 s here.
 FULL_S = (30, 120, 120)
@@ -66,7 +69,8 @@ def demo_manifest(manifest: dict) -> dict:
         )
     if isvc.spec.model.llm is not None:
         raise ValueError("spec.model.llm: the demo plays a fixed-cost model; leave llm out")
-    return playback.slowed_manifest(manifest, SLOWER, isvc.spec.model.serving or load_profile(DEFAULT_PROFILE))
+    serving = isvc.spec.model.serving or load_profile(DEFAULT_PROFILE)
+    return playback.slowed_manifest(manifest, SLOWER, BATCH, serving)
 
 
 class Player:
@@ -82,7 +86,9 @@ class Player:
             raise ValueError(PROMETHEUS_MISSING)
         base = BASE_LOAD * from_service(isvc).capacity_rps * max(1, self.roles.min_replicas)
         self.phases = playback.load_step(round(base), STEP_FACTOR, SHORT_S if short else FULL_S)
-        fallback = slowed(load_profile(DEFAULT_FALLBACK_PROFILE), SLOWER)  # what `unbusy simulate` assumes, slowed
+        fallback = slowed(
+            load_profile(DEFAULT_FALLBACK_PROFILE), SLOWER, BATCH
+        )  # what `unbusy simulate` assumes, slowed
         self.loop = ClosedLoop(kubeconfig, isvc, 0.0, workdir, binary, fallback=fallback, proxy_metrics=proxy_metrics)
         routing = isvc.spec.routing
         path = f"{routing.path.rstrip('/')}/v2/models/{isvc.spec.model.name}/infer"
