@@ -86,9 +86,8 @@ class Player:
             raise ValueError(PROMETHEUS_MISSING)
         base = BASE_LOAD * from_service(isvc).capacity_rps * max(1, self.roles.min_replicas)
         self.phases = playback.load_step(round(base), STEP_FACTOR, SHORT_S if short else FULL_S)
-        fallback = slowed(
-            load_profile(DEFAULT_FALLBACK_PROFILE), SLOWER, BATCH
-        )  # what `unbusy simulate` assumes, slowed
+        # What `unbusy simulate` assumes the fallback serves, slowed as the main model is.
+        fallback = slowed(load_profile(DEFAULT_FALLBACK_PROFILE), SLOWER, BATCH)
         self.loop = ClosedLoop(kubeconfig, isvc, 0.0, workdir, binary, fallback=fallback, proxy_metrics=proxy_metrics)
         routing = isvc.spec.routing
         path = f"{routing.path.rstrip('/')}/v2/models/{isvc.spec.model.name}/infer"
