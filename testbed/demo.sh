@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# `make demo`: the testbed up, the CRD installed, examples/fallback-step.yaml applied, and `unbusy
-# demo` playing an 8x load step through it: the operator, a Prometheus of its own and
-# the metrics emulator (the load generator drives it) on free ports of 127.0.0.1. It follows the
-# player's output until the summary is out, then leaves everything running for a look around.
+# `make demo`: the testbed up, the CRD installed, examples/fallback-step.yaml applied (its model
+# slowed 50x: `unbusy demo --manifest` prints it), and `unbusy demo` playing an 8x load step through
+# it: real HTTP through the testbed's Traefik to the pods' loopback addresses, where the emulator
+# answers; the operator, a Prometheus of its own (scraping the emulator and Traefik) and the emulator
+# on free ports of 127.0.0.1. It follows the player's output until the summary is out, then leaves
+# everything running for a look around.
 #
 # Usage: demo.sh [--short]   play (--short: a 2-minute step, for the test)
 #        demo.sh down        stop all the demo started: the player (and with it the operator,
@@ -75,12 +77,13 @@ export KUBECONFIG="$KUBECONFIG_PATH" PATH="$BIN_DIR:$PATH" # kubectl of the test
 kube apply --server-side --force-conflicts -f crds/ >/dev/null
 kube wait --for condition=Established crd/inferenceservices.serving.unbusy.dev --timeout 60s >/dev/null
 # Only the demo's own example: with all of examples/ the testbed's 16 fake H100s run out.
-kube apply -f "$EXAMPLE"
+.venv/bin/unbusy demo -f "$EXAMPLE" --manifest | kube apply -f -
 
 # Its own session: a Ctrl-C of `make demo` stops following it, not the demo. The log exists before
 # the follower opens it.
 : >"$LOG"
-setsid .venv/bin/unbusy demo -f "$EXAMPLE" --kubeconfig "$KUBECONFIG_PATH" --workdir "$DEMO_DIR" "$@" \
+setsid .venv/bin/unbusy demo -f "$EXAMPLE" --kubeconfig "$KUBECONFIG_PATH" --workdir "$DEMO_DIR" \
+  --proxy "127.0.0.1:$TRAEFIK_WEB_PORT" --proxy-metrics "127.0.0.1:$TRAEFIK_METRICS_PORT" "$@" \
   </dev/null >>"$LOG" 2>&1 &
 echo $! >"$PIDS/player.pid"
 tail -n +1 -f "$LOG" &
@@ -95,7 +98,7 @@ fi
 echo
 kube get infsvc -o wide
 echo
-kube get deployments,services,ingresses,httproutes,horizontalpodautoscalers,poddisruptionbudgets,servicemonitors,podmonitors,prometheusrules -l app.kubernetes.io/managed-by=unbusy
+kube get deployments,services,httproutes,ingresses,horizontalpodautoscalers,poddisruptionbudgets,servicemonitors,podmonitors,prometheusrules -l app.kubernetes.io/managed-by=unbusy
 echo
 echo "still running at the base rate: export KUBECONFIG=$KUBECONFIG_PATH; kubectl get infsvc -o wide -w"
 echo "logs in $DEMO_DIR; stop everything: make demo-down"

@@ -124,8 +124,14 @@ def demo(args: argparse.Namespace) -> str:
     document = documents[0]
     document.setdefault("metadata", {}).setdefault("namespace", "default")
     try:
-        isvc = load(document)
-        player.run(Path(args.kubeconfig), isvc, Path(args.workdir), args.short)
+        manifest = player.demo_manifest(document)
+        if args.manifest:
+            return _dump([manifest])
+        if not (args.kubeconfig and args.workdir):
+            raise UsageError("--kubeconfig and --workdir: both are needed to play the demo (or --manifest)")
+        player.run(
+            Path(args.kubeconfig), load(manifest), Path(args.workdir), args.short, args.proxy, args.proxy_metrics
+        )
     except SpecError as error:
         raise UsageError("\n".join(f"{args.filename}: {problem}" for problem in error.problems)) from None
     except ValueError as error:
@@ -184,12 +190,23 @@ def parser() -> argparse.ArgumentParser:
     demo_cmd = commands.add_parser(
         "demo",
         help="play a load step through the operator, a Prometheus and the metrics emulator on a testbed "
-        "(make demo); runs until SIGTERM",
+        "(make demo), its load through the testbed's Gateway; runs until SIGTERM",
     )
     demo_cmd.add_argument("-f", "--filename", required=True, help="manifest of an InferenceService with a fallback")
-    demo_cmd.add_argument("--kubeconfig", required=True, help="the testbed's kubeconfig")
-    demo_cmd.add_argument("--workdir", required=True, help="where logs, Prometheus's data and the summary go")
+    demo_cmd.add_argument("--kubeconfig", help="the testbed's kubeconfig")
+    demo_cmd.add_argument("--workdir", help="where logs, Prometheus's data and the summary go")
     demo_cmd.add_argument("--short", action="store_true", help="a short step (2 minutes), for the test")
+    demo_cmd.add_argument(
+        "--proxy", default="127.0.0.1:18000", help="the Gateway's HTTP entry the load goes through (host:port)"
+    )
+    demo_cmd.add_argument(
+        "--proxy-metrics", default="127.0.0.1:18082", help="the Gateway proxy's Prometheus metrics (host:port)"
+    )
+    demo_cmd.add_argument(
+        "--manifest",
+        action="store_true",
+        help="print the InferenceService the demo applies (its model slowed) and exit",
+    )
     demo_cmd.set_defaults(run=demo)
     return root
 

@@ -13,12 +13,13 @@ Measured times are printed (pytest -s) and attached to the report as user proper
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import TYPE_CHECKING
 
 import pytest
 from builders import ON_KWOK, manifest
+
+from polling import Repeating
 
 if TYPE_CHECKING:
     from conftest import Loop  # the fixture's type; conftest is not importable at run time
@@ -55,25 +56,15 @@ def service(failure_limit: int) -> dict:
     )
 
 
-class StableWatch:
+class StableWatch(Repeating):
     """Samples the stable Deployment's ready replicas every half second, to find its least."""
 
     def __init__(self, loop: Loop):
+        super().__init__(every=0.5)
         self.loop, self.least = loop, REPLICAS
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.wait(0.5):
-            self.least = min(self.least, self.loop.replicas("main")[1])
-
-    def __enter__(self) -> StableWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
+    def step(self) -> None:
+        self.least = min(self.least, self.loop.replicas("main")[1])
 
 
 def rollout(loop: Loop) -> dict:

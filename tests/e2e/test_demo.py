@@ -1,6 +1,7 @@
 """`make demo`'s playback in its short form (testbed/demo.sh --short, ~2.5 minutes), then
 `make demo-down`: the summary it prints says the step scaled main out to maxReplicas, moved weight to
-the fallback and back, and its numbers add up; afterwards none of its processes is left.
+the fallback and back, and its numbers add up; afterwards none of its processes is left. Its load
+goes through the testbed's Traefik, and the summary counts what the load generator received.
 
 The testbed is the session's: the demo finds it running, so demo-down deletes the demo's
 InferenceService and leaves the testbed up.
@@ -76,22 +77,27 @@ def test_the_demo_plays_a_step_through_the_fallback_and_demo_down_stops_everythi
     assert (main, fallback) == ("main", spec["fallback"]["variant"])
 
     # What it printed is what it wrote, and the requests add up: each one answered by main or the
-    # fallback, refused, or queued across the start or the end (at most a queue's worth per replica).
+    # fallback, refused, failed, or in flight across the start or the end (at most a queue's worth
+    # per replica).
     requests, rejected = _number(out, "requests"), _number(out, "503s")
     assert (requests, rejected) == (round(summary["requests"]), round(summary["rejected"])), out
     assert (
         f"{main} {round(summary['answered']):,}, {fallback} (fallback) {round(summary['fallback_answered']):,}" in out
     )
     queue = spec["model"]["config"]["dynamicBatching"]["maxQueueSize"]
-    assert abs(summary["requests"] - summary["answered"] - summary["fallback_answered"] - rejected) <= queue * 4
+    answered = summary["answered"] + summary["fallback_answered"]
+    assert abs(summary["requests"] - answered - rejected - summary["failed"]) <= queue * 4
+    assert summary["failed"] <= 0.001 * summary["requests"], summary["failed"]
 
-    # Each phase offered its rate for its length (Poisson arrivals, sampled each second).
+    # Each phase offered its rate for its length (Poisson arrivals, counted each second: within 4
+    # standard deviations).
     with (demo_dir / "timeline.csv").open() as timeline:
         rows = list(csv.DictReader(timeline))
     assert len(rows) == sum(p["seconds"] for p in summary["phases"])
     for phase in summary["phases"]:
         offered = sum(float(r["offered"]) for r in rows if r["phase"] == phase["name"])
-        assert offered == pytest.approx(phase["rps"] * phase["seconds"], rel=0.1), phase
+        expected = phase["rps"] * phase["seconds"]
+        assert abs(offered - expected) <= 4 * expected**0.5, phase
     before, step, after = summary["phases"]
     assert step["rps"] == 8 * before["rps"] and after["rps"] == before["rps"]
 

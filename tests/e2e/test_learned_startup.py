@@ -12,7 +12,6 @@ that take START_S: the median of the four is START_S.
 
 from __future__ import annotations
 
-import threading
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -21,6 +20,7 @@ import kubernetes
 import pytest
 from builders import ON_KWOK, manifest, small_model
 
+from polling import Repeating
 from unbusy.timestamps import stamp
 
 if TYPE_CHECKING:
@@ -55,35 +55,25 @@ def service(min_replicas: int = 1) -> dict:
     )
 
 
-class Kubelet:
+class Kubelet(Repeating):
     """Marks the custom-status pods of one Deployment Ready `delay` seconds after their creation."""
 
     def __init__(self, core: kubernetes.client.CoreV1Api, namespace: str, selector: str, delay: float) -> None:
+        super().__init__(every=0.5)
         self.core, self.namespace, self.selector, self.delay = core, namespace, selector, delay
         self.readied: dict[str, float] = {}  # pod -> its start-up as set
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> Kubelet:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.5):
-            for pod in self.core.list_namespaced_pod(self.namespace, label_selector=self.selector).items:
-                meta = pod.metadata
-                if (meta.annotations or {}).get("kwok.x-k8s.io/status") != "custom" or meta.deletion_timestamp:
-                    continue
-                if meta.name in self.readied or not pod.spec.node_name:
-                    continue
-                age = time.time() - meta.creation_timestamp.timestamp()
-                if age >= self.delay:
-                    self._ready(meta.name)
-                    self.readied[meta.name] = time.time() - meta.creation_timestamp.timestamp()
+    def step(self) -> None:
+        for pod in self.core.list_namespaced_pod(self.namespace, label_selector=self.selector).items:
+            meta = pod.metadata
+            if (meta.annotations or {}).get("kwok.x-k8s.io/status") != "custom" or meta.deletion_timestamp:
+                continue
+            if meta.name in self.readied or not pod.spec.node_name:
+                continue
+            age = time.time() - meta.creation_timestamp.timestamp()
+            if age >= self.delay:
+                self._ready(meta.name)
+                self.readied[meta.name] = time.time() - meta.creation_timestamp.timestamp()
 
     def _ready(self, name: str) -> None:
         at = stamp(datetime.now(UTC))

@@ -8,6 +8,9 @@ as the calibrated replica would (sim/answer.py). What is measured is what the lo
   sampled during the load) and every EndpointSlice address it reads is a loopback one;
 - a weight change moves the measured traffic within one scaling interval; a removed variant gets
   no traffic at all;
+- a canary rollout's step (spec.rollout.canary, the operator's rollout controller moving the
+  canary from one step's weight to the next) moves the measured traffic within one scaling
+  interval of the HTTPRoute's change;
 - load past the main variant's only replica makes the operator shed to the fallback variant (its
   demand is Traefik's per-backend counts, 503s included: autoscaling.demand.source traefik), and the
   fallback's answers begin within one scaling interval of the HTTPRoute's weight change;
@@ -22,7 +25,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -31,9 +33,11 @@ from typing import TYPE_CHECKING
 import pytest
 from builders import ON_KWOK, manifest
 
-from polling import eventually
+from polling import Repeating, eventually
 from unbusy.api.model import Pauses, ServiceTime
 from unbusy.demo.http_load import Received, send
+from unbusy.kube.client import CountingClient, connect
+from unbusy.kube.observe import route_weights
 from unbusy.serving.model import load_profile
 
 if TYPE_CHECKING:
@@ -89,6 +93,16 @@ def traefik_counts(service_part: str) -> dict[str, float]:
     return counts
 
 
+@pytest.fixture(scope="module")
+def kube(testbed) -> CountingClient:
+    return connect(str(testbed.kubeconfig))
+
+
+def routed(kube: CountingClient, loop: Loop) -> dict[str, int]:
+    """{variant: weight} of the backendRefs of the HTTPRoute the operator rendered, as Traefik reads it."""
+    return route_weights(kube, loop.namespace, loop.name)
+
+
 def backend(loop: Loop, variant: str) -> str:
     """How Traefik names the service of a variant's backendRef of the HTTPRoute (per-backend counters)."""
     return f"-svc-{loop.namespace}-{loop.name}-{variant}-"
@@ -121,26 +135,16 @@ def _peers(pid: int) -> set[str]:
     return peers
 
 
-class TraefikPeers:
+class TraefikPeers(Repeating):
     """Samples where Traefik's TCP connections go, every 0.2 s while in use."""
 
     def __init__(self) -> None:
+        super().__init__(every=0.2)
         self.pid = int((STATE_DIR / "pids" / "traefik.pid").read_text())
         self.seen: set[str] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.wait(0.2):
-            self.seen |= _peers(self.pid)
-
-    def __enter__(self) -> TraefikPeers:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
+    def step(self) -> None:
+        self.seen |= _peers(self.pid)
 
 
 def test_a_90_10_split_measured_through_traefik(closed_loop, testbed, record_property):
@@ -180,7 +184,7 @@ def test_a_90_10_split_measured_through_traefik(closed_loop, testbed, record_pro
     assert addresses and all(ipaddress.ip_address(a) in LOOPBACK for a in addresses), addresses
 
 
-def test_a_weight_change_moves_traffic_and_a_removed_variant_gets_none(closed_loop, testbed, record_property):
+def test_a_weight_change_moves_traffic_and_a_removed_variant_gets_none(closed_loop, testbed, kube, record_property):
     body = service("step", [("main", 90), ("canary", 10)])
     host = body["spec"]["routing"]["host"]
     loop = closed_loop(body, 0.0, proxy_metrics=TRAEFIK_METRICS)
@@ -193,7 +197,7 @@ def test_a_weight_change_moves_traffic_and_a_removed_variant_gets_none(closed_lo
         "patch", "infsvc", loop.name, "-n", loop.namespace, "--type=merge",
         "-p", '{"spec": {"variants": [{"name": "main", "weight": 50}, {"name": "canary", "weight": 50}]}}',
     )  # fmt: skip
-    weighted = eventually(lambda: route_weights(testbed, loop).get("canary") == 50 and time.monotonic(), 30, 0.1)
+    weighted = eventually(lambda: routed(kube, loop).get("canary") == 50 and time.monotonic(), 30, 0.1)
 
     def half() -> bool:
         share = through_traefik(host, 100, concurrency=8).shares().get("canary", 0.0)
@@ -218,6 +222,73 @@ def test_a_weight_change_moves_traffic_and_a_removed_variant_gets_none(closed_lo
     received = through_traefik(host, 2_000)
     print(f"after removing the canary: {dict(received.answers)}")
     assert received.answers == {("main", 200): 2_000}, received
+
+
+ROLLOUT_STEPS = [
+    {"weight": 20, "pauseSeconds": 10},
+    {"weight": 60, "pauseSeconds": 60},
+    {"weight": 100, "pauseSeconds": 0},
+]
+
+
+def canary_share(received: Received) -> float:
+    return received.of("main-canary", 200) / max(1, received.of(status=200))
+
+
+def test_a_canary_rollout_step_moves_measured_traffic_within_a_scaling_interval(
+    closed_loop, testbed, kube, record_property
+):
+    body = service("rollout", [("main", 100)])
+    spec = body["spec"]
+    spec["model"] = {"name": "resnet50", "repository": "s3://models/vision", "version": "1"}
+    spec["rollout"] = {
+        "canary": {
+            "steps": ROLLOUT_STEPS,
+            "analysisIntervalSeconds": INTERVAL_S,
+            "checks": [{"metric": "errorRatePercent", "max": 5}],
+            "failureLimit": 3,
+        }
+    }
+    host = spec["routing"]["host"]
+    loop = closed_loop(body, 0.0, proxy_metrics=TRAEFIK_METRICS)
+    loop.eventually(lambda: answered_by(host, {"main"}, count=10, concurrency=1), timeout=90)
+    loop.eventually(lambda: loop.status().get("revisions"), 30)
+
+    # A new model version rolls out as a canary: 20% of main's traffic, then (its analyses passed)
+    # 60%. The step is the rollout controller's; the time runs from the HTTPRoute's change.
+    with OpenLoad(host, rate=40) as load:
+        patch = '{"spec": {"model": {"version": "2"}}}'
+        testbed.kubectl("patch", "infsvc", loop.name, "-n", loop.namespace, "--type=merge", "-p", patch)
+        first = ROLLOUT_STEPS[0]["weight"]
+        loop.eventually(lambda: routed(kube, loop).get("main-canary") == first, 120)
+        second = ROLLOUT_STEPS[1]["weight"]
+        stepped = eventually(
+            lambda: routed(kube, loop).get("main-canary") == second and time.monotonic(), 60, 0.05, loop.describe
+        )
+        state = next(iter(loop.status().get("rollouts") or []), {})
+        # The first one-second round, begun after the change, whose canary share is nearer the new
+        # weight than the old; then 10 s more at the new weight.
+        midway = (first + second) / 200
+        eventually(lambda: any(canary_share(r) >= midway for began, r in load.rounds if began >= stepped), 30)
+        time.sleep(10)
+    moved = next(began + r.seconds for began, r in load.rounds if began >= stepped and canary_share(r) >= midway)
+    moved_s = moved - stepped
+    before = [r for began, r in load.rounds if began + r.seconds < stepped and r.of("main-canary", 200)]
+    after = [r for began, r in load.rounds if began >= moved]
+    share_before = sum(r.of("main-canary", 200) for r in before) / max(1, sum(r.of(status=200) for r in before))
+    share_after = sum(r.of("main-canary", 200) for r in after) / max(1, sum(r.of(status=200) for r in after))
+    answers_after = sum(r.of(status=200) for r in after)
+    print(
+        f"\ncanary step {first}% -> {second}% (rollout {state.get('phase')}, step {state.get('step')}): measured "
+        f"{share_before:.1%} before, {share_after:.1%} of {answers_after} answers after; the traffic moved within "
+        f"{moved_s:.1f}s of the HTTPRoute's change"
+    )
+    record_property("rollout_step_route_to_traffic_s", round(moved_s, 1))
+    record_property("rollout_step_shares", {"before": round(share_before, 3), "after": round(share_after, 3)})
+    assert state.get("step") == 1 and state.get("weight") == second, state
+    assert moved_s <= INTERVAL_S
+    assert abs(share_after - second / 100) <= 0.07, (share_after, answers_after)
+    assert all(r.errors == {} for _, r in load.rounds), [r.errors for _, r in load.rounds if r.errors]
 
 
 def test_queue_full_503s_reach_the_client_and_traefik_counts_them(closed_loop, record_property):
@@ -254,40 +325,22 @@ def test_queue_full_503s_reach_the_client_and_traefik_counts_them(closed_loop, r
     loop.eventually(scraped, timeout=15)
 
 
-def route_weights(testbed, loop: Loop) -> dict[str, int]:
-    """{variant: weight} of the backendRefs of the HTTPRoute the operator rendered, as Traefik reads it."""
-    route = testbed.kubectl_json("get", "httproute", loop.name, "-n", loop.namespace)
-    refs = route["spec"]["rules"][0]["backendRefs"]
-    return {ref["name"].removeprefix(f"{loop.name}-"): ref.get("weight", 1) for ref in refs}
-
-
-class OpenLoad:
+class OpenLoad(Repeating):
     """`rate` requests a second through Traefik in one-second rounds until stopped: each round's
     answers, with the time (monotonic) it began."""
 
     def __init__(self, host: str, rate: int, concurrency: int = 16):
+        super().__init__(every=0.0)
         self.host, self.rate, self.concurrency = host, rate, concurrency
         self.rounds: list[tuple[float, Received]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        deadline = time.monotonic() + 300  # bounded whatever the test does
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            began = time.monotonic()
-            received = through_traefik(self.host, self.rate, self.concurrency, seconds=1.5, rate=self.rate)
-            self.rounds.append((began, received))
-
-    def __enter__(self) -> OpenLoad:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
+    def step(self) -> None:
+        began = time.monotonic()
+        received = through_traefik(self.host, self.rate, self.concurrency, seconds=1.5, rate=self.rate)
+        self.rounds.append((began, received))
 
 
-def test_a_fallback_shed_moves_measured_traffic_within_a_scaling_interval(closed_loop, testbed, record_property):
+def test_a_fallback_shed_moves_measured_traffic_within_a_scaling_interval(closed_loop, testbed, kube, record_property):
     # main: one replica of 2 requests per 40 ms, 50/s, that may not grow; the offered 90/s are more
     # than it serves, so the operator sheds the excess to the fallback variant `small`.
     slow = load_profile("h100-resnet50").model_copy(
@@ -310,12 +363,12 @@ def test_a_fallback_shed_moves_measured_traffic_within_a_scaling_interval(closed
     host = spec["routing"]["host"]
     loop = closed_loop(body, 0.0, proxy_metrics=TRAEFIK_METRICS)
     loop.eventually(lambda: answered_by(host, {"main"}, count=10, concurrency=1), timeout=90)
-    assert route_weights(testbed, loop).get("small", 0) == 0
+    assert routed(kube, loop).get("small", 0) == 0
 
     with OpenLoad(host, rate=90) as load:
         started = time.monotonic()
         weighted = eventually(
-            lambda: route_weights(testbed, loop).get("small", 0) > 0 and time.monotonic(), 150, describe=loop.describe
+            lambda: routed(kube, loop).get("small", 0) > 0 and time.monotonic(), 150, describe=loop.describe
         )
         eventually(lambda: any(r.of("small", 200) for began, r in load.rounds if began >= weighted - 1), 2 * INTERVAL_S)
     # The end of the first one-second round with answers from the fallback: an upper bound of when it began.
@@ -324,7 +377,7 @@ def test_a_fallback_shed_moves_measured_traffic_within_a_scaling_interval(closed
     after = [r for began, r in load.rounds if began >= moved]
     share = sum(r.of("small", 200) for r in after) / max(1, sum(r.of(status=200) for r in after))
     print(
-        f"\nshed {weighted - started:.1f}s into the load, to {route_weights(testbed, loop)}; the fallback answered "
+        f"\nshed {weighted - started:.1f}s into the load, to {routed(kube, loop)}; the fallback answered "
         f"within {moved_s:.1f}s of the weight change, {share:.1%} of the answers since"
     )
     record_property("shed_weight_to_traffic_s", round(moved_s, 1))

@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 
 from polling import eventually
-from unbusy.demo.http_load import send
+from unbusy.demo.http_load import OpenLoad, send
 from unbusy.serving.batcher import Batcher
 from unbusy.serving.model import ServiceModel
 from unbusy.sim.answer import Answerers, LiveBatcher
@@ -96,3 +96,28 @@ def test_the_emulator_s_metrics_count_the_real_requests_its_pods_answered():
         assert 'namespace="ml",inferenceservice="resnet",variant="main",pod="resnet-main-a"' in success
     finally:
         emulator.stop()
+
+
+def test_an_open_load_sends_at_its_rate_whatever_the_answers_take_and_counts_what_came_back():
+    # One replica that answers a request in 300 ms, one at a time: 40 requests/s arrive anyway,
+    # each on a free connection, and the queue of 4 refuses what does not fit.
+    answerers = Answerers("resnet50", lambda variant: _batcher(300, batch=1, max_queue=4), port=0)
+    try:
+        answerers.sync({"pod": ("main", "127.77.0.5")})
+        address = "{}:{}".format(*answerers.servers["pod"].server.server_address[:2])
+        with OpenLoad(address, "any", "/v2/models/resnet50/infer", rate=40, seed=1) as load:
+            time.sleep(2.0)
+            load.set_rate(0)
+            time.sleep(2.0)  # the last answers come back
+            received = load.take()
+        assert 50 <= received.sent <= 110  # Poisson, 80 expected
+        assert received.errors == {} and received.total == received.sent
+        # The 2 s at 300 ms a request, and the 4 queued at the end: 11 or 12 answered, the rest refused.
+        answered = received.of("main", 200)
+        assert 6 <= answered <= 12 and received.of("main", 503) == received.sent - answered
+        # Answered ones waited their turn: from 300 ms (the first) to the queue's length after it.
+        assert received.latency.total == received.of("main", 200)
+        assert received.latency.quantile(0.0) >= 250 and received.latency.quantile(1.0) <= 2_000
+        assert load.take().sent == 0  # counting starts afresh
+    finally:
+        answerers.stop()

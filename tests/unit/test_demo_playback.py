@@ -14,7 +14,8 @@ from unbusy.api import load
 from unbusy.api.model import ModelConfig
 from unbusy.demo import playback, plot
 from unbusy.demo.playback import Roles, roles
-from unbusy.serving.model import DEFAULT_FALLBACK_PROFILE, from_config, load_profile
+from unbusy.demo.player import BATCH, SLOWER, demo_manifest
+from unbusy.serving.model import DEFAULT_FALLBACK_PROFILE, DEFAULT_PROFILE, from_config, from_service, load_profile
 from unbusy.sim.live import LiveFleet
 from unbusy.sim.stats import Histogram
 
@@ -121,6 +122,7 @@ def test_the_report_says_what_happened_in_words():
     assert "requests            3,700" in text
     assert "answered            2,900 (78.4%): main 2,500, small (fallback) 400" in text
     assert "503s                800 (21.6%): before 0, step 800, after 0" in text
+    assert "other failures      0 (another status, or no answer)" in text
     assert "main replicas       ready 1 -> 3 (maxReplicas 3) -> 1" in text
     assert "weight on small     0% -> 25% (from 2 s into 'step') -> 0% (from 1 s into 'after')" in text
     assert "1 s into 'step'        main 1 -> 3: q" in text
@@ -182,3 +184,34 @@ def test_the_report_weighs_the_steps_end_against_mains_ready_capacity_and_shows_
         "step's last 2 s    main answered 600/s: 95.2% of its 3 ready replicas' capacity; small 25.0% of the"
         " requests, the excess over that capacity 21.2%" in text
     )
+
+
+def test_the_demo_plays_its_example_slowed_the_same_in_the_model_s_own_time():
+    [document] = yaml.safe_load_all(EXAMPLE.read_text())
+    example, slow = load(document), load(demo_manifest(document))
+    calibrated, slowed = from_service(example), from_service(slow)
+    # 1/SLOWER of the requests, in batches BATCH the size, each batch SLOWER x BATCH times longer;
+    # the queue the same in requests (so the same in the model's own time).
+    assert slowed.capacity_rps == pytest.approx(calibrated.capacity_rps / SLOWER)
+    assert (slowed.saturated_batch, slowed.max_queue) == (calibrated.saturated_batch * BATCH, calibrated.max_queue)
+    assert slowed.max_queue_delay_s == pytest.approx(calibrated.max_queue_delay_s * SLOWER * BATCH)
+    for batch in (8, 16, 32):
+        assert slowed.service_s(batch * BATCH) == pytest.approx(calibrated.service_s(batch) * SLOWER * BATCH)
+    profile, pauses = load_profile(DEFAULT_PROFILE), slow.spec.model.serving.pauses
+    assert pauses.per_execution == profile.pauses.per_execution
+    assert pauses.ms == pytest.approx(profile.pauses.ms * SLOWER * BATCH)
+    assert slow.spec.model.serving.ready_seconds == profile.ready_seconds  # wall-clock: the timeline stays
+    # What the operator is told a replica serves, and what the fallback takes, scale alike.
+    spec = example.spec
+    assert slow.spec.autoscaling.capacity.rps_per_replica == spec.autoscaling.capacity.rps_per_replica / SLOWER
+    assert slow.spec.fallback.rps_per_replica == spec.fallback.rps_per_replica / SLOWER
+    assert slow.spec.model.serving.measured.startswith(f"slowed {SLOWER}x, batches {BATCH:g}x: ")
+    assert slow.spec.routing == spec.routing and slow.spec.variants == spec.variants
+
+
+def test_the_demo_plays_through_a_gateway_only():
+    [document] = yaml.safe_load_all(EXAMPLE.read_text())
+    document["spec"]["routing"] = {"provider": "nginx", "host": "step.example.com"}
+    document["spec"]["autoscaling"]["demand"]["source"] = "nginx"
+    with pytest.raises(ValueError, match="spec.routing.gateway: the demo plays its load through"):
+        demo_manifest(document)

@@ -12,7 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 from unbusy.api import InferenceService
+from unbusy.api.model import Serving
 from unbusy.render.context import replica_bounds
+from unbusy.serving.model import slowed
 from unbusy.sim.stats import Histogram
 
 
@@ -33,6 +35,38 @@ def roles(isvc: InferenceService) -> Roles:
     fallback = isvc.spec.fallback.variant
     main = max((v for v in isvc.spec.effective_variants() if v.name != fallback), key=lambda v: v.weight)
     return Roles(main.name, fallback, main.weight, *replica_bounds(isvc, main))
+
+
+def slowed_manifest(manifest: dict, factor: float, batch: float, serving: Serving) -> dict:
+    """An InferenceService manifest whose model, serving as `serving`, is slowed `factor` times with
+    batches `batch` times the size (serving/model.py `slowed`): the profile in spec.model.serving,
+    Triton's batch sizes and queue delays, and the rates per replica its spec states, all scaled.
+    Its queues (in requests), scaling and shedding are the same in the model's own time; its rates
+    ones a real proxy and a Python load generator carry."""
+    slow = {**manifest, "spec": {**manifest["spec"]}}
+    spec = slow["spec"]
+    spec["model"] = {**spec["model"], "serving": slowed(serving, factor, batch).to_wire()}
+    for holder in [spec["model"], *spec.get("variants", [])]:
+        if not holder.get("config"):
+            continue
+        config = holder["config"] = {**holder["config"]}
+        if "maxBatchSize" in config:
+            config["maxBatchSize"] = max(1, round(config["maxBatchSize"] * batch))
+        if batching := config.get("dynamicBatching"):
+            batching = config["dynamicBatching"] = {**batching}
+            if "maxQueueDelayMicroseconds" in batching:
+                batching["maxQueueDelayMicroseconds"] = round(batching["maxQueueDelayMicroseconds"] * factor * batch)
+            if "preferredBatchSizes" in batching:
+                batching["preferredBatchSizes"] = sorted(
+                    {max(1, round(n * batch)) for n in batching["preferredBatchSizes"]}
+                )
+    capacity = spec.get("autoscaling", {}).get("capacity", {})
+    if "rpsPerReplica" in capacity:
+        spec["autoscaling"] = {**spec["autoscaling"], "capacity": {**capacity}}
+        spec["autoscaling"]["capacity"]["rpsPerReplica"] = capacity["rpsPerReplica"] / factor
+    if "fallback" in spec:
+        spec["fallback"] = {**spec["fallback"], "rpsPerReplica": spec["fallback"]["rpsPerReplica"] / factor}
+    return slow
 
 
 @dataclass(frozen=True)
@@ -61,6 +95,7 @@ class Sample:
     fallback_weight: int  # percent of traffic the routes send to the fallback variant
     last_scaling: str  # status.lastScaling: "<from> -> <to>: <reason>", or ""
     learned_capacity: float | None = None  # the main variant's, status.learned (None: not yet)
+    failed: float = 0.0  # answered with another error status, or no answer (connection failed)
 
 
 @dataclass(frozen=True)
@@ -103,6 +138,7 @@ class Summary:
     capacity_rps: float | None = None  # one main replica's, by the profile the emulator serves
     learned_capacity: dict[str, tuple[float, float] | None] = field(default_factory=dict)  # per phase: least, most
     shedding: Shedding | None = None
+    failed: float = 0.0  # answered with another error status, or not at all
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -110,7 +146,7 @@ class Summary:
     @property
     def queued(self) -> float:
         """Requests still queued at the end (arrived, neither answered nor refused yet)."""
-        return self.requests - self.answered - self.fallback_answered - self.rejected
+        return self.requests - self.answered - self.fallback_answered - self.rejected - self.failed
 
 
 def _shedding(samples: Sequence[Sample], step: str, capacity_rps: float | None) -> Shedding | None:
@@ -178,6 +214,7 @@ def summarize(
         capacity_rps=capacity_rps,
         learned_capacity={p.name: _range([s.learned_capacity for s in samples if s.phase == p.name]) for p in phases},
         shedding=_shedding(samples, phases[1].name, capacity_rps) if len(phases) > 1 else None,
+        failed=sum(s.failed for s in samples),
     )
 
 
@@ -223,6 +260,7 @@ def report(summary: Summary) -> str:
         f" {s.variant} {_n(s.answered)}, {s.fallback} (fallback) {_n(s.fallback_answered)}",
         f"  503s                {_n(s.rejected)} ({_share(s.rejected, s.requests)}): "
         + ", ".join(f"{name} {_n(count)}" for name, count in s.rejected_by_phase.items()),
+        f"  other failures      {_n(s.failed)} (another status, or no answer)",
         "  p99 (answered)      " + ", ".join(f"{name} {_ms(ms)}" for name, ms in s.p99_ms.items()),
         f"  {s.variant} replicas       ready {start} -> {most} (maxReplicas {s.max_replicas}) -> {end}",
         f"  weight on {s.fallback:<9} 0% -> {s.weight_max}% (from {_at(s.shed_from, phases)}) -> {s.weight_end}%"

@@ -1,6 +1,14 @@
 """`unbusy demo`: the closed loop for one InferenceService with a fallback variant, and a load step
 played through it, printed as it goes and summarised at the end (text, JSON, CSV and a PNG).
 
+The load is real HTTP through the testbed's Gateway API proxy (Traefik), to every Ready pod's
+address, where the emulator answers as the calibrated replica would (sim/answer.py); the summary
+counts what the load generator received, by the variant each answer names. A calibrated replica
+serves ~1,000 requests/s, more than Python's load and answerers push through the proxy on a small
+machine: the demo's model runs SLOWER times slower, in batches BATCH the size
+(playback.slowed_manifest: what `unbusy demo --manifest` prints and `make demo` applies), with
+the same queues, scaling and shedding at 1/SLOWER of the rates, on the same timeline.
+
 It runs until SIGTERM (`make demo-down`): after the step the load stays at its base rate, so
 that the cluster stays as the demo left it for a look around. Everything it writes goes to
 --workdir, with `done` last once the summary is out.
@@ -17,20 +25,27 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from unbusy.api import InferenceService
+from unbusy.api import InferenceService, load
 from unbusy.demo import playback, plot
+from unbusy.demo.http_load import OpenLoad
 from unbusy.demo.loop import ClosedLoop
 from unbusy.demo.processes import PROMETHEUS_MISSING, prometheus_binary
 from unbusy.kube.client import CountingClient, connect
-from unbusy.kube.observe import variant_states
+from unbusy.kube.observe import route_weights, variant_states
 from unbusy.kube.status import get_inference_service
-from unbusy.serving.model import DEFAULT_FALLBACK_PROFILE, from_service, load_profile
+from unbusy.serving.model import DEFAULT_FALLBACK_PROFILE, DEFAULT_PROFILE, from_service, load_profile, slowed
 from unbusy.sim import plot as plotting
 from unbusy.sim.cli import BASE_LOAD
 from unbusy.sim.stats import Histogram
 from unbusy.timestamps import parse
 
 STEP_FACTOR = 8
+# The demo's model this many times slower than the calibrated one: ResNet-50's ~1,000 requests/s a
+# replica become ~20, and the 8x step ~80 requests/s through the proxy (Python carried ~145 on 2 cores);
+# in batches this many times the size (32 -> 4), so that a batch takes 0.2 s, not 1.6: its answers,
+# which the proxy counts, come a few at a time and not in clumps longer than a scrape apart.
+SLOWER = 50
+BATCH = 1 / 8
 # Before, step, after. After the step, the demand's 60 s rate window must fall below the replicas'
 # capacity and restoreSeconds pass before the weight comes back: about 70 s here.
 FULL_S = (30, 120, 120)
@@ -41,17 +56,42 @@ READY_TIMEOUT_S = 240
 SETTLE_S = 10
 
 
+def demo_manifest(manifest: dict) -> dict:
+    """What the demo applies and plays: `manifest` (an InferenceService routed through a Gateway,
+    with a fallback) with its model SLOWER times slower; raises ValueError naming the field."""
+    isvc = load(manifest)
+    playback.roles(isvc)
+    routing = isvc.spec.routing
+    if routing is None or routing.effective_provider != "gateway":
+        raise ValueError(
+            "spec.routing.gateway: the demo plays its load through the testbed's Gateway API proxy; "
+            "route through a Gateway (gateway-system/inference-gateway on the testbed)"
+        )
+    if isvc.spec.model.llm is not None:
+        raise ValueError("spec.model.llm: the demo plays a fixed-cost model; leave llm out")
+    serving = isvc.spec.model.serving or load_profile(DEFAULT_PROFILE)
+    return playback.slowed_manifest(manifest, SLOWER, BATCH, serving)
+
+
 class Player:
-    def __init__(self, kubeconfig: Path, isvc: InferenceService, workdir: Path, short: bool) -> None:
+    def __init__(
+        self, kubeconfig: Path, isvc: InferenceService, workdir: Path, short: bool, proxy: str, proxy_metrics: str
+    ) -> None:
+        """`isvc` as demo_manifest made it; `proxy` the Gateway's HTTP entry and `proxy_metrics` its
+        Prometheus metrics (host:port each)."""
         self.isvc, self.workdir = isvc, workdir
         self.roles = playback.roles(isvc)
         binary = prometheus_binary()
         if binary is None:
             raise ValueError(PROMETHEUS_MISSING)
         base = BASE_LOAD * from_service(isvc).capacity_rps * max(1, self.roles.min_replicas)
-        self.phases = playback.load_step(round(base, -1), STEP_FACTOR, SHORT_S if short else FULL_S)
-        fallback = load_profile(DEFAULT_FALLBACK_PROFILE)  # what `unbusy simulate` assumes the fallback serves
-        self.loop = ClosedLoop(kubeconfig, isvc, self.phases[0].rps, workdir, binary, fallback=fallback)
+        self.phases = playback.load_step(round(base), STEP_FACTOR, SHORT_S if short else FULL_S)
+        # What `unbusy simulate` assumes the fallback serves, slowed as the main model is.
+        fallback = slowed(load_profile(DEFAULT_FALLBACK_PROFILE), SLOWER, BATCH)
+        self.loop = ClosedLoop(kubeconfig, isvc, 0.0, workdir, binary, fallback=fallback, proxy_metrics=proxy_metrics)
+        routing = isvc.spec.routing
+        path = f"{routing.path.rstrip('/')}/v2/models/{isvc.spec.model.name}/infer"
+        self.load = OpenLoad(proxy, routing.host, path, self.phases[0].rps)
         self.api: CountingClient = connect(str(kubeconfig))
         self.decided_before = ""  # status.lastScaling as the playback begins
 
@@ -91,6 +131,9 @@ class Player:
             return f"no scaling decision for {SETTLE_S} s"
         if status.get("shedding"):
             return f"no weight on {self.roles.fallback}"
+        received = self.load.take()  # since the last look: the base rate, through the proxy
+        if received.of(self.roles.variant, 200) == 0 or received.of(status=200) < received.total:
+            return f"every request answered by {self.roles.variant}'s pods through the proxy"
         return None
 
     def wait_until_steady(self) -> None:
@@ -113,29 +156,31 @@ class Player:
         samples: list[playback.Sample] = []
         latencies: dict[str, Histogram] = {}
         schedule = [(phase, second) for phase in self.phases for second in range(phase.seconds)]
-        emulator = self.loop.emulator
-        emulator.take_tally()  # count from the step's start
+        self.load.take()  # count from the step's start
         self.decided_before = self._decision(self._status())
         start = time.monotonic()
         printed = ("", 0)
         for index, (phase, second) in enumerate(schedule):
             if second == 0:
-                emulator.set_rate(phase.rps)
+                self.load.set_rate(phase.rps)
                 print(f"{index:>4}s  {phase.name}: {phase.rps:,.0f} requests/s for {phase.seconds} s", flush=True)
             time.sleep(max(0.0, start + index + 1 - time.monotonic()))
-            tally = emulator.take_tally()
-            latencies.setdefault(phase.name, Histogram()).merge(tally.latency)
+            received = self.load.take()
+            latencies.setdefault(phase.name, Histogram()).merge(received.latency)
             desired, ready = self._replicas()
             status = self._status()
             decision = self._decision(status)
-            weight = (emulator.weights() or {}).get(self.roles.fallback, 0)
+            weight = self._fallback_weight()
+            fallback_answered = received.of(self.roles.fallback, 200)
+            rejected = received.of(status=503)
             sample = playback.Sample(
                 second=index,
                 phase=phase.name,
-                offered=tally.arrived,
-                answered=sum(n for v, n in tally.answered.items() if v != self.roles.fallback),
-                fallback_answered=tally.answered.get(self.roles.fallback, 0.0),
-                rejected=tally.rejected,
+                offered=received.sent,
+                answered=received.of(status=200) - fallback_answered,
+                fallback_answered=fallback_answered,
+                rejected=rejected,
+                failed=received.total - received.of(status=200) - rejected + sum(received.errors.values()),
                 desired=desired,
                 ready=ready,
                 fallback_weight=weight,
@@ -147,6 +192,12 @@ class Player:
                 self._progress(sample, printed)
                 printed = (decision, weight)
         return samples, latencies
+
+    def _fallback_weight(self) -> int:
+        """The fallback's share of the HTTPRoute's weights, in percent."""
+        weights = route_weights(self.api, self.isvc.metadata.namespace, self.isvc.metadata.name)
+        total = sum(weights.values())
+        return round(100 * weights.get(self.roles.fallback, 0) / total) if total else 0
 
     def _progress(self, s: playback.Sample, printed: tuple[str, int]) -> None:
         line = (
@@ -181,16 +232,19 @@ class Player:
         if not plotting.available():
             return text + "no plot: it needs matplotlib (make demo installs it)\n"
         png = self.workdir / "demo.png"
-        title = f"{self.isvc.metadata.name}: a {STEP_FACTOR}x load step on the testbed (kwok pods, emulated Triton)"
+        title = (
+            f"{self.isvc.metadata.name}: a {STEP_FACTOR}x load step through Traefik "
+            f"(kwok pods, emulated Triton {SLOWER}x slower)"
+        )
         plot.write_png(samples, self.phases, self.roles, title, png)
         return text + f"plot: {png}\n"
 
 
-def run(kubeconfig: Path, isvc: InferenceService, workdir: Path, short: bool) -> None:
+def run(kubeconfig: Path, isvc: InferenceService, workdir: Path, short: bool, proxy: str, proxy_metrics: str) -> None:
     """Play the step, then hold the base rate until SIGTERM; stops what it started either way."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "done").unlink(missing_ok=True)
-    player = Player(kubeconfig, isvc, workdir, short)
+    player = Player(kubeconfig, isvc, workdir, short, proxy, proxy_metrics)
 
     def leave(*_: object) -> None:
         raise SystemExit(0)
@@ -201,10 +255,14 @@ def run(kubeconfig: Path, isvc: InferenceService, workdir: Path, short: bool) ->
     pids.mkdir(exist_ok=True)
     try:
         player.loop.start()
+        player.load.start()  # the base rate, while the service comes up
         # For `make demo-down`, should this process die without stopping them.
         (pids / "prometheus.pid").write_text(f"{player.loop.prometheus.process.pid}\n")
         (pids / "operator.pid").write_text(f"{player.loop.operator.process.pid}\n")
-        print(f"prometheus {player.loop.prometheus.url}, emulator http://{player.loop.emulator.address}/metrics")
+        print(
+            f"prometheus {player.loop.prometheus.url}, emulator http://{player.loop.emulator.address}/metrics, "
+            f"load through http://{proxy} (Host {isvc.spec.routing.host})"
+        )
         player.wait_until_steady()
         namespace = isvc.metadata.namespace
         print(
@@ -214,12 +272,13 @@ def run(kubeconfig: Path, isvc: InferenceService, workdir: Path, short: bool) ->
         )
         samples, latencies = player.play()
         print("\n" + player.write(samples, latencies), flush=True)
-        player.loop.emulator.set_rate(player.phases[-1].rps)
+        player.load.set_rate(player.phases[-1].rps)
         (workdir / "done").write_text(f"{os.getpid()}\n")
         while True:
             time.sleep(3600)
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop is enough: let it finish
+        player.load.stop()
         player.loop.stop()
         for name in ("prometheus.pid", "operator.pid"):
             (pids / name).unlink(missing_ok=True)

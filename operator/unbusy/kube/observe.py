@@ -259,6 +259,19 @@ def nginx_weights(api: CountingClient, namespace: str, name: str) -> dict[str, i
     return primary | canary
 
 
+def route_weights(api: CountingClient, namespace: str, name: str) -> dict[str, int]:
+    """{variant: weight} of the backendRefs of the InferenceService's HTTPRoute, as a Gateway splits
+    traffic by it (empty while there is none); a backendRef names a variant's Service, <name>-<variant>."""
+    routes = api.resources.get(api_version="gateway.networking.k8s.io/v1", kind="HTTPRoute")
+    items = api.get(routes, namespace=namespace, label_selector=children_selector(name), serializer=plain)["items"]
+    return {
+        ref["name"].removeprefix(f"{name}-"): ref.get("weight", 1)
+        for route in items
+        for rule in route["spec"].get("rules", [])
+        for ref in rule.get("backendRefs", [])
+    }
+
+
 def scale_deployment(api: CountingClient, namespace: str, name: str, replicas: int) -> None:
     """Write replicas through the Deployment's scale subresource, as kubectl scale does."""
     deployments = api.resources.get(api_version="apps/v1", kind="Deployment")

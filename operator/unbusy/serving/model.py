@@ -51,6 +51,31 @@ def load_profile(name_or_path: str) -> Serving:
     return Serving.model_validate(document.get("serving", document) if isinstance(document, dict) else document)
 
 
+def slowed(serving: Serving, factor: float, batch: float = 1.0) -> Serving:
+    """`serving` serving `factor` times fewer requests a second, in batches `batch` times the size:
+    a batch of n takes factor x batch x t(n / batch), and stalls last factor x batch times longer
+    (as often per execution, that much rarer in time). Its batches, queue and stalls then take the
+    same share of a replica's time at 1/factor of the rate, as if the original ran `factor` times
+    slower with batches `batch` times the size. The demo plays through a real proxy at rates Python
+    can carry this way (and smaller batches keep the answers from coming in clumps a scrape apart).
+    The start-up (readySeconds) is wall-clock time and stays."""
+    time, pauses = serving.service_time, serving.pauses
+    stretch = factor * batch
+    return serving.model_copy(
+        update={
+            "measured": f"slowed {factor:g}x, batches {batch:g}x: {serving.measured}"[:512],
+            "service_time": time.model_copy(
+                update={
+                    "floor_ms": time.floor_ms * stretch,
+                    "base_ms": time.base_ms * stretch,
+                    "per_item_ms": time.per_item_ms * factor,
+                }
+            ),
+            "pauses": pauses.model_copy(update={"per_second": pauses.per_second / stretch, "ms": pauses.ms * stretch}),
+        }
+    )
+
+
 def _default() -> Serving:
     return load_profile(DEFAULT_PROFILE)
 
