@@ -295,6 +295,14 @@ def test_after_a_burst_the_window_keeps_none_of_its_replicas_but_still_smooths_t
     assert seen[300].replicas == 3  # 1,900 / 800: a reading under twice the lull's is no burst
     assert seen[405].replicas == 3 and "scale-down stabilised over 120s" in seen[405].reason
     assert seen[420].replicas == 2
+    # where bursts have no price (0: the hold is off, or no demand rule, as the HPA baselines) the window
+    # keeps the burst's replicas as the HPA's does
+    free = {**spec, "capacity": {"refusalPriceGpuSeconds": 0}}
+    state, current = PolicyState(), 2
+    for now in range(0, 121, 15):
+        unpriced = run(fleet(current, levels.get(now, LULL)), state=state, now=float(now), **free)
+        state, current = unpriced.state, unpriced.replicas
+    assert unpriced.replicas == 5 and "scale-down stabilised over 120s" in unpriced.reason
     # while the burst goes on (demand over twice the lull's) the window keeps its highest, as before
     high = run(fleet(5, 2500.0), state=seen[90].state, now=105.0, **spec)
     assert high.state.bursts.seen[-1].end is None

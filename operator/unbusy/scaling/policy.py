@@ -266,6 +266,11 @@ def _demand(
     return _Desire(_ceil(needed) + headroom, ahead, text)
 
 
+def _prices_bursts(policy: Autoscaling, capacity: float | None) -> bool:
+    """Bursts are priced where refusals have a price and the demand rule runs (it is part of it)."""
+    return bool(policy.capacity.refusal_price() and capacity and policy.targets.capacity_utilization_percent)
+
+
 def _bursts(
     bursts: bursting.Bursts,
     capacity: float | None,
@@ -278,7 +283,7 @@ def _bursts(
     """The replicas the bursts seen pay for (scaling/bursts.py), at the spec's price of a refusal, and
     while a pre-warm waits for its window, what it will order when."""
     price = policy.capacity.refusal_price()
-    if not price or not capacity or not policy.targets.capacity_utilization_percent:  # part of the demand rule
+    if not _prices_bursts(policy, capacity):
         return None, None
     # Replicas ordered for a burst serve a start-up after it, on a reading up to two intervals old.
     # Ordered on schedule, a pre-warm's serve a start-up after the first tick past its time, and must
@@ -541,7 +546,7 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
     # A burst that has ended is not noise for the scale-down window to smooth: what its replicas are worth
     # in the lull is the hold's to price (none after a burst alone), so the window keeps only what was
     # recommended since (flash: a crowd's 10 replicas were kept 165 s after it).
-    over = bursting.ended(bursts)
+    over = bursting.ended(bursts) if _prices_bursts(policy, capacity) else None
     since = over if over is not None and not panicking else -math.inf
     stabilised = _stabilise(raw, obs.current, state.recommendations, policy, now, since)
     if panicking and raw > obs.current:
