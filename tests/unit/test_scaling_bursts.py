@@ -47,6 +47,8 @@ def test_a_burst_shorter_than_the_window_is_read_from_the_refusals():
     assert bursts.height(reading, LULL, 0.04 * reading, serving=2000.0) == reading  # a full queue's noise
     assert bursts.height(reading, LULL, refused, serving=LULL) == reading  # no capacity over the lull to tell
     assert bursts.height(BURST, LULL, BURST - 2000.0, serving=2000.0) == pytest.approx(BURST)  # a whole window
+    # replicas that served more than `serving` says (ready sooner than counted): never under the average
+    assert bursts.height(BURST, LULL, 0.1 * BURST, serving=2000.0) == BURST
     # it reads 1.8x, under the 2x threshold; the refusals show a 4x burst, over by the next interval
     levels = [(t, LULL) for t in range(0, 61, 15)] + [(75.0, reading), (90.0, LULL)]
     seen = feed(levels, refused={75.0: refused}, serving=2000.0)

@@ -122,13 +122,16 @@ def height(reading: float, base: float, refused: float, serving: float) -> float
     reading = base + (D - base) s and refused = (D - serving) s, which give
     D = base + (serving - base) (reading - base) / (reading - base - refused).
     Without refusals beyond a full queue's noise (REFUSED_SHARE of the reading), or without
-    capacity over the lull to tell by, it is the reading; at most HEIGHT_CAP times the reading.
+    capacity over the lull to tell by, it is the reading; at most HEIGHT_CAP times the reading, and
+    never less than it (a burst is no lower than its interval's average: where the replicas served
+    more than `serving`, the formula reads low, and a rush read at 8,300 rps where the edge counted
+    15,500 looked over, then began again as a second burst).
     """
     over = reading - base
     spare = over - refused  # served above the lull
     if refused < REFUSED_SHARE * reading or over <= 0 or spare <= 0 or serving <= base:
         return reading
-    return min(base + (serving - base) * over / spare, HEIGHT_CAP * reading)
+    return max(reading, min(base + (serving - base) * over / spare, HEIGHT_CAP * reading))
 
 
 def observe(
