@@ -297,6 +297,7 @@ def test_after_a_burst_the_window_keeps_none_of_its_replicas_but_still_smooths_t
     assert seen[300].replicas == 3  # 1,900 / 800: a reading under twice the lull's is no burst
     assert seen[405].replicas == 3 and "scale-down stabilised over 120s" in seen[405].reason
     assert seen[420].replicas == 2
+    assert seen[600].state.demand_since == 0.0  # when demand was first read: the burst does not move it
     # where bursts have no price (0: the hold is off, or no demand rule, as the HPA baselines) the window
     # keeps the burst's replicas as the HPA's does
     free = {**spec, "capacity": {"refusalPriceGpuSeconds": 0}}

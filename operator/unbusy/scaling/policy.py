@@ -547,8 +547,8 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
     # in the lull is the hold's to price (none after a burst alone), so the window keeps only what was
     # recommended since (flash: a crowd's 10 replicas were kept 165 s after it).
     over = bursting.ended(bursts) if _prices_bursts(policy, capacity) else None
-    since = over if over is not None and not panicking else -math.inf
-    stabilised = _stabilise(raw, obs.current, state.recommendations, policy, now, since)
+    smoothed_since = over if over is not None and not panicking else -math.inf
+    stabilised = _stabilise(raw, obs.current, state.recommendations, policy, now, smoothed_since)
     if panicking and raw > obs.current:
         stabilised = raw  # burst mode: react to this interval's demand, not the window's
     if floor is not None and floor.floor == "bursts" and floor.replicas > raw and not panicking:
