@@ -35,7 +35,7 @@ refused request is worth in GPU-seconds (capacity.refusalPriceGpuSeconds).
   the pre-warm is planned where its replicas' worth less their GPUs beats the hold's. A few gaps, or
   gaps spread as widely as memoryless bursts' (onoff's), keep the hold. (Counting the late burst as
   missed, (n - 1) / (n + 1), and without its wait, kept flash's crowds held after the third at 8
-  replicas for the 10 min to the trace's end: 1.58x the oracle, 1.44x now at the same refusals.)
+  replicas for the 10 min to the trace's end: 1.58x the oracle, 1.46x now at the same refusals.)
 A long burst and a short one are priced alike: what kept replicas save is each one's first
 start-up (or all of it, if shorter). A burst shorter than the rate window reads diluted by the lull
 around it (6 s at 4x reads 1.8x over 15 s): its height is read from the requests the edge refused
