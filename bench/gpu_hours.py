@@ -3,6 +3,7 @@ the oracle's, put down to what set Unbusy's count.
 
     .venv/bin/python bench/gpu_hours.py --trace onoff                       # ResNet-50 profile
     .venv/bin/python bench/gpu_hours.py --trace onoff --model h100-bert-base --minutes
+    .venv/bin/python bench/gpu_hours.py --trace flash --ticks 540-900     # each decision in 540-900 s and why
 
 Same spec, trace, seed and simulator as bench/scaling.py (its `unbusy` and `oracle` rows). The count
 at each second is the one the last decision set (the engine starts and drains replicas at the
@@ -123,10 +124,21 @@ def explain(config, trace) -> dict[str, Any]:
         "above": {c: above[c] for c in CAUSES if above[c]},
         "below": {c: below[c] for c in CAUSES if below[c]},
         "minutes": minutes,
+        "ticks": [
+            {
+                "second": round(now),
+                "load_rps": trace.rps[min(int(now), trace.seconds - 1)],
+                "unbusy": decision.replicas,
+                "oracle": theirs[min(int(now), trace.seconds - 1)][0],
+                "cause": cause(decision),
+                "reason": decision.reason,
+            }
+            for now, decision in logs["unbusy"]
+        ],
     }
 
 
-def report(found: dict[str, Any], show_minutes: bool) -> str:
+def report(found: dict[str, Any], show_minutes: bool, ticks: tuple[float, float] | None = None) -> str:
     ours, oracle = found["gpu_hours"]["unbusy"], found["gpu_hours"]["oracle"]
     counted = found["counted_gpu_hours"]
     lines = [
@@ -151,7 +163,18 @@ def report(found: dict[str, Any], show_minutes: bool) -> str:
                 f"| {m['minute']} | {m['load_rps']:,.0f} | {m['unbusy']:.2f} | {m['oracle']:.2f} | "
                 f"{m['rejected_pct']:.3f} | {'yes' if m['within_slo'] else 'no'} | {m['cause']} |"
             )
+    if ticks is not None:
+        lines += ["", "| second | load rps | unbusy | oracle | set by | reason |", "|--:|--:|--:|--:|---|---|"]
+        for t in found["ticks"]:
+            if ticks[0] <= t["second"] <= ticks[1]:
+                cells = (t["second"], f"{t['load_rps']:,.0f}", t["unbusy"], t["oracle"], t["cause"], t["reason"])
+                lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
+
+
+def _span(text: str) -> tuple[float, float]:
+    first, _, last = text.partition("-")
+    return float(first), float(last) if last else float("inf")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval-seconds", type=int, help="Unbusy's tick (default: autoscaling.intervalSeconds)")
     parser.add_argument("--smoke", action="store_true", help="bench/scaling.py's short step (CI)")
     parser.add_argument("--minutes", action="store_true", help="also print each minute")
+    parser.add_argument("--ticks", type=_span, help="also print each decision in FIRST-LAST seconds (LAST optional)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -183,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     base = args.base_rps or bench.BASE_LOAD * config.model.capacity_rps * config.initial_replicas / config.weight
     trace = bench.smoke_trace(base) if args.smoke else builtin(args.trace, base)
     found = explain(config, trace)
-    print(json.dumps(found, indent=1) if args.json else report(found, args.minutes))
+    print(json.dumps(found, indent=1) if args.json else report(found, args.minutes, args.ticks))
     return 0
 
 

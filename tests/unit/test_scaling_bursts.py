@@ -47,6 +47,8 @@ def test_a_burst_shorter_than_the_window_is_read_from_the_refusals():
     assert bursts.height(reading, LULL, 0.04 * reading, serving=2000.0) == reading  # a full queue's noise
     assert bursts.height(reading, LULL, refused, serving=LULL) == reading  # no capacity over the lull to tell
     assert bursts.height(BURST, LULL, BURST - 2000.0, serving=2000.0) == pytest.approx(BURST)  # a whole window
+    # replicas that served more than `serving` says (ready sooner than counted): never under the average
+    assert bursts.height(BURST, LULL, 0.1 * BURST, serving=2000.0) == BURST
     # it reads 1.8x, under the 2x threshold; the refusals show a 4x burst, over by the next interval
     levels = [(t, LULL) for t in range(0, 61, 15)] + [(75.0, reading), (90.0, LULL)]
     seen = feed(levels, refused={75.0: refused}, serving=2000.0)
@@ -56,10 +58,25 @@ def test_a_burst_shorter_than_the_window_is_read_from_the_refusals():
 
 def test_replicas_that_became_ready_within_the_window_do_not_count_for_the_height():
     reading, refused = LULL + (BURST - LULL) * 4 / 15, (BURST - 2000.0) * 4 / 15
-    before = bursts.Bursts(serving=2000.0)  # 2 ready at the last evaluation, 6 now
-    after = bursts.observe(before, ((60.0, LULL), (75.0, reading)), 75.0, 2.0, refused, serving=6000.0)
+    before = bursts.Bursts(serving=((60.0, 2000.0),))  # 2 ready at the last evaluation, 6 now
+    after = bursts.observe(before, ((60.0, LULL), (75.0, reading)), 75.0, 2.0, refused, serving=6000.0, span=45.0)
     assert after.seen[0].peak == pytest.approx(BURST)
-    assert after.serving == 6000.0
+    assert after.serving == ((60.0, 2000.0), (75.0, 6000.0))
+
+
+def test_the_height_counts_the_least_ready_over_the_whole_span_of_the_reading():
+    # a 4,000 rps job met by 2 replicas (2,000 rps), 5 ready by the evaluation before its end; the
+    # reading at its end (15 s of rate window, up to 30 s old) holds its last 5 s, while only the 2
+    # served: 2,000 rps on average, 667 of them refused
+    window = ((255.0, LULL), (270.0, BURST), (285.0, BURST), (300.0, BURST), (315.0, 2000.0))
+    served = ((270.0, 2000.0), (285.0, 2000.0), (300.0, 5000.0))
+    tail = bursts.Bursts((bursts.Burst(270.0, BURST, LULL),), True, served)
+    after = bursts.observe(tail, window, 315.0, 2.0, refused=2000.0 / 3, serving=5000.0, span=45.0)
+    assert after.seen[0].peak == pytest.approx(BURST)
+    assert [t for t, _ in after.serving] == [270.0, 285.0, 300.0, 315.0]
+    # read as if the 5 had served the whole window (the last evaluation's alone), the job was twice as tall
+    short = bursts.observe(tail, window, 315.0, 2.0, refused=2000.0 / 3, serving=5000.0, span=15.0)
+    assert short.seen[0].peak == pytest.approx(2 * BURST)
 
 
 PRICE = bursts.Price(refusal_gpu_seconds=0.02, exposure_seconds=90.0, lead_seconds=105.0)
@@ -101,9 +118,11 @@ def test_the_hold_keeps_the_replicas_whose_saved_refusals_are_worth_their_gpus_u
     assert bursts.hold(three, 800.0, cheap, capacity=1000.0) is None  # 300 GPU-s a burst < 350 s between them
     # at 1,200 a replica the first three save 72,000 refusals, 360 GPU-s, the 4th 24,000: 120. Kept
     # through the lull each nets 10 GPU-s a burst; ordered back 105 s before the next is due (the gaps
-    # are alike), 360 / 3 - 105 = 15, as a third of the next gaps fall outside the two seen
+    # are alike), 360 x 2/3 - 105 - 350 / 3 = 18, as a third of the next gaps come earlier than the two
+    # seen (missed) and a third later (held for them, about a gap of 350 s)
     prewarm = bursts.hold(three, 800.0, cheap, capacity=1200.0)
-    assert (prewarm.replicas, prewarm.planned, prewarm.order_at, prewarm.odds) == (0, 3, 895.0, pytest.approx(1 / 3))
+    assert (prewarm.replicas, prewarm.planned, prewarm.order_at, prewarm.odds) == (0, 3, 895.0, pytest.approx(2 / 3))
+    assert prewarm.cost_seconds == pytest.approx(105 + 350 / 3)
     assert bursts.hold(three, 900.0, cheap, capacity=1200.0).replicas == 3
     # a lull of 1,500 s: one burst per 950 s, and 1,200 GPU-s a burst no longer pays
     assert bursts.hold(three, 2600.0, PRICE, capacity=1000.0) is None
@@ -122,11 +141,12 @@ REGULAR = seen(*((start, start + 120.0) for start in (0.0, 900.0, 1800.0, 2700.0
 
 def test_regular_bursts_are_met_by_replicas_ordered_back_a_lead_before_the_next_is_due():
     # 4,000 rps for 2 min every 900 s: each replica saves 90,000 refusals a burst, 1,800 GPU-s at
-    # 0.02; kept through the lull (900 s a burst by the rate) each nets 870, ordered back at
-    # t-105 s 1,800 x 3/5 - 105 = 975, as 2 of the next 5 gaps fall outside the 4 seen
+    # 0.02; kept through the lull (930 s a burst by the rate) each nets 870, ordered back at
+    # t-105 s 1,800 x 4/5 - 105 - 930 / 5 = 1,149, as 1 of the next 5 gaps comes earlier than the 4
+    # seen and 1 later, held for
     lull = bursts.hold(REGULAR, 3720.0, PRICE, capacity=1000.0)
     assert (lull.replicas, lull.planned, lull.due, lull.order_at) == (0, 4, bursts.Due(4500.0, 0.0, 4), 4395.0)
-    assert (lull.cost_seconds, lull.odds) == (105.0, pytest.approx(0.6))
+    assert (lull.cost_seconds, lull.odds) == (pytest.approx(105 + 930 / 5), pytest.approx(0.8))
     assert bursts.hold(REGULAR, 4395.0, PRICE, capacity=1000.0).replicas == 4
     # later than every gap seen: the hold through the lull prices what to keep (1,800 > 1,125 s a burst)
     late = bursts.hold(REGULAR, 4501.0, PRICE, capacity=1000.0)
@@ -134,7 +154,10 @@ def test_regular_bursts_are_met_by_replicas_ordered_back_a_lead_before_the_next_
 
 
 def test_few_or_irregular_gaps_keep_the_hold_through_the_lull():
-    # two gaps: a third of the next fall outside them, 1,800 / 3 - 105 = 495 < 1,800 - 960 a replica
+    # one gap: half the next come earlier, half later: 1,800 / 2 - 105 - 960 / 2 = 315 < 1,800 - 960
+    two = seen((0.0, 120.0), (900.0, 1020.0))
+    assert bursts.hold(two, 1020.0, PRICE, capacity=1000.0).due is None
+    # two gaps: 1,800 x 2/3 - 105 - 960 / 3 = 775 < 1,800 - 960 a replica, just after the third burst
     three = seen((0.0, 120.0), (900.0, 1020.0), (1800.0, 1920.0))
     assert bursts.hold(three, 1920.0, PRICE, capacity=1000.0).due is None
     # gaps of 100 to 600 s (+-275 s): a window of 105 + 550 s costs more than the hold's 405 s
@@ -192,18 +215,20 @@ def regular_bursts(spec: dict, until: int) -> dict:
 def test_the_policy_lets_regular_bursts_replicas_go_in_the_lull_and_orders_them_back_before_the_next():
     spec = {"targets": EDGE, "behavior": {"scaleUp": FREE, "scaleDown": FREE}}
     decisions = regular_bursts(spec, until=2460)
-    # after the third burst the hold pays at first (900 GPU-s a replica saves, 622 s a burst by the
-    # rate), then, as the rate falls, less than ordering the replicas back 105 s before the next is due
-    assert decisions[1275].replicas == 4 and decisions[1275].floor == "bursts"
-    lull = decisions[1440]
+    # after the second burst the hold pays (900 GPU-s a replica saves, 600 s a burst by the rate) more
+    # than ordering the replicas back before the next: 900 / 2 - 105 - 600 / 2 (one gap)
+    assert decisions[690].replicas == 4 and decisions[690].floor == "bursts"
+    # after the third, less: 900 x 2/3 - 105 - 622 / 3 = 288 > 900 - 622; the burst's replicas go
+    lull = decisions[1275]
     assert lull.replicas == 2 and lull.floor is None
-    assert lull.reason.endswith("4 -> 2; next burst due in ~375s (2 gaps, +-0s): scale to 4 at t-105s")
+    assert lull.reason.endswith("5 -> 2; next burst due in ~540s (2 gaps, +-0s): scale to 4 at t-105s")
     warm = decisions[1710]
     assert warm.replicas == 4 and warm.floor == "bursts"
     assert warm.reason == (
         "3 bursts up to 4,000 rps, next burst due in ~105s (2 gaps, +-0s): scale to 4 at t-105s: replica 4 "
-        "ordered saves 45,000 refusals a burst (its first 90s), 900 GPU-s at 0.02 a refusal in the 33% of bursts "
-        "within the gaps seen, more than the 105 GPU-s of its window: pre-warming 4 replicas: 2 -> 4"
+        "ordered saves 45,000 refusals a burst (its first 90s), 900 GPU-s at 0.02 a refusal in the 67% of bursts "
+        "no earlier than the gaps seen, more than the 388 GPU-s of its window and a late one's wait: "
+        "pre-warming 4 replicas: 2 -> 4"
     )
     assert decisions[1800].replicas == 4  # ready when the burst comes at 1,815
     # with more gaps alike, none is held through the lull at all
@@ -246,8 +271,10 @@ def test_the_window_smooths_the_demand_not_the_hold_which_caps_it_and_is_let_go_
         decision = run(fleet(current, BURST if now in (60, 360) else LULL), state=state, now=float(now), **spec)
         state, current, seen[now] = decision.state, decision.replicas, decision
     assert seen[60].replicas == 5  # 4,000 / 800
-    assert seen[165].replicas == 5 and "scale-down stabilised over 120s" in seen[165].reason  # the burst's demand
-    assert seen[195].replicas == 2  # one burst alone holds nothing
+    # the burst is over at the next reading: one burst alone holds nothing, and once burst mode is over
+    # (60 s) the window does not keep its replicas (noise is what it smooths, and a burst's end is not noise)
+    assert seen[105].replicas == 5 and "burst mode" in seen[105].reason
+    assert seen[120].replicas == 2 and "stabilised" not in seen[120].reason
     assert seen[360].replicas == 5
     # a replica saves 15,000 refusals a burst, 1,500 GPU-s at 0.1, more than the 375 s it waits for the
     # next: the hold keeps 4 (4,000 at full capacity), and the window does not keep the burst's 5 beyond it
@@ -255,3 +282,31 @@ def test_the_window_smooths_the_demand_not_the_hold_which_caps_it_and_is_let_go_
     assert seen[1560].replicas == 4  # one gap of 1,500 s: still worth 1,500 GPU-s
     assert seen[1575].replicas == 2 and "stabilised" not in seen[1575].reason  # over: not waited out again
     assert seen[1575].reason.endswith("-> 2 replicas: 4 -> 2")
+
+
+def test_after_a_burst_the_window_keeps_none_of_its_replicas_but_still_smooths_the_lull():
+    down = {"stabilizationWindowSeconds": 120, "maxPodsPerStep": 1000, "maxPercentPerStep": 100}
+    spec = {"targets": EDGE, "behavior": {"scaleUp": FREE, "scaleDown": down}}
+    levels = {60: BURST, 75: BURST, 90: BURST, 300: 1900.0}  # a 45 s burst, then a lull with one high reading
+    state, current, seen = PolicyState(), 2, {}
+    for now in range(0, 601, 15):
+        decision = run(fleet(current, levels.get(now, LULL)), state=state, now=float(now), **spec)
+        state, current, seen[now] = decision.state, decision.replicas, decision
+    assert seen[105].replicas == 5 and "burst mode" in seen[105].reason  # until 60 s after it began
+    assert seen[120].replicas == 2 and "stabilised" not in seen[120].reason  # over: its 5 go at once
+    assert seen[300].replicas == 3  # 1,900 / 800: a reading under twice the lull's is no burst
+    assert seen[405].replicas == 3 and "scale-down stabilised over 120s" in seen[405].reason
+    assert seen[420].replicas == 2
+    assert seen[600].state.demand_since == 0.0  # when demand was first read: the burst does not move it
+    # where bursts have no price (0: the hold is off, or no demand rule, as the HPA baselines) the window
+    # keeps the burst's replicas as the HPA's does
+    free = {**spec, "capacity": {"refusalPriceGpuSeconds": 0}}
+    state, current = PolicyState(), 2
+    for now in range(0, 121, 15):
+        unpriced = run(fleet(current, levels.get(now, LULL)), state=state, now=float(now), **free)
+        state, current = unpriced.state, unpriced.replicas
+    assert unpriced.replicas == 5 and "scale-down stabilised over 120s" in unpriced.reason
+    # while the burst goes on (demand over twice the lull's) the window keeps its highest, as before
+    high = run(fleet(5, 2500.0), state=seen[90].state, now=105.0, **spec)
+    assert high.state.bursts.seen[-1].end is None
+    assert run(fleet(5, 2500.0), state=high.state, now=120.0, **spec).replicas == 5

@@ -21,8 +21,10 @@ where it has one, so that a user who knows the HPA can predict Unbusy (SCALING-N
 4. stabilisation: the recommendation is no lower than the lowest of the scale-up window and no
    higher than the highest of the scale-down window (the HPA's stabilizeRecommendation). The
    windows keep the metrics' recommendations only; the floors apply after them, so a floor that
-   ends (a burst hold let go, a seasonal floor that falls) is not waited out a second time, and
-   in a lull the burst hold caps what the scale-down window keeps (a pre-warm waiting: to the demand's).
+   ends (a burst hold let go, a seasonal floor that falls) is not waited out a second time; once
+   a burst has ended the scale-down window keeps only what was recommended since (its replicas are
+   the hold's to price, none after a burst alone), and in a lull the burst hold caps what the
+   window keeps (a pre-warm waiting: to the demand's).
 5. step limits per period: Pods and Percent policies from the rate of the period's start,
    the larger change wins going up (selectPolicy Max), the smaller going down (Min), as
    render/hpa.py writes them for the HPA.
@@ -264,6 +266,11 @@ def _demand(
     return _Desire(_ceil(needed) + headroom, ahead, text)
 
 
+def _prices_bursts(policy: Autoscaling, capacity: float | None) -> bool:
+    """Bursts are priced where refusals have a price and the demand rule runs (it is part of it)."""
+    return bool(policy.capacity.refusal_price() and capacity and policy.targets.capacity_utilization_percent)
+
+
 def _bursts(
     bursts: bursting.Bursts,
     capacity: float | None,
@@ -276,7 +283,7 @@ def _bursts(
     """The replicas the bursts seen pay for (scaling/bursts.py), at the spec's price of a refusal, and
     while a pre-warm waits for its window, what it will order when."""
     price = policy.capacity.refusal_price()
-    if not price or not capacity or not policy.targets.capacity_utilization_percent:  # part of the demand rule
+    if not _prices_bursts(policy, capacity):
         return None, None
     # Replicas ordered for a burst serve a start-up after it, on a reading up to two intervals old.
     # Ordered on schedule, a pre-warm's serve a start-up after the first tick past its time, and must
@@ -309,8 +316,8 @@ def _bursts(
         return None, plan
     text = (
         f"{held.bursts} bursts up to {_fmt_rate(held.peak, obs.unit)}, {plan}: {saves} in the {held.odds:.0%} of "
-        f"bursts within the gaps seen, more than the {held.cost_seconds * obs.gpus_per_replica:,.0f} GPU-s of its "
-        f"window: pre-warming {held.replicas} replicas"
+        f"bursts no earlier than the gaps seen, more than the {held.cost_seconds * obs.gpus_per_replica:,.0f} GPU-s "
+        f"of its window and a late one's wait: pre-warming {held.replicas} replicas"
     )
     return _Desire(held.replicas, held.replicas, text, "bursts"), None
 
@@ -396,11 +403,18 @@ def _window(history: tuple[tuple[float, int], ...], now: float, seconds: int) ->
 
 
 def _stabilise(
-    desired: int, current: int, history: tuple[tuple[float, int], ...], policy: Autoscaling, now: float
+    desired: int,
+    current: int,
+    history: tuple[tuple[float, int], ...],
+    policy: Autoscaling,
+    now: float,
+    since: float = -math.inf,
 ) -> int:
-    """The HPA's stabilizeRecommendation: not below the up window's lowest, not above the down window's highest."""
+    """The HPA's stabilizeRecommendation: not below the up window's lowest, not above the down window's highest
+    of the recommendations from `since` on."""
     up = min([desired, *_window(history, now, policy.behavior.scale_up.stabilization_window_seconds)])
-    down = max([desired, *_window(history, now, policy.behavior.scale_down.stabilization_window_seconds)])
+    kept = tuple((t, r) for t, r in history if t >= since)
+    down = max([desired, *_window(kept, now, policy.behavior.scale_down.stabilization_window_seconds)])
     return min(max(current, up), down)
 
 
@@ -482,7 +496,8 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
     if obs.demand is not None:
         refused = obs.demand.rejected_rps if obs.demand.measurable else 0.0
         serving = obs.ready * capacity if capacity else 0.0
-        bursts = bursting.observe(bursts, demands, now, policy.capacity.panic_threshold, refused, serving)
+        span = obs.window_seconds + 2 * policy.interval_seconds  # the reading's window and age
+        bursts = bursting.observe(bursts, demands, now, policy.capacity.panic_threshold, refused, serving, span)
     by_bursts, prewarm = _bursts(bursts, capacity, policy, obs, now, startup_s, metrics)
     by_season = _seasonal(obs, policy, capacity, metrics)
     panic_until = state.panic_until
@@ -528,7 +543,12 @@ def decide(obs: Observation, policy: Autoscaling, bounds: tuple[int, int], state
         best = forecast
     raw = best.replicas
 
-    stabilised = _stabilise(raw, obs.current, state.recommendations, policy, now)
+    # A burst that has ended is not noise for the scale-down window to smooth: what its replicas are worth
+    # in the lull is the hold's to price (none after a burst alone), so the window keeps only what was
+    # recommended since (flash: a crowd's 10 replicas were kept 165 s after it).
+    over = bursting.ended(bursts) if _prices_bursts(policy, capacity) else None
+    smoothed_since = over if over is not None and not panicking else -math.inf
+    stabilised = _stabilise(raw, obs.current, state.recommendations, policy, now, smoothed_since)
     if panicking and raw > obs.current:
         stabilised = raw  # burst mode: react to this interval's demand, not the window's
     if floor is not None and floor.floor == "bursts" and floor.replicas > raw and not panicking:
