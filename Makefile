@@ -40,7 +40,7 @@ test: install promtool image
 	$(BIN)/pytest tests
 
 unit: install promtool
-	$(BIN)/pytest tests/unit -q
+	$(BIN)/pytest tests/unit -q -n auto
 
 lint: install
 	$(BIN)/ruff check operator tests bench
