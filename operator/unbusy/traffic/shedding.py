@@ -62,28 +62,20 @@ class Moved:
     needed_at: float
     latest: Level | None = None
 
-    def levels(self) -> list[Level]:
-        return [Level(self.percent, self.needed_at), *([self.latest] if self.latest else [])]
 
-
-def _moved(variant: str, levels: Sequence[Level]) -> Moved | None:
-    if not levels:
-        return None
-    return Moved(variant, levels[0].percent, levels[0].needed_at, levels[1] if len(levels) > 1 else None)
-
-
-def _held(last: Moved | None, needed: int, now: float, restore_seconds: float) -> list[Level]:
-    """The move's levels with `needed` seen now. More need moves at once; less, once the held share
-    has not been needed for restore_seconds: then to what is needed now, or, where nothing is, to the
-    latest share that was within the window (it leaves in turn)."""
-    now_needed = [Level(needed, now)] if needed > 0 else []
+def _held(name: str, last: Moved | None, needed: int, now: float, restore_seconds: float) -> Moved | None:
+    """The move with `needed` seen now. More need moves at once; less, once the held share has not
+    been needed for restore_seconds: then to what is needed now, or, where nothing is, to the latest
+    share that was within the window (it leaves in turn)."""
     if last is None or needed >= last.percent:
-        return now_needed
+        return Moved(name, needed, now) if needed > 0 else None
     if now - last.needed_at < restore_seconds:
-        return [Level(last.percent, last.needed_at), *(now_needed or ([last.latest] if last.latest else []))]
-    if now_needed:
-        return now_needed
-    return [last.latest] if last.latest and now - last.latest.needed_at < restore_seconds else []
+        return replace(last, latest=Level(needed, now) if needed > 0 else last.latest)
+    if needed > 0:
+        return Moved(name, needed, now)
+    if last.latest and now - last.latest.needed_at < restore_seconds:
+        return Moved(name, last.latest.percent, last.latest.needed_at)
+    return None
 
 
 @dataclass(frozen=True)
@@ -255,13 +247,14 @@ def _spare(loads: Sequence[Load], spec: Fallback, demand_rps: float) -> int:
 
 
 def _capped(m: Moved, percent: int) -> Moved | None:
-    """The move held to at most `percent`: the levels above it become one, the latest of them."""
-    levels = m.levels()
-    above = [lv for lv in levels if lv.percent >= percent]
-    if not above:
+    """The move held to at most `percent`; a latest share it covers merges into it (its time, the later)."""
+    if percent <= 0:
+        return None
+    if m.percent <= percent:
         return m
-    rest = [lv for lv in levels if lv.percent < percent]
-    return _moved(m.variant, [Level(percent, above[-1].needed_at), *rest] if percent > 0 else [])
+    if m.latest and m.latest.percent >= percent:
+        return Moved(m.variant, percent, m.latest.needed_at)
+    return replace(m, percent=percent)
 
 
 def _trim(moved: list[Moved], limit: int) -> list[Moved]:
@@ -290,7 +283,7 @@ def plan(
         needed, spare = _needed(loads, spec, demand_rps), _spare(loads, spec, demand_rps)
     before = {m.variant: m for m in previous}
     moves = [
-        _moved(name, _held(before.get(name), needed.get(name, 0), now, spec.restore_seconds))
+        _held(name, before.get(name), needed.get(name, 0), now, spec.restore_seconds)
         for name in sorted(set(needed) | set(before))
     ]
     moved = tuple(_trim([m for m in moves if m is not None], min(spare, spec.max_percent)))
