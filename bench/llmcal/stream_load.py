@@ -104,7 +104,8 @@ async def _segment(url, mode, phases, concurrency, seconds, drain, start_at, see
             await asyncio.sleep(max(0.0, origin - time.perf_counter()))
             spawned = [asyncio.create_task(user()) for _ in range(concurrency)]
         end = origin + seconds + drain
-        await asyncio.wait(spawned, timeout=max(0.0, end - time.perf_counter()))
+        if spawned:  # a short, slow phase may draw no arrival for this process
+            await asyncio.wait(spawned, timeout=max(0.0, end - time.perf_counter()))
         for task in spawned:
             task.cancel()
         await asyncio.gather(*spawned, return_exceptions=True)
