@@ -77,7 +77,10 @@ class StepTime:
     def seconds(self, prompt_tokens: float, sequences: float, kv_tokens: float) -> float:
         per_sequence, per_kv_token = self.decode_costs(prompt_tokens > 0)
         return (
-            self.base_ms + self.per_prompt_token_ms * prompt_tokens + per_sequence * sequences + per_kv_token * kv_tokens
+            self.base_ms
+            + self.per_prompt_token_ms * prompt_tokens
+            + per_sequence * sequences
+            + per_kv_token * kv_tokens
         ) / 1000
 
 
