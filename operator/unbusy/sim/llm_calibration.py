@@ -53,9 +53,6 @@ BUSY_RUNNING = 3.0  # requests running on average from which a second counts as 
 # at 16.25 req/s and the step, 0.93 and 0.52 waiting, made the mean 140 ms: an idle replica's TTFT p99
 # 0.65 s against the 0.2 s measured).
 QUIET_WAITING = 0.25
-# An exponential's p99 over its mean; the segments a p99 of the first tokens' way is read from need this many.
-EXPONENTIAL_P99 = -math.log(0.01)
-MIN_TAIL_REQUESTS = 20
 DRAIN_S = 30.0  # how long a segment's requests may finish after it, where the header does not say
 SAMPLES_PER_SECOND = 4  # gauge readings a second in a simulated sweep (bench/llmcal: every 0.25 s)
 # Bounds of the validation (issue 20): served tokens/s, refused share, TTFT p99.
@@ -433,31 +430,24 @@ def fit_step_time_from_aggregates(
 
 
 def response_ms(profile: LlmProfile, segments: Sequence[Segment]) -> tuple[float, float]:
-    """The time a first token takes from the engine to the client, drawn in the engine from an
+    """The mean time a first token takes from the engine to the client, drawn in the engine from an
     exponential of mean response_ms + response_per_running_ms x requests running, as (response_ms,
-    response_per_running_ms). Fitted to the tail, where a TTFT p99 is read: per segment whose engine
-    queue stayed empty (waiting_mean < QUIET_WAITING), the p99 of what each request's measured TTFT
-    exceeds its TTFT in the engine (`profile` without a response time) by is regressed on the mean
-    requests the engine ran when it yielded those first tokens (an exponential's p99 is -ln(0.01) =
-    4.6 times its mean; least squares, both >= 0). The measured excess is heavier-tailed than an
-    exponential (bench/llmcal's H100 runs: p99 / mean 4.5-7), so a mean fitted to the mean (as
-    before) made the replayed TTFT p99 1/2 of the measured at low load."""
+    response_per_running_ms): what each request's measured TTFT exceeds its TTFT in the engine (`profile`
+    without a response time) by, regressed on the requests the engine ran when it yielded that first token
+    (least squares, both >= 0), over the segments whose engine queue stayed empty (waiting_mean <
+    QUIET_WAITING)."""
     engine_only = replace(profile, response_ms=0.0, response_per_running_ms=0.0)
-    rows, tails = [], []
+    rows, gaps = [], []
     for segment in segments:
         if segment.rates.get("waiting_mean", 0) >= QUIET_WAITING:
             continue
-        gaps, running = [], []
         for request, ttft_ms in zip(replay(engine_only, segment), segment.first_tokens_ms, strict=True):
             if ttft_ms is not None and request.ttft_s is not None:
+                rows.append([1.0, float(request.running_at_first_token)])
                 gaps.append(ttft_ms - request.ttft_s * 1000)
-                running.append(request.running_at_first_token)
-        if len(gaps) >= MIN_TAIL_REQUESTS:
-            rows.append([EXPONENTIAL_P99, EXPONENTIAL_P99 * statistics.fmean(running)])
-            tails.append(max(0.0, _p99(gaps)))
-    if not rows:
+    if not gaps:
         return 0.0, 0.0
-    fixed, per_running = nonnegative_least_squares(rows, tails)
+    fixed, per_running = nonnegative_least_squares(rows, gaps)
     return round(fixed, 1), float(f"{per_running:.3g}")
 
 
