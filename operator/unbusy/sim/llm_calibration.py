@@ -39,7 +39,6 @@ import csv
 import math
 import random
 import re
-import statistics
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
