@@ -7,7 +7,8 @@ behave alike) runs steps back to back while it holds work. Each step:
   step's token budget (max_batched_tokens less the decoding sequences: chunked prefill); the step
   that ends a prompt's prefill yields its first token (TTFT);
 - takes t = base + per_prompt_token x prompt tokens prefilled + per_sequence x sequences
-  decoding + per_kv_token x KV tokens those sequences attend to (their contexts).
+  decoding + per_kv_token x KV tokens those sequences attend to (their contexts), the decode terms
+  at their own price in a step that also prefills (StepTime).
 A waiting request is admitted at a step's start while fewer than max_sequences run and the KV
 cache (kv_cache_tokens, allocated in blocks: half a block lost per sequence on average) holds its
 prompt beside what the running ones use, less a reserve (kv_reserve) kept for their growth (an
@@ -327,10 +328,14 @@ def saturated_rps(profile: LlmProfile, mix: TokenMix) -> float:
     the step's token budget fills (rate x t x (E[p] + E[o]) = max_batched_tokens)."""
     base = profile.step.base_ms / 1000
     seats = concurrency_limit(profile, mix)
-    # Seats full: a step takes seats / E[o] new requests; the budget full: every step prefills.
-    work = _work_s(profile, mix, _mixed_share(profile, mix, seats / max(mix.output, 1.0)))
-    by_seats = seats / (base * mix.output + seats * work)
     budget = profile.max_batched_tokens
+    # Seats full: a step takes seats / E[o] new requests, and carries seats x (E[p] + E[o]) / E[o] tokens;
+    # where that fills the budget, the budget binds first, and every step prefills.
+    requests_per_step = seats / max(mix.output, 1.0)
+    work = _work_s(profile, mix, _mixed_share(profile, mix, requests_per_step))
+    by_seats = seats / (base * mix.output + seats * work)
+    if requests_per_step * (mix.prompt + mix.output) < budget:
+        return by_seats
     by_budget = budget / (base * (mix.prompt + mix.output) + budget * _work_s(profile, mix, 1.0))
     return min(by_seats, by_budget)
 

@@ -10,7 +10,8 @@ What is fitted:
 - the step time t = base + per_prompt_token x prefilled + per_sequence x decoding + per_kv_token x
   attended. Where the fitted segments' mixes have logged steps: directly, a least-squares regression
   (coefficients >= 0) of each bin's mean step time on its mean prefill tokens, decode requests and the
-  KV tokens they attend to, each bin weighted by its count of steps (as a regression on the steps
+  KV tokens they attend to, the decode terms apart for steps that also prefill (mixed_sequence,
+  mixed_kv_token), each bin weighted by its count of steps (as a regression on the steps
   themselves), the engine profile's bins included (a run may log only a profile: its steps are the
   engine's whatever the mix). Otherwise from the aggregates: from the seconds the
   engine was busy throughout (at least BUSY_RUNNING requests
@@ -20,6 +21,7 @@ What is fitted:
   the context is the KV cache in use less half a block a sequence; by least squares with every
   coefficient >= 0 (a negative one is dropped and the rest refitted);
 - the GPU reading of a busy engine: the mean reading over those seconds;
+- the first token's way to the client (response_ms, response_per_running_ms): see response_ms();
 - the engine's limits (KV tokens, block size, max batched tokens, max sequences, waiting limit,
   the KV reserve at admission: transformers' 15% safety margin where the engine line names its
   ContinuousBatchingManager and no margin is given, else vLLM's 1%; one step scheduled ahead where
