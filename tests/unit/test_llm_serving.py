@@ -310,7 +310,7 @@ def test_saturated_rps_with_a_mixed_price_is_near_what_an_overloaded_engine_serv
 def test_the_first_tokens_way_grows_with_the_requests_running():
     profile = replace(PROFILE, response_ms=20, response_per_running_ms=0.5)
     engine = Engine(profile)
-    for k in range(30):
+    for _ in range(30):
         engine.submit(Request(0.0, 100, 50))
     engine.advance_to(0.001)
     assert engine.response_s() == pytest.approx((20 + 0.5 * engine.running) / 1000) and engine.running == 30
