@@ -207,6 +207,7 @@ class Live:
     sender: object
     arrived: float
     prompt: int
+    received: float = 0.0  # Unix time execute() took it (engine_times, beside the client's own clock)
     sent: int = 0  # tokens already streamed
     last: float = 0.0  # when the last response went
 
@@ -380,15 +381,21 @@ class TritonPythonModel:
             with self.lock:
                 self.counter += 1
                 request_id = f"r{self.counter}"
-                self.live[request_id] = Live(sender, time.perf_counter(), prompt)
+                self.live[request_id] = Live(sender, time.perf_counter(), prompt, time.time())
             self.manager.add_request(ids, request_id=request_id, max_new_tokens=max_tokens, streaming=True)
         return None
 
-    def _respond(self, live, tokens, n, final):
+    def _respond(self, live, tokens, n, final, collected):
+        """One response; engine_times = (Unix time execute() took the request, Unix time the engine's output reached
+        the collector): with the client's send and receive times they split a TTFT into the way in, the engine, and
+        the way out (the stub, Triton, HTTP)."""
         dlpack = torch.utils.dlpack.to_dlpack
         outputs = [
             pb_utils.Tensor.from_dlpack("tokens", dlpack(torch.tensor(tokens, dtype=torch.int32))),
             pb_utils.Tensor.from_dlpack("n", dlpack(torch.tensor([n], dtype=torch.int32))),
+            pb_utils.Tensor.from_dlpack(
+                "engine_times", dlpack(torch.tensor([live.received, collected], dtype=torch.float64))
+            ),
         ]
         flags = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL if final else 0
         live.sender.send(pb_utils.InferenceResponse(output_tensors=outputs), flags=flags)
@@ -403,7 +410,7 @@ class TritonPythonModel:
                 live = self.live.get(out.request_id)
             if live is None:  # cancelled meanwhile
                 continue
-            now = time.perf_counter()
+            now, collected = time.perf_counter(), time.time()
             if out.error is not None:
                 with self.lock:
                     self.live.pop(out.request_id, None)
@@ -429,7 +436,7 @@ class TritonPythonModel:
                 with self.lock:
                     self.live.pop(out.request_id, None)
             try:
-                self._respond(live, out.generated_tokens[live.sent : n], n, final)
+                self._respond(live, out.generated_tokens[live.sent : n], n, final, collected)
             except Exception as error:
                 pb_utils.Logger.log_warn(f"response to {out.request_id} not sent: {error}")
             live.sent, live.last = n, now

@@ -36,11 +36,16 @@ class Result:
     e2e: float | None  # seconds from send to the last token (ok requests)
     outcome: str  # ok | refused | unfinished | error
     detail: str = ""
+    ingress: float | None = None  # seconds from send to the model's execute() (Unix clocks of one machine)
+    engine_ttft: float | None = None  # seconds from execute() to the first token reaching the model's collector
 
 
-async def _stream(session, url: str, prompt: int, output: int, seed: int, origin: float, bins: dict) -> tuple:
-    """One request: (generated, ttft, e2e, outcome, detail); streamed tokens go to bins[second] = [prompt, output]."""
-    sent = time.perf_counter()
+async def _stream(
+    session, url: str, prompt: int, output: int, seed: int, origin: float, bins: dict, timing: dict
+) -> tuple:
+    """One request: (generated, ttft, e2e, outcome, detail); streamed tokens go to bins[second] = [prompt, output];
+    timing gets the way in and the engine's part of the TTFT (ingress, engine) where the model reports its times."""
+    sent, sent_unix = time.perf_counter(), time.time()
     body = {"prompt_tokens": prompt, "max_tokens": output, "seed": seed}
     generated, ttft = 0, None
     try:
@@ -60,6 +65,9 @@ async def _stream(session, url: str, prompt: int, output: int, seed: int, origin
                 second = bins.setdefault(int(now - origin), [0, 0])
                 if ttft is None:
                     ttft = now - sent
+                    received, collected = event.get("engine_times") or (None, None)
+                    if received is not None:
+                        timing.update(ingress=received - sent_unix, engine=collected - received)
                     second[0] += prompt
                 second[1] += n - generated
                 generated = n
@@ -83,10 +91,16 @@ async def _segment(url, mode, phases, concurrency, seconds, drain, start_at, see
         async def one(at: float) -> None:
             prompt, output = rng.choice(pairs)
             lag = time.perf_counter() - (origin + at)
+            timing: dict[str, float] = {}
             generated, ttft, e2e, outcome, detail = await _stream(
-                session, url, prompt, output, rng.randrange(1 << 30), origin, bins
+                session, url, prompt, output, rng.randrange(1 << 30), origin, bins, timing
             )
-            results.append(Result(at, lag, prompt, output, generated, ttft, e2e, outcome, detail))
+            results.append(
+                Result(
+                    at, lag, prompt, output, generated, ttft, e2e, outcome, detail,
+                    timing.get("ingress"), timing.get("engine"),
+                )
+            )  # fmt: skip
 
         spawned: list[asyncio.Task] = []
         if mode == "open":

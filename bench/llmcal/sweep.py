@@ -97,6 +97,8 @@ REQUESTS = [
     "max_tokens",
     "generated_tokens",
     "ttft_ms",
+    "ingress_ms",
+    "engine_ttft_ms",
     "tpot_ms",
     "e2e_ms",
     "outcome",
@@ -171,7 +173,8 @@ input [
 ]
 output [
   {{ name: "tokens" data_type: TYPE_INT32 dims: [ -1 ] }},
-  {{ name: "n" data_type: TYPE_INT32 dims: [ 1 ] }}
+  {{ name: "n" data_type: TYPE_INT32 dims: [ 1 ] }},
+  {{ name: "engine_times" data_type: TYPE_FP64 dims: [ 2 ] }}
 ]
 instance_group [ {{ count: 1 kind: KIND_CPU }} ]
 {parameters}
@@ -313,6 +316,8 @@ def request_rows(mix, segment, offered, results: list[Result]) -> list[dict]:
             "max_tokens": r.max_tokens,
             "generated_tokens": r.generated,
             "ttft_ms": None if r.ttft is None else 1000 * r.ttft,
+            "ingress_ms": None if r.ingress is None else 1000 * r.ingress,
+            "engine_ttft_ms": None if r.engine_ttft is None else 1000 * r.engine_ttft,
             "tpot_ms": 1000 * (r.e2e - r.ttft) / (r.generated - 1) if r.outcome == "ok" and r.generated > 1 else None,
             "e2e_ms": None if r.e2e is None else 1000 * r.e2e,
             "outcome": r.outcome,

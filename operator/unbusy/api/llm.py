@@ -48,12 +48,25 @@ class LlmCapacity(ApiModel):
 
 class LlmStepTime(ApiModel):
     """t(step) = baseMs + perPromptTokenMs x tokens prefilled + perSequenceMs x sequences decoding +
-    perKvTokenMs x tokens attended."""
+    perKvTokenMs x tokens attended; a step that also prefills prices its decoding sequences and their
+    tokens at mixedSequenceMs and mixedKvTokenMs where given."""
 
     base_ms: float = Field(ge=0, le=10_000, description="A step's fixed time (ms).")
     per_prompt_token_ms: float = Field(ge=0, le=1_000, description="Each prompt token prefilled in the step (ms).")
     per_sequence_ms: float = Field(ge=0, le=1_000, description="Each sequence decoding in the step (ms).")
     per_kv_token_ms: float = Field(ge=0, le=1_000, description="Each cached token attended in the step (ms).")
+    mixed_sequence_ms: float | None = Field(
+        None,
+        ge=0,
+        le=1_000,
+        description="Each sequence decoding in a step that also prefills (ms); unset: perSequenceMs.",
+    )
+    mixed_kv_token_ms: float | None = Field(
+        None,
+        ge=0,
+        le=1_000,
+        description="Each cached token attended in a step that also prefills (ms); unset: perKvTokenMs.",
+    )
 
 
 class LlmProfile(ApiModel):
@@ -69,6 +82,12 @@ class LlmProfile(ApiModel):
     kv_reserve: float = Field(0.01, ge=0, lt=1, description="Share of the KV cache kept for running sequences.")
     scheduled_ahead: int = Field(0, ge=0, le=8, description="Steps already scheduled when a request arrives.")
     response_ms: float = Field(0.0, ge=0, le=60_000, description="Engine-to-client time of a token (ms).")
+    response_per_running_ms: float = Field(
+        0.0,
+        ge=0,
+        le=60_000,
+        description="What each running request adds to a first token's engine-to-client time (ms).",
+    )
     gpu_busy_reading: float = Field(1.0, ge=0, le=1, description="GPU utilisation read while the engine is busy.")
     ready_seconds: float = Field(0.0, ge=0, le=86_400, description="Start to ready, as measured (informational).")
     measured: str = Field("", max_length=2000, description="Provenance: model, device, engine, data.")

@@ -7,7 +7,8 @@ behave alike) runs steps back to back while it holds work. Each step:
   step's token budget (max_batched_tokens less the decoding sequences: chunked prefill); the step
   that ends a prompt's prefill yields its first token (TTFT);
 - takes t = base + per_prompt_token x prompt tokens prefilled + per_sequence x sequences
-  decoding + per_kv_token x KV tokens those sequences attend to (their contexts).
+  decoding + per_kv_token x KV tokens those sequences attend to (their contexts), the decode terms
+  at their own price in a step that also prefills (StepTime).
 A waiting request is admitted at a step's start while fewer than max_sequences run and the KV
 cache (kv_cache_tokens, allocated in blocks: half a block lost per sequence on average) holds its
 prompt beside what the running ones use, less a reserve (kv_reserve) kept for their growth (an
@@ -52,19 +53,35 @@ _MIDDLES = tuple((low + high) / 2 for low, high in itertools.pairwise(_EDGES))
 
 @dataclass(frozen=True)
 class StepTime:
-    """t(step) = base + per_prompt_token x prefilled + per_sequence x decoding + per_kv_token x attended, in ms."""
+    """t(step) = base + per_prompt_token x prefilled + per_sequence x decoding + per_kv_token x attended, in ms.
+
+    A step that prefills (a mixed step) prices its decoding sequences and their KV tokens apart
+    (mixed_sequence_ms, mixed_kv_token_ms; None: as a decode-only step): on the H100 runs a sequence
+    riding a prefill step cost ~15x what it costs in a decode-only step (bench/llmcal README, the step log)."""
 
     base_ms: float
     per_prompt_token_ms: float
     per_sequence_ms: float
     per_kv_token_ms: float
+    mixed_sequence_ms: float | None = None
+    mixed_kv_token_ms: float | None = None
+
+    def decode_costs(self, mixed: bool) -> tuple[float, float]:
+        """(ms a decoding sequence, ms a KV token it attends to) in a mixed or a decode-only step."""
+        if not mixed:
+            return self.per_sequence_ms, self.per_kv_token_ms
+        return (
+            self.per_sequence_ms if self.mixed_sequence_ms is None else self.mixed_sequence_ms,
+            self.per_kv_token_ms if self.mixed_kv_token_ms is None else self.mixed_kv_token_ms,
+        )
 
     def seconds(self, prompt_tokens: float, sequences: float, kv_tokens: float) -> float:
+        per_sequence, per_kv_token = self.decode_costs(prompt_tokens > 0)
         return (
             self.base_ms
             + self.per_prompt_token_ms * prompt_tokens
-            + self.per_sequence_ms * sequences
-            + self.per_kv_token_ms * kv_tokens
+            + per_sequence * sequences
+            + per_kv_token * kv_tokens
         ) / 1000
 
 
@@ -91,6 +108,10 @@ class LlmProfile:
     # the engine's by, at loads where nothing waits, is spread so: median ~0.7x, p90 ~2.3x, p99 ~4.6x the
     # mean); end to end adds the mean.
     response_ms: float = 0.0
+    # What each request running when a first token comes adds to its mean way to the client: the serving
+    # process streams every running request's tokens through the same threads (bench/llmcal's H100 runs:
+    # the measured TTFT less the engine's grew with the requests running, most in the conversation mix).
+    response_per_running_ms: float = 0.0
     gpu_busy_reading: float = 1.0  # GPU utilisation NVML reads while the engine is busy all the time
     ready_seconds: float = 0.0  # start to ready (model load, warm-up)
     measured: str = ""  # provenance: model, device, engine, the CSVs it was fitted from
@@ -113,7 +134,7 @@ class LlmProfile:
 
 def _camel(value):
     if isinstance(value, dict):
-        return {_camel_key(k): _camel(v) for k, v in value.items()}
+        return {_camel_key(k): _camel(v) for k, v in value.items() if v is not None}
     return value
 
 
@@ -261,15 +282,25 @@ class TokenMix:
         )
 
 
-def _work_s(profile: LlmProfile, mix: TokenMix) -> float:
+def _work_s(profile: LlmProfile, mix: TokenMix, mixed_share: float) -> float:
     """The seconds of steps one request costs beyond the steps' base: its prefill, and its share of
-    o - 1 decode steps (a sequence, and its context of p + j tokens in the j-th)."""
+    o - 1 decode steps (a sequence, and its context of p + j tokens in the j-th), `mixed_share` of
+    them in steps that also prefill (priced as such)."""
     step = profile.step
     decode_steps = max(mix.output - 1, 0.0)
     attended = mix.prompt_x_output - mix.prompt + (mix.output_squared - mix.output) / 2
-    return (
-        step.per_prompt_token_ms * mix.prompt + step.per_sequence_ms * decode_steps + step.per_kv_token_ms * attended
-    ) / 1000
+    costs = [
+        share * cost
+        for share, mixed in ((mixed_share, True), (1 - mixed_share, False))
+        for cost in (step.decode_costs(mixed)[0] * decode_steps, step.decode_costs(mixed)[1] * attended)
+    ]
+    return (step.per_prompt_token_ms * mix.prompt + sum(costs)) / 1000
+
+
+def _mixed_share(profile: LlmProfile, mix: TokenMix, requests_per_step: float) -> float:
+    """The share of steps that prefill, where each step takes `requests_per_step` new requests' prompts
+    within the token budget."""
+    return min(1.0, requests_per_step * mix.prompt / profile.max_batched_tokens)
 
 
 def concurrency_limit(profile: LlmProfile, mix: TokenMix) -> float:
@@ -281,19 +312,31 @@ def concurrency_limit(profile: LlmProfile, mix: TokenMix) -> float:
 
 def step_s(profile: LlmProfile, mix: TokenMix, rate: float) -> float:
     """The mean step time at `rate` requests/s: t = base + rate x t x work (each step carries its
-    share of the requests in flight), so t = base / (1 - rate x work); inf at or past saturation."""
-    load = rate * _work_s(profile, mix)
-    return profile.step.base_ms / 1000 / (1 - load) if load < 1 else math.inf
+    share of the requests in flight), so t = base / (1 - rate x work); inf at or past saturation.
+    The work depends on the share of steps that prefill (rate x t prompts a step), so t is iterated."""
+    base, step = profile.step.base_ms / 1000, profile.step.base_ms / 1000
+    for _ in range(20):
+        load = rate * _work_s(profile, mix, _mixed_share(profile, mix, rate * step))
+        if load >= 1:
+            return math.inf
+        step = base / (1 - load)
+    return step
 
 
 def saturated_rps(profile: LlmProfile, mix: TokenMix) -> float:
     """Requests/s a replica serves at most: as many sequences as fit run (n = rate x t x E[o]), or
     the step's token budget fills (rate x t x (E[p] + E[o]) = max_batched_tokens)."""
-    base, work = profile.step.base_ms / 1000, _work_s(profile, mix)
+    base = profile.step.base_ms / 1000
     seats = concurrency_limit(profile, mix)
-    by_seats = seats / (base * mix.output + seats * work)
     budget = profile.max_batched_tokens
-    by_budget = budget / (base * (mix.prompt + mix.output) + budget * work)
+    # Seats full: a step takes seats / E[o] new requests, and carries seats x (E[p] + E[o]) / E[o] tokens;
+    # where that fills the budget, the budget binds first, and every step prefills.
+    requests_per_step = seats / max(mix.output, 1.0)
+    work = _work_s(profile, mix, _mixed_share(profile, mix, requests_per_step))
+    by_seats = seats / (base * mix.output + seats * work)
+    if requests_per_step * (mix.prompt + mix.output) < budget:
+        return by_seats
+    by_budget = budget / (base * (mix.prompt + mix.output) + budget * _work_s(profile, mix, 1.0))
     return min(by_seats, by_budget)
 
 
@@ -345,7 +388,8 @@ def ttft_p99_s(profile: LlmProfile, mix: TokenMix, fraction: float) -> float:
     """TTFT p99 at `fraction` of saturated_rps, inf at or past it. A request's TTFT is the sum of:
     - the rest of the step under way (at most a mean step) and the steps already scheduled
       (scheduled_ahead), its prefill: its own tokens, and the steps that carry its chunks (each a
-      mean step without its prefill), and the way to the client (exponential, of mean response_ms);
+      mean step without its prefill), and the way to the client (exponential, of mean response_ms and
+      response_per_running_ms for each sequence running);
     - the prompts ahead of it in the prefill budget, an M/G/1 queue of such prefills: no wait with
       probability 1 - load, else an exponential wait of the queue's mean (the rest of the prefill
       under way, length-biased, over 1 - load);
@@ -372,16 +416,16 @@ def ttft_p99_s(profile: LlmProfile, mix: TokenMix, fraction: float) -> float:
     busy = min(rate * mean, 0.999)  # of the time, a prompt is being prefilled
     # The step under way and those already scheduled, its prefill, and the way to the client.
     before = step * (1 + profile.scheduled_ahead)
-    response = _exponential(profile.response_ms / 1000)
+    running = rate * mix.output * step  # sequences running (seats in use)
+    response = _exponential((profile.response_ms + profile.response_per_running_ms * running) / 1000)
     own = _coarse([(before + s + r, share * rshare) for s, share in served for r, rshare in response])
     rest = sum(s * s * share for s, share in served) / (2 * mean)  # of the prefill under way (length-biased)
     waited = rest / (1 - busy)  # M/G/1's mean wait of a request that waits
     ahead = [(0.0, 1 - busy), *_exponential(waited, busy)]
     prefill = _quantile([(x + y, wx * wy) for x, wx in own for y, wy in ahead], P99)
     seats = concurrency_limit(profile, mix)
-    offered = rate * mix.output * step  # seats in use
-    waits = _erlang_c(seats, offered)
-    seat = math.log(waits / (1 - P99)) * mix.output * step / (seats - offered) if waits > 1 - P99 else 0.0
+    waits = _erlang_c(seats, running)
+    seat = math.log(waits / (1 - P99)) * mix.output * step / (seats - running) if waits > 1 - P99 else 0.0
     return prefill + seat
 
 
@@ -413,6 +457,7 @@ class Request:
     generated: int = 0
     finish_at: int = 0  # the engine's decode count at which it has generated its output
     preempted: int = 0
+    running_at_first_token: int = 0  # requests the engine ran when it yielded the first token
 
     @property
     def ttft_s(self) -> float | None:
@@ -542,7 +587,8 @@ class Engine:
             self.prefilling.remove(request)
             self.prefill_held -= request.prompt + request.generated
             if request.first_token_s is None:  # a recomputed sequence yielded its first token before
-                request.first_token_s = self.now + self._draws.expovariate(1.0) * self.profile.response_ms / 1000
+                request.running_at_first_token = self.running
+                request.first_token_s = self.now + self._draws.expovariate(1.0) * self.response_s()
                 request.generated = 1
                 self.output_tokens += 1
                 self.prompt_tokens += request.prompt
@@ -605,6 +651,11 @@ class Engine:
     def _finish(self, request: Request) -> None:
         request.done_s = self.now + self.profile.response_ms / 1000
         self.done.append(request)
+
+    def response_s(self) -> float:
+        """The mean way of a first token to the client now: response_ms, and response_per_running_ms for
+        each request running."""
+        return (self.profile.response_ms + self.profile.response_per_running_ms * self.running) / 1000
 
     def take_done(self) -> list[Request]:
         done, self.done = self.done, []

@@ -10,7 +10,8 @@ What is fitted:
 - the step time t = base + per_prompt_token x prefilled + per_sequence x decoding + per_kv_token x
   attended. Where the fitted segments' mixes have logged steps: directly, a least-squares regression
   (coefficients >= 0) of each bin's mean step time on its mean prefill tokens, decode requests and the
-  KV tokens they attend to, each bin weighted by its count of steps (as a regression on the steps
+  KV tokens they attend to, the decode terms apart for steps that also prefill (mixed_sequence,
+  mixed_kv_token), each bin weighted by its count of steps (as a regression on the steps
   themselves), the engine profile's bins included (a run may log only a profile: its steps are the
   engine's whatever the mix). Otherwise from the aggregates: from the seconds the
   engine was busy throughout (at least BUSY_RUNNING requests
@@ -20,6 +21,7 @@ What is fitted:
   the context is the KV cache in use less half a block a sequence; by least squares with every
   coefficient >= 0 (a negative one is dropped and the rest refitted);
 - the GPU reading of a busy engine: the mean reading over those seconds;
+- the first token's way to the client (response_ms, response_per_running_ms): see response_ms();
 - the engine's limits (KV tokens, block size, max batched tokens, max sequences, waiting limit,
   the KV reserve at admission: transformers' 15% safety margin where the engine line names its
   ContinuousBatchingManager and no margin is given, else vLLM's 1%; one step scheduled ahead where
@@ -39,9 +41,8 @@ import csv
 import math
 import random
 import re
-import statistics
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from unbusy.serving.llm import Engine, LlmProfile, Request, StepTime, TokenMix, saturated_rps
@@ -345,11 +346,14 @@ def busy_seconds(segments: Iterable[Segment]) -> list[dict[str, float]]:
 
 def fit_step_time(steps: Sequence[StepBin]) -> StepTime:
     """The step time regressed on what the logged steps carried: each bin's mean time on its mean
-    prefill tokens, decode requests and their KV tokens, weighted by its count of steps, coefficients >= 0."""
+    prefill tokens, decode requests and their KV tokens, the decode terms apart for bins of steps that
+    prefill (mixed) and of decode-only steps, weighted by its count of steps, coefficients >= 0."""
     rows, targets = [], []
     for b in steps:
         weight = math.sqrt(b.steps)  # a mean of n steps: its noise falls as 1/sqrt(n)
-        rows.append([weight, weight * b.prefill_tokens, weight * b.decode_requests, weight * b.decode_kv_tokens])
+        decode = [b.decode_requests, b.decode_kv_tokens]
+        mixed, only = (decode, [0.0, 0.0]) if b.prefill_tokens > 0 else ([0.0, 0.0], decode)
+        rows.append([weight * x for x in (1.0, b.prefill_tokens, *only, *mixed)])
         targets.append(weight * b.step_ms)
     return StepTime(*nonnegative_least_squares(rows, targets))
 
@@ -395,7 +399,8 @@ def fit_llm(sweep: LlmSweep, segments: Sequence[Segment], steps: Sequence[StepBi
         ready_seconds=sweep.setting("ready_s") or 0.0,
         measured=measured[:512],
     )
-    return replace(profile, response_ms=response_ms(profile, segments))
+    fixed, per_running = response_ms(profile, segments)
+    return replace(profile, response_ms=fixed, response_per_running_ms=per_running)
 
 
 def fit_step_time_from_aggregates(
@@ -425,19 +430,26 @@ def fit_step_time_from_aggregates(
     return StepTime(*(1000 * x for x in nonnegative_least_squares(rows, weights)))
 
 
-def response_ms(profile: LlmProfile, segments: Sequence[Segment]) -> float:
-    """The mean time a first token takes from the engine to the client (exponential in the engine): the
-    mean of what each request's measured TTFT exceeds its TTFT in the engine (`profile` without a
-    response time) by, over the segments whose engine queue stayed empty (waiting_mean < QUIET_WAITING)."""
-    engine_only = replace(profile, response_ms=0.0)
-    gaps = []
+def response_ms(profile: LlmProfile, segments: Sequence[Segment]) -> tuple[float, float]:
+    """The mean time a first token takes from the engine to the client, drawn in the engine from an
+    exponential of mean response_ms + response_per_running_ms x requests running, as (response_ms,
+    response_per_running_ms): what each request's measured TTFT exceeds its TTFT in the engine (`profile`
+    without a response time) by, regressed on the requests the engine ran when it yielded that first token
+    (least squares, both >= 0), over the segments whose engine queue stayed empty (waiting_mean <
+    QUIET_WAITING)."""
+    engine_only = replace(profile, response_ms=0.0, response_per_running_ms=0.0)
+    rows, gaps = [], []
     for segment in segments:
         if segment.rates.get("waiting_mean", 0) >= QUIET_WAITING:
             continue
         for request, ttft_ms in zip(replay(engine_only, segment), segment.first_tokens_ms, strict=True):
             if ttft_ms is not None and request.ttft_s is not None:
+                rows.append([1.0, float(request.running_at_first_token)])
                 gaps.append(ttft_ms - request.ttft_s * 1000)
-    return round(max(0.0, statistics.fmean(gaps)), 1) if gaps else 0.0
+    if not gaps:
+        return 0.0, 0.0
+    fixed, per_running = nonnegative_least_squares(rows, gaps)
+    return round(fixed, 1), float(f"{per_running:.3g}")
 
 
 def rounded(profile: LlmProfile) -> LlmProfile:
@@ -446,9 +458,8 @@ def rounded(profile: LlmProfile) -> LlmProfile:
     def digits(value: float) -> float:
         return float(f"{value:.4g}")
 
-    step = profile.step
-    figures = (step.base_ms, step.per_prompt_token_ms, step.per_sequence_ms, step.per_kv_token_ms)
-    return replace(profile, step=StepTime(*(digits(v) for v in figures)))
+    figures = asdict(profile.step)
+    return replace(profile, step=StepTime(**{k: None if v is None else digits(v) for k, v in figures.items()}))
 
 
 # --- the check -------------------------------------------------------------------------------
