@@ -435,6 +435,17 @@ def measure(args, model: str, plan: Plan, environment: list[str]) -> None:
     write_csv(out / f"{args.prefix}{model}-seconds.csv", header, SECONDS_COLUMNS, seconds)
 
 
+def host_cpu() -> str:
+    """The host CPU's model name (/proc/cpuinfo), or the platform's word for it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment() -> list[str]:
     lines = [f"measured: {datetime.now(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"]
     try:
@@ -447,6 +458,8 @@ def environment() -> list[str]:
         lines.append(f"device: {gpu}")
     except (OSError, subprocess.CalledProcessError):
         lines.append(f"device: CPU only ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)")
+    # The host's CPU is named too: an engine's Python loop makes its steps as fast as the host (bench/llmcal).
+    lines.append(f"host: {host_cpu()}, {os.cpu_count()} cores")
     versions = []
     for package in ("torch", "torchvision", "nvidia-pytriton", "aiohttp"):
         try:
