@@ -170,7 +170,7 @@ def test_a_pre_warm_is_priced_alike_all_through_the_lull():
     # before the window opens, half the next bursts are still to be met: 1,350 / 2 - 105 - 900 / 2 = 120
     # GPU-s a replica. A late burst waits a mean gap of those seen; 1 / rate (1,700 s by now) would count
     # the lull so far as if still to be paid, and the plan would lapse as its burst comes near (flash at
-    # 0.015 held the second crowd's replicas 450 s, then let go of them before the third)
+    # 0.015 held the second crowd's replicas 360 s, then let go of them 390 s before the third)
     two = seen((0.0, 120.0), (900.0, 1020.0))
     cheaper = bursts.Price(0.015, 90.0, 105.0)
     assert bursts.hold(two, 1200.0, cheaper, capacity=1000.0).due is None  # held: 1,350 - 1,200 > 120

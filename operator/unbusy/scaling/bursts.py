@@ -32,7 +32,7 @@ refused request is worth in GPU-seconds (capacity.refusalPriceGpuSeconds).
   misses it: the demand's replicas meet it. It is longer than all n with odds 1 / (n + 1) too, and
   then the hold meets it from the window's end on, for about one more mean gap of those seen (not
   1 / rate, which counts the lull so far: priced so, a plan cost more the nearer its burst came, and
-  flash's crowds were held into the lull and let go just before the next). So the j-th replica
+  flash's crowds were held into the lull and let go before the next). So the j-th replica
   saves price x saved_j x n / (n + 1) for its window's GPUs and 1 / (n + 1) of a mean gap's;
   the pre-warm is planned where its replicas' worth less their GPUs beats the hold's. A few gaps, or
   gaps spread as widely as memoryless bursts' (onoff's), keep the hold. (Counting the late burst as
