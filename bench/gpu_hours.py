@@ -37,7 +37,7 @@ from unbusy.scaling.policy import Decision
 from unbusy.serving.model import DEFAULT_PROFILE, from_service, load_profile
 from unbusy.sim.config import from_spec
 from unbusy.sim.engine import Policy, simulate
-from unbusy.sim.traces import SHAPES, builtin
+from unbusy.sim.traces import SHAPES, builtin, parse_csv
 
 CAUSES = (
     "burst hold",
@@ -180,7 +180,7 @@ def _span(text: str) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-f", "--filename", type=Path, default=bench.DEFAULT_MANIFEST, help="InferenceService manifest")
-    parser.add_argument("--trace", default="onoff", help=f"built-in shape ({', '.join(SHAPES)})")
+    parser.add_argument("--trace", default="onoff", help=f"built-in shape ({', '.join(SHAPES)}) or a CSV file")
     parser.add_argument("--model", default=DEFAULT_PROFILE, help="serving profile or a calibrate file")
     parser.add_argument("--base-rps", type=float, help="base rate of the shape; default: half of the capacity")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the arrivals")
@@ -205,7 +205,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.refusal_price is not None and config.policy is not None:
         config = bench.with_price(config, args.refusal_price)
     base = args.base_rps or bench.BASE_LOAD * config.model.capacity_rps * config.initial_replicas / config.weight
-    trace = bench.smoke_trace(base) if args.smoke else builtin(args.trace, base)
+    if args.smoke:
+        trace = bench.smoke_trace(base)
+    elif args.trace in SHAPES:
+        trace = builtin(args.trace, base)
+    elif Path(args.trace).is_file():
+        trace = parse_csv(Path(args.trace).read_text(), args.trace)
+    else:
+        parser.error(f"--trace {args.trace}: neither a built-in shape ({', '.join(SHAPES)}) nor a CSV file")
     found = explain(config, trace)
     print(json.dumps(found, indent=1) if args.json else report(found, args.minutes, args.ticks))
     return 0

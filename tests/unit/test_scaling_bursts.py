@@ -118,11 +118,11 @@ def test_the_hold_keeps_the_replicas_whose_saved_refusals_are_worth_their_gpus_u
     assert bursts.hold(three, 800.0, cheap, capacity=1000.0) is None  # 300 GPU-s a burst < 350 s between them
     # at 1,200 a replica the first three save 72,000 refusals, 360 GPU-s, the 4th 24,000: 120. Kept
     # through the lull each nets 10 GPU-s a burst; ordered back 105 s before the next is due (the gaps
-    # are alike), 360 x 2/3 - 105 - 350 / 3 = 18, as a third of the next gaps come earlier than the two
-    # seen (missed) and a third later (held for them, about a gap of 350 s)
+    # are alike), 360 x 2/3 - 105 - 300 / 3 = 35, as a third of the next gaps come earlier than the two
+    # seen (missed) and a third later (held for them, about a mean gap of 300 s)
     prewarm = bursts.hold(three, 800.0, cheap, capacity=1200.0)
     assert (prewarm.replicas, prewarm.planned, prewarm.order_at, prewarm.odds) == (0, 3, 895.0, pytest.approx(2 / 3))
-    assert prewarm.cost_seconds == pytest.approx(105 + 350 / 3)
+    assert prewarm.cost_seconds == pytest.approx(105 + 300 / 3)
     assert bursts.hold(three, 900.0, cheap, capacity=1200.0).replicas == 3
     # a lull of 1,500 s: one burst per 950 s, and 1,200 GPU-s a burst no longer pays
     assert bursts.hold(three, 2600.0, PRICE, capacity=1000.0) is None
@@ -142,11 +142,11 @@ REGULAR = seen(*((start, start + 120.0) for start in (0.0, 900.0, 1800.0, 2700.0
 def test_regular_bursts_are_met_by_replicas_ordered_back_a_lead_before_the_next_is_due():
     # 4,000 rps for 2 min every 900 s: each replica saves 90,000 refusals a burst, 1,800 GPU-s at
     # 0.02; kept through the lull (930 s a burst by the rate) each nets 870, ordered back at
-    # t-105 s 1,800 x 4/5 - 105 - 930 / 5 = 1,149, as 1 of the next 5 gaps comes earlier than the 4
-    # seen and 1 later, held for
+    # t-105 s 1,800 x 4/5 - 105 - 900 / 5 = 1,155, as 1 of the next 5 gaps comes earlier than the 4
+    # seen and 1 later, held for a mean gap
     lull = bursts.hold(REGULAR, 3720.0, PRICE, capacity=1000.0)
     assert (lull.replicas, lull.planned, lull.due, lull.order_at) == (0, 4, bursts.Due(4500.0, 0.0, 4), 4395.0)
-    assert (lull.cost_seconds, lull.odds) == (pytest.approx(105 + 930 / 5), pytest.approx(0.8))
+    assert (lull.cost_seconds, lull.odds) == (pytest.approx(105 + 900 / 5), pytest.approx(0.8))
     assert bursts.hold(REGULAR, 4395.0, PRICE, capacity=1000.0).replicas == 4
     # later than every gap seen: the hold through the lull prices what to keep (1,800 > 1,125 s a burst)
     late = bursts.hold(REGULAR, 4501.0, PRICE, capacity=1000.0)
@@ -154,15 +154,30 @@ def test_regular_bursts_are_met_by_replicas_ordered_back_a_lead_before_the_next_
 
 
 def test_few_or_irregular_gaps_keep_the_hold_through_the_lull():
-    # one gap: half the next come earlier, half later: 1,800 / 2 - 105 - 960 / 2 = 315 < 1,800 - 960
+    # one gap: half the next come earlier, half later: 1,800 / 2 - 105 - 900 / 2 = 345 < 1,800 - 960
     two = seen((0.0, 120.0), (900.0, 1020.0))
     assert bursts.hold(two, 1020.0, PRICE, capacity=1000.0).due is None
-    # two gaps: 1,800 x 2/3 - 105 - 960 / 3 = 775 < 1,800 - 960 a replica, just after the third burst
+    # two gaps: 1,800 x 2/3 - 105 - 900 / 3 = 795 < 1,800 - 960 a replica, just after the third burst
     three = seen((0.0, 120.0), (900.0, 1020.0), (1800.0, 1920.0))
     assert bursts.hold(three, 1920.0, PRICE, capacity=1000.0).due is None
     # gaps of 100 to 600 s (+-275 s): a window of 105 + 550 s costs more than the hold's 405 s
     irregular = seen((0.0, 60.0), (100.0, 160.0), (700.0, 760.0), (900.0, 960.0), (1500.0, 1560.0))
     assert bursts.hold(irregular, 1620.0, PRICE, capacity=1000.0).due is None
+
+
+def test_a_pre_warm_is_priced_alike_all_through_the_lull():
+    # one gap of 900 s; a replica saves 90,000 refusals of a burst, 1,350 GPU-s at 0.015. At 1,700 s, 5 s
+    # before the window opens, half the next bursts are still to be met: 1,350 / 2 - 105 - 900 / 2 = 120
+    # GPU-s a replica. A late burst waits a mean gap of those seen; 1 / rate (1,700 s by now) would count
+    # the lull so far as if still to be paid, and the plan would lapse as its burst comes near (flash at
+    # 0.015 held the second crowd's replicas 360 s, then let go of them 390 s before the third)
+    two = seen((0.0, 120.0), (900.0, 1020.0))
+    cheaper = bursts.Price(0.015, 90.0, 105.0)
+    assert bursts.hold(two, 1200.0, cheaper, capacity=1000.0).due is None  # held: 1,350 - 1,200 > 120
+    planned = bursts.hold(two, 1400.0, cheaper, capacity=1000.0)  # 1,350 - 1,400 < 120: let go, order back
+    assert (planned.replicas, planned.planned, planned.order_at) == (0, 4, 1695.0)
+    late = bursts.hold(two, 1700.0, cheaper, capacity=1000.0)
+    assert (late.replicas, late.cost_seconds) == (4, pytest.approx(105 + 900 / 2))
 
 
 def test_a_burst_alone_holds_nothing_whatever_the_price():
@@ -218,16 +233,16 @@ def test_the_policy_lets_regular_bursts_replicas_go_in_the_lull_and_orders_them_
     # after the second burst the hold pays (900 GPU-s a replica saves, 600 s a burst by the rate) more
     # than ordering the replicas back before the next: 900 / 2 - 105 - 600 / 2 (one gap)
     assert decisions[690].replicas == 4 and decisions[690].floor == "bursts"
-    # after the third, less: 900 x 2/3 - 105 - 622 / 3 = 288 > 900 - 622; the burst's replicas go
+    # after the third, less: 900 x 2/3 - 105 - 600 / 3 = 295 > 900 - 622; the burst's replicas go
     lull = decisions[1275]
     assert lull.replicas == 2 and lull.floor is None
-    assert lull.reason.endswith("5 -> 2; next burst due in ~540s (2 gaps, +-0s): scale to 4 at t-105s")
+    assert lull.reason.endswith("-> 2; next burst due in ~540s (2 gaps, +-0s): scale to 4 at t-105s")
     warm = decisions[1710]
     assert warm.replicas == 4 and warm.floor == "bursts"
     assert warm.reason == (
         "3 bursts up to 4,000 rps, next burst due in ~105s (2 gaps, +-0s): scale to 4 at t-105s: replica 4 "
         "ordered saves 45,000 refusals a burst (its first 90s), 900 GPU-s at 0.02 a refusal in the 67% of bursts "
-        "no earlier than the gaps seen, more than the 388 GPU-s of its window and a late one's wait: "
+        "no earlier than the gaps seen, more than the 305 GPU-s of its window and a late one's wait: "
         "pre-warming 4 replicas: 2 -> 4"
     )
     assert decisions[1800].replicas == 4  # ready when the burst comes at 1,815

@@ -83,6 +83,18 @@ def test_a_recovery_after_a_dip_is_no_growth():
     assert decision.replicas == 6 and "headroom" not in decision.reason  # 5.05 within 10% of 6
 
 
+def test_a_burst_after_a_blip_is_no_growth():
+    # a 6x burst whose window holds a short earlier one: both halves rise and it is the window's high,
+    # but it came in one interval (6x the reading before): a step, with no start-up headroom
+    blip = tuple((15.0 * i, d) for i, d in enumerate([1000.0, 1000.0, 3000.0, 1000.0, 1000.0, 1000.0, 1000.0, 6000.0]))
+    assert growth(blip) > 0  # what the halves alone say
+    assert growth(blip, jump=2.0) == 0
+    ramp = tuple((15.0 * i, 1000 + 150.0 * i) for i in range(8))
+    assert growth(ramp, jump=2.0) == pytest.approx(10)  # a ramp that doubles over the window still grows
+    decision = run(fleet(6, 6000), state=PolicyState(demands=blip[:-1]), now=105.0, targets=EDGE)
+    assert decision.replicas == 7 and "headroom" not in decision.reason  # 6,000 / 800 = 7.5, within 10% of 7
+
+
 def test_burst_mode_passes_the_step_limit_and_holds_scale_in():
     limited = {"stabilizationWindowSeconds": 0, "maxPodsPerStep": 1, "maxPercentPerStep": 10, "periodSeconds": 60}
     behavior = {"scaleUp": limited, "scaleDown": FREE}

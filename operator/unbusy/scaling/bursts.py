@@ -30,12 +30,14 @@ refused request is worth in GPU-seconds (capacity.refusalPriceGpuSeconds).
   lull. The next gap is one more like those seen (exchangeable: it is as likely as any to be the
   shortest or the longest), so it is shorter than all n with odds of 1 / (n + 1), and the window
   misses it: the demand's replicas meet it. It is longer than all n with odds 1 / (n + 1) too, and
-  then the hold meets it from the window's end on, for about one more gap (1 / rate). So the j-th
-  replica saves price x saved_j x n / (n + 1) for its window's GPUs and 1 / (n + 1) of a gap's;
+  then the hold meets it from the window's end on, for about one more mean gap of those seen (not
+  1 / rate, which counts the lull so far: priced so, a plan cost more the nearer its burst came, and
+  flash's crowds were held into the lull and let go before the next). So the j-th replica
+  saves price x saved_j x n / (n + 1) for its window's GPUs and 1 / (n + 1) of a mean gap's;
   the pre-warm is planned where its replicas' worth less their GPUs beats the hold's. A few gaps, or
   gaps spread as widely as memoryless bursts' (onoff's), keep the hold. (Counting the late burst as
   missed, (n - 1) / (n + 1), and without its wait, kept flash's crowds held after the third at 8
-  replicas for the 10 min to the trace's end: 1.58x the oracle, 1.46x now at the same refusals.)
+  replicas for the 10 min to the trace's end: 1.58x the oracle, 1.46x with its wait counted.)
 A long burst and a short one are priced alike: what kept replicas save is each one's first
 start-up (or all of it, if shorter). A burst shorter than the rate window reads diluted by the lull
 around it (6 s at 4x reads 1.8x over 15 s): its height is read from the requests the edge refused
@@ -245,7 +247,9 @@ def hold(bursts: Bursts, now: float, price: Price, capacity: float, per_request:
     next_ = due(bursts)
     if next_ is not None and now <= next_.at + next_.spread:  # not later than every gap seen
         late = 1 / (next_.gaps + 1)  # the share of next gaps shorter than all seen, and longer
-        odds, window = 1 - late, price.lead_seconds + 2 * next_.spread + late / every
+        # A late burst's wait: a mean gap of those seen, not 1 / rate, which counts the lull so far twice
+        mean_gap = next_.at - bursts.seen[-1].start
+        odds, window = 1 - late, price.lead_seconds + 2 * next_.spread + late * mean_gap
         ahead = _paying(bursts, now, price, capacity, per_request, odds, window)
         if ahead and worth(ahead, odds, window) > worth(through, 1.0, 1 / every):
             order_at = next_.at - next_.spread - price.lead_seconds

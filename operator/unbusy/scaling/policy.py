@@ -33,6 +33,7 @@ where it has one, so that a user who knows the HPA can predict Unbusy (SCALING-N
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -223,12 +224,17 @@ def _fmt_capacity(value: float, unit: str) -> str:
     return f"{value:,.0f}" if unit == REQUESTS else _fmt_rate(value, unit)
 
 
-def growth(points: tuple[tuple[float, float], ...]) -> float:
+def growth(points: tuple[tuple[float, float], ...], jump: float = math.inf) -> float:
     """The demand's sustained growth in rps per second: the smaller least-squares slope of the
     window's two halves, 0 unless both rise. A step is no trend: one half of its window is flat.
     Nor is a recovery: demand back below the window's high after a dip rose in both halves, but
-    to a level it already had; growth counts only while the latest reading is the window's high."""
+    to a level it already had; growth counts only while the latest reading is the window's high.
+    Nor a burst: a window in which a reading was `jump` times the one before it (the panic
+    threshold) holds a step, even where an earlier blip made both halves rise (onoff-tall: +12
+    replicas of headroom for a 6x burst that needed 8)."""
     if len(points) < GROWTH_MIN_POINTS or points[-1][1] < max(d for _, d in points):
+        return 0.0
+    if any(later >= jump * earlier for (_, earlier), (_, later) in itertools.pairwise(points)):
         return 0.0
     half = len(points) // 2
     return max(0.0, min(line(points[:half])[1], line(points[half:])[1]))
@@ -249,7 +255,7 @@ def _demand(
         return None
     per_replica = capacity * target
     needed = demand.rps / per_replica
-    rising = growth(history)
+    rising = growth(history, policy.capacity.panic_threshold)
     # Until a replica ordered now serves: its start-up, and the age of the reading it is ordered on
     # (the scrape, the rate window and the wait for this tick: about two intervals). With the
     # start-up alone, a ramp met each new replica at 91% of capacity (the refitted ResNet-50's
