@@ -402,6 +402,11 @@ class LlmEmulator(Emulator):
         with self._lock:
             return self.fleet.arrived(since, until)
 
+    def ended(self, since: float, until: float) -> int:
+        """Requests that ended in [since, until) by the fleet's clock (LlmLiveFleet.ended)."""
+        with self._lock:
+            return self.fleet.ended(since, until)
+
     def ttft_p99(self, since: float, until: float) -> float | None:
         """TTFT p99 (s) of the requests that arrived in [since, until) by the fleet's clock (LlmLiveFleet.ttft_p99)."""
         with self._lock:

@@ -149,6 +149,12 @@ class LlmLiveFleet:
         """Requests that arrived in [since, until) by the fleet's clock, refused ones included."""
         return sum(1 for r in self.requests if since <= r.arrival_s < until)
 
+    def ended(self, since: float, until: float) -> int:
+        """Requests that ended in [since, until) by the fleet's clock, answered (their last token) or
+        refused (on arrival): what an edge that counts a request when it ends counts."""
+        ends = (r.arrival_s if r.refused else r.done_s for r in self.requests)
+        return sum(1 for end in ends if end is not None and since <= end < until)
+
     def ttft_p99(self, since: float, until: float) -> float | None:
         """TTFT p99 (s) of the requests that arrived in [since, until) by the fleet's clock: one still
         without its first token counts with its wait so far, a refused one as never answered (inf).
