@@ -37,7 +37,7 @@ from unbusy.scaling.policy import Decision
 from unbusy.serving.model import DEFAULT_PROFILE, from_service, load_profile
 from unbusy.sim.config import from_spec
 from unbusy.sim.engine import Policy, simulate
-from unbusy.sim.traces import SHAPES, builtin, parse_csv
+from unbusy.sim.traces import SHAPES, named
 
 CAUSES = (
     "burst hold",
@@ -205,14 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.refusal_price is not None and config.policy is not None:
         config = bench.with_price(config, args.refusal_price)
     base = args.base_rps or bench.BASE_LOAD * config.model.capacity_rps * config.initial_replicas / config.weight
-    if args.smoke:
-        trace = bench.smoke_trace(base)
-    elif args.trace in SHAPES:
-        trace = builtin(args.trace, base)
-    elif Path(args.trace).is_file():
-        trace = parse_csv(Path(args.trace).read_text(), args.trace)
-    else:
-        parser.error(f"--trace {args.trace}: neither a built-in shape ({', '.join(SHAPES)}) nor a CSV file")
+    try:
+        trace = bench.smoke_trace(base) if args.smoke else named(args.trace, base)
+    except ValueError as error:
+        parser.error(str(error))
     found = explain(config, trace)
     print(json.dumps(found, indent=1) if args.json else report(found, args.minutes, args.ticks))
     return 0

@@ -56,7 +56,7 @@ from unbusy.sim.config import SimConfig, from_spec  # noqa: E402
 from unbusy.sim.engine import Policy, simulate  # noqa: E402
 from unbusy.sim.llm import MixShift  # noqa: E402
 from unbusy.sim.stats import SLO_SHARE, SimResult  # noqa: E402
-from unbusy.sim.traces import SHAPES, Trace, builtin, parse_csv  # noqa: E402
+from unbusy.sim.traces import SHAPES, Trace, builtin, named  # noqa: E402
 
 DEFAULT_MANIFEST = ROOT / "examples" / "demand-operator.yaml"
 BASE_LOAD = 0.5  # built-in shapes start at this share of the starting fleet's capacity (as `unbusy simulate`)
@@ -279,12 +279,11 @@ def main(argv: list[str] | None = None) -> int:
         traces = [smoke_trace(base)]
     elif args.trace is None:
         traces = [builtin(name, base) for name in SHAPES]
-    elif args.trace in SHAPES:
-        traces = [builtin(args.trace, base)]
-    elif Path(args.trace).is_file():
-        traces = [parse_csv(Path(args.trace).read_text(), args.trace)]
     else:
-        parser.error(f"--trace {args.trace}: neither a built-in shape ({', '.join(SHAPES)}) nor a CSV file")
+        try:
+            traces = [named(args.trace, base)]
+        except ValueError as error:
+            parser.error(str(error))
 
     every: list[dict[str, Any]] = []
     for trace in traces:

@@ -116,6 +116,10 @@ class LlmProfile:
     ready_seconds: float = 0.0  # start to ready (model load, warm-up)
     measured: str = ""  # provenance: model, device, engine, the CSVs it was fitted from
 
+    def response_s(self, running: float) -> float:
+        """The mean way of a first token to the client (s) while `running` requests run."""
+        return (self.response_ms + self.response_per_running_ms * running) / 1000
+
     def to_document(self) -> dict:
         """The YAML document of the profile (camelCase, as the rest of the house's YAML)."""
         return {"llm": _camel(asdict(self))}
@@ -289,12 +293,12 @@ def _work_s(profile: LlmProfile, mix: TokenMix, mixed_share: float) -> float:
     step = profile.step
     decode_steps = max(mix.output - 1, 0.0)
     attended = mix.prompt_x_output - mix.prompt + (mix.output_squared - mix.output) / 2
-    costs = [
-        share * cost
-        for share, mixed in ((mixed_share, True), (1 - mixed_share, False))
-        for cost in (step.decode_costs(mixed)[0] * decode_steps, step.decode_costs(mixed)[1] * attended)
-    ]
-    return (step.per_prompt_token_ms * mix.prompt + sum(costs)) / 1000
+    decode = 0.0
+    for share, mixed in ((mixed_share, True), (1 - mixed_share, False)):
+        per_sequence, per_kv_token = step.decode_costs(mixed)
+        decode += share * (per_sequence * decode_steps)
+        decode += share * (per_kv_token * attended)
+    return (step.per_prompt_token_ms * mix.prompt + decode) / 1000
 
 
 def _mixed_share(profile: LlmProfile, mix: TokenMix, requests_per_step: float) -> float:
@@ -314,7 +318,7 @@ def step_s(profile: LlmProfile, mix: TokenMix, rate: float) -> float:
     """The mean step time at `rate` requests/s: t = base + rate x t x work (each step carries its
     share of the requests in flight), so t = base / (1 - rate x work); inf at or past saturation.
     The work depends on the share of steps that prefill (rate x t prompts a step), so t is iterated."""
-    base, step = profile.step.base_ms / 1000, profile.step.base_ms / 1000
+    base = step = profile.step.base_ms / 1000
     for _ in range(20):
         load = rate * _work_s(profile, mix, _mixed_share(profile, mix, rate * step))
         if load >= 1:
@@ -417,7 +421,7 @@ def ttft_p99_s(profile: LlmProfile, mix: TokenMix, fraction: float) -> float:
     # The step under way and those already scheduled, its prefill, and the way to the client.
     before = step * (1 + profile.scheduled_ahead)
     running = rate * mix.output * step  # sequences running (seats in use)
-    response = _exponential((profile.response_ms + profile.response_per_running_ms * running) / 1000)
+    response = _exponential(profile.response_s(running))
     own = _coarse([(before + s + r, share * rshare) for s, share in served for r, rshare in response])
     rest = sum(s * s * share for s, share in served) / (2 * mean)  # of the prefill under way (length-biased)
     waited = rest / (1 - busy)  # M/G/1's mean wait of a request that waits
@@ -655,7 +659,7 @@ class Engine:
     def response_s(self) -> float:
         """The mean way of a first token to the client now: response_ms, and response_per_running_ms for
         each request running."""
-        return (self.profile.response_ms + self.profile.response_per_running_ms * self.running) / 1000
+        return self.profile.response_s(self.running)
 
     def take_done(self) -> list[Request]:
         done, self.done = self.done, []

@@ -22,7 +22,7 @@ from unbusy.sim.engine import simulate as run_simulation
 from unbusy.sim.llm import LlmFallback, LlmSimConfig, MixShift, simulate_llm
 from unbusy.sim.llm_tokens import first_mix_costs, observer
 from unbusy.sim.stats import SLO_SHARE, SimResult
-from unbusy.sim.traces import SHAPES, Trace, builtin, parse_csv
+from unbusy.sim.traces import SHAPES, Trace, named
 
 # Built-in shapes start at this share of the starting fleet's capacity.
 BASE_LOAD = 0.5
@@ -147,14 +147,6 @@ def calibrate_llm(args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n" + yaml.safe_dump(profile.to_document(), sort_keys=False, width=200)
 
 
-def _trace(spec: str, base_rps: float) -> Trace:
-    if spec in SHAPES:
-        return builtin(spec, base_rps)
-    if not Path(spec).is_file():
-        raise ValueError(f"--trace {spec}: neither a built-in shape ({', '.join(SHAPES)}) nor a CSV file")
-    return parse_csv(Path(spec).read_text(), spec)
-
-
 def _report(name: str, trace: Trace, policy: str, slo_s: float, result: SimResult) -> str:
     figures = result.figures()
 
@@ -215,7 +207,7 @@ def _simulate_llm(args: argparse.Namespace, isvc: InferenceService, spec: SimCon
     capacity = saturated_rps(profile, mix.token_mix(0, 1))
     base = args.base_rps or BASE_LOAD * capacity * config.initial_replicas / config.weight
     try:
-        trace = _trace(args.trace, base)
+        trace = named(args.trace, base)
     except (OSError, ValueError) as error:
         raise args.usage_error(str(error)) from None
     costs = (
@@ -290,7 +282,7 @@ def simulate(args: argparse.Namespace) -> str:
         return _simulate_llm(args, isvc, config, policy)
     base = args.base_rps or BASE_LOAD * model.capacity_rps * config.initial_replicas / config.weight
     try:
-        trace = _trace(args.trace, base)
+        trace = named(args.trace, base)
     except (OSError, ValueError) as error:
         raise UsageError(str(error)) from None
     result = run_simulation(config, trace)

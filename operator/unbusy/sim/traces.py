@@ -25,6 +25,7 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,15 @@ def builtin(name: str, base_rps: float) -> Trace:
     if name not in SHAPES:
         raise ValueError(f"unknown trace shape {name!r}; use one of {', '.join(SHAPES)} or a CSV file")
     return Trace(name, tuple(SHAPES[name](base_rps)))
+
+
+def named(spec: str, base_rps: float) -> Trace:
+    """The trace `spec` names: a built-in shape (at `base_rps`), or a CSV file's path."""
+    if spec in SHAPES:
+        return builtin(spec, base_rps)
+    if not Path(spec).is_file():
+        raise ValueError(f"--trace {spec}: neither a built-in shape ({', '.join(SHAPES)}) nor a CSV file")
+    return parse_csv(Path(spec).read_text(), spec)
 
 
 def parse_csv(text: str, name: str = "csv") -> Trace:
