@@ -232,8 +232,8 @@ def growth(points: tuple[tuple[float, float], ...], jump: float = math.inf) -> f
     Nor a burst: a window in which a reading was `jump` times the one before it (the panic
     threshold) holds a step, even where an earlier blip made both halves rise (onoff-tall: +12
     replicas of headroom for a 6x burst that needed 8). A reading after one of no demand in the
-    window is no jump: traffic starting, as scaling/bursts.py reads it (a ramp from 0 reads 0, 1,
-    4, 9 x through the rate window, each a jump over the one before, and had no headroom for 120 s)."""
+    window is no jump: traffic starting or back from idle, which no ratio tells from a step (a ramp
+    from 0 reads 0, 1, 4, 9 x through the rate window, and had no headroom for 120 s); the halves do."""
     if len(points) < GROWTH_MIN_POINTS or points[-1][1] < max(d for _, d in points):
         return 0.0
     values = [d for _, d in points]
