@@ -4,9 +4,10 @@ only while the refusals they save are worth their GPUs.
 A burst is demand that jumps faster than a replica starts: to `threshold` (the spec's
 panicThreshold, 2x) times the least demand of the last few intervals. From no demand at all
 (a first reading of 0, a service taking its first traffic) it is traffic starting, not a burst;
-from a lull of no demand after traffic (idle between bursts) any demand is one, until it is
-back to none (on-off traffic from 0: no burst was seen, no replica held, and KEDA's 5-min
-scale-down window beat the policy on both refusals and GPU-hours).
+from a lull of no demand after traffic (idle between bursts) it is demand of at least 1 / threshold
+of what the ready replicas serve, until it is back to none (on-off traffic from 0: no burst was
+seen, no replica held, and KEDA's 5-min scale-down window beat the policy on both refusals and
+GPU-hours; less is stray requests the fleet absorbs).
 No reactive policy serves a burst's first start-up with the replicas of the lull before it: the
 new ones arrive a start-up (and the age of the reading they were ordered on) late, and until
 then the edge refuses what the ready replicas cannot serve. Only replicas kept through the lull
@@ -168,7 +169,10 @@ def observe(
     base = min(before) if before else current
     level = height(current, base, refused, served)
     idled = bursts.idled or (bursts.traffic and current <= 0)
-    jump = bool(before) and level > 0 and level >= threshold * base and (base > 0 or idled)
+    # From idle, stray requests read as jumps from 0: a burst is demand of at least 1 / threshold of
+    # what the ready replicas serve (less, the fleet absorbs; counted, strays filled the memory)
+    from_idle = idled and threshold * level >= served
+    jump = bool(before) and level > 0 and level >= threshold * base and (base > 0 or from_idle)
     if jump and not bursts.jumping:
         seen = (*seen, Burst(now, level, base))[-MEMORY:]
     elif seen:
