@@ -31,6 +31,22 @@ def test_a_jump_to_twice_the_recent_least_is_a_burst_a_ramp_is_not():
     assert feed([(0.0, 0.0), (15.0, LULL), (30.0, BURST)]).seen == ()  # from no demand: traffic starting
 
 
+def test_from_a_lull_of_no_demand_after_traffic_a_burst_is_what_the_fleet_does_not_absorb():
+    # on-off traffic from 0: idle between bursts, no longer taking its first traffic; 2 replicas serve 2,000
+    idle = [(0.0, LULL), (15.0, 0.0), (30.0, 0.0), (45.0, 2500.0), (60.0, BURST), (75.0, BURST), (90.0, 0.0)]
+    burst = feed(idle, serving=2000.0).seen
+    assert burst == (bursts.Burst(start=45.0, peak=BURST, base=0.0, end=90.0),)
+    again = [*idle, (105.0, 0.0), (120.0, 0.0), (135.0, BURST), (150.0, BURST)]
+    twice = feed(again, serving=2000.0)
+    assert [b.start for b in twice.seen] == [45.0, 135.0]  # once each, however long the window holds a 0
+    assert bursts.rate(twice, now=300.0) > 0  # so the hold prices them
+    # stray requests in the lull (1 in 15 s) jump from 0 too, but under half of what the fleet serves
+    strays = [(0.0, LULL), (15.0, 0.0), (30.0, 1 / 15), (45.0, 0.0), (60.0, 2 / 15), (75.0, 0.0), (90.0, BURST)]
+    assert [b.start for b in feed(strays, serving=2000.0).seen] == [90.0]
+    no_traffic = [(0.0, 0.0), (15.0, 0.0), (30.0, BURST)]
+    assert feed(no_traffic, serving=2000.0).seen == ()  # no demand before the 0s: traffic starting
+
+
 def test_a_burst_is_counted_once_with_its_peak_base_and_end():
     levels = [(0.0, LULL), (15.0, 2500.0), (30.0, BURST), (45.0, 4200.0), (60.0, 4100.0), (75.0, LULL)]
     seen = feed(levels)

@@ -128,3 +128,16 @@ def test_the_loop_carries_the_learned_capacity():
     first = run(obs, targets=EDGE)
     assert first.state.capacity == pytest.approx(1150) and first.metrics["capacity_rps"] == pytest.approx(1150)
     assert run(obs, state=first.state, now=15, targets=EDGE).state.capacity == pytest.approx(1255)
+
+
+def test_a_ramp_from_no_traffic_is_growth_not_a_jump():
+    # traffic ramping from 0 at +10 rps/s, read through a 60-s rate window every 15 s: 0, then 19, 75,
+    # 169 rps (each a jump over the one before), then +150 a reading: traffic starting, as the bursts
+    # read it, not a burst, so it is met a start-up ahead like any ramp
+    readings = [0.0, 18.75, 75.0, 168.75, 300.0, 450.0, 600.0, 750.0]
+    ramp = tuple((15.0 * i, d) for i, d in enumerate(readings))
+    assert growth(ramp) > 0 and growth(ramp, jump=2.0) == growth(ramp)
+    idle = PolicyState(demands=ramp[:-1], demand_since=-600.0)  # read as 0 for the last 10 min
+    decision = run(fleet(2, 750), state=idle, now=105.0, targets=EDGE)
+    # 750 / 800 -> 1 replica; + 3.75 rps/s (the first half's slope) x 90 s / 800 -> 2: the 2nd kept a start-up ahead
+    assert decision.replicas == 2 and "(+1 start-up headroom)" in decision.reason

@@ -3,7 +3,11 @@ only while the refusals they save are worth their GPUs.
 
 A burst is demand that jumps faster than a replica starts: to `threshold` (the spec's
 panicThreshold, 2x) times the least demand of the last few intervals. From no demand at all
-(a first reading of 0, a service taking its first traffic) it is traffic starting, not a burst.
+(a first reading of 0, a service taking its first traffic) it is traffic starting, not a burst;
+from a lull of no demand after traffic (idle between bursts) it is demand of at least 1 / threshold
+of what the ready replicas serve, until it is back to none (on-off traffic from 0: no burst was
+seen, no replica held, and KEDA's 5-min scale-down window beat the policy on both refusals and
+GPU-hours; less is stray requests the fleet absorbs).
 No reactive policy serves a burst's first start-up with the replicas of the lull before it: the
 new ones arrive a start-up (and the age of the reading they were ordered on) late, and until
 then the edge refuses what the ready replicas cannot serve. Only replicas kept through the lull
@@ -76,6 +80,8 @@ class Bursts:
     jumping: bool = False  # the last evaluation's demand was a jump: a burst goes on, not a new one
     # (time, rps the ready replicas could serve) at the evaluations a reading can span
     serving: tuple[tuple[float, float], ...] = ()
+    traffic: bool = False  # demand was read above 0
+    idled: bool = False  # and then at 0: a service idle between bursts, no longer taking its first traffic
 
 
 @dataclass(frozen=True)
@@ -162,7 +168,11 @@ def observe(
     seen = bursts.seen
     base = min(before) if before else current
     level = height(current, base, refused, served)
-    jump = bool(before) and base > 0 and level >= threshold * base
+    idled = bursts.idled or (bursts.traffic and current <= 0)
+    # From idle, stray requests read as jumps from 0: a burst is demand of at least 1 / threshold of
+    # what the ready replicas serve (less, the fleet absorbs; counted, strays filled the memory)
+    from_idle = idled and threshold * level >= served
+    jump = bool(before) and level > 0 and level >= threshold * base and (base > 0 or from_idle)
     if jump and not bursts.jumping:
         seen = (*seen, Burst(now, level, base))[-MEMORY:]
     elif seen:
@@ -170,10 +180,10 @@ def observe(
         level = height(current, last.base, refused, served)
         if level > last.peak:  # a burst's peak: the most demand until the next one
             last = replace(last, peak=level)
-        if last.end is None and level < threshold * last.base:
+        if last.end is None and (level < threshold * last.base or level <= 0):
             last = replace(last, end=now)
         seen = (*seen[:-1], last)
-    return Bursts(seen, jump, servings)
+    return Bursts(seen, jump, servings, traffic=bursts.traffic or current > 0, idled=idled)
 
 
 def ended(bursts: Bursts) -> float | None:

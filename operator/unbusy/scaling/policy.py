@@ -231,10 +231,14 @@ def growth(points: tuple[tuple[float, float], ...], jump: float = math.inf) -> f
     to a level it already had; growth counts only while the latest reading is the window's high.
     Nor a burst: a window in which a reading was `jump` times the one before it (the panic
     threshold) holds a step, even where an earlier blip made both halves rise (onoff-tall: +12
-    replicas of headroom for a 6x burst that needed 8)."""
+    replicas of headroom for a 6x burst that needed 8). A reading after one of no demand in the
+    window is no jump: traffic starting or back from idle, which no ratio tells from a step (a ramp
+    from 0 reads 0, 1, 4, 9 x through the rate window, and had no headroom for 120 s); the halves do."""
     if len(points) < GROWTH_MIN_POINTS or points[-1][1] < max(d for _, d in points):
         return 0.0
-    if any(later >= jump * earlier for (_, earlier), (_, later) in itertools.pairwise(points)):
+    values = [d for _, d in points]
+    idle = next((i for i, d in enumerate(values) if d <= 0), len(values))  # the first reading of no demand
+    if any(later >= jump * earlier for earlier, later in itertools.pairwise(values[:idle])):
         return 0.0
     half = len(points) // 2
     return max(0.0, min(line(points[:half])[1], line(points[half:])[1]))
