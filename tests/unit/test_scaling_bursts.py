@@ -125,13 +125,14 @@ def test_a_kept_replica_saves_its_slice_of_the_height_for_the_exposure_or_the_wh
 def test_the_hold_keeps_the_replicas_whose_saved_refusals_are_worth_their_gpus_until_the_next_burst():
     # bursts 300 s apart, each 4,000 rps for 60 s: a replica saves 60,000 refusals of one, worth
     # 1,200 GPU-s at 0.02, over the 300 s it is kept between them: all 4 pay
+    # (priced at the rate when the next is due, at 1,000 s: two gaps in 900 s)
     three = seen((100.0, 160.0), (400.0, 460.0), (700.0, 760.0))
     held = bursts.hold(three, 800.0, PRICE, capacity=1000.0)
-    assert held == bursts.Hold(4, 4, BURST, 3, 350.0, 60_000.0, 1200.0, 350.0)
-    # the 4th replica's slice is 400 rps at 1,200 a replica: 24,000 refusals, 480 GPU-s over 350 s
+    assert held == bursts.Hold(4, 4, BURST, 3, 350.0, 60_000.0, 1200.0, 450.0)
+    # the 4th replica's slice is 400 rps at 1,200 a replica: 24,000 refusals, 480 GPU-s over 450 s
     assert bursts.hold(three, 800.0, PRICE, capacity=1200.0).replicas == 4
     cheap = bursts.Price(0.005, 90.0, 105.0)
-    assert bursts.hold(three, 800.0, cheap, capacity=1000.0) is None  # 300 GPU-s a burst < 350 s between them
+    assert bursts.hold(three, 800.0, cheap, capacity=1000.0) is None  # 300 GPU-s a burst < 450 s between them
     # at 1,200 a replica the first three save 72,000 refusals, 360 GPU-s, the 4th 24,000: 120. Kept
     # through the lull each nets 10 GPU-s a burst; ordered back 105 s before the next is due (the gaps
     # are alike), 360 x 2/3 - 105 - 300 / 3 = 35, as a third of the next gaps come earlier than the two
@@ -173,9 +174,6 @@ def test_few_or_irregular_gaps_keep_the_hold_through_the_lull():
     # one gap: half the next come earlier, half later: 1,800 / 2 - 105 - 900 / 2 = 345 < 1,800 - 960
     two = seen((0.0, 120.0), (900.0, 1020.0))
     assert bursts.hold(two, 1020.0, PRICE, capacity=1000.0).due is None
-    # two gaps: 1,800 x 2/3 - 105 - 900 / 3 = 795 < 1,800 - 960 a replica, just after the third burst
-    three = seen((0.0, 120.0), (900.0, 1020.0), (1800.0, 1920.0))
-    assert bursts.hold(three, 1920.0, PRICE, capacity=1000.0).due is None
     # gaps of 100 to 600 s (+-275 s): a window of 105 + 550 s costs more than the hold's 405 s
     irregular = seen((0.0, 60.0), (100.0, 160.0), (700.0, 760.0), (900.0, 960.0), (1500.0, 1560.0))
     assert bursts.hold(irregular, 1620.0, PRICE, capacity=1000.0).due is None
@@ -194,6 +192,20 @@ def test_a_pre_warm_is_priced_alike_all_through_the_lull():
     assert (planned.replicas, planned.planned, planned.order_at) == (0, 4, 1695.0)
     late = bursts.hold(two, 1700.0, cheaper, capacity=1000.0)
     assert (late.replicas, late.cost_seconds) == (4, pytest.approx(105 + 900 / 2))
+
+
+def test_a_hold_let_go_before_the_next_burst_is_due_is_not_kept():
+    # bursts every 900 s (two gaps): just after the third, 960 s a burst by the rate, and a replica
+    # kept nets 1,800 - 960 = 840 GPU-s against the pre-warm's 1,800 x 2/3 - 105 - 900 / 3 = 795. But
+    # by the time the next is due (2,700 s) the rate says 1,350 s a burst: 450 < 795, and the hold
+    # would go before then (flash held its third crowd's 8 replicas 90 s, then let them go). Priced
+    # then, the pre-warm is planned at once.
+    three = seen((0.0, 120.0), (900.0, 1020.0), (1800.0, 1920.0))
+    planned = bursts.hold(three, 1920.0, PRICE, capacity=1000.0)
+    assert (planned.replicas, planned.planned, planned.order_at) == (0, 4, 2595.0)
+    # gaps of 600 and 1,200 s: due at 2,700 +- 300, so priced at 2,400 (1,200 s a burst): still held
+    uneven = seen((0.0, 120.0), (600.0, 720.0), (1800.0, 1920.0))
+    assert bursts.hold(uneven, 1920.0, PRICE, capacity=1000.0).due is None
 
 
 def test_a_burst_alone_holds_nothing_whatever_the_price():
@@ -218,12 +230,14 @@ def test_the_policy_holds_between_recurring_bursts_says_why_and_lets_go_when_the
         state, current, decisions[now] = decision.state, decision.replicas, decision
     assert decisions[285].replicas == 2  # one burst says nothing of how often they come
     # after the third: 4 replicas (5 at the target in the burst), each saving 45,000 refusals of a
-    # 45 s burst, 900 GPU-s at 0.02, more than the 345 s it is kept between bursts (690 s / 2 gaps)
+    # 45 s burst, 900 GPU-s at 0.02, more than the 450 s it is kept between bursts by the time the next
+    # is due (900 s from the first at 915 s / 2 gaps; 345 s now)
     held = decisions[705]
     assert held.replicas == 4 and held.floor == "bursts"
     assert held.reason == (
         "3 bursts up to 4,000 rps, one per 345s: replica 4 kept saves 45,000 refusals a burst (its first 90s), "
-        "900 GPU-s at 0.02 a refusal, more than the 345 GPU-s it costs between bursts: holding 4 replicas: 4 -> 4"
+        "900 GPU-s at 0.02 a refusal, more than the 450 GPU-s it costs between bursts at their rate when the next "
+        "is due: holding 4 replicas: 4 -> 4"
     )
     assert held.metrics["burst_hold_replicas"] == 4
     # as the lull goes on the rate falls: 900 GPU-s a burst pays while the bursts come every 900 s or

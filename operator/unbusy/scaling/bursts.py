@@ -115,7 +115,8 @@ class Hold:
     gap_seconds: float  # the mean time between bursts the rate says: 1 / rate
     saved: float  # requests the last replica planned saves of a burst it meets, on average
     worth: float  # those refusals at the price, in GPU-seconds
-    # a replica's seconds a burst: the lull (1 / rate), or the pre-warm's window and a late burst's wait
+    # a replica's seconds a burst: the lull (1 / rate when the next burst is due), or the pre-warm's
+    # window and a late burst's wait
     cost_seconds: float
     due: Due | None = None  # a pre-warm's: the next burst's due time and spread
     order_at: float = 0.0  # a pre-warm's: due - spread - lead
@@ -253,15 +254,22 @@ def hold(bursts: Bursts, now: float, price: Price, capacity: float, per_request:
     def worth(kept: list[float], odds: float, seconds: float) -> float:
         return sum(price.refusal_gpu_seconds * r * odds - price.gpus_per_replica * seconds for r in kept)
 
-    through = _paying(bursts, now, price, capacity, per_request, 1.0, 1 / every)
     next_ = due(bursts)
+    # The hold is priced afresh at every evaluation, at a rate that falls as the lull goes on: a hold
+    # that would no longer pay by the time the next burst is due (its earliest, by the gaps seen) is
+    # let go before that burst and meets none of it, so it is priced at the rate it will have then
+    # (flash: 8 replicas held 90 s after its third crowd, let go 660 s before the next was due). One
+    # gap says nothing of their spread: the next may come any time, and the hold is priced now.
+    soon = max(now, next_.at - next_.spread) if next_ is not None and next_.gaps >= 2 else now
+    gap = 1 / rate(bursts, soon)
+    through = _paying(bursts, now, price, capacity, per_request, 1.0, gap)
     if next_ is not None and now <= next_.at + next_.spread:  # not later than every gap seen
         late = 1 / (next_.gaps + 1)  # the share of next gaps shorter than all seen, and longer
         # A late burst's wait: a mean gap of those seen, not 1 / rate, which counts the lull so far twice
         mean_gap = next_.at - bursts.seen[-1].start
         odds, window = 1 - late, price.lead_seconds + 2 * next_.spread + late * mean_gap
         ahead = _paying(bursts, now, price, capacity, per_request, odds, window)
-        if ahead and worth(ahead, odds, window) > worth(through, 1.0, 1 / every):
+        if ahead and worth(ahead, odds, window) > worth(through, 1.0, gap):
             order_at = next_.at - next_.spread - price.lead_seconds
             value = price.refusal_gpu_seconds * ahead[-1]
             kept = len(ahead) if now >= order_at else 0
@@ -271,4 +279,4 @@ def hold(bursts: Bursts, now: float, price: Price, capacity: float, per_request:
     if not through:
         return None
     value = price.refusal_gpu_seconds * through[-1]
-    return Hold(len(through), len(through), highest, len(bursts.seen), 1 / every, through[-1], value, 1 / every)
+    return Hold(len(through), len(through), highest, len(bursts.seen), 1 / every, through[-1], value, gap)
