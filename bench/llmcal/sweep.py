@@ -437,8 +437,9 @@ def beside_decoders(url: str, decoders: int, context: int, output: int, stream_e
 
     with ThreadPoolExecutor(decoders) as pool:
         running = [pool.submit(decoder, context + i) for i in range(decoders)]
+        until = time.time() + 120
         for _ in range(decoders):
-            first.acquire(timeout=120)
+            first.acquire(timeout=max(0.0, until - time.time()))
         answer(url, [(n, 1) for n in prefills])
         stop.set()
         for future in running:
@@ -648,8 +649,11 @@ def main() -> None:
             "steps: each engine step (one batch: schedule, launch, update on its tokens reaching the host; wall time, "
             "async batching attributes a step's time to the batch whose tokens it waited for) binned per segment by "
             f"prefill tokens {PREFILL_EDGES} and decode requests {DECODE_EDGES} (each bin from its edge to the next); "
-            "decode_kv_tokens = the contexts the decoding requests attend to; segments with their drain; profile rows "
-            "(mix profile): offered_rps is the prompt length (prefill) or the concurrent requests (decode)"
+            "decode_kv_tokens = the contexts the decoding requests attend to; responses = responses sent to Triton "
+            "while a step's loop body ran, gap = the engine thread's time before it outside the body; segments with "
+            "their drain; profile rows (mix profile): offered_rps is the prompt length (prefill), the concurrent "
+            "requests (decode) or the decoders beside the prefills (mixed-c<context>; mixed-quiet-c<context>: the "
+            "decoders send only their first and last response)"
         )
         write_csv(args.out / f"{args.prefix}steps.csv", [*header, steps_note], STEPS, step_bins)
 
