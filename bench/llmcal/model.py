@@ -5,7 +5,8 @@ and `seed` (INT32); the model makes the prompt's token ids from the seed, hands 
 transformers' ContinuousBatchingManager and streams responses as tokens come: the first token at once,
 then one response every STREAM_EVERY tokens, the last with Triton's FINAL flag. Each response carries
 `tokens` (the new token ids) and `n` (the tokens generated so far). eos is off (-1), so every request
-generates exactly max_tokens.
+generates exactly max_tokens. An optional `stream_every` (INT32) overrides STREAM_EVERY for one request (a large
+value: the first response and the final one only, as the engine profile's quiet decoders ask).
 
 It exports the vLLM backend's metric names through Triton's custom-metrics API (labels model, version),
 so a scraper reads it as it would read Triton's vLLM backend: vllm:prompt_tokens_total,
@@ -126,7 +127,9 @@ def check_varlen_attention(heads, kv_heads, head_dim, dtype):
 class StepLog:
     """Times every engine step (one batch through the model) from inside the engine thread, appending a line per step
     to a file: `end_unix_s duration_s prefill_tokens prefill_requests decode_requests decode_kv_tokens running waiting
-    kv_used_tokens`.
+    kv_used_tokens responses gap_s`: responses = the responses the collector thread sent to Triton while the step
+    ran (they cross the stub under the same GIL as the engine loop), gap_s = the time the engine thread spent
+    between the previous loop body's end and this one's start (outside the body: the manager's own loop, GIL waits).
 
     The timed unit is the manager's loop body that ran a batch: schedule and prepare it, launch it, then update the
     requests from a batch's tokens. That update waits on the batch's device-to-host copy (its CUDA event), so the wall
@@ -136,10 +139,12 @@ class StepLog:
     updates a batch left over from before it and is not logged. Decode requests are those with one query token;
     their KV tokens are the contexts the step attends to; the rest is prefill (whole or split prompts)."""
 
-    def __init__(self, manager, path: str) -> None:
+    def __init__(self, manager, path: str, responses) -> None:
         self.manager, self.path = manager, path
+        self.responses = responses  # a one-item list: the responses sent so far (the collector thread counts)
         self.lines: list[str] = []  # appended by the engine thread, written by flush() (another thread)
         self.scheduled = self.previous = None
+        self.body_ended = None  # perf_counter at the last loop body's end
         body = manager._generation_loop_body
         # An instance attribute shadows the method the engine thread calls: nothing else of the engine changes.
         manager._generation_loop_body = lambda processor, bootstrapping: self._timed(body, processor, bootstrapping)
@@ -167,12 +172,14 @@ class StepLog:
     def _timed(self, body, processor, bootstrapping):
         if not getattr(processor.scheduler, "unbusy_step_log", False):
             self._watch(processor.scheduler)
-        batches, started = self.manager.current_batch, time.perf_counter()
+        batches, started, sent = self.manager.current_batch, time.perf_counter(), self.responses[0]
+        gap, self.body_ended = started - (self.body_ended or started), None
         more = body(processor, bootstrapping)
+        ended = time.perf_counter()
         if self.manager.current_batch == batches:  # no batch: an idle wait
             self.previous = None
             return more
-        took = time.perf_counter() - started
+        took, self.body_ended = ended - started, ended
         if processor.use_async_batching:
             done, self.previous = self.previous, self.scheduled
         else:
@@ -181,8 +188,8 @@ class StepLog:
             scheduler, cache = processor.scheduler, processor.cache
             used = (cache.num_blocks - cache.get_num_free_blocks()) * cache.block_size
             waiting = len(scheduler.waiting_requests)
-            figures = (*done, len(scheduler.active_requests), waiting, used)
-            self.lines.append(f"{time.time():.4f} {took:.6f} " + " ".join(map(str, figures)) + "\n")
+            figures = (*done, len(scheduler.active_requests), waiting, used, self.responses[0] - sent)
+            self.lines.append(f"{time.time():.4f} {took:.6f} " + " ".join(map(str, figures)) + f" {gap:.6f}\n")
         return more
 
     def flush(self) -> None:
@@ -210,6 +217,7 @@ class Live:
     received: float = 0.0  # Unix time execute() took it (engine_times, beside the client's own clock)
     sent: int = 0  # tokens already streamed
     last: float = 0.0  # when the last response went
+    stream_every: int = 1  # tokens a response (the request's `stream_every`, else STREAM_EVERY)
 
 
 class TritonPythonModel:
@@ -275,7 +283,8 @@ class TritonPythonModel:
         generation = GenerationConfig(max_new_tokens=16, do_sample=False, eos_token_id=-1)
         self.manager = model.init_continuous_batching(generation_config=generation, continuous_batching_config=cb)
         self.manager.warmup()  # captures CUDA graphs (where on) before ready, as a serving replica would
-        self.step_log = StepLog(self.manager, step_log) if step_log else None
+        self.responses_sent = [0]
+        self.step_log = StepLog(self.manager, step_log, self.responses_sent) if step_log else None
         self.manager.start()
         resolved = self.manager.continuous_batching_config
         self.params.update(
@@ -364,6 +373,7 @@ class TritonPythonModel:
         for request in requests:
             sender = request.get_response_sender()
             prompt, max_tokens, seed = (scalar(request, name) for name in ("prompt_tokens", "max_tokens", "seed"))
+            stream_every = scalar(request, "stream_every") or self.stream_every
             seed = self.counter if seed is None else seed
             if self.queue_limit and self.engine_state()[1] >= self.queue_limit:
                 error = pb_utils.TritonError(f"queue full: {self.queue_limit} requests waiting (QUEUE_LIMIT)")
@@ -381,7 +391,7 @@ class TritonPythonModel:
             with self.lock:
                 self.counter += 1
                 request_id = f"r{self.counter}"
-                self.live[request_id] = Live(sender, time.perf_counter(), prompt, time.time())
+                self.live[request_id] = Live(sender, time.perf_counter(), prompt, time.time(), 0, 0.0, stream_every)
             self.manager.add_request(ids, request_id=request_id, max_new_tokens=max_tokens, streaming=True)
         return None
 
@@ -399,6 +409,7 @@ class TritonPythonModel:
         ]
         flags = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL if final else 0
         live.sender.send(pb_utils.InferenceResponse(output_tensors=outputs), flags=flags)
+        self.responses_sent[0] += 1
 
     def _collect(self):
         """Streams the engine's outputs to their requests and records the vLLM latency metrics."""
@@ -421,7 +432,7 @@ class TritonPythonModel:
                     pb_utils.Logger.log_warn(f"error for {out.request_id} not sent: {failure}")
                 continue
             n, final = len(out.generated_tokens), out.is_finished()
-            if not (final or live.sent == 0 or n - live.sent >= self.stream_every):
+            if not (final or live.sent == 0 or n - live.sent >= live.stream_every):
                 continue
             new = n - live.sent
             if live.sent == 0:

@@ -33,6 +33,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -136,11 +137,17 @@ STEPS = [
     "running_mean",
     "waiting_mean",
     "kv_used_tokens_mean",
+    "responses_mean",
+    "gap_ms_mean",
 ]
 # Bin edges of a step's prefill tokens and decode requests (a bin holds [edge, next edge); the last is open).
 PREFILL_EDGES = (0, 1, 32, 128, 256, 512, 1024, 1536, 2048)
 DECODE_EDGES = (0, 1, 2, 4, 8, 16, 32, 64, 96, 128, 192, 256)
-STEP_FIELDS = ("end", "duration", "prefill", "prefill_requests", "decode", "decode_kv", "running", "waiting", "kv_used")
+STEP_FIELDS = (
+    "end", "duration", "prefill", "prefill_requests", "decode", "decode_kv", "running", "waiting", "kv_used",
+    "responses", "gap",
+)  # fmt: skip
+QUIET_STREAM_EVERY = 1 << 30  # a request's stream_every for its first and final response only
 LATE_S = 0.05  # a send this much behind its schedule counts as late
 PROFILE_RESERVE_S = 20  # an engine-profile part starts only with this much time left before the deadline
 
@@ -169,7 +176,8 @@ model_transaction_policy {{ decoupled: true }}
 input [
   {{ name: "prompt_tokens" data_type: TYPE_INT32 dims: [ 1 ] }},
   {{ name: "max_tokens" data_type: TYPE_INT32 dims: [ 1 ] }},
-  {{ name: "seed" data_type: TYPE_INT32 dims: [ 1 ] optional: true }}
+  {{ name: "seed" data_type: TYPE_INT32 dims: [ 1 ] optional: true }},
+  {{ name: "stream_every" data_type: TYPE_INT32 dims: [ 1 ] optional: true }}
 ]
 output [
   {{ name: "tokens" data_type: TYPE_INT32 dims: [ -1 ] }},
@@ -401,27 +409,82 @@ def step_rows(mix, segment, offered, steps: list[dict[str, float]]) -> list[dict
                 "running_mean": average("running"),
                 "waiting_mean": average("waiting"),
                 "kv_used_tokens_mean": average("kv_used"),
+                "responses_mean": average("responses"),
+                "gap_ms_mean": 1000 * average("gap"),
             }
         )
     return rows
 
 
-def engine_profile(url: str, spec: dict[str, list[int]], output: int, log, time_left) -> list[tuple]:
+def beside_decoders(url: str, decoders: int, context: int, output: int, stream_every: int, prefills, idle) -> None:
+    """Mixed steps: `decoders` requests with `context`-token prompts decoding (at most `output` tokens, a response
+    every `stream_every`); once each has its first token, the `prefills` (prompt lengths) one at a time with one
+    output token beside them; then the decoders' streams are closed (Triton cancels them) and the engine left idle."""
+    first, stop = threading.Semaphore(0), threading.Event()
+
+    def decoder(seed: int) -> None:
+        body = {"prompt_tokens": context, "max_tokens": output, "seed": seed, "stream_every": stream_every}
+        request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                while not response.readline().startswith(b"data:"):
+                    pass
+                first.release()
+                stop.wait(120)
+        except Exception:
+            first.release()  # counted, so the part goes on; the step log shows what decoded
+            raise
+
+    with ThreadPoolExecutor(decoders) as pool:
+        running = [pool.submit(decoder, context + i) for i in range(decoders)]
+        until = time.time() + 120
+        for _ in range(decoders):
+            first.acquire(timeout=max(0.0, until - time.time()))
+        answer(url, [(n, 1) for n in prefills])
+        stop.set()
+        for future in running:
+            future.result()
+    idle(60)
+
+
+def engine_profile(url: str, spec: dict[str, list[int]], output: int, log, time_left, idle) -> list[tuple]:
     """A mix-independent profile of the engine: isolated prefills of each prompt length (three each, one at a time,
     one output token), then each batch size of concurrent short requests decoding `output` tokens, then each
-    batch size of requests with `context`-token prompts (a part is skipped with less than PROFILE_RESERVE_S left
-    before the deadline). Returns the parts as (segment, size, start, end)."""
-    parts = [("prefill", n, [(n, 1)] * 3, 1) for n in spec.get("prefill", [])]
-    parts += [("decode", b, [(32, output)] * b, b) for b in spec.get("decode", [])]
+    batch size of requests with `context`-token prompts, then mixed steps: each `mixed` prompt length (three each)
+    prefilled beside each count of `mixed_decode` requests decoding after prompts of each `mixed_context` length
+    (at most `mixed_output` tokens), once streaming as the load does (segment `mixed-c<context>`) and once with
+    the decoders' responses held back to their first and last (`mixed-quiet-c<context>`: no stub traffic beside
+    the engine); offered_rps holds the decoders' count. A part is skipped with
+    less than PROFILE_RESERVE_S left before the deadline. Returns the parts as (segment, size, start, end)."""
+    parts = [("prefill", n, lambda n=n: answer(url, [(n, 1)] * 3)) for n in spec.get("prefill", [])]
+    parts += [("decode", b, lambda b=b: answer(url, [(32, output)] * b, b)) for b in spec.get("decode", [])]
     context = (spec.get("context") or [0])[0]
-    parts += [("decode-context", b, [(context, output)] * b, b) for b in spec.get("context_batches", []) if context]
+    parts += [
+        ("decode-context", b, lambda b=b: answer(url, [(context, output)] * b, b))
+        for b in spec.get("context_batches", [])
+        if context
+    ]
+    mixed_output = (spec.get("mixed_output") or [256])[0]
+    prefills = [n for n in spec.get("mixed", []) for _ in range(3)]
+    for c in spec.get("mixed_context") or ([context] if context else []):
+        for segment, every in ((f"mixed-c{c}", 0), (f"mixed-quiet-c{c}", QUIET_STREAM_EVERY)):
+            parts += [
+                (segment, d, lambda d=d, c=c, e=every: beside_decoders(url, d, c, mixed_output, e, prefills, idle))
+                for d in spec.get("mixed_decode", [])
+                if prefills
+            ]
     spans = []
-    for segment, size, sizes, at_once in parts:
+    for segment, size, measure in parts:
         if time_left() < PROFILE_RESERVE_S:
             log(f"profile {segment} {size} skipped: {time_left():.0f} s left before the deadline")
             continue
         started = time.time()
-        answer(url, sizes, at_once)
+        try:
+            measure()
+        except Exception as error:  # one device run: a part that fails leaves the rest of the run to measure
+            log(f"profile {segment} {size} failed after {time.time() - started:.1f} s: {error!r}")
+            idle(60)
+            continue
         spans.append((segment, size, started, time.time()))
         log(f"profile {segment} {size}: {time.time() - started:.1f} s")
     time.sleep(1.0)  # the engine writes its step log every 0.25 s
@@ -491,6 +554,9 @@ def main() -> None:
         "(which over-rates decode-bound mixes: its fresh streams spend their first seconds in prefill)",
     )  # fmt: skip
     parser.add_argument("--fractions", default="0.25,0.5,0.75,0.9,1.0,1.25,1.5,2.0")
+    parser.add_argument(
+        "--repeat", default="", help="fractions of capacity measured again after a mix's sweep (segment `repeat`)"
+    )
     parser.add_argument("--segment-seconds", type=float, default=16)
     parser.add_argument("--drain-seconds", type=float, default=4)
     parser.add_argument("--step-from", type=float, default=0.5)
@@ -583,8 +649,11 @@ def main() -> None:
             "steps: each engine step (one batch: schedule, launch, update on its tokens reaching the host; wall time, "
             "async batching attributes a step's time to the batch whose tokens it waited for) binned per segment by "
             f"prefill tokens {PREFILL_EDGES} and decode requests {DECODE_EDGES} (each bin from its edge to the next); "
-            "decode_kv_tokens = the contexts the decoding requests attend to; segments with their drain; profile rows "
-            "(mix profile): offered_rps is the prompt length (prefill) or the concurrent requests (decode)"
+            "decode_kv_tokens = the contexts the decoding requests attend to; responses = responses sent to Triton "
+            "while a step's loop body ran, gap = the engine thread's time before it outside the body; segments with "
+            "their drain; profile rows (mix profile): offered_rps is the prompt length (prefill), the concurrent "
+            "requests (decode) or the decoders beside the prefills (mixed-c<context>; mixed-quiet-c<context>: the "
+            "decoders send only their first and last response)"
         )
         write_csv(args.out / f"{args.prefix}steps.csv", [*header, steps_note], STEPS, step_bins)
 
@@ -596,7 +665,9 @@ def main() -> None:
                     for key, values in (part.split("=") for part in args.engine_profile.split(";") if part.strip())
                 }
                 begun_profile = time.time()
-                for segment, size, start_at, end_at in engine_profile(url, spec, args.profile_output, log, time_left):
+                for segment, size, start_at, end_at in engine_profile(
+                    url, spec, args.profile_output, log, time_left, lambda limit: wait_empty(sampler, limit)
+                ):
                     step_bins += step_rows("profile", segment, size, steps.between(start_at, end_at))
                 log(f"engine profile: {time.time() - begun_profile:.1f} s, {len(step_bins)} step bins")
                 write()
@@ -616,19 +687,27 @@ def main() -> None:
                         ("sweep", f, [(args.segment_seconds, f * capacity)])
                         for f in map(float, args.fractions.split(","))
                     ]
+                    segments += [
+                        ("repeat", f, [(args.segment_seconds, f * capacity)])
+                        for f in map(float, filter(None, args.repeat.split(",")))
+                    ]
                     half = args.step_seconds / 2
                     if half:
                         step = [(half, args.step_from * capacity), (half, args.step_to * capacity)]
                         segments.append(("step", args.step_to, step))
+                    sweep_seeds: dict[float, int] = {}  # a repeat sends its sweep segment's requests again
                     for segment, fraction, phases in segments:
                         length = sum(s for s, _ in phases)
                         if time_left() < length + args.drain_seconds + 5:
                             log(f"  {segment} {fraction}x skipped: {time_left():.0f} s left before the deadline")
                             continue
                         seed += 1
+                        if segment == "sweep":
+                            sweep_seeds[fraction] = seed
+                        drawn = sweep_seeds.get(fraction, seed) if segment == "repeat" else seed
                         offered = phases[-1][1]
                         start_at = time.time() + 0.3
-                        results, bins = load.open_loop(phases, length, args.drain_seconds, start_at, seed)
+                        results, bins = load.open_loop(phases, length, args.drain_seconds, start_at, drawn)
                         ended = time.time()
                         drained = wait_empty(sampler, 20)
                         row = summarise(

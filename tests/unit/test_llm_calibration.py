@@ -154,6 +154,50 @@ def test_the_step_time_is_regressed_on_the_logged_steps_and_read_from_steps_csv(
     assert read_steps(tmp_path / "none.csv") == ()
 
 
+def test_the_engine_profiles_mixed_steps_teach_a_fit_on_code_what_a_mixed_step_costs(tmp_path):
+    """bench/llmcal's mixed-step grid (prompts of P tokens beside D sequences decoding after C-token prompts,
+    streaming and quiet, `profile` rows with the harness's extra columns): a fit on code's saturated steps alone
+    prices a conversation's mixed step (deep contexts, which code's steps lack) wrong; with the grid's bins read
+    from steps.csv it recovers what a sequence and a KV token cost in a mixed step."""
+    truth = replace(PROFILE.step, per_prompt_token_ms=0.005, mixed_sequence_ms=0.4, mixed_kv_token_ms=0.0001)
+    noise = random.Random(1)
+
+    def logged(mix, kind, offered, prefill, decode, kv, steps=20):
+        took = 1000 * truth.seconds(prefill, decode, kv) * noise.uniform(0.97, 1.03)
+        return StepBin(mix, kind, offered, steps, took, prefill, decode, kv)
+
+    profile = [logged(PROFILE_MIX, "prefill", p, p, 0, 0) for p in (128, 512, 2048)]
+    profile += [logged(PROFILE_MIX, "decode", d, 0, d, 40 * d) for d in (1, 8, 128)]
+    code = [logged("code", "sweep", r, 2048, d, 300 * d) for r, d in ((10, 8), (20, 16), (30, 24), (40, 32))]
+    grid = [
+        logged(PROFILE_MIX, f"{kind}-c{c}", d, p, d, (c + 30) * d)
+        for c in (512, 2048)
+        for kind in ("mixed", "mixed-quiet")
+        for p in (256, 1024, 2048)
+        for d in (8, 32, 128)
+    ]
+    columns = ["mix", "segment", "offered_rps", "steps", "step_ms_mean", "prefill_tokens_mean"]
+    columns += ["decode_requests_mean", "decode_kv_tokens_mean", "responses_mean", "gap_ms_mean"]
+    path = tmp_path / "x-llm-steps.csv"
+    lines = ["# device: CPU", ",".join(columns)]
+    for b in [*profile, *code, *grid]:
+        figures = (b.mix, b.kind, b.offered_rps, b.steps, b.step_ms, b.prefill_tokens, b.decode_requests)
+        lines.append(",".join(map(str, (*figures, b.decode_kv_tokens, 3.5, 0.2))))
+    path.write_text("\n".join(lines) + "\n")
+    read = read_steps(path)
+    assert read == (*profile, *code, *grid)
+    grid_kinds = {"mixed-c512", "mixed-quiet-c512", "mixed-c2048", "mixed-quiet-c2048"}
+    assert {b.kind for b in read if b.mix == PROFILE_MIX} == {"prefill", "decode", *grid_kinds}
+    on_code = [b for b in read if b.mix in ("code", PROFILE_MIX)]  # what a fit on code takes
+    with_grid = fit_step_time(on_code)
+    for name in ("mixed_sequence_ms", "mixed_kv_token_ms", "per_prompt_token_ms"):
+        assert getattr(with_grid, name) == pytest.approx(getattr(truth, name), rel=0.1), name
+    without = fit_step_time([b for b in on_code if b.kind not in grid_kinds])
+    conv_step = (1024, 64, 64 * 1100)  # a conversation's mixed step: deep contexts, which code's steps lack
+    error = lambda step: abs(step.seconds(*conv_step) / truth.seconds(*conv_step) - 1)  # noqa: E731
+    assert error(with_grid) < 0.05 < error(without)
+
+
 def test_logged_steps_split_as_the_segments():
     """Half the rates: each mix's logged steps of its first, third, ... sweep rate, and the engine profile's;
     a fit on one mix takes that mix's and the profile's."""
@@ -175,7 +219,8 @@ def test_the_cpu_runs_step_log_fits_inside_its_segments():
         assert logged, segment.name
         # the window closes once the drain's cancellations returned: up to a few tenths of a second later
         assert sum(b.steps * b.step_ms for b in logged) / 1000 <= segment.seconds + segment.drain_s + 0.5, segment.name
-    assert {b.kind for b in data.steps if b.mix == PROFILE_MIX} == {"prefill", "decode", "decode-context"}
+    grid = {f"{kind}-c{c}" for kind in ("mixed", "mixed-quiet") for c in (64, 160)}
+    assert {b.kind for b in data.steps if b.mix == PROFILE_MIX} == {"prefill", "decode", "decode-context", *grid}
     assert "logged steps" in fit_llm(data, data.segments, data.steps).measured
 
 
