@@ -127,9 +127,11 @@ def check_varlen_attention(heads, kv_heads, head_dim, dtype):
 class StepLog:
     """Times every engine step (one batch through the model) from inside the engine thread, appending a line per step
     to a file: `end_unix_s duration_s prefill_tokens prefill_requests decode_requests decode_kv_tokens running waiting
-    kv_used_tokens responses gap_s`: responses = the responses the collector thread sent to Triton while the step
-    ran (they cross the stub under the same GIL as the engine loop), gap_s = the time the engine thread spent
-    between the previous loop body's end and this one's start (outside the body: the manager's own loop, GIL waits).
+    kv_used_tokens responses gap_s captures`: responses = the responses the collector thread sent to Triton while the
+    step ran (they cross the stub under the same GIL as the engine loop), gap_s = the time the engine thread spent
+    between the previous loop body's end and this one's start (outside the body: the manager's own loop, GIL waits),
+    captures = the CUDA graphs captured while it ran (transformers captures one for each new padded shape into an LRU
+    of 32, 16 a buffer with async batching: the suspected cause of the slow steps of an engine under its budget).
 
     The timed unit is the manager's loop body that ran a batch: schedule and prepare it, launch it, then update the
     requests from a batch's tokens. That update waits on the batch's device-to-host copy (its CUDA event), so the wall
@@ -145,6 +147,16 @@ class StepLog:
         self.lines: list[str] = []  # appended by the engine thread, written by flush() (another thread)
         self.scheduled = self.previous = None
         self.body_ended = None  # perf_counter at the last loop body's end
+        self.captures = [0]  # CUDA graphs captured so far (any thread: only the engine's captures)
+        graph = getattr(torch.cuda, "CUDAGraph", None)
+        if graph is not None:
+            begin = graph.capture_begin
+
+            def counted(cuda_graph, *args, **kwargs):
+                self.captures[0] += 1
+                return begin(cuda_graph, *args, **kwargs)
+
+            graph.capture_begin = counted
         body = manager._generation_loop_body
         # An instance attribute shadows the method the engine thread calls: nothing else of the engine changes.
         manager._generation_loop_body = lambda processor, bootstrapping: self._timed(body, processor, bootstrapping)
@@ -172,7 +184,8 @@ class StepLog:
     def _timed(self, body, processor, bootstrapping):
         if not getattr(processor.scheduler, "unbusy_step_log", False):
             self._watch(processor.scheduler)
-        batches, started, sent = self.manager.current_batch, time.perf_counter(), self.responses[0]
+        batches, started = self.manager.current_batch, time.perf_counter()
+        sent, captured = self.responses[0], self.captures[0]
         gap, self.body_ended = started - (self.body_ended or started), None
         more = body(processor, bootstrapping)
         ended = time.perf_counter()
@@ -189,7 +202,8 @@ class StepLog:
             used = (cache.num_blocks - cache.get_num_free_blocks()) * cache.block_size
             waiting = len(scheduler.waiting_requests)
             figures = (*done, len(scheduler.active_requests), waiting, used, self.responses[0] - sent)
-            self.lines.append(f"{time.time():.4f} {took:.6f} " + " ".join(map(str, figures)) + f" {gap:.6f}\n")
+            tail = f" {gap:.6f} {self.captures[0] - captured}\n"
+            self.lines.append(f"{time.time():.4f} {took:.6f} " + " ".join(map(str, figures)) + tail)
         return more
 
     def flush(self) -> None:

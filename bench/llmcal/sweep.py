@@ -139,13 +139,14 @@ STEPS = [
     "kv_used_tokens_mean",
     "responses_mean",
     "gap_ms_mean",
+    "captures_mean",
 ]
 # Bin edges of a step's prefill tokens and decode requests (a bin holds [edge, next edge); the last is open).
 PREFILL_EDGES = (0, 1, 32, 128, 256, 512, 1024, 1536, 2048)
 DECODE_EDGES = (0, 1, 2, 4, 8, 16, 32, 64, 96, 128, 192, 256)
 STEP_FIELDS = (
     "end", "duration", "prefill", "prefill_requests", "decode", "decode_kv", "running", "waiting", "kv_used",
-    "responses", "gap",
+    "responses", "gap", "captures",
 )  # fmt: skip
 QUIET_STREAM_EVERY = 1 << 30  # a request's stream_every for its first and final response only
 LATE_S = 0.05  # a send this much behind its schedule counts as late
@@ -411,6 +412,7 @@ def step_rows(mix, segment, offered, steps: list[dict[str, float]]) -> list[dict
                 "kv_used_tokens_mean": average("kv_used"),
                 "responses_mean": average("responses"),
                 "gap_ms_mean": 1000 * average("gap"),
+                "captures_mean": average("captures"),
             }
         )
     return rows
@@ -650,7 +652,8 @@ def main() -> None:
             "async batching attributes a step's time to the batch whose tokens it waited for) binned per segment by "
             f"prefill tokens {PREFILL_EDGES} and decode requests {DECODE_EDGES} (each bin from its edge to the next); "
             "decode_kv_tokens = the contexts the decoding requests attend to; responses = responses sent to Triton "
-            "while a step's loop body ran, gap = the engine thread's time before it outside the body; segments with "
+            "while a step's loop body ran, gap = the engine thread's time before it outside the body, captures = CUDA "
+            "graphs captured while it ran; segments with "
             "their drain; profile rows (mix profile): offered_rps is the prompt length (prefill), the concurrent "
             "requests (decode) or the decoders beside the prefills (mixed-c<context>; mixed-quiet-c<context>: the "
             "decoders send only their first and last response)"
