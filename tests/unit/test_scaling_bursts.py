@@ -153,13 +153,17 @@ def test_regular_bursts_are_met_by_replicas_ordered_back_a_lead_before_the_next_
     assert (late.replicas, late.due) == (4, None)
 
 
-def test_few_or_irregular_gaps_keep_the_hold_through_the_lull():
-    # one gap: half the next come earlier, half later: 1,800 / 2 - 105 - 900 / 2 = 345 < 1,800 - 960
+def test_a_hold_that_would_give_way_to_the_pre_warm_before_its_window_is_not_kept():
+    # one gap: half the next come earlier, half later: ordered back, 1,800 / 2 - 105 - 900 / 2 = 345 a
+    # replica. Kept through the lull, 1,800 - 960 (the lull so far) just after the second burst, but
+    # 1,800 - 1,695 = 105 by the time the pre-warm would order: by then it would have given way to the
+    # pre-warm, having met no burst due on schedule (flash at 0.02: 8 replicas 7 min for nothing)
     two = seen((0.0, 120.0), (900.0, 1020.0))
-    assert bursts.hold(two, 1020.0, PRICE, capacity=1000.0).due is None
-    # two gaps: 1,800 x 2/3 - 105 - 900 / 3 = 795 < 1,800 - 960 a replica, just after the third burst
-    three = seen((0.0, 120.0), (900.0, 1020.0), (1800.0, 1920.0))
-    assert bursts.hold(three, 1920.0, PRICE, capacity=1000.0).due is None
+    planned = bursts.hold(two, 1020.0, PRICE, capacity=1000.0)
+    assert (planned.replicas, planned.planned, planned.order_at) == (0, 4, 1695.0)
+    # where it still pays at the pre-warm's order time it is kept: 1,800 x 3 = 5,400 - 1,695 > 1,350 - 555
+    dear = bursts.hold(two, 1020.0, bursts.Price(0.06, 90.0, 105.0), capacity=1000.0)
+    assert (dear.replicas, dear.due) == (4, None)
     # gaps of 100 to 600 s (+-275 s): a window of 105 + 550 s costs more than the hold's 405 s
     irregular = seen((0.0, 60.0), (100.0, 160.0), (700.0, 760.0), (900.0, 960.0), (1500.0, 1560.0))
     assert bursts.hold(irregular, 1620.0, PRICE, capacity=1000.0).due is None
@@ -173,9 +177,9 @@ def test_a_pre_warm_is_priced_alike_all_through_the_lull():
     # 0.015 held the second crowd's replicas 360 s, then let go of them 390 s before the third)
     two = seen((0.0, 120.0), (900.0, 1020.0))
     cheaper = bursts.Price(0.015, 90.0, 105.0)
-    assert bursts.hold(two, 1200.0, cheaper, capacity=1000.0).due is None  # held: 1,350 - 1,200 > 120
-    planned = bursts.hold(two, 1400.0, cheaper, capacity=1000.0)  # 1,350 - 1,400 < 120: let go, order back
-    assert (planned.replicas, planned.planned, planned.order_at) == (0, 4, 1695.0)
+    for now in (1020.0, 1200.0, 1400.0):  # the hold would not last to the window: 1,350 - 1,695 < 120
+        planned = bursts.hold(two, now, cheaper, capacity=1000.0)
+        assert (planned.replicas, planned.planned, planned.order_at) == (0, 4, 1695.0)
     late = bursts.hold(two, 1700.0, cheaper, capacity=1000.0)
     assert (late.replicas, late.cost_seconds) == (4, pytest.approx(105 + 900 / 2))
 
@@ -230,9 +234,10 @@ def regular_bursts(spec: dict, until: int) -> dict:
 def test_the_policy_lets_regular_bursts_replicas_go_in_the_lull_and_orders_them_back_before_the_next():
     spec = {"targets": EDGE, "behavior": {"scaleUp": FREE, "scaleDown": FREE}}
     decisions = regular_bursts(spec, until=2460)
-    # after the second burst the hold pays (900 GPU-s a replica saves, 600 s a burst by the rate) more
-    # than ordering the replicas back before the next: 900 / 2 - 105 - 600 / 2 (one gap)
-    assert decisions[690].replicas == 4 and decisions[690].floor == "bursts"
+    # after the second burst, kept through the lull a replica (900 GPU-s a burst it saves) would pay
+    # 900 - 675 by the rate so far, but not by the pre-warm's order time (1,095 s from the first burst):
+    # ordering it back, 900 / 2 - 105 - 600 / 2 (one gap), is all it is worth
+    assert decisions[690].replicas == 2 and "next burst due in ~525s (1 gaps, +-0s)" in decisions[690].reason
     # after the third, less: 900 x 2/3 - 105 - 600 / 3 = 295 > 900 - 622; the burst's replicas go
     lull = decisions[1275]
     assert lull.replicas == 2 and lull.floor is None
