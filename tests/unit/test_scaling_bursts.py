@@ -125,14 +125,13 @@ def test_a_kept_replica_saves_its_slice_of_the_height_for_the_exposure_or_the_wh
 def test_the_hold_keeps_the_replicas_whose_saved_refusals_are_worth_their_gpus_until_the_next_burst():
     # bursts 300 s apart, each 4,000 rps for 60 s: a replica saves 60,000 refusals of one, worth
     # 1,200 GPU-s at 0.02, over the 300 s it is kept between them: all 4 pay
-    # (priced at the rate when the next is due, at 1,000 s: two gaps in 900 s)
     three = seen((100.0, 160.0), (400.0, 460.0), (700.0, 760.0))
     held = bursts.hold(three, 800.0, PRICE, capacity=1000.0)
-    assert held == bursts.Hold(4, 4, BURST, 3, 350.0, 60_000.0, 1200.0, 450.0)
-    # the 4th replica's slice is 400 rps at 1,200 a replica: 24,000 refusals, 480 GPU-s over 450 s
+    assert held == bursts.Hold(4, 4, BURST, 3, 350.0, 60_000.0, 1200.0, 350.0)
+    # the 4th replica's slice is 400 rps at 1,200 a replica: 24,000 refusals, 480 GPU-s over 350 s
     assert bursts.hold(three, 800.0, PRICE, capacity=1200.0).replicas == 4
     cheap = bursts.Price(0.005, 90.0, 105.0)
-    assert bursts.hold(three, 800.0, cheap, capacity=1000.0) is None  # 300 GPU-s a burst < 450 s between them
+    assert bursts.hold(three, 800.0, cheap, capacity=1000.0) is None  # 300 GPU-s a burst < 350 s between them
     # at 1,200 a replica the first three save 72,000 refusals, 360 GPU-s, the 4th 24,000: 120. Kept
     # through the lull each nets 10 GPU-s a burst; ordered back 105 s before the next is due (the gaps
     # are alike), 360 x 2/3 - 105 - 300 / 3 = 35, as a third of the next gaps come earlier than the two
@@ -170,10 +169,17 @@ def test_regular_bursts_are_met_by_replicas_ordered_back_a_lead_before_the_next_
     assert (late.replicas, late.due) == (4, None)
 
 
-def test_few_or_irregular_gaps_keep_the_hold_through_the_lull():
-    # one gap: half the next come earlier, half later: 1,800 / 2 - 105 - 900 / 2 = 345 < 1,800 - 960
+def test_a_hold_that_would_give_way_to_the_pre_warm_before_its_window_is_not_kept():
+    # one gap: half the next come earlier, half later: ordered back, 1,800 / 2 - 105 - 900 / 2 = 345 a
+    # replica. Kept through the lull, 1,800 - 960 (the lull so far) just after the second burst, but
+    # 1,800 - 1,695 = 105 by the time the pre-warm would order: by then it would have given way to the
+    # pre-warm, having met no burst due on schedule (flash at 0.02: 8 replicas 7 min for nothing)
     two = seen((0.0, 120.0), (900.0, 1020.0))
-    assert bursts.hold(two, 1020.0, PRICE, capacity=1000.0).due is None
+    planned = bursts.hold(two, 1020.0, PRICE, capacity=1000.0)
+    assert (planned.replicas, planned.planned, planned.order_at) == (0, 4, 1695.0)
+    # where it still pays at the pre-warm's order time it is kept: 1,800 x 3 = 5,400 - 1,695 > 1,350 - 555
+    dear = bursts.hold(two, 1020.0, bursts.Price(0.06, 90.0, 105.0), capacity=1000.0)
+    assert (dear.replicas, dear.due) == (4, None)
     # gaps of 100 to 600 s (+-275 s): a window of 105 + 550 s costs more than the hold's 405 s
     irregular = seen((0.0, 60.0), (100.0, 160.0), (700.0, 760.0), (900.0, 960.0), (1500.0, 1560.0))
     assert bursts.hold(irregular, 1620.0, PRICE, capacity=1000.0).due is None
@@ -187,25 +193,11 @@ def test_a_pre_warm_is_priced_alike_all_through_the_lull():
     # 0.015 held the second crowd's replicas 360 s, then let go of them 390 s before the third)
     two = seen((0.0, 120.0), (900.0, 1020.0))
     cheaper = bursts.Price(0.015, 90.0, 105.0)
-    assert bursts.hold(two, 1200.0, cheaper, capacity=1000.0).due is None  # held: 1,350 - 1,200 > 120
-    planned = bursts.hold(two, 1400.0, cheaper, capacity=1000.0)  # 1,350 - 1,400 < 120: let go, order back
-    assert (planned.replicas, planned.planned, planned.order_at) == (0, 4, 1695.0)
+    for now in (1020.0, 1200.0, 1400.0):  # the hold would not last to the window: 1,350 - 1,695 < 120
+        planned = bursts.hold(two, now, cheaper, capacity=1000.0)
+        assert (planned.replicas, planned.planned, planned.order_at) == (0, 4, 1695.0)
     late = bursts.hold(two, 1700.0, cheaper, capacity=1000.0)
     assert (late.replicas, late.cost_seconds) == (4, pytest.approx(105 + 900 / 2))
-
-
-def test_a_hold_let_go_before_the_next_burst_is_due_is_not_kept():
-    # bursts every 900 s (two gaps): just after the third, 960 s a burst by the rate, and a replica
-    # kept nets 1,800 - 960 = 840 GPU-s against the pre-warm's 1,800 x 2/3 - 105 - 900 / 3 = 795. But
-    # by the time the next is due (2,700 s) the rate says 1,350 s a burst: 450 < 795, and the hold
-    # would go before then (flash held its third crowd's 8 replicas 90 s, then let them go). Priced
-    # then, the pre-warm is planned at once.
-    three = seen((0.0, 120.0), (900.0, 1020.0), (1800.0, 1920.0))
-    planned = bursts.hold(three, 1920.0, PRICE, capacity=1000.0)
-    assert (planned.replicas, planned.planned, planned.order_at) == (0, 4, 2595.0)
-    # gaps of 600 and 1,200 s: due at 2,700 +- 300, so priced at 2,400 (1,200 s a burst): still held
-    uneven = seen((0.0, 120.0), (600.0, 720.0), (1800.0, 1920.0))
-    assert bursts.hold(uneven, 1920.0, PRICE, capacity=1000.0).due is None
 
 
 def test_a_burst_alone_holds_nothing_whatever_the_price():
@@ -230,14 +222,12 @@ def test_the_policy_holds_between_recurring_bursts_says_why_and_lets_go_when_the
         state, current, decisions[now] = decision.state, decision.replicas, decision
     assert decisions[285].replicas == 2  # one burst says nothing of how often they come
     # after the third: 4 replicas (5 at the target in the burst), each saving 45,000 refusals of a
-    # 45 s burst, 900 GPU-s at 0.02, more than the 450 s it is kept between bursts by the time the next
-    # is due (900 s from the first at 915 s / 2 gaps; 345 s now)
+    # 45 s burst, 900 GPU-s at 0.02, more than the 345 s it is kept between bursts (690 s / 2 gaps)
     held = decisions[705]
     assert held.replicas == 4 and held.floor == "bursts"
     assert held.reason == (
         "3 bursts up to 4,000 rps, one per 345s: replica 4 kept saves 45,000 refusals a burst (its first 90s), "
-        "900 GPU-s at 0.02 a refusal, more than the 450 GPU-s it costs between bursts at their rate when the next "
-        "is due: holding 4 replicas: 4 -> 4"
+        "900 GPU-s at 0.02 a refusal, more than the 345 GPU-s it costs between bursts: holding 4 replicas: 4 -> 4"
     )
     assert held.metrics["burst_hold_replicas"] == 4
     # as the lull goes on the rate falls: 900 GPU-s a burst pays while the bursts come every 900 s or
@@ -260,9 +250,10 @@ def regular_bursts(spec: dict, until: int) -> dict:
 def test_the_policy_lets_regular_bursts_replicas_go_in_the_lull_and_orders_them_back_before_the_next():
     spec = {"targets": EDGE, "behavior": {"scaleUp": FREE, "scaleDown": FREE}}
     decisions = regular_bursts(spec, until=2460)
-    # after the second burst the hold pays (900 GPU-s a replica saves, 600 s a burst by the rate) more
-    # than ordering the replicas back before the next: 900 / 2 - 105 - 600 / 2 (one gap)
-    assert decisions[690].replicas == 4 and decisions[690].floor == "bursts"
+    # after the second burst, kept through the lull a replica (900 GPU-s a burst it saves) would pay
+    # 900 - 675 by the rate so far, but not by the pre-warm's order time (1,095 s from the first burst):
+    # ordering it back, 900 / 2 - 105 - 600 / 2 (one gap), is all it is worth
+    assert decisions[690].replicas == 2 and "next burst due in ~525s (1 gaps, +-0s)" in decisions[690].reason
     # after the third, less: 900 x 2/3 - 105 - 600 / 3 = 295 > 900 - 622; the burst's replicas go
     lull = decisions[1275]
     assert lull.replicas == 2 and lull.floor is None

@@ -312,8 +312,7 @@ def _bursts(
     if held.due is None:
         text = (
             f"{held.bursts} bursts up to {_fmt_rate(held.peak, obs.unit)}, one per {held.gap_seconds:,.0f}s: {saves}, "
-            f"more than the {held.cost_seconds * obs.gpus_per_replica:,.0f} GPU-s it costs between bursts"
-            f"{'' if held.cost_seconds == held.gap_seconds else ' at their rate when the next is due'}: "
+            f"more than the {held.cost_seconds * obs.gpus_per_replica:,.0f} GPU-s it costs between bursts: "
             f"holding {held.replicas} replicas"
         )
         return _Desire(held.replicas, held.replicas, text, "bursts"), None
