@@ -231,9 +231,10 @@ def growth(points: tuple[tuple[float, float], ...], jump: float = math.inf) -> f
     to a level it already had; growth counts only while the latest reading is the window's high.
     Nor a burst: a window in which a reading was `jump` times the one before it (the panic
     threshold) holds a step, even where an earlier blip made both halves rise (onoff-tall: +12
-    replicas of headroom for a 6x burst that needed 8). A reading after one of no demand in the
-    window is no jump: traffic starting or back from idle, which no ratio tells from a step (a ramp
-    from 0 reads 0, 1, 4, 9 x through the rate window, and had no headroom for 120 s); the halves do."""
+    replicas of headroom for a 6x burst that needed 8). From a reading of no demand in the
+    window on, no ratio counts: traffic starting or back from idle rises by any ratio at first (a
+    ramp from 0 reads 0, 1, 4, 9 x through the rate window, and had no headroom for 120 s); the
+    halves tell a ramp from a step there."""
     if len(points) < GROWTH_MIN_POINTS or points[-1][1] < max(d for _, d in points):
         return 0.0
     values = [d for _, d in points]
