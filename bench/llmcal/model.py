@@ -147,13 +147,13 @@ class StepLog:
         self.lines: list[str] = []  # appended by the engine thread, written by flush() (another thread)
         self.scheduled = self.previous = None
         self.body_ended = None  # perf_counter at the last loop body's end
-        self.captures = [0]  # CUDA graphs captured so far (any thread: only the engine's captures)
+        self.captures = 0  # CUDA graphs captured so far (any thread: only the engine's captures)
         graph = getattr(torch.cuda, "CUDAGraph", None)
         if graph is not None:
             begin = graph.capture_begin
 
             def counted(cuda_graph, *args, **kwargs):
-                self.captures[0] += 1
+                self.captures += 1
                 return begin(cuda_graph, *args, **kwargs)
 
             graph.capture_begin = counted
@@ -185,7 +185,7 @@ class StepLog:
         if not getattr(processor.scheduler, "unbusy_step_log", False):
             self._watch(processor.scheduler)
         batches, started = self.manager.current_batch, time.perf_counter()
-        sent, captured = self.responses[0], self.captures[0]
+        sent, captured = self.responses[0], self.captures
         gap, self.body_ended = started - (self.body_ended or started), None
         more = body(processor, bootstrapping)
         ended = time.perf_counter()
@@ -202,7 +202,7 @@ class StepLog:
             used = (cache.num_blocks - cache.get_num_free_blocks()) * cache.block_size
             waiting = len(scheduler.waiting_requests)
             figures = (*done, len(scheduler.active_requests), waiting, used, self.responses[0] - sent)
-            tail = f" {gap:.6f} {self.captures[0] - captured}\n"
+            tail = f" {gap:.6f} {self.captures - captured}\n"
             self.lines.append(f"{time.time():.4f} {took:.6f} " + " ".join(map(str, figures)) + tail)
         return more
 

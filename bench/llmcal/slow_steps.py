@@ -8,19 +8,22 @@ the median time of the fast and the slow ones.
 Usage: .venv/bin/python bench/llmcal/slow_steps.py 1b-steps 1b-steps2 1b-steps3 8b-steps"""
 
 import argparse
-import csv
 import gzip
 import itertools
 
 import numpy as np
+from sweep import STEP_FIELDS
 
-# columns of StepLog (bench/llmcal/model.py)
-END, DURATION, PREFILL, PREFILL_REQUESTS, DECODE, DECODE_KV, RUNNING, WAITING, KV_USED = range(9)
+from unbusy.sim.calibration import read_commented
+
+# columns of StepLog's lines (bench/llmcal/model.py), as sweep.py reads them
+END, DURATION, PREFILL, DECODE, DECODE_KV, RUNNING = map(
+    STEP_FIELDS.index, ("end", "duration", "prefill", "decode", "decode_kv", "running")
+)
 
 
 def segments(run: str) -> list[tuple[dict, np.ndarray]]:
-    with open(f"bench/data/h100-llm-llama-{run}-rates.csv") as rates:
-        rows = list(csv.DictReader(line for line in rates if not line.startswith("#")))
+    _, rows = read_commented(f"bench/data/h100-llm-llama-{run}-rates.csv")
     with gzip.open(f"bench/data/h100-llm-llama-{run}-steps.log.gz", "rt") as log_file:
         log = np.array([list(map(float, line.split())) for line in log_file])
     starts = log[:, END] - log[:, DURATION]
